@@ -1,0 +1,57 @@
+"""The `mdmbus` command: the stack, producing records, and the demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mdmbus.errors import MdmbusError
+from mdmbus.settings import Settings
+
+__all__ = ["main"]
+
+
+def _stack(args: argparse.Namespace, settings: Settings) -> int:
+    from mdmbus import stack
+    if args.action == "up":
+        stack.up(settings)
+        return 0
+    if args.action == "down":
+        stack.down(settings)
+        return 0
+    return 0 if stack.status(settings) else 3
+
+
+def _smoke(args: argparse.Namespace, settings: Settings) -> int:
+    from mdmbus.smoke import run_smoke
+    return run_smoke(settings)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mdmbus", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("stack", help="the embedded Kafka + PostgreSQL stack on 127.0.0.1")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.set_defaults(func=_stack)
+
+    p = sub.add_parser("smoke", help="a round trip through the running stack")
+    p.set_defaults(func=_smoke)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        return args.func(args, settings)
+    except MdmbusError as exc:
+        print(f"mdmbus: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mdmbus: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

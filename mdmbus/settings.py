@@ -1,0 +1,112 @@
+"""One frozen settings object, read from the environment once at process start.
+
+Every default works on the embedded stack (``mdmbus stack up``); compose overrides them through
+the same ``MDMBUS_*`` variables. Nothing else in mdmbus reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from mdmbus.errors import ConfigError
+
+__all__ = ["Settings", "REPO_ROOT"]
+
+#: The checkout the package was installed from (editable install); holds ops/ and schemas/.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be greater than 0")
+    return value
+
+
+def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
+    raw = env.get(name)
+    return Path(raw).expanduser().resolve() if raw else default
+
+
+def _default_cache_dir(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mdmbus"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the stack lives and how processes reach it."""
+
+    #: Kafka bootstrap servers. Empty means "the embedded broker on kafka_port".
+    kafka_external: str = ""
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    kafka_version: str = "4.3.1"
+    #: An existing Kafka installation (a directory with libs/*.jar) to run instead of Maven's.
+    kafka_home: Path | None = None
+    #: Kafka broker heap; the embedded broker shares a small machine with PostgreSQL.
+    kafka_heap: str = "768m"
+
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 55432
+    pg_user: str = "postgres"
+    pg_password: str = field(default="", repr=False)
+
+    #: Per-user cache of downloaded artifacts (Kafka jars); a second start needs no network.
+    cache_dir: Path = field(default_factory=lambda: _default_cache_dir(os.environ))
+    #: Run-time state of the embedded stack: data, logs, pid files.
+    state_dir: Path = REPO_ROOT / ".state"
+
+    #: Shared clock: simulated seconds per real second (see mdmbus.clock).
+    clock_speed: float = 1.0
+
+    #: How long `stack up` waits for each server to answer.
+    start_timeout_s: float = 90.0
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return self.kafka_external or f"127.0.0.1:{self.kafka_port}"
+
+    def pg_dsn(self, database: str) -> str:
+        auth = self.pg_user if not self.pg_password else f"{self.pg_user}:{self.pg_password}"
+        return f"postgresql://{auth}@{self.pg_host}:{self.pg_port}/{database}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        kafka_home = env.get("MDMBUS_KAFKA_HOME")
+        return cls(
+            kafka_external=env.get("MDMBUS_KAFKA_BOOTSTRAP", ""),
+            kafka_port=_int(env, "MDMBUS_KAFKA_PORT", cls.kafka_port),
+            kafka_controller_port=_int(env, "MDMBUS_KAFKA_CONTROLLER_PORT", cls.kafka_controller_port),
+            kafka_version=env.get("MDMBUS_KAFKA_VERSION", cls.kafka_version),
+            kafka_home=Path(kafka_home).expanduser().resolve() if kafka_home else None,
+            kafka_heap=env.get("MDMBUS_KAFKA_HEAP", cls.kafka_heap),
+            pg_host=env.get("MDMBUS_PG_HOST", cls.pg_host),
+            pg_port=_int(env, "MDMBUS_PG_PORT", cls.pg_port),
+            pg_user=env.get("MDMBUS_PG_USER", cls.pg_user),
+            pg_password=env.get("MDMBUS_PG_PASSWORD", ""),
+            cache_dir=_path(env, "MDMBUS_CACHE_DIR", _default_cache_dir(env)),
+            state_dir=_path(env, "MDMBUS_STATE_DIR", REPO_ROOT / ".state"),
+            clock_speed=_float(env, "MDMBUS_CLOCK_SPEED", cls.clock_speed),
+            start_timeout_s=_float(env, "MDMBUS_START_TIMEOUT", cls.start_timeout_s),
+        )

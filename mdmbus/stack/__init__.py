@@ -1,0 +1,9 @@
+"""The embedded stack: a real Kafka broker and a real PostgreSQL cluster on 127.0.0.1.
+
+Started and stopped by ``mdmbus stack up | down | status``; no container engine needed.
+"""
+
+from mdmbus.stack.errors import StackError
+from mdmbus.stack.stack import down, status, up
+
+__all__ = ["StackError", "up", "down", "status"]

@@ -1,0 +1,99 @@
+"""What the pipeline needs inside the servers: its topics and its per-region databases."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Iterable
+
+import asyncpg
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError
+
+from mdmbus.regions import all_databases
+from mdmbus.settings import Settings
+from mdmbus.stack.errors import StackError
+from mdmbus.topics import TOPICS, TopicSpec
+
+__all__ = ["ensure_topics", "ensure_databases", "topic_configs", "existing_databases"]
+
+
+async def _admin(settings: Settings, deadline_s: float) -> AIOKafkaAdminClient:
+    """An admin client, retried until the broker answers metadata requests or the deadline."""
+    end = time.monotonic() + deadline_s
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
+                                    request_timeout_ms=10_000)
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return admin
+        except (KafkaError, OSError) as exc:
+            await admin.close()
+            if time.monotonic() > end:
+                raise StackError(f"Kafka at {settings.kafka_bootstrap} does not answer metadata "
+                                 f"requests ({exc!r}); check the broker log") from exc
+            await asyncio.sleep(0.5)
+
+
+async def ensure_topics(settings: Settings, specs: Iterable[TopicSpec] = TOPICS) -> list[str]:
+    """Create missing topics and bring existing ones to the declared configuration."""
+    specs = list(specs)
+    admin = await _admin(settings, settings.start_timeout_s)
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        if missing:
+            await admin.create_topics(
+                [NewTopic(s.name, s.partitions, 1, topic_configs=dict(s.config)) for s in missing])
+        present = [s for s in specs if s.name in existing]
+        if present:
+            await admin.alter_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, s.name, dict(s.config)) for s in present])
+        return [s.name for s in missing]
+    finally:
+        await admin.close()
+
+
+async def topic_configs(settings: Settings, names: Iterable[str]) -> dict[str, dict[str, str]]:
+    """Each topic's effective configuration as the broker reports it."""
+    admin = await _admin(settings, 30)
+    try:
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
+        out: dict[str, dict[str, str]] = {}
+        for response in responses:
+            for resource in response.to_object()["resources"]:
+                if resource["error_code"]:
+                    raise StackError(f"describe configs of {resource['resource_name']}: "
+                                     f"{resource['error_message']}")
+                out[resource["resource_name"]] = {
+                    e["config_names"]: e["config_value"] for e in resource["config_entries"]}
+        return out
+    finally:
+        await admin.close()
+
+
+async def existing_databases(settings: Settings) -> set[str]:
+    conn = await asyncpg.connect(settings.pg_dsn("postgres"))
+    try:
+        return {r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database")}
+    finally:
+        await conn.close()
+
+
+async def ensure_databases(settings: Settings) -> list[str]:
+    """Create the region and CM databases that do not exist yet."""
+    created = []
+    conn = await asyncpg.connect(settings.pg_dsn("postgres"))
+    try:
+        have = {r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database")}
+        for name in all_databases():
+            if name not in have:
+                # CREATE DATABASE takes no parameters; names come from mdmbus.regions only.
+                await conn.execute(f'CREATE DATABASE "{name}"')
+                created.append(name)
+    finally:
+        await conn.close()
+    return created
