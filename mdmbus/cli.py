@@ -27,6 +27,13 @@ def _smoke(args: argparse.Namespace, settings: Settings) -> int:
     return run_smoke(settings)
 
 
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from mdmbus import stack
+    from mdmbus.smoke import run_smoke
+    stack.status(settings)
+    return run_smoke(settings)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mdmbus", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -37,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("smoke", help="a round trip through the running stack")
     p.set_defaults(func=_smoke)
+
+    p = sub.add_parser("demo", help="the main job on the running stack (./run demo)")
+    p.set_defaults(func=_demo)
     return parser
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 __all__ = ["TopicSpec", "TOPICS", "topic", "UPLOAD", "RELAY", "RELAY_ACK", "DEVICE_SESSIONS",
-           "DEVICE_COMMANDS", "TENANT_LIFECYCLE", "DEAD_LETTER"]
+           "DEVICE_COMMANDS", "TENANT_LIFECYCLE", "DEAD_LETTER", "SMOKE"]
 
 _MINUTE_MS = 60_000
 _HOUR_MS = 60 * _MINUTE_MS
@@ -51,6 +51,7 @@ DEVICE_SESSIONS = "mdm.device.sessions"
 DEVICE_COMMANDS = "mdm.device.commands"
 TENANT_LIFECYCLE = "mdm.tenant.lifecycle"
 DEAD_LETTER = "mdm.deadletter"
+SMOKE = "mdm.smoke"
 
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(
@@ -98,6 +99,11 @@ TOPICS: tuple[TopicSpec, ...] = (
         config=_delete(retention_ms=_DAY_MS, segment_ms=_HOUR_MS),
         copies="Rejected records for operators to inspect; private key material is redacted "
                "before a record is written here; gone at most 25 h after write.",
+    ),
+    TopicSpec(
+        SMOKE, key="probe_id", partitions=1,
+        config=_delete(retention_ms=10 * _MINUTE_MS, segment_ms=_MINUTE_MS),
+        copies="`mdmbus smoke` probes carry no customer data; gone 11 min after write.",
     ),
 )
 

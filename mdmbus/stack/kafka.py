@@ -20,7 +20,7 @@ from mdmbus.stack.errors import StackError
 from mdmbus.stack.processes import (ensure_port_free, port_open, read_pid, stop_pid, tail,
                                     wait_until)
 
-__all__ = ["KafkaPaths", "kafka_paths", "ensure_jars", "start", "stop", "running_pid"]
+__all__ = ["KafkaPaths", "kafka_paths", "ensure_jars", "start", "stop", "running_pid", "describe"]
 
 OPS = REPO_ROOT / "ops" / "kafka"
 MIN_JAVA = 17
@@ -196,15 +196,17 @@ def stop(settings: Settings) -> str:
     return f"kafka: stopped (pid {pid})"
 
 
-def describe(settings: Settings) -> str:
+def describe(settings: Settings) -> tuple[bool, str]:
+    """Whether the broker answers, and a status line saying where it runs."""
     if settings.kafka_external:
-        up = "answering" if port_open(int(settings.kafka_bootstrap.rsplit(":", 1)[1]),
-                                      settings.kafka_bootstrap.rsplit(":", 1)[0]) else "NOT answering"
-        return f"kafka     external {settings.kafka_bootstrap} ({up})"
+        host, _, port = settings.kafka_bootstrap.split(",")[0].rpartition(":")
+        up = port_open(int(port), host)
+        return up, f"kafka     external  {settings.kafka_bootstrap} ({'answering' if up else 'NOT answering'})"
     paths = kafka_paths(settings)
     pid = read_pid(paths.pidfile)
     if pid is None:
-        return f"kafka     stopped   127.0.0.1:{settings.kafka_port}"
-    state = "running" if port_open(settings.kafka_port) else "starting"
-    return (f"kafka     {state:<9} 127.0.0.1:{settings.kafka_port} pid {pid}  "
-            f"data {paths.data}  log {paths.log}")
+        return False, f"kafka     stopped   127.0.0.1:{settings.kafka_port}"
+    up = port_open(settings.kafka_port)
+    state = "running" if up else "starting"
+    return up, (f"kafka     {state:<9} 127.0.0.1:{settings.kafka_port} pid {pid}  "
+                f"data {paths.data}  log {paths.log}")

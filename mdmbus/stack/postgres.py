@@ -18,7 +18,7 @@ from mdmbus.settings import Settings
 from mdmbus.stack.errors import StackError
 from mdmbus.stack.processes import ensure_port_free, port_open, tail
 
-__all__ = ["PgPaths", "pg_paths", "start", "stop", "describe", "bin_dir"]
+__all__ = ["PgPaths", "pg_paths", "start", "stop", "running", "describe", "bin_dir"]
 
 RUN_AS = "postgres"
 
@@ -140,7 +140,9 @@ def stop(settings: Settings) -> str:
     return "postgres: stopped"
 
 
-def describe(settings: Settings) -> str:
+def describe(settings: Settings) -> tuple[bool, str]:
+    """Whether the server runs, and a status line saying where."""
     paths = pg_paths(settings)
-    state = "running" if running(paths) else "stopped"
-    return f"postgres  {state:<9} 127.0.0.1:{settings.pg_port}  data {paths.data}  log {paths.log}"
+    up = running(paths)
+    return up, (f"postgres  {'running' if up else 'stopped':<9} 127.0.0.1:{settings.pg_port}  "
+                f"data {paths.data}  log {paths.log}")

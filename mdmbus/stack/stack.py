@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Callable
 
+from mdmbus.regions import all_databases
 from mdmbus.settings import Settings
+from mdmbus.topics import TOPICS
 from mdmbus.stack import kafka, postgres, provision
+from mdmbus.stack.processes import ensure_port_free
 
 __all__ = ["up", "down", "status"]
 
@@ -14,6 +17,13 @@ __all__ = ["up", "down", "status"]
 def up(settings: Settings, say: Callable[[str], None] = print) -> None:
     """Idempotent: what runs is left running, what is missing is started or created."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    # Check every port before starting anything, so a clash leaves nothing half-started.
+    if not postgres.running(postgres.pg_paths(settings)):
+        ensure_port_free(settings.pg_port, "PostgreSQL", "MDMBUS_PG_PORT")
+    if not settings.kafka_external and kafka.running_pid(settings) is None:
+        ensure_port_free(settings.kafka_port, "Kafka", "MDMBUS_KAFKA_PORT")
+        ensure_port_free(settings.kafka_controller_port, "the Kafka controller",
+                         "MDMBUS_KAFKA_CONTROLLER_PORT")
     say(postgres.start(settings))
     say(kafka.start(settings, say))
     created = asyncio.run(provision.ensure_databases(settings))
@@ -30,7 +40,11 @@ def down(settings: Settings, say: Callable[[str], None] = print) -> None:
 
 def status(settings: Settings, say: Callable[[str], None] = print) -> bool:
     """Prints what runs where; true when both servers run."""
-    lines = [kafka.describe(settings), postgres.describe(settings)]
-    for line in lines:
-        say(line)
-    return all(" running " in line or " external " in line for line in lines)
+    kafka_up, kafka_line = kafka.describe(settings)
+    pg_up, pg_line = postgres.describe(settings)
+    say(kafka_line)
+    say(pg_line)
+    if kafka_up and pg_up:
+        say(f"topics    {len(TOPICS)} declared: {', '.join(t.name for t in TOPICS)}")
+        say(f"databases {', '.join(all_databases())}")
+    return kafka_up and pg_up

@@ -1,0 +1,38 @@
+"""The settings object: defaults that fit the embedded stack, and named errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from mdmbus.errors import ConfigError
+from mdmbus.settings import Settings
+
+
+def test_defaults_point_at_the_embedded_stack():
+    s = Settings.from_env({})
+    assert s.kafka_bootstrap == "127.0.0.1:19092"
+    assert s.pg_dsn("mdmbus_eu") == "postgresql://postgres@127.0.0.1:55432/mdmbus_eu"
+    assert s.clock_speed == 1.0
+
+
+def test_environment_overrides_and_external_broker():
+    s = Settings.from_env({"MDMBUS_KAFKA_BOOTSTRAP": "broker:9092", "MDMBUS_PG_PORT": "5432",
+                           "MDMBUS_CLOCK_SPEED": "86400"})
+    assert s.kafka_bootstrap == "broker:9092"
+    assert s.pg_port == 5432
+    assert s.clock_speed == 86400.0
+
+
+@pytest.mark.parametrize("name,value,message", [
+    ("MDMBUS_KAFKA_PORT", "x", "is not a whole number"),
+    ("MDMBUS_CLOCK_SPEED", "fast", "is not a number"),
+    ("MDMBUS_CLOCK_SPEED", "0", "must be greater than 0"),
+])
+def test_bad_values_are_named(name, value, message):
+    with pytest.raises(ConfigError, match=f"{name}='{value}' {message}"):
+        Settings.from_env({name: value})
+
+
+def test_the_password_is_never_printed():
+    s = Settings.from_env({"MDMBUS_PG_PASSWORD": "hunter2"})
+    assert "hunter2" not in repr(s)
