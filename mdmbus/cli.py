@@ -22,6 +22,23 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if stack.status(settings) else 3
 
 
+def _produce(args: argparse.Namespace, settings: Settings) -> int:
+    from mdmbus.produce_cli import produce
+    if args.file == "-":
+        return produce(settings, sys.stdin, dry_run=args.dry_run)
+    try:
+        source = open(args.file, encoding="utf-8")
+    except OSError as exc:
+        raise MdmbusError(f"cannot read {args.file}: {exc.strerror}") from None
+    with source:
+        return produce(settings, source, dry_run=args.dry_run)
+
+
+def _process(args: argparse.Namespace, settings: Settings) -> int:
+    from mdmbus.processes import run_process
+    return run_process(args.name, settings)
+
+
 def _smoke(args: argparse.Namespace, settings: Settings) -> int:
     from mdmbus.smoke import run_smoke
     return run_smoke(settings)
@@ -41,6 +58,16 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stack", help="the embedded Kafka + PostgreSQL stack on 127.0.0.1")
     p.add_argument("action", choices=["up", "down", "status"])
     p.set_defaults(func=_stack)
+
+    p = sub.add_parser("produce", help="validate JSON lines and send them to their topics")
+    p.add_argument("file", nargs="?", default="-",
+                   help='JSON lines, one {"kind": ..., "record": {...}} per line (default: stdin)')
+    p.add_argument("--dry-run", action="store_true", help="validate only, send nothing")
+    p.set_defaults(func=_produce)
+
+    p = sub.add_parser("process", help="run one pipeline process in the foreground")
+    p.add_argument("name", choices=["pipeline", "cm-connector", "sweeper"])
+    p.set_defaults(func=_process)
 
     p = sub.add_parser("smoke", help="a round trip through the running stack")
     p.set_defaults(func=_smoke)

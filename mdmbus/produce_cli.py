@@ -1,0 +1,93 @@
+"""`mdmbus produce`: JSON lines in, validated single-object-encoded records out to Kafka.
+
+A bad line is reported with its number and reason and not sent; the good ones around it are.
+Progress goes to stderr every second; a summary (sent, rejected by reason) ends the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import sys
+import time
+from typing import IO, Iterable, Iterator
+
+from mdmbus.contract import default_registry
+from mdmbus.errors import MdmbusError
+from mdmbus.producer import INVALID_JSON, Produced, Rejection, parse_line, send_all
+from mdmbus.settings import Settings
+
+__all__ = ["produce"]
+
+
+def produce(settings: Settings, source: IO[str], dry_run: bool = False,
+            out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> int:
+    """Returns the exit status: 0 all sent (or valid), 1 when any line was rejected."""
+    registry = default_registry()
+    rejected: collections.Counter[str] = collections.Counter()
+    counts = {"read": 0, "valid": 0}
+    last_progress = [time.monotonic()]
+
+    def good_lines() -> Iterable[Produced]:
+        for number, text in enumerate(_lines(source), start=1):
+            if isinstance(text, UnicodeDecodeError):  # JSON text is UTF-8 (RFC 8259)
+                item: Produced | Rejection = Rejection(number, INVALID_JSON, f"not UTF-8: {text}")
+            elif not text.strip():
+                continue
+            else:
+                item = parse_line(text, number, registry)
+            counts["read"] += 1
+            if isinstance(item, Rejection):
+                rejected[item.reason] += 1
+                print(f"line {item.line}: rejected ({item.reason}): {item.message}", file=err)
+                continue
+            counts["valid"] += 1
+            now = time.monotonic()
+            if now - last_progress[0] >= 1.0:
+                print(f"... {counts['read']} lines read, {counts['valid']} valid", file=err)
+                last_progress[0] = now
+            yield item
+
+    if dry_run:
+        for _ in good_lines():
+            pass
+        sent = 0
+    else:
+        sent = asyncio.run(_send(settings, good_lines()))
+    verb = "valid (dry run, nothing sent)" if dry_run else "sent"
+    n = counts["valid"] if dry_run else sent
+    summary = f"{n} {verb}, {sum(rejected.values())} rejected"
+    if rejected:
+        summary += " (" + ", ".join(f"{r}: {c}" for r, c in sorted(rejected.items())) + ")"
+    print(summary, file=out)
+    return 1 if rejected else 0
+
+
+def _lines(source: IO[str]) -> Iterator[str | UnicodeDecodeError]:
+    """The lines of ``source``, each decoded on its own: a line that is not UTF-8 comes as its
+    error, so it is rejected like any bad line instead of ending the run (decoding the whole
+    stream as text would raise mid-file, after the lines before it were sent)."""
+    raw = getattr(source, "buffer", None)
+    if raw is None:  # already text (e.g. io.StringIO)
+        yield from source
+        return
+    for line in raw:
+        try:
+            yield line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield exc
+
+
+async def _send(settings: Settings, items: Iterable[Produced]) -> int:
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaError
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+                                enable_idempotence=True, linger_ms=5)
+    try:
+        await producer.start()
+        return await send_all(producer, items)
+    except KafkaError as exc:  # broker unreachable, delivery failed: an error, not a traceback
+        raise MdmbusError(f"cannot send to Kafka at {settings.kafka_bootstrap} (records read "
+                          f"before the failure may have been sent): {exc}") from exc
+    finally:
+        await producer.stop()
