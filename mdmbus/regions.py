@@ -6,7 +6,16 @@ plus the Configuration Manager side's own database.
 
 from __future__ import annotations
 
-__all__ = ["REGIONS", "CM_DATABASE", "region_database", "all_databases"]
+import csv
+from functools import lru_cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
+
+__all__ = ["REGIONS", "CM_DATABASE", "region_database", "all_databases", "country_regions",
+           "region_of_country", "UnknownCountry"]
+
+_COUNTRY_FILE = Path(__file__).parent / "data" / "country_regions.csv"
 
 #: Residency regions: North America, Europe, Asia-Pacific.
 REGIONS: tuple[str, ...] = ("na", "eu", "ap")
@@ -23,3 +32,27 @@ def region_database(region: str) -> str:
 
 def all_databases() -> tuple[str, ...]:
     return tuple(region_database(r) for r in REGIONS) + (CM_DATABASE,)
+
+
+class UnknownCountry(ValueError):
+    """The onboarding country is not in mdmbus/data/country_regions.csv."""
+
+
+@lru_cache(maxsize=1)
+def country_regions() -> Mapping[str, str]:
+    """The country -> region table, read once from its data file."""
+    with open(_COUNTRY_FILE, newline="") as f:
+        rows = csv.DictReader(line for line in f if not line.startswith("#"))
+        table = {row["country"]: row["region"] for row in rows}
+    unknown = set(table.values()) - set(REGIONS)
+    if unknown:
+        raise ValueError(f"{_COUNTRY_FILE} names regions {sorted(unknown)} not in {REGIONS}")
+    return MappingProxyType(table)
+
+
+def region_of_country(country: str) -> str:
+    try:
+        return country_regions()[country.upper()]
+    except KeyError:
+        raise UnknownCountry(f"country {country!r} is not an ISO 3166 alpha-2 code mdmbus maps "
+                             f"to a region (see {_COUNTRY_FILE.name})") from None

@@ -42,6 +42,19 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _nonneg(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value < 0:
+        raise ConfigError(f"{name}={raw!r} must not be negative")
+    return value
+
+
 def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
     raw = env.get(name)
     return Path(raw).expanduser().resolve() if raw else default
@@ -78,6 +91,26 @@ class Settings:
 
     #: Shared clock: simulated seconds per real second (see mdmbus.clock).
     clock_speed: float = 1.0
+    #: Shared clock: the real Unix time at which simulated and real time coincided. Every process
+    #: of one run must get the same value; 0 means "this process's start".
+    clock_origin: float = 0.0
+
+    #: Processes: how many records a store write takes at most, and how long a batch may wait.
+    batch_size: int = 500
+    batch_wait_s: float = 0.2
+    #: How long a record of an unknown tenant waits for its onboarding to be applied (real s).
+    unknown_tenant_wait_s: float = 2.0
+    #: Sweepers: rows per delete statement, and the pause between sweeps (real seconds).
+    sweep_batch: int = 5000
+    sweep_interval_s: float = 0.5
+    #: Retention lifecycle (DESIGN.md rule 4), in simulated days.
+    retention_days: float = 90.0
+    purge_after_retention_days: float = 30.0
+    #: Temporary commands are deleted this long after session expiry (simulated seconds; the
+    #: source allows one hour, mdmbus aims at once).
+    command_grace_s: float = 0.0
+    #: Prometheus /metrics port of this process (0: none).
+    metrics_port: int = 0
 
     #: How long `stack up` waits for each server to answer.
     start_timeout_s: float = 90.0
@@ -108,5 +141,17 @@ class Settings:
             cache_dir=_path(env, "MDMBUS_CACHE_DIR", _default_cache_dir(env)),
             state_dir=_path(env, "MDMBUS_STATE_DIR", REPO_ROOT / ".state"),
             clock_speed=_float(env, "MDMBUS_CLOCK_SPEED", cls.clock_speed),
+            clock_origin=_nonneg(env, "MDMBUS_CLOCK_ORIGIN", cls.clock_origin),
+            batch_size=_int(env, "MDMBUS_BATCH_SIZE", cls.batch_size),
+            batch_wait_s=_float(env, "MDMBUS_BATCH_WAIT", cls.batch_wait_s),
+            unknown_tenant_wait_s=_nonneg(env, "MDMBUS_UNKNOWN_TENANT_WAIT",
+                                          cls.unknown_tenant_wait_s),
+            sweep_batch=_int(env, "MDMBUS_SWEEP_BATCH", cls.sweep_batch),
+            sweep_interval_s=_float(env, "MDMBUS_SWEEP_INTERVAL", cls.sweep_interval_s),
+            retention_days=_float(env, "MDMBUS_RETENTION_DAYS", cls.retention_days),
+            purge_after_retention_days=_float(env, "MDMBUS_PURGE_AFTER_DAYS",
+                                              cls.purge_after_retention_days),
+            command_grace_s=_nonneg(env, "MDMBUS_COMMAND_GRACE", cls.command_grace_s),
+            metrics_port=_int(env, "MDMBUS_METRICS_PORT", cls.metrics_port),
             start_timeout_s=_float(env, "MDMBUS_START_TIMEOUT", cls.start_timeout_s),
         )

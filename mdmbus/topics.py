@@ -83,16 +83,10 @@ TOPICS: tuple[TopicSpec, ...] = (
     ),
     TopicSpec(
         TENANT_LIFECYCLE, key="tenant_id", partitions=3,
-        config={
-            "cleanup.policy": "compact",
-            "segment.ms": str(10 * _MINUTE_MS),
-            "min.compaction.lag.ms": "0",
-            "max.compaction.lag.ms": str(_HOUR_MS),
-            "delete.retention.ms": str(_HOUR_MS),
-        },
-        copies="Compacted by tenant id: the purge writes a tombstone, the cleaner drops the "
-               "tenant's earlier events within max.compaction.lag.ms and the tombstone itself "
-               "after delete.retention.ms.",
+        config=_delete(retention_ms=6 * _HOUR_MS, segment_ms=30 * _MINUTE_MS),
+        copies="Transit to the region stores, where each tenant's state lives; not compacted, "
+               "since compaction could drop an onboarding before it was applied. Gone at most "
+               "6.5 h after write.",
     ),
     TopicSpec(
         DEAD_LETTER, key="tenant_id", partitions=3,

@@ -1,0 +1,91 @@
+"""Every Prometheus metric of mdmbus, built in one place from an injected registry.
+
+A process makes one ``Metrics(CollectorRegistry())`` and passes it down; tests make their
+own, so nothing leaks between them. Labels are bounded: topic, kind, reason, region, rule,
+category, state, group, partition -- never a tenant, device or record id.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+__all__ = ["Metrics", "serve"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_LAG_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        r = registry
+        self.records_in = Counter(
+            "mdmbus_records_in_total", "Records read from a topic, by topic and kind "
+            "(kind 'undecodable' when the bytes are not a known record).",
+            ["topic", "kind"], registry=r)
+        self.records_valid = Counter(
+            "mdmbus_records_valid_total", "Records that passed schema and content validation.",
+            ["topic", "kind"], registry=r)
+        self.records_invalid = Counter(
+            "mdmbus_records_invalid_total", "Records refused by validation, by reason.",
+            ["topic", "reason"], registry=r)
+        self.records_routed = Counter(
+            "mdmbus_records_routed_total", "Valid records routed to their tenant's region store.",
+            ["region", "category"], registry=r)
+        self.records_stored = Counter(
+            "mdmbus_records_stored_total", "Records durably stored (new rows; replays not counted).",
+            ["region", "category"], registry=r)
+        self.records_duplicate = Counter(
+            "mdmbus_records_duplicate_total", "Records already stored (a replay): stored once.",
+            ["region", "category"], registry=r)
+        self.dead_letters = Counter(
+            "mdmbus_dead_letters_total", "Records sent to the dead-letter topic, by reason.",
+            ["source_topic", "reason"], registry=r)
+        self.store_batches = Counter(
+            "mdmbus_store_write_batches_total", "Store write transactions, by outcome "
+            "(ok, or error when the store could not be written and the batch is retried).",
+            ["region", "outcome"], registry=r)
+        self.store_write_seconds = Histogram(
+            "mdmbus_store_write_duration_seconds", "Duration of one store write transaction.",
+            ["region"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.end_to_end_seconds = Histogram(
+            "mdmbus_end_to_end_latency_seconds", "From a record's event time to its durable "
+            "row, in real seconds.", ["category"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.deletions = Counter(
+            "mdmbus_deletions_total", "Rows deleted by a privacy rule.",
+            ["rule", "region", "category"], registry=r)
+        self.deletion_lag_seconds = Histogram(
+            "mdmbus_deletion_lag_seconds", "From a row's deadline (or its acknowledgement) to "
+            "its deletion, in real seconds.", ["rule"], buckets=_LAG_BUCKETS, registry=r)
+        self.rows_past_deadline = Gauge(
+            "mdmbus_rows_past_deadline", "Rows still present after their deadline plus the "
+            "sweep tolerance. Must read 0.", ["region", "rule"], registry=r)
+        self.consumer_lag = Gauge(
+            "mdmbus_consumer_lag_messages", "Messages not yet consumed, by consumer group, "
+            "topic and partition.", ["group", "topic", "partition"], registry=r)
+        self.tenants = Gauge(
+            "mdmbus_tenants", "Tenants by lifecycle state and region.",
+            ["region", "state"], registry=r)
+        self.stored_rows = Gauge(
+            "mdmbus_stored_rows", "Rows with data held in each region store, by category.",
+            ["region", "category"], registry=r)
+        self.relay_downloaded = Counter(
+            "mdmbus_relay_downloaded_total", "Relay records committed to the CM database and "
+            "acknowledged.", ["kind"], registry=r)
+        self.lifecycle_events = Counter(
+            "mdmbus_lifecycle_events_total", "Tenant lifecycle events applied, by kind.",
+            ["kind"], registry=r)
+
+
+    def count_deletions(self, deletions) -> None:
+        """Counts services.rules.audit.Deletion batches: rows by rule, lag by rule."""
+        for d in deletions:
+            self.deletions.labels(d.rule, d.region, d.category).inc(d.count)
+            for lag in d.lags_s:
+                self.deletion_lag_seconds.labels(d.rule).observe(lag)
+
+
+def serve(metrics: Metrics, port: int) -> None:
+    """Expose /metrics on 127.0.0.1:``port`` (0: don't)."""
+    if port:
+        start_http_server(port, addr="127.0.0.1", registry=metrics.registry)

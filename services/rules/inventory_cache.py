@@ -1,0 +1,25 @@
+"""The inventory cache (Windows Phone and Android) is kept between device sessions and removed
+when the device is un-enrolled or the account deleted (the account case is the tenant purge)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import asyncpg
+
+from services.rules.audit import INVENTORY_CACHE, Deletion, audit
+
+__all__ = ["remove_device_cache"]
+
+
+async def remove_device_cache(conn: asyncpg.Connection, region: str, now: dt.datetime,
+                              tenant_id: uuid.UUID, device_id: uuid.UUID) -> list[Deletion]:
+    async with conn.transaction():
+        rows = await conn.fetch(
+            "DELETE FROM records WHERE device_id = $1 AND tenant_id = $2"
+            " AND category = 'inventory_cache' RETURNING record_id", device_id, tenant_id)
+        deletions = [Deletion(INVENTORY_CACHE, region, "inventory_cache",
+                              [r["record_id"] for r in rows], tenant_id=tenant_id)] if rows else []
+        await audit(conn, now, deletions)
+    return deletions

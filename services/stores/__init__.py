@@ -1,0 +1,1 @@
+"""PostgreSQL stores: one per residency region (the cloud side) and the CM database."""

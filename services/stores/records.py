@@ -1,0 +1,111 @@
+"""Idempotent batch writes of records into a region store.
+
+One batch is one transaction: COPY into a temporary table, then one INSERT ... SELECT ...
+ON CONFLICT DO NOTHING that keeps only rows of tenants that are onboarded and active. The
+store, not a cache in the processor, decides whether a tenant may still be written (rule 4),
+so a lifecycle change and a write can never disagree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Sequence
+
+import asyncpg
+
+__all__ = ["StoreRow", "WriteOutcome", "write_records", "COLUMNS"]
+
+COLUMNS = ("record_id", "tenant_id", "kind", "category", "device_id", "session_id",
+           "event_time", "deadline", "deadline_rule", "body")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRow:
+    record_id: uuid.UUID
+    tenant_id: uuid.UUID
+    kind: str
+    category: str
+    device_id: uuid.UUID | None
+    session_id: uuid.UUID | None
+    event_time: dt.datetime
+    #: For commands: the fallback used until the session's expiry is known.
+    deadline: dt.datetime | None
+    deadline_rule: str | None
+    body: bytes
+
+    def as_tuple(self) -> tuple:
+        return (self.record_id, self.tenant_id, self.kind, self.category, self.device_id,
+                self.session_id, self.event_time, self.deadline, self.deadline_rule, self.body)
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    stored: list[uuid.UUID]
+    duplicates: list[uuid.UUID]
+    #: Rows refused because the tenant is in its read-only retention period.
+    in_retention: list[uuid.UUID]
+    #: Rows refused because the tenant is not (or no longer) onboarded in this region.
+    not_onboarded: list[uuid.UUID]
+
+
+_CREATE_INCOMING = """
+CREATE TEMP TABLE IF NOT EXISTS incoming (
+    record_id uuid, tenant_id uuid, kind text, category text, device_id uuid, session_id uuid,
+    event_time timestamptz, deadline timestamptz, deadline_rule text, body bytea
+) ON COMMIT DELETE ROWS
+"""
+
+_INSERT = """
+WITH ins AS (
+    INSERT INTO records (record_id, tenant_id, kind, category, device_id, session_id,
+                         event_time, stored_at, deadline, deadline_rule, body)
+    SELECT DISTINCT ON (i.record_id)
+           i.record_id, i.tenant_id, i.kind, i.category, i.device_id, i.session_id,
+           i.event_time, $1,
+           CASE WHEN i.category = 'command'
+                THEN COALESCE(s.expires_at, i.deadline) + make_interval(secs => $2)
+                ELSE i.deadline END,
+           i.deadline_rule, i.body
+    FROM incoming i
+    JOIN tenants t ON t.tenant_id = i.tenant_id AND t.state = 'active'
+    LEFT JOIN device_sessions s
+           ON i.category = 'command' AND s.device_id = i.device_id AND s.session_id = i.session_id
+    ORDER BY i.record_id
+    ON CONFLICT (record_id) DO NOTHING
+    RETURNING record_id
+)
+SELECT i.record_id, ins.record_id IS NOT NULL AS stored, t.state
+FROM incoming i
+LEFT JOIN ins ON ins.record_id = i.record_id
+LEFT JOIN tenants t ON t.tenant_id = i.tenant_id
+"""
+
+
+async def write_records(conn: asyncpg.Connection, rows: Sequence[StoreRow], now: dt.datetime,
+                        command_grace_s: float = 0.0) -> WriteOutcome:
+    """Stores ``rows`` in one transaction; durable when this returns."""
+    stored, duplicates, in_retention, not_onboarded = [], [], [], []
+    if not rows:
+        return WriteOutcome(stored, duplicates, in_retention, not_onboarded)
+    async with conn.transaction():
+        await conn.execute(_CREATE_INCOMING)
+        await conn.copy_records_to_table("incoming", records=[r.as_tuple() for r in rows],
+                                         columns=COLUMNS)
+        seen: set[uuid.UUID] = set()
+        for rec in await conn.fetch(_INSERT, now, command_grace_s):
+            rid = rec["record_id"]
+            if rid in seen:  # the same record twice in one batch: stored once
+                duplicates.append(rid)
+                continue
+            seen.add(rid)
+            if rec["stored"]:
+                stored.append(rid)
+            elif rec["state"] is None:
+                not_onboarded.append(rid)
+            elif rec["state"] == "retention":
+                in_retention.append(rid)
+            else:
+                duplicates.append(rid)
+    return WriteOutcome(stored, duplicates, in_retention, not_onboarded)

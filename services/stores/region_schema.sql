@@ -1,0 +1,62 @@
+-- A region's store (the cloud service's data for tenants whose country maps to this region).
+-- Applied idempotently by services/stores/schema.py at every process start.
+
+-- Tenants onboarded in this region and where they are in the retention lifecycle (rule 4).
+CREATE TABLE IF NOT EXISTS tenants (
+    tenant_id             uuid PRIMARY KEY,
+    country               text NOT NULL,
+    region                text NOT NULL,
+    state                 text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'retention')),
+    onboarded_at          timestamptz NOT NULL,
+    subscription_ended_at timestamptz,
+    read_only_until       timestamptz,   -- end of the 90-day retention period
+    purge_at              timestamptz    -- 30 days after that: every row of the tenant goes
+);
+CREATE INDEX IF NOT EXISTS tenants_purge_at ON tenants (purge_at) WHERE purge_at IS NOT NULL;
+
+-- Every stored record, as the single-object-encoded bytes it arrived in (encrypted fields stay
+-- opaque: the body is never decoded for storage). body IS NULL marks a deleted record whose id
+-- is kept so that a replay from Kafka cannot store it again (delete-after-download).
+CREATE TABLE IF NOT EXISTS records (
+    record_id     uuid PRIMARY KEY,
+    tenant_id     uuid NOT NULL,
+    kind          text NOT NULL,          -- schema kind: U1..U14, R1..R6, inventory_cache, device_command, ...
+    category      text NOT NULL,          -- upload | relay | inventory_cache | command
+    device_id     uuid,
+    session_id    uuid,
+    event_time    timestamptz NOT NULL,
+    stored_at     timestamptz NOT NULL,   -- shared (simulated) clock
+    stored_at_real timestamptz NOT NULL DEFAULT clock_timestamp(),
+    deadline      timestamptz,            -- NULL: kept until the tenant's purge
+    deadline_rule text,
+    body          bytea
+);
+CREATE INDEX IF NOT EXISTS records_deadline ON records (deadline) WHERE deadline IS NOT NULL AND body IS NOT NULL;
+CREATE INDEX IF NOT EXISTS records_tenant ON records (tenant_id);
+CREATE INDEX IF NOT EXISTS records_device ON records (device_id, category) WHERE device_id IS NOT NULL;
+
+-- Active device sessions (temporary data, rule 3): commands live until expires_at.
+CREATE TABLE IF NOT EXISTS device_sessions (
+    device_id   uuid PRIMARY KEY,
+    tenant_id   uuid NOT NULL,
+    session_id  uuid NOT NULL,
+    expires_at  timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS device_sessions_expires ON device_sessions (expires_at);
+CREATE INDEX IF NOT EXISTS device_sessions_tenant ON device_sessions (tenant_id);
+
+-- Every deletion, counted by rule, region and category: ids and counts, never the data.
+CREATE TABLE IF NOT EXISTS deletion_audit (
+    id              bigserial PRIMARY KEY,
+    deleted_at      timestamptz NOT NULL,          -- shared (simulated) clock
+    deleted_at_real timestamptz NOT NULL DEFAULT clock_timestamp(),
+    rule            text NOT NULL,
+    region          text NOT NULL,
+    category        text NOT NULL,
+    tenant_id       uuid,
+    row_count       integer NOT NULL,
+    record_ids      uuid[] NOT NULL,
+    -- lag behind the deadline, real seconds (NULL where the rule has no deadline)
+    max_lag_s       double precision
+);
+CREATE INDEX IF NOT EXISTS deletion_audit_rule ON deletion_audit (rule, deleted_at);

@@ -1,0 +1,32 @@
+"""Back off and retry while a store cannot be written: the batch is kept, its offsets are not
+committed, and the processor resumes where it was once the store answers again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Awaitable, Callable, TypeVar
+
+import asyncpg
+
+__all__ = ["until_written", "STORE_ERRORS"]
+
+T = TypeVar("T")
+log = logging.getLogger("mdmbus.store")
+
+STORE_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError,
+                asyncpg.ConnectionDoesNotExistError, asyncio.TimeoutError)
+
+
+async def until_written(write: Callable[[], Awaitable[T]], on_error: Callable[[BaseException], None],
+                        max_backoff_s: float = 5.0) -> T:
+    delay = 0.2
+    while True:
+        try:
+            return await write()
+        except STORE_ERRORS as exc:
+            on_error(exc)
+            log.warning("store not writable (%s); retrying in %.1f s, offsets held", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_backoff_s)

@@ -1,0 +1,116 @@
+"""Decode and validate one message: accepted with its record, or rejected with a reason.
+
+Never raises: whatever the bytes are, the caller gets a verdict, so one bad record cannot
+crash a processor or hold back the valid records next to it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from mdmbus import codec
+from mdmbus.contract import REASONS, Registry, ValidationError, redact, validate
+from mdmbus.metrics import Metrics
+
+__all__ = ["Accepted", "Rejected", "classify", "classify_events", "CODEC_REASONS",
+           "MAX_RECORD_BYTES"]
+
+#: Larger values are refused before decoding (reason "oversized").
+MAX_RECORD_BYTES = 512 * 1024
+
+CODEC_REASONS: dict[type, str] = {
+    codec.GarbageError: "garbage",
+    codec.WrongMarkerError: "wrong_marker",
+    codec.UnknownFingerprintError: "unknown_fingerprint",
+    codec.TruncatedBodyError: "truncated",
+    codec.BodyMismatchError: "body_mismatch",
+}
+
+
+@dataclass(slots=True)
+class Accepted:
+    kind: str
+    record: dict[str, Any]
+    value: bytes
+    key: bytes | None
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def tenant_id(self) -> uuid.UUID:
+        return uuid.UUID(str(self.record["envelope"]["tenant_id"]))
+
+    def refuse(self, reason: str, error: str) -> "Rejected":
+        """A valid record the stores refused (e.g. its tenant is in retention)."""
+        return Rejected(reason, error, self.value, False, self.key, self.topic, self.partition,
+                        self.offset)
+
+
+@dataclass(slots=True)
+class Rejected:
+    reason: str
+    error: str
+    #: What goes into the dead letter: the original bytes, or a redacted re-encoding when the
+    #: record carried private key material (the secret is stored nowhere).
+    value: bytes
+    redacted: bool
+    key: bytes | None
+    topic: str
+    partition: int
+    offset: int
+
+
+def classify(registry: Registry, value: bytes | None, key: bytes | None, topic: str,
+             partition: int, offset: int, max_bytes: int) -> Accepted | Rejected:
+    def reject(reason: str, error: str, dead_value: bytes | None = None,
+               redacted: bool = False) -> Rejected:
+        return Rejected(reason, error, value or b"" if dead_value is None else dead_value,
+                        redacted, key, topic, partition, offset)
+
+    if value is None:
+        return reject("empty", "message has no value (a tombstone is not a record)")
+    if len(value) > max_bytes:
+        return reject("oversized", f"{len(value)} bytes is over the {max_bytes}-byte limit",
+                      dead_value=value[:1024])
+    try:
+        kind, record = registry.codec.decode(value)
+    except codec.CodecError as exc:
+        return reject(CODEC_REASONS.get(type(exc), "undecodable"), str(exc))
+    try:
+        validate(kind, record, registry)
+    except ValidationError as exc:
+        reason = exc.reason if exc.reason in REASONS else "invalid"
+        if reason == "private_key_material":
+            try:
+                cleaned = registry.codec.encode(kind, redact(kind, record, registry))
+            except codec.CodecError:
+                cleaned = b""
+            return reject(reason, str(exc), dead_value=cleaned, redacted=True)
+        return reject(reason, str(exc))
+    spec = registry.spec(kind)
+    if spec.topic != topic:
+        return reject("wrong_topic", f"{kind} records belong on {spec.topic}, not {topic}")
+    return Accepted(kind, record, value, key, topic, partition, offset)
+
+
+def classify_events(registry: Registry, metrics: Metrics,
+                    events: Sequence[Any]) -> tuple[list[Accepted], list[Rejected]]:
+    """Classifies a batch of faust events, counting what came in, valid and invalid."""
+    accepted: list[Accepted] = []
+    rejected: list[Rejected] = []
+    for event in events:
+        msg = event.message
+        verdict = classify(registry, msg.value, msg.key, msg.topic, msg.partition, msg.offset,
+                           MAX_RECORD_BYTES)
+        if isinstance(verdict, Accepted):
+            metrics.records_in.labels(msg.topic, verdict.kind).inc()
+            metrics.records_valid.labels(msg.topic, verdict.kind).inc()
+            accepted.append(verdict)
+        else:
+            metrics.records_in.labels(msg.topic, "undecodable").inc()
+            metrics.records_invalid.labels(msg.topic, verdict.reason).inc()
+            rejected.append(verdict)
+    return accepted, rejected
