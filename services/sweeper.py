@@ -1,5 +1,5 @@
 """The sweeper: deletes what is past its deadline in every region store, and measures what is
-left past it (which must be nothing).
+left past it (which must be nothing), the tenants by state and the consumer lag.
 
 Runs every MDMBUS_SWEEP_INTERVAL real seconds: expired commands and sessions (rule 3), then due
 tenant purges (rule 4). Each delete is bounded (MDMBUS_SWEEP_BATCH rows) and walks the deadline
@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import logging
 
+from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from mdmbus.clock import Clock
@@ -19,7 +20,9 @@ from mdmbus.metrics import Metrics, serve
 from mdmbus.regions import REGIONS
 from mdmbus.settings import Settings
 from services.rules.audit import Deletion
+from services.rules.compliance import rows_past_deadline
 from services.rules.retention import sweep_due_purges
+from services.consumer_lag import measure_consumer_lag
 from services.rules.session_expiry import sweep_expired
 from services.stores.pools import Stores
 from services.stores.retry import STORE_ERRORS
@@ -69,17 +72,9 @@ class Sweeper:
         counts: dict[tuple[str, str], int] = {}
         for region in REGIONS:
             pool = self.stores.region(region)
-            commands = await pool.fetchval(
-                "SELECT count(*) FROM records WHERE deadline < $1 AND body IS NOT NULL", late)
-            sessions = await pool.fetchval(
-                "SELECT count(*) FROM device_sessions WHERE expires_at < $1", late)
-            purges = await pool.fetchval(
-                "SELECT count(*) FROM records r JOIN tenants t USING (tenant_id)"
-                " WHERE t.purge_at < $1", late)
-            counts[(region, "session_expiry")] = commands + sessions
-            counts[(region, "retention_purge")] = purges
-            for rule in ("session_expiry", "retention_purge"):
-                self.metrics.rows_past_deadline.labels(region, rule).set(counts[(region, rule)])
+            for rule, count in (await rows_past_deadline(pool, late)).items():
+                counts[(region, rule)] = count
+                self.metrics.rows_past_deadline.labels(region, rule).set(count)
             for state in ("active", "retention"):
                 self.metrics.tenants.labels(region, state).set(0)
             for row in await pool.fetch("SELECT state, count(*) AS n FROM tenants GROUP BY state"):
@@ -99,9 +94,10 @@ class Sweeper:
                 await self.sweep_once()
                 if loop.time() - measured_at > 2.0:
                     await self.measure()
+                    await measure_consumer_lag(self.settings, self.metrics)
                     measured_at = loop.time()
-            except STORE_ERRORS as exc:
-                log.warning("sweep failed (%s); retrying", exc)
+            except STORE_ERRORS + (KafkaError,) as exc:
+                log.warning("sweep or measurement failed (%s); retrying", exc)
             try:
                 await asyncio.wait_for(stop.wait(), self.settings.sweep_interval_s)
             except asyncio.TimeoutError:

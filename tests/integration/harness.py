@@ -40,6 +40,8 @@ class Processes:
     log_dir: Path
     speed: float
     origin: float = field(default_factory=time.time)
+    #: /metrics port of each process (none where not given).
+    metrics_ports: dict[str, int] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property
@@ -54,8 +56,11 @@ class Processes:
     def start(self, *names: str) -> None:
         for name in names or ("pipeline", "cm-connector", "sweeper"):
             log = open(self.log_dir / f"{name}.log", "ab")
+            env = self.env()
+            if name in self.metrics_ports:
+                env["MDMBUS_METRICS_PORT"] = str(self.metrics_ports[name])
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "mdmbus.cli", "process", name], env=self.env(),
+                [sys.executable, "-m", "mdmbus.cli", "process", name], env=env,
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
