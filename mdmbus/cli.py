@@ -22,6 +22,12 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if stack.status(settings) else 3
 
 
+def _provision(settings: Settings) -> int:
+    from mdmbus import stack
+    stack.provision_servers(settings)
+    return 0
+
+
 def _produce(args: argparse.Namespace, settings: Settings) -> int:
     from mdmbus.produce_cli import produce
     if args.file == "-":
@@ -58,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stack", help="the embedded Kafka + PostgreSQL stack on 127.0.0.1")
     p.add_argument("action", choices=["up", "down", "status"])
     p.set_defaults(func=_stack)
+
+    p = sub.add_parser("provision", help="create topics and databases on servers that already "
+                                         "run (compose, or MDMBUS_KAFKA_BOOTSTRAP + PG settings)")
+    p.set_defaults(func=lambda args, settings: _provision(settings))
 
     p = sub.add_parser("produce", help="validate JSON lines and send them to their topics")
     p.add_argument("file", nargs="?", default="-",

@@ -85,7 +85,7 @@ class Metrics:
                 self.deletion_lag_seconds.labels(d.rule).observe(lag)
 
 
-def serve(metrics: Metrics, port: int) -> None:
-    """Expose /metrics on 127.0.0.1:``port`` (0: don't)."""
+def serve(metrics: Metrics, port: int, addr: str = "127.0.0.1") -> None:
+    """Expose /metrics on ``addr``:``port`` (port 0: don't)."""
     if port:
-        start_http_server(port, addr="127.0.0.1", registry=metrics.registry)
+        start_http_server(port, addr=addr, registry=metrics.registry)

@@ -55,6 +55,18 @@ def _nonneg(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _servers(env: Mapping[str, str]) -> dict[str, str]:
+    prefix = "MDMBUS_PG_SERVER_"
+    out = {}
+    for name, value in env.items():
+        if name.startswith(prefix) and value:
+            host, sep, port = value.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ConfigError(f"{name}={value!r} must be host:port")
+            out[name[len(prefix):].lower()] = value
+    return out
+
+
 def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
     raw = env.get(name)
     return Path(raw).expanduser().resolve() if raw else default
@@ -83,6 +95,11 @@ class Settings:
     pg_port: int = 55432
     pg_user: str = "postgres"
     pg_password: str = field(default="", repr=False)
+    #: Per-database servers (compose runs one PostgreSQL server per region): database name ->
+    #: "host:port", from MDMBUS_PG_SERVER_<DATABASE> (e.g. MDMBUS_PG_SERVER_MDMBUS_NA=pg-na:5432).
+    pg_servers: Mapping[str, str] = field(default_factory=dict)
+    #: Where /metrics listens (0.0.0.0 inside a container, so Prometheus can reach it).
+    metrics_addr: str = "127.0.0.1"
 
     #: Per-user cache of downloaded artifacts (Kafka jars); a second start needs no network.
     cache_dir: Path = field(default_factory=lambda: _default_cache_dir(os.environ))
@@ -119,9 +136,22 @@ class Settings:
     def kafka_bootstrap(self) -> str:
         return self.kafka_external or f"127.0.0.1:{self.kafka_port}"
 
-    def pg_dsn(self, database: str) -> str:
-        auth = self.pg_user if not self.pg_password else f"{self.pg_user}:{self.pg_password}"
-        return f"postgresql://{auth}@{self.pg_host}:{self.pg_port}/{database}"
+    def pg_server(self, database: str) -> tuple[str, int]:
+        """The (host, port) of the server that holds ``database``."""
+        server = self.pg_servers.get(database)
+        if server is None:
+            return self.pg_host, self.pg_port
+        host, _, port = server.rpartition(":")
+        return host, int(port)
+
+    def pg_dsn(self, database: str, connect_to: str | None = None) -> str:
+        """DSN of ``database``; ``connect_to`` names another database on the same server."""
+        from urllib.parse import quote
+        host, port = self.pg_server(database)
+        auth = quote(self.pg_user, safe="")
+        if self.pg_password:
+            auth += ":" + quote(self.pg_password, safe="")
+        return f"postgresql://{auth}@{host}:{port}/{connect_to or database}"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -138,6 +168,8 @@ class Settings:
             pg_port=_int(env, "MDMBUS_PG_PORT", cls.pg_port),
             pg_user=env.get("MDMBUS_PG_USER", cls.pg_user),
             pg_password=env.get("MDMBUS_PG_PASSWORD", ""),
+            pg_servers=_servers(env),
+            metrics_addr=env.get("MDMBUS_METRICS_ADDR", cls.metrics_addr),
             cache_dir=_path(env, "MDMBUS_CACHE_DIR", _default_cache_dir(env)),
             state_dir=_path(env, "MDMBUS_STATE_DIR", REPO_ROOT / ".state"),
             clock_speed=_float(env, "MDMBUS_CLOCK_SPEED", cls.clock_speed),

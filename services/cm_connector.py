@@ -110,5 +110,5 @@ class CmConnector:
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     metrics = Metrics(CollectorRegistry())
-    serve(metrics, settings.metrics_port)
+    serve(metrics, settings.metrics_port, settings.metrics_addr)
     await CmConnector(settings, metrics).run(stop)

@@ -106,7 +106,7 @@ class Sweeper:
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     metrics = Metrics(CollectorRegistry())
-    serve(metrics, settings.metrics_port)
+    serve(metrics, settings.metrics_port, settings.metrics_addr)
     stores = await Stores(settings).start()
     try:
         await Sweeper(settings, stores, metrics).run(stop)

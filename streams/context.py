@@ -34,7 +34,7 @@ class PipelineContext:
     @classmethod
     def create(cls, settings: Settings) -> "PipelineContext":
         metrics = Metrics(CollectorRegistry())
-        serve(metrics, settings.metrics_port)
+        serve(metrics, settings.metrics_port, settings.metrics_addr)
         return cls(settings=settings, clock=Clock.from_settings(settings), metrics=metrics)
 
     async def ready(self) -> "PipelineContext":

@@ -76,24 +76,41 @@ async def topic_configs(settings: Settings, names: Iterable[str]) -> dict[str, d
 
 
 async def existing_databases(settings: Settings) -> set[str]:
-    conn = await asyncpg.connect(settings.pg_dsn("postgres"))
-    try:
-        return {r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database")}
-    finally:
-        await conn.close()
+    """Every database on the servers that hold mdmbus's databases."""
+    have: set[str] = set()
+    for server_of in {settings.pg_server(db): db for db in all_databases()}.values():
+        conn = await asyncpg.connect(settings.pg_dsn(server_of, connect_to="postgres"))
+        try:
+            have |= {r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database")}
+        finally:
+            await conn.close()
+    return have
 
 
-async def ensure_databases(settings: Settings) -> list[str]:
-    """Create the region and CM databases that do not exist yet."""
+async def ensure_databases(settings: Settings, deadline_s: float = 0) -> list[str]:
+    """Create the region and CM databases that do not exist yet, each on its own server."""
     created = []
-    conn = await asyncpg.connect(settings.pg_dsn("postgres"))
-    try:
-        have = {r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database")}
-        for name in all_databases():
-            if name not in have:
+    for name in all_databases():
+        conn = await _pg_connect(settings, name, deadline_s)
+        try:
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
                 # CREATE DATABASE takes no parameters; names come from mdmbus.regions only.
                 await conn.execute(f'CREATE DATABASE "{name}"')
                 created.append(name)
-    finally:
-        await conn.close()
+        finally:
+            await conn.close()
     return created
+
+
+async def _pg_connect(settings: Settings, database: str, deadline_s: float) -> asyncpg.Connection:
+    """The server of ``database`` (its maintenance database), retried until ``deadline_s``."""
+    end = time.monotonic() + deadline_s
+    while True:
+        try:
+            return await asyncpg.connect(settings.pg_dsn(database, connect_to="postgres"))
+        except (OSError, asyncpg.PostgresError) as exc:
+            if time.monotonic() > end:
+                host, port = settings.pg_server(database)
+                raise StackError(f"PostgreSQL at {host}:{port} (for {database}) does not answer:"
+                                 f" {exc}") from exc
+            await asyncio.sleep(0.5)

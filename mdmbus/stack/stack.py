@@ -8,10 +8,11 @@ from typing import Callable
 from mdmbus.regions import all_databases
 from mdmbus.settings import Settings
 from mdmbus.topics import TOPICS
-from mdmbus.stack import kafka, postgres, provision
+from mdmbus.stack import kafka, postgres
+from mdmbus.stack import provision as provisioning
 from mdmbus.stack.processes import ensure_port_free
 
-__all__ = ["up", "down", "status"]
+__all__ = ["up", "down", "status", "provision_servers"]
 
 
 def up(settings: Settings, say: Callable[[str], None] = print) -> None:
@@ -26,9 +27,15 @@ def up(settings: Settings, say: Callable[[str], None] = print) -> None:
                          "MDMBUS_KAFKA_CONTROLLER_PORT")
     say(postgres.start(settings))
     say(kafka.start(settings, say))
-    created = asyncio.run(provision.ensure_databases(settings))
+    provision_servers(settings, say)
+
+
+def provision_servers(settings: Settings, say: Callable[[str], None] = print) -> None:
+    """Topics and databases on servers run elsewhere (compose, or your own): no server is
+    started; each is waited for up to MDMBUS_START_TIMEOUT."""
+    created = asyncio.run(provisioning.ensure_databases(settings, settings.start_timeout_s))
     say(f"databases: {'created ' + ', '.join(created) if created else 'all present'}")
-    created = asyncio.run(provision.ensure_topics(settings))
+    created = asyncio.run(provisioning.ensure_topics(settings))
     say(f"topics: {'created ' + ', '.join(created) if created else 'all present, configs applied'}")
 
 

@@ -36,3 +36,17 @@ def test_bad_values_are_named(name, value, message):
 def test_the_password_is_never_printed():
     s = Settings.from_env({"MDMBUS_PG_PASSWORD": "hunter2"})
     assert "hunter2" not in repr(s)
+
+
+def test_one_server_per_database_under_compose():
+    s = Settings.from_env({"MDMBUS_PG_SERVER_MDMBUS_NA": "postgres-na:5432",
+                           "MDMBUS_PG_USER": "mdmbus", "MDMBUS_PG_PASSWORD": "p@ss/word"})
+    assert s.pg_server("mdmbus_na") == ("postgres-na", 5432)
+    assert s.pg_server("mdmbus_eu") == ("127.0.0.1", 55432)
+    assert s.pg_dsn("mdmbus_na") == "postgresql://mdmbus:p%40ss%2Fword@postgres-na:5432/mdmbus_na"
+    assert s.pg_dsn("mdmbus_na", connect_to="postgres").endswith("@postgres-na:5432/postgres")
+
+
+def test_a_malformed_server_is_named():
+    with pytest.raises(ConfigError, match="MDMBUS_PG_SERVER_MDMBUS_EU='pg-eu' must be host:port"):
+        Settings.from_env({"MDMBUS_PG_SERVER_MDMBUS_EU": "pg-eu"})
