@@ -51,10 +51,9 @@ def _smoke(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from mdmbus import stack
-    from mdmbus.smoke import run_smoke
-    stack.status(settings)
-    return run_smoke(settings)
+    from services.demo import run_demo
+    return run_demo(settings, speed=args.speed, duration=args.duration, rate=args.rate,
+                    tenants=args.tenants, start_processes=not args.no_processes)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -82,7 +81,15 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("smoke", help="a round trip through the running stack")
     p.set_defaults(func=_smoke)
 
-    p = sub.add_parser("demo", help="the main job on the running stack (./run demo)")
+    p = sub.add_parser("demo", help="the pipeline with simulated CM and devices (./run demo)")
+    p.add_argument("--speed", type=float, default=400_000.0,
+                   help="simulated seconds per real second (default 400000: 90 + 30 days in 26 s)")
+    p.add_argument("--duration", type=float, default=None,
+                   help="stop after this many real seconds (default: run until Ctrl-C)")
+    p.add_argument("--rate", type=float, default=200.0, help="records per real second")
+    p.add_argument("--tenants", type=int, default=24, help="tenants at any time")
+    p.add_argument("--no-processes", action="store_true",
+                   help="only simulate; the pipeline processes run elsewhere (compose)")
     p.set_defaults(func=_demo)
     return parser
 

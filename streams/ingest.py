@@ -143,9 +143,11 @@ async def _store(region: str, batch: list[Accepted]) -> list[Rejected]:
         refused.append(index[rid].refuse(
             "tenant_in_retention", "tenant is in its read-only retention period: no new writes"))
     for rid in outcome.not_onboarded:
-        ctx.directory.forget(by_id[rid].tenant_id)
         refused.append(index[rid].refuse("tenant_not_onboarded",
                                          f"tenant is not onboarded in region {region}"))
+    for rid in outcome.deleted:
+        refused.append(index[rid].refuse("tenant_deleted",
+                                         "the tenant's data was deleted: no new writes"))
     return refused
 
 

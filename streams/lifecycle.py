@@ -48,7 +48,6 @@ async def _apply(a: Accepted) -> Rejected | None:
         async with pool.acquire() as conn:
             deletions = await purge_tenant(conn, region, tenant, now, DELETION_REQUEST,
                                            s.sweep_batch, lag=0.0)
-        ctx.directory.forget(tenant)
     elif a.kind == "device_unenrolled":
         device = uuid.UUID(str(a.record["envelope"]["device_id"]))
         async with pool.acquire() as conn:

@@ -32,15 +32,15 @@ class TenantDirectory:
         missing = [t for t in wanted if t not in self._region]
         if missing:
             for region in REGIONS:
+                # A purged tenant still routes to its region, where the store refuses its
+                # records as deleted (services/stores/records.py).
                 rows = await self._stores.region(region).fetch(
-                    "SELECT tenant_id FROM tenants WHERE tenant_id = ANY($1::uuid[])", missing)
+                    "SELECT tenant_id FROM tenants WHERE tenant_id = ANY($1::uuid[])"
+                    " UNION SELECT tenant_id FROM purged_tenants WHERE tenant_id = ANY($1::uuid[])",
+                    missing)
                 for row in rows:
                     self._region[row["tenant_id"]] = region
         return {t: self._region[t] for t in wanted if t in self._region}
-
-    def forget(self, tenant_id: uuid.UUID) -> None:
-        """After a purge the tenant is gone from its store; so is it from this cache."""
-        self._region.pop(tenant_id, None)
 
 
 async def onboard(stores: Stores, tenant_id: uuid.UUID, country: str, now: dt.datetime) -> tuple[str, bool]:

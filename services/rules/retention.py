@@ -64,6 +64,9 @@ async def purge_tenant(conn: asyncpg.Connection, region: str, tenant_id: uuid.UU
                                                     tenant_id=tenant_id))
                 tenant = await conn.fetchval(
                     "DELETE FROM tenants WHERE tenant_id = $1 RETURNING tenant_id", tenant_id)
+                await conn.execute(
+                    "INSERT INTO purged_tenants (tenant_id, purged_at) VALUES ($1, $2)"
+                    " ON CONFLICT (tenant_id) DO NOTHING", tenant_id, now)
                 if tenant:
                     batch_deletions.append(Deletion(rule, region, "tenant", [tenant],
                                                     tenant_id=tenant_id))

@@ -46,8 +46,10 @@ class WriteOutcome:
     duplicates: list[uuid.UUID]
     #: Rows refused because the tenant is in its read-only retention period.
     in_retention: list[uuid.UUID]
-    #: Rows refused because the tenant is not (or no longer) onboarded in this region.
+    #: Rows refused because the tenant is not onboarded in this region.
     not_onboarded: list[uuid.UUID]
+    #: Rows refused because the tenant's data was purged (retention or deletion request).
+    deleted: list[uuid.UUID]
 
 
 _CREATE_INCOMING = """
@@ -76,19 +78,21 @@ WITH ins AS (
     ON CONFLICT (record_id) DO NOTHING
     RETURNING record_id
 )
-SELECT i.record_id, ins.record_id IS NOT NULL AS stored, t.state
+SELECT i.record_id, ins.record_id IS NOT NULL AS stored,
+       COALESCE(t.state, CASE WHEN p.tenant_id IS NOT NULL THEN 'purged' END) AS state
 FROM incoming i
 LEFT JOIN ins ON ins.record_id = i.record_id
 LEFT JOIN tenants t ON t.tenant_id = i.tenant_id
+LEFT JOIN purged_tenants p ON p.tenant_id = i.tenant_id
 """
 
 
 async def write_records(conn: asyncpg.Connection, rows: Sequence[StoreRow], now: dt.datetime,
                         command_grace_s: float = 0.0) -> WriteOutcome:
     """Stores ``rows`` in one transaction; durable when this returns."""
-    stored, duplicates, in_retention, not_onboarded = [], [], [], []
+    stored, duplicates, in_retention, not_onboarded, deleted = [], [], [], [], []
     if not rows:
-        return WriteOutcome(stored, duplicates, in_retention, not_onboarded)
+        return WriteOutcome(stored, duplicates, in_retention, not_onboarded, deleted)
     async with conn.transaction():
         await conn.execute(_CREATE_INCOMING)
         await conn.copy_records_to_table("incoming", records=[r.as_tuple() for r in rows],
@@ -106,6 +110,8 @@ async def write_records(conn: asyncpg.Connection, rows: Sequence[StoreRow], now:
                 not_onboarded.append(rid)
             elif rec["state"] == "retention":
                 in_retention.append(rid)
+            elif rec["state"] == "purged":
+                deleted.append(rid)
             else:
                 duplicates.append(rid)
-    return WriteOutcome(stored, duplicates, in_retention, not_onboarded)
+    return WriteOutcome(stored, duplicates, in_retention, not_onboarded, deleted)

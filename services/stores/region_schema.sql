@@ -14,6 +14,13 @@ CREATE TABLE IF NOT EXISTS tenants (
 );
 CREATE INDEX IF NOT EXISTS tenants_purge_at ON tenants (purge_at) WHERE purge_at IS NOT NULL;
 
+-- Tenants whose data was purged: the id only, so that late records of a deleted tenant are
+-- refused at once as "tenant_deleted" instead of waiting for an onboarding that never comes.
+CREATE TABLE IF NOT EXISTS purged_tenants (
+    tenant_id  uuid PRIMARY KEY,
+    purged_at  timestamptz NOT NULL
+);
+
 -- Every stored record, as the single-object-encoded bytes it arrived in (encrypted fields stay
 -- opaque: the body is never decoded for storage). body IS NULL marks a deleted record whose id
 -- is kept so that a replay from Kafka cannot store it again (delete-after-download).
