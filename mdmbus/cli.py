@@ -53,7 +53,8 @@ def _smoke(args: argparse.Namespace, settings: Settings) -> int:
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from services.demo import run_demo
     return run_demo(settings, speed=args.speed, duration=args.duration, rate=args.rate,
-                    tenants=args.tenants, start_processes=not args.no_processes)
+                    tenants=args.tenants, start_processes=not args.no_processes,
+                    metrics_base_port=args.metrics_base_port)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,6 +89,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="stop after this many real seconds (default: run until Ctrl-C)")
     p.add_argument("--rate", type=float, default=200.0, help="records per real second")
     p.add_argument("--tenants", type=int, default=24, help="tenants at any time")
+    p.add_argument("--metrics-base-port", type=int, default=9101,
+                   help="/metrics of pipeline, cm-connector, sweeper on this port and the next two")
     p.add_argument("--no-processes", action="store_true",
                    help="only simulate; the pipeline processes run elsewhere (compose)")
     p.set_defaults(func=_demo)

@@ -33,10 +33,15 @@ from services.simulators.workload import SimulatedWorld
 from services.stores.schema import ensure_region_schema
 from services.sweeper import PAST_DEADLINE_TOLERANCE_S
 
-__all__ = ["run_demo", "METRICS_PORTS"]
+__all__ = ["run_demo", "metrics_ports"]
 
-#: Where each process serves /metrics during the demo (ops/prometheus/prometheus.yml scrapes these).
-METRICS_PORTS = {"pipeline": 9101, "cm-connector": 9102, "sweeper": 9103}
+#: Where each process serves /metrics during the demo, from the base port (9101 by default:
+#: ops/prometheus/prometheus.yml scrapes 9101-9103).
+PROCESS_ORDER = ("pipeline", "cm-connector", "sweeper")
+
+
+def metrics_ports(base: int) -> dict[str, int]:
+    return {name: base + i for i, name in enumerate(PROCESS_ORDER)}
 
 
 @dataclasses.dataclass
@@ -47,10 +52,11 @@ class _Demo:
     dead_letters: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
 
-def _start_processes(settings: Settings, clock: Clock, log_dir: Path) -> dict[str, subprocess.Popen]:
+def _start_processes(settings: Settings, clock: Clock, log_dir: Path,
+                     ports: dict[str, int]) -> dict[str, subprocess.Popen]:
     log_dir.mkdir(parents=True, exist_ok=True)
     procs = {}
-    for name, port in METRICS_PORTS.items():
+    for name, port in ports.items():
         env = dict(os.environ, MDMBUS_CLOCK_SPEED=repr(clock.speed),
                    MDMBUS_CLOCK_ORIGIN=repr(clock.origin), MDMBUS_METRICS_PORT=str(port))
         log = open(log_dir / f"{name}.log", "ab")
@@ -112,7 +118,7 @@ async def _summary(demo: _Demo, pools: dict[str, asyncpg.Pool], world: Simulated
 
 
 async def _demo(settings: Settings, speed: float, duration: float | None, rate: float,
-                tenants: int, start_processes: bool) -> int:
+                tenants: int, start_processes: bool, metrics_base_port: int) -> int:
     clock = Clock(speed=speed, origin=time.time())
     demo = _Demo(settings, clock, dt.datetime.now(dt.timezone.utc))
     stop = asyncio.Event()
@@ -120,12 +126,13 @@ async def _demo(settings: Settings, speed: float, duration: float | None, rate: 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     log_dir = settings.state_dir / "logs"
-    procs = _start_processes(settings, clock, log_dir) if start_processes else {}
+    ports = metrics_ports(metrics_base_port)
+    procs = _start_processes(settings, clock, log_dir, ports) if start_processes else {}
     print(f"demo: clock x{speed:g} (90 days of retention = {90 * 86400 / speed:.0f} s real); "
           f"{rate:g} records/s for {tenants} tenants in {', '.join(REGIONS)}")
     if procs:
         print("demo: processes " + ", ".join(f"{n} (pid {p.pid}, /metrics on "
-                                             f"http://127.0.0.1:{METRICS_PORTS[n]}/metrics)"
+                                             f"http://127.0.0.1:{ports[n]}/metrics)"
                                              for n, p in procs.items()))
         print(f"demo: logs in {log_dir}; Ctrl-C stops")
     pools = {r: await asyncpg.create_pool(settings.pg_dsn(region_database(r)), min_size=1, max_size=2)
@@ -172,5 +179,7 @@ async def _demo(settings: Settings, speed: float, duration: float | None, rate: 
 
 
 def run_demo(settings: Settings, speed: float = 400_000.0, duration: float | None = None,
-             rate: float = 200.0, tenants: int = 24, start_processes: bool = True) -> int:
-    return asyncio.run(_demo(settings, speed, duration, rate, tenants, start_processes))
+             rate: float = 200.0, tenants: int = 24, start_processes: bool = True,
+             metrics_base_port: int = 9101) -> int:
+    return asyncio.run(_demo(settings, speed, duration, rate, tenants, start_processes,
+                             metrics_base_port))
