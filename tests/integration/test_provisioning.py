@@ -60,3 +60,19 @@ async def test_one_database_per_region_and_one_for_cm(stack):
     have = await provision.existing_databases(stack)
     assert set(all_databases()) <= have
     assert {"mdmbus_na", "mdmbus_eu", "mdmbus_ap", "mdmbus_cm"} <= have
+
+
+async def test_every_topic_bounds_how_long_its_copies_stay_readable(stack):
+    """Rule 6: the broker deletes whole segments, so a copy is unreadable at the latest
+    segment.ms + retention.ms after it was written. Read those back from the broker."""
+    configs = await provision.topic_configs(stack, [t.name for t in TOPICS])
+    hour_ms = 3_600_000
+    bound = {name: int(c["segment.ms"]) + int(c["retention.ms"]) for name, c in configs.items()}
+    for spec in TOPICS:
+        assert configs[spec.name]["cleanup.policy"] == "delete", spec.name
+        assert spec.copies, f"{spec.name} must say how its copies become unreadable"
+        assert bound[spec.name] <= 25 * hour_ms, f"{spec.name} keeps copies too long"
+    # Temporary commands must be gone within an hour of the session's expiry; a command is
+    # written before its session expires, so its copy must be unreadable within the hour.
+    assert bound["mdm.device.commands"] <= hour_ms
+    assert bound["mdm.device.sessions"] <= hour_ms
