@@ -61,9 +61,13 @@ class CmConnector:
                 None if device is None else uuid.UUID(str(device)), env["event_time"], value)
 
     async def run(self, stop: asyncio.Event) -> None:
-        pool = await asyncpg.create_pool(self.settings.pg_dsn(CM_DATABASE), min_size=1, max_size=2)
-        async with pool.acquire() as conn:
-            await ensure_cm_schema(conn)
+        async def open_pool() -> asyncpg.Pool:
+            pool = await asyncpg.create_pool(self.settings.pg_dsn(CM_DATABASE), min_size=1, max_size=2)
+            async with pool.acquire() as conn:
+                await ensure_cm_schema(conn)
+            return pool
+        pool = await until_written(open_pool,
+                                   lambda exc: self.metrics.store_batches.labels("cm", "error").inc())
         consumer = AIOKafkaConsumer(topics.RELAY, bootstrap_servers=self.settings.kafka_bootstrap,
                                     group_id=GROUP, enable_auto_commit=False,
                                     auto_offset_reset="earliest")

@@ -25,7 +25,7 @@ from services.rules.retention import sweep_due_purges
 from services.consumer_lag import measure_consumer_lag
 from services.rules.session_expiry import sweep_expired
 from services.stores.pools import Stores
-from services.stores.retry import STORE_ERRORS
+from services.stores.retry import STORE_ERRORS, until_written
 
 __all__ = ["Sweeper", "run", "PAST_DEADLINE_TOLERANCE_S"]
 
@@ -107,7 +107,8 @@ class Sweeper:
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     metrics = Metrics(CollectorRegistry())
     serve(metrics, settings.metrics_port, settings.metrics_addr)
-    stores = await Stores(settings).start()
+    stores = await until_written(lambda: Stores(settings).start(),
+                                 lambda exc: metrics.store_batches.labels("all", "error").inc())
     try:
         await Sweeper(settings, stores, metrics).run(stop)
     finally:

@@ -17,6 +17,7 @@ from mdmbus.metrics import Metrics, serve
 from mdmbus.settings import Settings
 from services.rules.residency import TenantDirectory
 from services.stores.pools import Stores
+from services.stores.retry import until_written
 
 __all__ = ["PipelineContext"]
 
@@ -42,7 +43,9 @@ class PipelineContext:
         if self.stores is None:
             async with self._lock:
                 if self.stores is None:
-                    stores = await Stores(self.settings).start(max_size=6)
+                    stores = await until_written(
+                        lambda: Stores(self.settings).start(max_size=6),
+                        lambda exc: self.metrics.store_batches.labels("all", "error").inc())
                     self.directory = TenantDirectory(stores)
                     self.stores = stores
         return self

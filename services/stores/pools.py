@@ -22,6 +22,14 @@ class Stores:
     cm: asyncpg.Pool | None = None
 
     async def start(self, *, cm: bool = False, min_size: int = 1, max_size: int = 4) -> "Stores":
+        """Opens every pool; on failure closes what it opened, so a caller may retry."""
+        try:
+            return await self._open(cm, min_size, max_size)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _open(self, cm: bool, min_size: int, max_size: int) -> "Stores":
         for region in REGIONS:
             pool = await asyncpg.create_pool(self.settings.pg_dsn(region_database(region)),
                                              min_size=min_size, max_size=max_size)

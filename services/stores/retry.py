@@ -14,9 +14,12 @@ __all__ = ["until_written", "STORE_ERRORS"]
 T = TypeVar("T")
 log = logging.getLogger("mdmbus.store")
 
-STORE_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError,
-                asyncpg.ConnectionDoesNotExistError, asyncio.TimeoutError)
+#: What a store outage looks like from asyncpg: the server unreachable, shutting down or
+#: restarting (class 08 and 57P errors), or a connection that died mid-operation (the
+#: interface and internal client errors it leaves behind).
+STORE_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError,
+                asyncpg.exceptions.OperatorInterventionError, asyncpg.InterfaceError,
+                asyncpg.exceptions.InternalClientError)
 
 
 async def until_written(write: Callable[[], Awaitable[T]], on_error: Callable[[BaseException], None],
