@@ -19,40 +19,33 @@ __all__ = ["Settings", "REPO_ROOT"]
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+def _number(env: Mapping[str, str], name: str, default: float, kind: type = float,
+            minimum: float | None = None, exclusive: bool = False) -> float:
+    """A number from the environment; the error names the variable and what is wrong."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        value = kind(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+        what = "a whole number" if kind is int else "a number"
+        raise ConfigError(f"{name}={raw!r} is not {what}") from None
+    if minimum is not None and (value <= minimum if exclusive else value < minimum):
+        bound = "greater than" if exclusive else "at least"
+        raise ConfigError(f"{name}={raw!r} must be {bound} {minimum:g}")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    return _number(env, name, default, int)
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if value <= 0:
-        raise ConfigError(f"{name}={raw!r} must be greater than 0")
-    return value
+    return _number(env, name, default, float, minimum=0, exclusive=True)
 
 
 def _nonneg(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if value < 0:
-        raise ConfigError(f"{name}={raw!r} must not be negative")
-    return value
+    return _number(env, name, default, float, minimum=0)
 
 
 def _servers(env: Mapping[str, str]) -> dict[str, str]:

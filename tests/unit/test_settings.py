@@ -27,6 +27,7 @@ def test_environment_overrides_and_external_broker():
     ("MDMBUS_KAFKA_PORT", "x", "is not a whole number"),
     ("MDMBUS_CLOCK_SPEED", "fast", "is not a number"),
     ("MDMBUS_CLOCK_SPEED", "0", "must be greater than 0"),
+    ("MDMBUS_COMMAND_GRACE", "-1", "must be at least 0"),
 ])
 def test_bad_values_are_named(name, value, message):
     with pytest.raises(ConfigError, match=f"{name}='{value}' {message}"):
