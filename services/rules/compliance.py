@@ -12,11 +12,14 @@ __all__ = ["rows_past_deadline"]
 async def rows_past_deadline(conn: asyncpg.Connection | asyncpg.Pool,
                              late: dt.datetime) -> dict[str, int]:
     """Rows whose deadline was before ``late``, by rule: session expiry and retention purge."""
-    commands = await conn.fetchval(
-        "SELECT count(*) FROM records WHERE deadline < $1 AND body IS NOT NULL", late)
-    sessions = await conn.fetchval(
+    counts = {"session_expiry": 0, "retention_purge": 0}
+    for row in await conn.fetch(
+            "SELECT COALESCE(deadline_rule, 'session_expiry') AS rule, count(*) AS n FROM records"
+            " WHERE deadline < $1 AND body IS NOT NULL GROUP BY 1", late):
+        counts[row["rule"]] = counts.get(row["rule"], 0) + row["n"]
+    counts["session_expiry"] += await conn.fetchval(
         "SELECT count(*) FROM device_sessions WHERE expires_at < $1", late)
-    purges = await conn.fetchval(
-        "SELECT count(*) FROM records r JOIN tenants t USING (tenant_id) WHERE t.purge_at < $1",
-        late)
-    return {"session_expiry": commands + sessions, "retention_purge": purges}
+    # Tenants past their purge day (their tombstones and sessions go with the tenant row).
+    counts["retention_purge"] += await conn.fetchval(
+        "SELECT count(*) FROM tenants WHERE purge_at < $1", late)
+    return counts

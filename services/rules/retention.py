@@ -9,6 +9,7 @@ cache says; reads and exports go on until the purge.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
 from typing import Callable
@@ -23,13 +24,32 @@ __all__ = ["end_subscription", "purge_tenant", "sweep_due_purges"]
 async def end_subscription(conn: asyncpg.Connection | asyncpg.Pool, tenant_id: uuid.UUID,
                            now: dt.datetime, retention_days: float,
                            purge_after_days: float) -> bool:
-    """Active -> retention; true if the tenant was active. Ending twice changes nothing."""
+    """Active -> retention; true if the tenant was active. Ending twice changes nothing.
+
+    From here every row of the tenant carries its deadline, the purge day, so the sweeper's
+    deadline index deletes them on time like any other expiring row.
+    """
     read_only_until = now + dt.timedelta(days=retention_days)
-    status = await conn.execute(
-        "UPDATE tenants SET state = 'retention', subscription_ended_at = $2,"
-        " read_only_until = $3, purge_at = $4 WHERE tenant_id = $1 AND state = 'active'",
-        tenant_id, now, read_only_until, read_only_until + dt.timedelta(days=purge_after_days))
-    return status.endswith(" 1")
+    purge_at = read_only_until + dt.timedelta(days=purge_after_days)
+    async with _connection(conn) as c, c.transaction():
+        status = await c.execute(
+            "UPDATE tenants SET state = 'retention', subscription_ended_at = $2,"
+            " read_only_until = $3, purge_at = $4 WHERE tenant_id = $1 AND state = 'active'",
+            tenant_id, now, read_only_until, purge_at)
+        if not status.endswith(" 1"):
+            return False
+        await c.execute(
+            "UPDATE records SET deadline = $2, deadline_rule = $3 WHERE tenant_id = $1"
+            " AND body IS NOT NULL AND (deadline IS NULL OR deadline > $2)",
+            tenant_id, purge_at, RETENTION_PURGE)
+    return True
+
+
+def _connection(conn: asyncpg.Connection | asyncpg.Pool):
+    """A connection from a pool, or the connection itself, as an async context manager."""
+    if isinstance(conn, asyncpg.Pool):
+        return conn.acquire()
+    return contextlib.nullcontext(conn)
 
 
 async def purge_tenant(conn: asyncpg.Connection, region: str, tenant_id: uuid.UUID,

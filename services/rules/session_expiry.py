@@ -65,10 +65,12 @@ async def apply_session_events(conn: asyncpg.Connection, events: Sequence[Sessio
 
 async def sweep_expired(conn: asyncpg.Connection, region: str, now: dt.datetime, limit: int,
                         real_lag: Callable[[dt.datetime], float]) -> list[Deletion]:
-    """Deletes up to ``limit`` commands and sessions past their deadline, oldest first.
+    """Deletes up to ``limit`` rows and sessions past their deadline, oldest first.
 
-    The sub-select walks the deadline index in order, so the cost follows the rows deleted,
-    not the size of the table.
+    Rows carry the rule that set their deadline (``deadline_rule``): commands that of session
+    expiry, the rows of a tenant in retention that of the purge (set when the subscription
+    ended, services/rules/retention.py). The sub-select walks the deadline index in order, so
+    the cost follows the rows deleted, not the size of the table.
     """
     async with conn.transaction():
         commands = await conn.fetch(
@@ -76,7 +78,8 @@ async def sweep_expired(conn: asyncpg.Connection, region: str, now: dt.datetime,
             "  SELECT record_id FROM records WHERE deadline <= $1 AND body IS NOT NULL"
             "  ORDER BY deadline LIMIT $2 FOR UPDATE SKIP LOCKED) doomed"
             " WHERE r.record_id = doomed.record_id"
-            " RETURNING r.record_id, r.category, r.deadline", now, limit)
+            " RETURNING r.record_id, r.category, r.deadline, r.deadline_rule, r.tenant_id",
+            now, limit)
         sessions = await conn.fetch(
             "DELETE FROM device_sessions d USING ("
             "  SELECT device_id FROM device_sessions WHERE expires_at <= $1"
@@ -84,13 +87,14 @@ async def sweep_expired(conn: asyncpg.Connection, region: str, now: dt.datetime,
             " WHERE d.device_id = doomed.device_id"
             " RETURNING d.session_id, d.expires_at", now, limit)
         deletions = []
-        by_category: dict[str, list] = {}
+        groups: dict[tuple, list] = {}
         for row in commands:
-            by_category.setdefault(row["category"], []).append(row)
-        for category, rows in by_category.items():
-            deletions.append(Deletion(SESSION_EXPIRY, region, category,
-                                      [r["record_id"] for r in rows],
-                                      [real_lag(r["deadline"]) for r in rows]))
+            rule = row["deadline_rule"] or SESSION_EXPIRY
+            tenant = row["tenant_id"] if rule != SESSION_EXPIRY else None
+            groups.setdefault((rule, row["category"], tenant), []).append(row)
+        for (rule, category, tenant), rows in groups.items():
+            deletions.append(Deletion(rule, region, category, [r["record_id"] for r in rows],
+                                      [real_lag(r["deadline"]) for r in rows], tenant))
         if sessions:
             deletions.append(Deletion(SESSION_EXPIRY, region, "session",
                                       [r["session_id"] for r in sessions],
