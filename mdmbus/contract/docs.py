@@ -176,7 +176,10 @@ released mdmbus schema is rejected to the dead-letter topic.
 
 **Message key**: the uuid named below as the key, as its lower-case canonical text in ASCII
 (36 bytes, e.g. `6f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9`). Every uuid field must be in that
-lower-case canonical form.
+lower-case canonical form. Partition with the Java client's default, murmur2 of the key
+bytes (librdkafka-based clients such as kcat: `partitioner=murmur2_random`; their default,
+CRC32, would put a tenant's records on another partition than mdmbus's own producers and
+break their order).
 
 **Content rules** beyond the schema types (a record breaking one goes to the dead-letter topic
 with the reason code in brackets): no fields beyond the schema [unknown_field]; no PEM private
