@@ -40,6 +40,36 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
         return produce(settings, source, dry_run=args.dry_run)
 
 
+def _export(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+    import json
+    import uuid
+
+    from mdmbus.contract import default_registry, to_json
+    from services.export import export_tenant
+    from services.stores.pools import Stores
+
+    try:
+        tenant = uuid.UUID(args.tenant)
+    except ValueError:
+        raise MdmbusError(f"--tenant {args.tenant!r} is not a uuid") from None
+    registry = default_registry()
+
+    async def run() -> int:
+        stores = await Stores(settings).start()
+        count = 0
+        try:
+            async for kind, record in export_tenant(stores, tenant, registry):
+                print(json.dumps({"kind": kind,
+                                  "record": to_json(registry.spec(kind).expanded, record)}))
+                count += 1
+        finally:
+            await stores.close()
+        print(f"exported {count} records of tenant {tenant}", file=sys.stderr)
+        return 0
+    return asyncio.run(run())
+
+
 def _process(args: argparse.Namespace, settings: Settings) -> int:
     from mdmbus.processes import run_process
     return run_process(args.name, settings)
@@ -75,6 +105,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="validate only, send nothing")
     p.set_defaults(func=_produce)
 
+    p = sub.add_parser("export", help="a tenant's stored records as JSON lines (works during "
+                                      "retention, until the purge)")
+    p.add_argument("--tenant", required=True, help="tenant id (uuid)")
+    p.set_defaults(func=_export)
+
     p = sub.add_parser("process", help="run one pipeline process in the foreground")
     p.add_argument("name", choices=["pipeline", "cm-connector", "sweeper"])
     p.set_defaults(func=_process)
@@ -108,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mdmbus: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `mdmbus export ... | head`: the reader had enough
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":
