@@ -119,7 +119,11 @@ async def _summary(demo: _Demo, pools: dict[str, asyncpg.Pool], world: Simulated
 
 async def _demo(settings: Settings, speed: float, duration: float | None, rate: float,
                 tenants: int, start_processes: bool, metrics_base_port: int) -> int:
-    clock = Clock(speed=speed, origin=time.time())
+    if start_processes or not settings.clock_origin:
+        clock = Clock(speed=speed, origin=time.time())
+    else:
+        # The processes run elsewhere (compose) on MDMBUS_CLOCK_SPEED/ORIGIN: share their clock.
+        clock = Clock.from_settings(settings)
     demo = _Demo(settings, clock, dt.datetime.now(dt.timezone.utc))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
