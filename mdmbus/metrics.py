@@ -7,6 +7,8 @@ category, state, group, partition -- never a tenant, device or record id.
 
 from __future__ import annotations
 
+from typing import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 __all__ = ["Metrics", "serve"]
@@ -76,6 +78,18 @@ class Metrics:
             "mdmbus_lifecycle_events_total", "Tenant lifecycle events applied, by kind.",
             ["kind"], registry=r)
 
+
+    def prime(self, stores: Iterable[str], rules: Iterable[str] = ()) -> "Metrics":
+        """Creates the series that would otherwise appear only at their first event (a store
+        error, a rule's first deletion), so dashboards read 0, not "No data", and rate()
+        sees the first increment."""
+        rules = tuple(rules)
+        for store in stores:
+            for outcome in ("ok", "error"):
+                self.store_batches.labels(store, outcome)
+        for rule in rules:
+            self.deletion_lag_seconds.labels(rule)
+        return self
 
     def count_deletions(self, deletions) -> None:
         """Counts services.rules.audit.Deletion batches: rows by rule, lag by rule."""

@@ -113,6 +113,6 @@ class CmConnector:
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
-    metrics = Metrics(CollectorRegistry())
+    metrics = Metrics(CollectorRegistry()).prime(("cm",))
     serve(metrics, settings.metrics_port, settings.metrics_addr)
     await CmConnector(settings, metrics).run(stop)

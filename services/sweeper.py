@@ -19,7 +19,7 @@ from mdmbus.clock import Clock
 from mdmbus.metrics import Metrics, serve
 from mdmbus.regions import REGIONS
 from mdmbus.settings import Settings
-from services.rules.audit import Deletion
+from services.rules.audit import RULES, Deletion
 from services.rules.compliance import rows_past_deadline
 from services.rules.retention import sweep_due_purges
 from services.consumer_lag import measure_consumer_lag
@@ -105,7 +105,7 @@ class Sweeper:
 
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
-    metrics = Metrics(CollectorRegistry())
+    metrics = Metrics(CollectorRegistry()).prime(("all",), RULES)
     serve(metrics, settings.metrics_port, settings.metrics_addr)
     stores = await until_written(lambda: Stores(settings).start(),
                                  lambda exc: metrics.store_batches.labels("all", "error").inc())

@@ -14,6 +14,8 @@ from prometheus_client import CollectorRegistry
 from mdmbus.clock import Clock
 from mdmbus.contract import Registry, default_registry
 from mdmbus.metrics import Metrics, serve
+from mdmbus.regions import REGIONS
+from services.rules.audit import RULES
 from mdmbus.settings import Settings
 from services.rules.residency import TenantDirectory
 from services.stores.pools import Stores
@@ -34,7 +36,7 @@ class PipelineContext:
 
     @classmethod
     def create(cls, settings: Settings) -> "PipelineContext":
-        metrics = Metrics(CollectorRegistry())
+        metrics = Metrics(CollectorRegistry()).prime(REGIONS + ("directory", "lifecycle"), RULES)
         serve(metrics, settings.metrics_port, settings.metrics_addr)
         return cls(settings=settings, clock=Clock.from_settings(settings), metrics=metrics)
 
