@@ -9,6 +9,7 @@ and no process crashed or stalled.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import random
 import signal
 import uuid
@@ -19,6 +20,8 @@ import pytest
 from mdmbus import topics
 from mdmbus.regions import REGIONS
 from mdmbus.stack import kafka, postgres
+from services.rules.compliance import rows_past_deadline
+from services.sweeper import PAST_DEADLINE_TOLERANCE_S
 from tests.conftest import wait_for
 from tests.integration.harness import Processes, Workload
 
@@ -124,6 +127,21 @@ async def _check(work: Workload, load: Load, procs: Processes, timeout_s: float 
                 return False
         return True
     await wait_for(relayed, timeout_s, f"{len(relay_ids)} relay records in CM, gone from the cloud")
+    # Nothing deleted early: each cloud copy went after CM had committed it.
+    received = {r["record_id"]: r["received_at"] for r in await work.cm.fetch(
+        "SELECT record_id, received_at FROM relayed_records WHERE record_id = ANY($1::uuid[])",
+        relay_ids)}
+    for region in REGIONS:
+        for row in await work.region_pool(region).fetch(
+                "SELECT record_ids, deleted_at_real FROM deletion_audit WHERE"
+                " rule = 'delete_after_download' AND record_ids && $1::uuid[]", relay_ids):
+            for rid in row["record_ids"]:
+                if rid in received:
+                    assert row["deleted_at_real"] >= received[rid], "deleted before CM had it"
+    # Nothing kept past its deadline, in any store.
+    late = work.clock.now_dt() - dt.timedelta(seconds=PAST_DEADLINE_TOLERANCE_S * work.clock.speed)
+    for region in REGIONS:
+        assert sum((await rows_past_deadline(work.region_pool(region), late)).values()) == 0
 
 
 def _tenant_of(work: Workload, value: bytes) -> str:
