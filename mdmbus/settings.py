@@ -107,7 +107,7 @@ class Settings:
 
     #: Processes: how many records a store write takes at most, and how long a batch may wait.
     batch_size: int = 500
-    batch_wait_s: float = 0.2
+    batch_wait_s: float = 0.05
     #: How long a record of an unknown tenant waits for its onboarding to be applied (real s).
     unknown_tenant_wait_s: float = 2.0
     #: Sweepers: rows per delete statement, and the pause between sweeps (real seconds).

@@ -7,12 +7,13 @@ import faust
 from mdmbus import topics
 from mdmbus.settings import Settings
 from streams.context import PipelineContext
+from streams.transport import PipelineApp
 
 __all__ = ["app", "context", "topic"]
 
 settings = Settings.from_env()
 
-app = faust.App(
+app = PipelineApp(
     "mdmbus-pipeline",
     broker=f"kafka://{settings.kafka_bootstrap}",
     store="memory://",

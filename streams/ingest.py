@@ -12,13 +12,13 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Iterable, Sequence
 
 from mdmbus import topics
 from services.stores.records import StoreRow, WriteOutcome, write_records
 from streams.app import app, context, dead_letters, topic
-from streams.classify import Accepted, Rejected, classify_events
+from streams.classify import Accepted, Rejected, as_uuid, classify_events
 from streams.dead_letter import send_dead_letters
 from services.stores.retry import until_written
 
@@ -63,13 +63,13 @@ def _row(a: Accepted) -> StoreRow:
     if category == "command":
         deadline = env["event_time"] + dt.timedelta(seconds=COMMAND_FALLBACK_S)
         rule = "session_expiry"
-    return StoreRow(uuid.UUID(str(env["record_id"])), uuid.UUID(str(env["tenant_id"])), a.kind,
+    return StoreRow(as_uuid(env["record_id"]), as_uuid(env["tenant_id"]), a.kind,
                     category, _uuid(env.get("device_id")), _uuid(a.record.get("session_id")),
                     env["event_time"], deadline, rule, a.value)
 
 
 def _uuid(value) -> uuid.UUID | None:
-    return None if value is None else uuid.UUID(str(value))
+    return None if value is None else as_uuid(value)
 
 
 async def route(ctx, accepted: Sequence[Accepted]) -> tuple[dict[str, list[Accepted]], list[Rejected]]:
@@ -115,8 +115,8 @@ async def _store(region: str, batch: list[Accepted]) -> list[Rejected]:
     ctx = context()
     m = ctx.metrics
     rows = [_row(a) for a in batch]
-    for row in rows:
-        m.records_routed.labels(region, row.category).inc()
+    for category, n in Counter(row.category for row in rows).items():
+        m.records_routed.labels(region, category).inc(n)
 
     async def write() -> WriteOutcome:
         started = time.perf_counter()
@@ -130,15 +130,18 @@ async def _store(region: str, batch: list[Accepted]) -> list[Rejected]:
     outcome = await until_written(write, lambda exc: m.store_batches.labels(region, "error").inc())
     now = ctx.clock.now()
     by_id = {row.record_id: row for row in rows}
+    stored = Counter()
     for rid in outcome.stored:
         row = by_id[rid]
-        m.records_stored.labels(region, row.category).inc()
-        m.end_to_end_seconds.labels(row.category).observe(
-            max(0.0, ctx.clock.to_real_seconds(now - row.event_time.timestamp())))
-    for rid in outcome.duplicates:
-        m.records_duplicate.labels(region, by_id[rid].category).inc()
+        stored[row.category] += 1
+        latency = m.end_to_end_seconds.labels(row.category)
+        latency.observe(max(0.0, ctx.clock.to_real_seconds(now - row.event_time.timestamp())))
+    for category, n in stored.items():
+        m.records_stored.labels(region, category).inc(n)
+    for category, n in Counter(by_id[rid].category for rid in outcome.duplicates).items():
+        m.records_duplicate.labels(region, category).inc(n)
     refused = []
-    index = {uuid.UUID(str(a.record["envelope"]["record_id"])): a for a in batch}
+    index = {as_uuid(a.record["envelope"]["record_id"]): a for a in batch}
     for rid in outcome.in_retention:
         refused.append(index[rid].refuse(
             "tenant_in_retention", "tenant is in its read-only retention period: no new writes"))

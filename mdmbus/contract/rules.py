@@ -23,7 +23,8 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from mdmbus.contract import errors as e
 from mdmbus.contract.keys import (PRIVATE, has_certificate_marker, has_private_key_marker,
