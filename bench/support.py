@@ -43,7 +43,7 @@ __all__ = ["PIPELINE_GROUP", "CM_GROUP", "PIPELINE_TOPICS", "COUNTRY_OF", "REGIO
            "region_pools", "close_pools", "onboard_tenants", "delete_tenants", "end_offsets",
            "commit_group", "committed", "fast_forward", "producer", "percentile", "table",
            "machine", "say", "linear_fit", "uuid_from", "CpuMeter", "rss_mb", "forget_rows",
-           "postgres_pid", "kafka_pid"]
+           "postgres_pid", "kafka_pid", "code_version"]
 
 #: The faust app id is the pipeline's consumer group (streams/app.py).
 PIPELINE_GROUP = "mdmbus-pipeline"
@@ -127,7 +127,21 @@ def machine() -> str:
         mem = "?"
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return (f"{os.cpu_count()} cores, {mem}, {model}, Python {platform.python_version()}, "
-            f"load average {load}")
+            f"load average {load}, code {code_version()}")
+
+
+def code_version() -> str:
+    """The checkout's commit, '+changes' when streams/, services/ or mdmbus/ differ from it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--",
+                                "streams", "services", "mdmbus"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (head or "unknown") + ("+changes" if dirty else "")
 
 
 # ----------------------------------------------------------------------------- processes
