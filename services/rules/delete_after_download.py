@@ -32,6 +32,9 @@ async def apply_acks(conn: asyncpg.Connection, region: str, now: dt.datetime,
             "INSERT INTO records (record_id, tenant_id, kind, category, event_time, stored_at)"
             " SELECT a.id, a.tenant, 'acknowledged', 'relay', $3, $3"
             " FROM unnest($1::uuid[], $2::uuid[]) AS a(id, tenant)"
+            # In record_id order, as write_records inserts: two writers that lock the same ids
+            # in one order wait for each other; in two orders they deadlock.
+            " ORDER BY a.id"
             " ON CONFLICT (record_id) DO NOTHING",
             ids, [a[1] for a in acks], now)
         rows = await conn.fetch(
