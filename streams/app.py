@@ -7,6 +7,7 @@ import faust
 from mdmbus import topics
 from mdmbus.settings import Settings
 from streams.context import PipelineContext
+from streams.heap import TRIM_INTERVAL_S, heap_trimmer
 from streams.transport import PipelineApp
 
 __all__ = ["app", "context", "topic"]
@@ -39,3 +40,10 @@ def topic(name: str) -> faust.TopicT:
 
 
 dead_letters = topic(topics.DEAD_LETTER)
+
+
+_trim = heap_trimmer()
+if _trim is not None:
+    @app.timer(interval=TRIM_INTERVAL_S)
+    async def give_back_freed_heap() -> None:
+        _trim()
