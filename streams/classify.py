@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from mdmbus import codec
-from mdmbus.contract import REASONS, Registry, ValidationError, redact, validate
+from mdmbus.contract import REASONS, Registry, ValidationError, redact, validate_decoded
 from mdmbus.metrics import Metrics
 
 __all__ = ["Accepted", "Rejected", "classify", "classify_events", "as_uuid", "CODEC_REASONS",
@@ -81,7 +81,7 @@ def classify(registry: Registry, value: bytes | None, key: bytes | None, topic: 
     except codec.CodecError as exc:
         return reject(CODEC_REASONS.get(type(exc), "undecodable"), str(exc))
     try:
-        validate(kind, record, registry)
+        validate_decoded(kind, record, registry)
     except ValidationError as exc:
         reason = exc.reason if exc.reason in REASONS else "invalid"
         if reason == "private_key_material":

@@ -106,8 +106,13 @@ async def process_batch(events: Sequence) -> None:
     by_region, unknown = await route(ctx, accepted)
     rejected += unknown
 
-    for region, batch in by_region.items():
-        rejected += await _store(region, batch)
+    # Regions are separate databases: their transactions run side by side.
+    results = await asyncio.gather(*(_store(region, batch) for region, batch in by_region.items()),
+                                   return_exceptions=True)
+    for result in results:  # every write has finished before a failure is raised
+        if isinstance(result, BaseException):
+            raise result
+        rejected += result
     await send_dead_letters(dead_letters, rejected, ctx.metrics)
 
 

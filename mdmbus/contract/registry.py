@@ -60,6 +60,9 @@ class Registry:
     released: tuple[tuple[str, Mapping[str, Any]], ...] = field(repr=False)
     codec: Codec = field(repr=False)
     envelope: Mapping[str, Any] = field(repr=False)
+    #: kind -> the compiled check of decoded records (mdmbus.contract.rules.validate_decoded),
+    #: filled on first use.
+    decoded_checks: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def spec(self, kind: str) -> KindSpec:
         """The spec of ``kind``; UnknownKindError (a ValidationError) if there is none."""

@@ -27,42 +27,18 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mdmbus.contract import errors as e
-from mdmbus.contract.keys import (PRIVATE, has_certificate_marker, has_private_key_marker,
-                                  public_key_problem)
+from mdmbus.contract.content import (INT_RANGE, check_public_key, compile_decoded_check, flag,
+                                     scan_text)
+from mdmbus.contract.keys import PRIVATE, has_private_key_marker, public_key_problem
 from mdmbus.contract.registry import Registry, default_registry
 
-__all__ = ["validate", "redact", "REDACTED"]
+__all__ = ["validate", "validate_decoded", "redact", "REDACTED"]
 
 #: What a redacted string (or, UTF-8 encoded, bytes) value is replaced with.
 REDACTED = "[redacted: private key material]"
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 _COUNTRY = re.compile(r"[A-Z]{2}\Z")
-_INT_RANGE = {"int": (-(1 << 31), (1 << 31) - 1), "long": (-(1 << 63), (1 << 63) - 1)}
-
-
-def _flag(field: Mapping[str, Any], name: str) -> bool:
-    meta = field.get("mdmbus")
-    return isinstance(meta, Mapping) and bool(meta.get(name))
-
-
-def _scan_text(value: str | bytes, path: str) -> None:
-    if has_private_key_marker(value):
-        raise e.PrivateKeyMaterialError("holds a PEM private key", path)
-    if has_certificate_marker(value):
-        raise e.CertificateBodyError("holds a certificate body; only the public-key-only field "
-                                     "of U10 may carry a certificate", path)
-
-
-def _check_public_key(value: Any, path: str) -> None:
-    if not isinstance(value, (bytes, bytearray)):
-        raise e.SchemaMismatchError(f"expected bytes, got {type(value).__name__}", path)
-    problem = public_key_problem(bytes(value))
-    if problem == PRIVATE:
-        raise e.PrivateKeyMaterialError("holds private key material; only a public key or a "
-                                        "certificate is allowed", path)
-    if problem:
-        raise e.NotPublicKeyError("is neither a PEM/DER public key nor a certificate", path)
 
 
 def _check_primitive(kind: str, logical: str | None, value: Any, path: str) -> None:
@@ -76,19 +52,19 @@ def _check_primitive(kind: str, logical: str | None, value: Any, path: str) -> N
             return
         if not isinstance(value, str):
             raise e.SchemaMismatchError(f"expected a string, got {type(value).__name__}", path)
-        _scan_text(value, path)
+        scan_text(value, path)
     elif kind in ("int", "long"):
         if logical and logical.startswith("timestamp") and isinstance(value, datetime):
             if value.tzinfo is None:
                 raise e.SchemaMismatchError("datetime without a time zone", path)
             return
-        low, high = _INT_RANGE[kind]
+        low, high = INT_RANGE[kind]
         if type(value) is not int or not low <= value <= high:
             raise e.SchemaMismatchError(f"expected an Avro {kind}, got {value!r:.60}", path)
     elif kind == "bytes":
         if not isinstance(value, (bytes, bytearray)):
             raise e.SchemaMismatchError(f"expected bytes, got {type(value).__name__}", path)
-        _scan_text(bytes(value), path)
+        scan_text(bytes(value), path)
     elif kind == "boolean":
         if not isinstance(value, bool):
             raise e.SchemaMismatchError(f"expected a boolean, got {value!r:.60}", path)
@@ -139,7 +115,7 @@ def _check(schema: Any, value: Any, path: str) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise e.SchemaMismatchError(f"map key {key!r:.40} is not a string", path)
-            _scan_text(key, path)
+            scan_text(key, path)
             _check(schema["values"], item, f"{path}[{key!r:.40}]")
     elif kind == "fixed":
         if not isinstance(value, (bytes, bytearray)) or len(value) != schema["size"]:
@@ -165,10 +141,10 @@ def _check_record(schema: Mapping[str, Any], value: Any, path: str) -> None:
                 continue
             raise e.SchemaMismatchError("missing, and the field has no default", where)
         item = value[name]
-        if _flag(field, "opaque"):
+        if flag(field, "opaque"):
             _check_opaque(field["type"], item, where)
-        elif _flag(field, "public_key_only"):
-            _check_public_key(item, where)
+        elif flag(field, "public_key_only"):
+            check_public_key(item, where)
         else:
             _check(field["type"], item, where)
 
@@ -253,11 +229,35 @@ def validate(kind: str, record: Any, registry: Registry | None = None) -> None:
     registry = registry or default_registry()
     spec = registry.spec(kind)
     _check_record(spec.expanded, record, "")
+    _check_relations(kind, spec.requires, record)
+
+
+def validate_decoded(kind: str, record: Any, registry: Registry) -> None:
+    """:func:`validate` for a record just returned by the codec's decode: the same verdicts,
+    without re-checking what decoding guarantees (mdmbus.contract.content)."""
+    check = registry.decoded_checks.get(kind)
+    if check is None:
+        spec = registry.spec(kind)
+        check = compile_decoded_check(spec.expanded, _check) or _nothing
+        registry.decoded_checks[kind] = check
+    try:
+        check(record)
+    except e.ValidationError:
+        validate(kind, record, registry)  # the full walk names the field
+        raise
+    _check_relations(kind, registry.spec(kind).requires, record)
+
+
+def _nothing(value: Any) -> None:
+    return None
+
+
+def _check_relations(kind: str, requires: frozenset[str], record: Mapping[str, Any]) -> None:
     envelope = record["envelope"]
     if envelope["kind"] != kind:
         raise e.KindMismatchError(f"is {envelope['kind']!r:.40}, record produced as {kind!r}",
                                   "envelope.kind")
-    for name in sorted(spec.requires):
+    for name in sorted(requires):
         _needs(record, name, f"{kind} records are about one {name.split('_')[0]}")
     rule = _RULES.get(kind)
     if rule is not None:
@@ -290,9 +290,9 @@ def _redact_value(value: Any, schema: Any) -> Any:
 def _redact_field(value: Any, field: Mapping[str, Any] | None) -> Any:
     if field is None:
         return _redact_value(value, None)
-    if _flag(field, "opaque") and isinstance(value, (bytes, bytearray, type(None))):
+    if flag(field, "opaque") and isinstance(value, (bytes, bytearray, type(None))):
         return value  # opaque: never looked into (and encrypted, so no key shows through)
-    if _flag(field, "public_key_only") and isinstance(value, (bytes, bytearray)):
+    if flag(field, "public_key_only") and isinstance(value, (bytes, bytearray)):
         if public_key_problem(bytes(value)) == PRIVATE:
             return REDACTED.encode()
         return bytes(value)

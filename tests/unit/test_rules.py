@@ -8,8 +8,14 @@ from datetime import datetime, timezone
 
 import pytest
 
-from mdmbus.contract import REASONS, REDACTED, ValidationError, redact, validate
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mdmbus.codec import CodecError
+from mdmbus.contract import (REASONS, REDACTED, ValidationError, default_registry, redact,
+                             validate, validate_decoded)
 from mdmbus.contract import errors as e
+from tests.unit.avro_strategies import records
 from tests.unit.examples import TENANT, der, example, pem
 
 PRIVATE_PEMS = {
@@ -22,11 +28,35 @@ PRIVATE_DERS = ["ec_private_pkcs8", "ec_private_sec1", "rsa_private_pkcs1",
                 "ec_private_encrypted_pkcs8"]
 
 
+def _decoded(kind: str, record: dict) -> dict | None:
+    """``record`` as the pipeline sees it after decoding, or None if it cannot be encoded."""
+    codec = default_registry().codec
+    try:
+        return codec.decode(codec.encode(kind, record))[1]
+    except (CodecError, ValueError, TypeError, AttributeError, KeyError, OverflowError):
+        return None
+
+
+def _verdict(check, record: dict) -> str | None:
+    try:
+        check(record)
+    except ValidationError as exc:
+        return f"{exc.reason}: {exc}"
+    return None
+
+
 def _reason(kind: str, record: dict) -> str:
+    """The reason validate gives. The record as the pipeline decodes it (unknown fields are
+    lost on the way) gets the same verdict, naming the same field, from validate_decoded."""
     with pytest.raises(ValidationError) as caught:
         validate(kind, record)
     assert caught.value.reason in REASONS
     assert str(caught.value)
+    decoded = _decoded(kind, record)
+    if decoded is not None:
+        registry = default_registry()
+        assert _verdict(lambda r: validate_decoded(kind, r, registry), decoded) == \
+            _verdict(lambda r: validate(kind, r, registry), decoded)
     return caught.value.reason
 
 
@@ -286,3 +316,36 @@ def test_redact_of_unknown_kind_or_shape_scans_everything() -> None:
     assert redact("nope", {"a": [PRIVATE_PEMS["pkcs1"].decode()]}) == {"a": [REDACTED]}
     assert redact("U9", "just text") == "just text"
     assert redact("U9", PRIVATE_PEMS["pkcs1"].decode()) == REDACTED
+
+
+# ---------------------------------------------------------------- validate_decoded
+
+@pytest.mark.parametrize("kind", sorted(default_registry().kinds))
+def test_validate_decoded_gives_the_verdicts_of_validate(kind: str) -> None:
+    """Any record that survives encoding and decoding: both accept it, or both refuse it
+    with the same reason and field; private key text planted in it is refused by both."""
+    registry = default_registry()
+    spec = registry.spec(kind)
+    planted = PRIVATE_PEMS["pkcs8"].decode()
+    verdict = _verdict
+
+    @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(record=records(spec.expanded), plant=st.booleans())
+    def check(record: dict, plant: bool) -> None:
+        record["envelope"]["kind"] = kind
+        if plant:
+            text_fields = [f["name"] for f in spec.expanded["fields"]
+                           if f["type"] in ("string", ["null", "string"])]
+            if text_fields:
+                record[text_fields[0]] = planted
+        decoded = _decoded(kind, record)
+        if decoded is None:
+            return
+        full = verdict(lambda r: validate(kind, r, registry), decoded)
+        fast = verdict(lambda r: validate_decoded(kind, r, registry), decoded)
+        assert fast == full
+        if plant and any(f["type"] in ("string", ["null", "string"])
+                         for f in spec.expanded["fields"]):
+            assert full is not None and full.startswith("private_key_material")
+
+    check()
