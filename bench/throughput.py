@@ -28,6 +28,14 @@
    bounded by the slower one. It is the strictest of the three (see BENCHMARKS.md); the ratio
    mdmbus / baseline is printed against it (target >= 0.5), and against the serial sum
    (1 / (1/consume + 1/COPY)) and the measured loop for reference.
+6. The ceiling of faust's own per-event machinery (--no-noop skips it): the last
+   --noop-records of the same messages are copied, partition for partition, to a scratch topic
+   with as many partitions as mdm.upload, and drained by a faust worker whose one agent does no
+   work (bench.faust_noop: the pipeline's App class, a fresh consumer group, take_events with
+   the pipeline's batch size and wait; it only counts the events). Its rate from its first
+   batch to its last, and its process's CPU per record over the same span, are printed beside
+   the reference run of process_batch without faust: how fast a faust agent can go before
+   mdmbus does any work. The scratch topic is deleted afterwards.
 
 The rows the benchmark stored, its tenants and its scratch tables are deleted at the end
 (--keep leaves them).
@@ -38,7 +46,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import os
 import random
+import subprocess
+import sys
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -48,7 +59,8 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import for_code
 from aiokafka.structs import TopicPartition
 
 from mdmbus import topics
@@ -63,6 +75,12 @@ from bench.support import (PIPELINE_GROUP, PIPELINE_TOPICS, CpuMeter, Processes,
 __all__ = ["main", "Produced", "produce", "drain", "DrainResult"]
 
 SCRATCH = "bench_copy"
+#: The reference row of the faust worker doing no work (bench.faust_noop).
+NOOP = "reference: faust agent doing no work"
+#: The no-op worker is killed when it has not finished NOOP_STARTUP_S + records / NOOP_MIN_RATE
+#: seconds after its start (it starts in ~10 s and counts well over 1,000 records/s).
+NOOP_STARTUP_S = 60.0
+NOOP_MIN_RATE = 1_000
 COPY_COLUMNS = ("record_id", "tenant_id", "kind", "category", "device_id", "session_id",
                 "event_time", "stored_at", "deadline", "deadline_rule", "body")
 
@@ -388,6 +406,142 @@ async def process_batch_without_faust(settings: Settings, produced: Produced) ->
             context().stores = None
 
 
+# ----------------------------------------------------------------------------- faust, no work
+
+async def _copy_messages(settings: Settings, produced: Produced, topic: str) -> int:
+    """Copies the produced messages to ``topic``, partition for partition, with the same keys
+    and values; returns how many the topic holds."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                enable_auto_commit=False)
+    prod = producer(settings, linger_ms=20, max_batch_size=256 * 1024)
+    await consumer.start()
+    await prod.start()
+    try:
+        tps = list(produced.start)
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, produced.start[tp])
+        left = {tp: produced.end[tp] - produced.start[tp] for tp in tps}
+        total = sum(left.values())
+        progress = Progress(f"copy to {topic}", total)
+        pending: list[Any] = []
+        n = 0
+        while any(v > 0 for v in left.values()):
+            got = await consumer.getmany(timeout_ms=1000)
+            for tp, msgs in got.items():
+                mine = [m for m in msgs if m.offset < produced.end[tp]]
+                left[tp] -= len(mine)
+                for m in mine:
+                    pending.append(await prod.send(topic, value=m.value, key=m.key,
+                                                   partition=tp.partition))
+            if len(pending) >= 10_000:
+                for fut in pending:
+                    await fut
+                n += len(pending)
+                pending.clear()
+                progress.update(n)
+        await prod.flush()
+        for fut in pending:
+            await fut
+        progress.update(total, force=True)
+        copied = await consumer.end_offsets([TopicPartition(topic, tp.partition) for tp in tps])
+        return sum(copied.values())
+    finally:
+        await prod.stop()
+        await consumer.stop()
+
+
+def _check(response: Any, what: str) -> None:
+    """Raises on the first topic error of a CreateTopics / DeleteTopics response."""
+    errors = (response.topic_errors if hasattr(response, "topic_errors")
+              else response.topic_error_codes)
+    for topic, code, *_ in errors:
+        if code:
+            raise RuntimeError(f"{what} {topic}: {for_code(code).__name__}")
+
+
+async def faust_noop(settings: Settings, produced: Produced) -> tuple[float, float]:
+    """records/s and CPU us/record of a faust worker whose agent does no work
+    (bench.faust_noop), on a scratch topic holding a copy of the produced messages, from its
+    first batch to its last; the worker is killed when it has not finished in time."""
+    from bench import faust_noop as noop  # names only: faust is imported by the worker
+
+    run_id = uuid.uuid4().hex[:10]
+    topic = f"bench.noop.{run_id}"
+    app_id = f"bench-noop-{run_id}"  # a fresh consumer group
+    partitions = sorted(tp.partition for tp in produced.end)
+    log_dir = noop.datadir(settings.state_dir, app_id)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / "worker.log"
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    proc: subprocess.Popen | None = None
+    try:
+        _check(await admin.create_topics([NewTopic(topic, len(partitions), 1)]), "create topic")
+        n = await _copy_messages(settings, produced, topic)
+        expected = sum(produced.end[tp] - produced.start[tp] for tp in produced.end)
+        if n != expected:
+            raise RuntimeError(f"{topic} holds {n:,} messages, not {expected:,}")
+        deadline = NOOP_STARTUP_S + n / NOOP_MIN_RATE
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **{
+            noop.ENV_TOPIC: topic, noop.ENV_RECORDS: str(n), noop.ENV_APP_ID: app_id,
+            # the worker's own watchdog, for when this process is gone; this one kills it first
+            noop.ENV_DEADLINE: repr(deadline + 30)})
+        say(f"faust no-op worker on {n:,} records of {topic} (log {log_path}) ...")
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "bench.faust_noop"], env=env,
+                                    stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL)
+        began = time.monotonic()
+        tps = [TopicPartition(topic, p) for p in partitions]
+        progress: Progress | None = None
+        while proc.poll() is None:
+            if time.monotonic() - began > deadline:
+                _end(proc)
+                raise RuntimeError(f"the faust no-op worker had not finished after "
+                                   f"{deadline:.0f} s (start-up {NOOP_STARTUP_S:.0f} s + "
+                                   f"{NOOP_MIN_RATE:,} records/s): killed it; see {log_path}")
+            await asyncio.sleep(0.5)
+            done = sum((await committed(admin, app_id, tps)).values())
+            if done and progress is None:
+                say(f"  first commit after {time.monotonic() - began:.1f} s (worker start-up)")
+                progress = Progress("faust no-op", n, done=done)
+            if progress:
+                progress.update(done)
+        lines = [line for line in log_path.read_text(errors="replace").splitlines()
+                 if line.startswith(noop.RESULT + " ")]
+        if proc.returncode != 0 or not lines:
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
+            raise RuntimeError(f"the faust no-op worker exited with {proc.returncode} without "
+                               f"a result; last lines of {log_path}:\n{tail}")
+        events, timed, seconds, cpu, batches, main = (float(v) for v in lines[-1].split()[1:])
+        if not timed:
+            raise RuntimeError(f"all {events:,.0f} events came in the first batch: too few "
+                               "to time (--noop-records)")
+        rate, cpu_us = timed / seconds, 1e6 * cpu / timed
+        say(f"  {events:,.0f} events counted; {timed:,.0f} after the first batch, in "
+            f"{batches:,.0f} batches ({timed / batches:,.0f} events each on average), in "
+            f"{seconds:.1f} s: {rate:,.0f} records/s, {cpu_us:.1f} CPU us/record (main thread "
+            f"{1e6 * main / timed:.1f})")
+        return rate, cpu_us
+    finally:
+        if proc is not None:
+            _end(proc)
+        leader = f"{app_id}-__assignor-__leader"  # faust's own topic of the group
+        made = [t for t in (topic, leader) if t in set(await admin.list_topics())]
+        if made:
+            _check(await admin.delete_topics(made), "delete topic")
+        await admin.close()
+
+
+def _end(proc: subprocess.Popen) -> None:
+    """SIGKILL: the worker holds nothing worth a graceful stop (memory store, a throwaway
+    group on a topic about to be deleted)."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
 # ----------------------------------------------------------------------------- stages
 
 async def stage_costs(settings: Settings, pools: dict[str, asyncpg.Pool], tenants: Tenants,
@@ -401,7 +555,7 @@ async def stage_costs(settings: Settings, pools: dict[str, asyncpg.Pool], tenant
 
     from prometheus_client import CollectorRegistry
 
-    from mdmbus.contract import default_registry, validate
+    from mdmbus.contract import default_registry, validate_decoded
     from mdmbus.metrics import Metrics
     from services.stores.records import write_records
     from streams.classify import classify_events
@@ -427,7 +581,8 @@ async def stage_costs(settings: Settings, pools: dict[str, asyncpg.Pool], tenant
 
     decoded = timed("decode (mdmbus.codec)",
                     lambda: [registry.codec.decode(v) for _, _, v, _ in msgs])
-    timed("validate (mdmbus.contract)", lambda: [validate(k, r, registry) for k, r in decoded])
+    timed("validate (mdmbus.contract.validate_decoded)",
+          lambda: [validate_decoded(k, r, registry) for k, r in decoded])
     events = [SimpleNamespace(message=SimpleNamespace(topic=topics.UPLOAD, partition=p, offset=o,
                                                       key=key, value=v))
               for p, o, v, key in msgs]
@@ -624,13 +779,24 @@ async def run(args: argparse.Namespace) -> None:
             if stored < produced.count:
                 say(f"  warning: only {stored:,} of {produced.count:,} stored")
             baseline["reference: process_batch fed by getmany (no faust)"] = stored / seconds
+        noop_cpu = float("nan")
+        noop_failed = None
+        if args.noop:
+            on = _last(produced, args.noop_records)
+            say(f"reference: a faust agent doing no work, on the last {on.count:,} messages ...")
+            try:
+                baseline[NOOP], noop_cpu = await faust_noop(settings, on)
+            except RuntimeError as exc:
+                noop_failed = str(exc).splitlines()[0]
+                say(f"  FAILED, the report goes on without it: {exc}")
         stages: list[tuple[str, float, float]] = []
         if args.stages:
             say("timing the pipeline's own steps one by one ...")
             await forget_rows(pools, tenants)
             stages = await stage_costs(settings, pools, tenants, produced,
                                        min(args.stages, produced.count))
-        await _report(args, settings, produced, runs, baseline, stages, copy_cpu)
+        await _report(args, settings, produced, runs, baseline, stages, copy_cpu,
+                      (noop_cpu, noop_failed))
         if args.profile:
             summarize_profile(plan[-1][2])
     finally:
@@ -646,9 +812,10 @@ async def run(args: argparse.Namespace) -> None:
 async def _report(args: argparse.Namespace, settings: Settings, produced: Produced,
                   runs: list[DrainResult], baseline: dict[str, float],
                   stages: list[tuple[str, float, float]],
-                  copy_cpu: tuple[float, float]) -> None:
+                  copy_cpu: tuple[float, float], noop: tuple[float, str | None]) -> None:
     ideal = serial = float("nan")
-    if baseline:
+    raw = "consume-only (aiokafka getmany)" in baseline  # not with --no-baseline
+    if raw:
         consume, copy = list(baseline.values())[:2]
         ideal = min(consume, copy)
         serial = 1 / (1 / consume + 1 / copy)
@@ -662,18 +829,30 @@ async def _report(args: argparse.Namespace, settings: Settings, produced: Produc
         print(f"COPY-only CPU: {copy_cpu[0]:.1f} us/record in this process (asyncpg), "
               f"{copy_cpu[1]:.1f} us/record in PostgreSQL")
     loop = baseline.get("consume -> COPY loop (measured)", float("nan"))
+    references = []
     reference = baseline.get("reference: process_batch fed by getmany (no faust)")
     if reference:
-        table(["same loop, the pipeline's own batch function in place of COPY", "records/s",
-               "/ baseline"], [("streams.ingest.process_batch fed by aiokafka getmany",
-                                reference, reference / ideal)],
-              title="Reference: mdmbus's processing without faust's stream machinery")
+        references.append(("streams.ingest.process_batch fed by aiokafka getmany (the "
+                           "consume -> COPY loop, process_batch in place of COPY)",
+                           reference, reference / ideal, float("nan")))
+    if NOOP in baseline:
+        references.append((f"faust agent doing no work (take_events, counts; the last "
+                           f"{min(args.noop_records, produced.count):,} messages)",
+                           baseline[NOOP], baseline[NOOP] / ideal, noop[0]))
+    if references:
+        table(["reference, on the same bytes", "records/s", "/ baseline", "CPU us/record"],
+              references,
+              title="Reference: mdmbus's processing without faust's stream machinery, and "
+                    "faust's machinery without mdmbus's processing (CPU: the whole worker "
+                    "process, as 'pipeline worker(s)' below)")
+    if noop[1]:
+        print(f"faust agent doing no work: NOT measured ({noop[1]})")
     table(["mdmbus pipeline", "stored", "first->last s", "records/s", "p10-p90 rec/s",
            "/ baseline", "/ serial", "/ loop"],
           [(r.label, r.stored, r.last - r.first, r.rate, r.steady_rate, r.rate / ideal,
             r.rate / serial, r.rate / loop) for r in runs],
           title="End to end: mdm.upload -> durable rows in the region stores")
-    if baseline:
+    if raw:
         ok = runs[0].rate / ideal >= 0.5
         print(f"target mdmbus / baseline >= 0.5 (1 worker): "
               f"{runs[0].rate / ideal:.2f} -> {'met' if ok else 'NOT met'}")
@@ -728,6 +907,11 @@ def main() -> None:
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--no-reference", dest="reference", action="store_false",
                         help="skip the reference run of process_batch without faust")
+    parser.add_argument("--no-noop", dest="noop", action="store_false",
+                        help="skip the reference run of a faust agent doing no work")
+    parser.add_argument("--noop-records", type=int, default=200_000, metavar="N",
+                        help="the faust agent doing no work drains a copy of the last N of the "
+                             "records")
     parser.add_argument("--stages", type=int, default=20_000, metavar="N",
                         help="time the pipeline's own steps one by one on N of the messages "
                              "(0: skip)")
