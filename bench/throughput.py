@@ -264,17 +264,23 @@ async def drain(settings: Settings, pools: dict[str, asyncpg.Pool], tenants: Ten
 
 # ----------------------------------------------------------------------------- baseline
 
+def _read_produced(consumer: AIOKafkaConsumer, produced: Produced) -> dict[TopicPartition, int]:
+    """Points ``consumer`` at the first produced message of each partition; returns how many
+    produced messages each partition holds from there."""
+    tps = list(produced.start)
+    consumer.assign(tps)
+    for tp in tps:
+        consumer.seek(tp, produced.start[tp])
+    return {tp: produced.end[tp] - produced.start[tp] for tp in tps}
+
+
 async def consume_only(settings: Settings, produced: Produced) -> float:
     """Seconds for plain aiokafka to read the produced messages (getmany, no decoding)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
                                 enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = list(produced.start)
-        consumer.assign(tps)
-        for tp in tps:
-            consumer.seek(tp, produced.start[tp])
-        left = {tp: produced.end[tp] - produced.start[tp] for tp in tps}
+        left = _read_produced(consumer, produced)
         progress = Progress("consume-only", sum(left.values()))
         n = 0
         began = time.perf_counter()
@@ -339,11 +345,7 @@ async def consume_copy(settings: Settings, pools: dict[str, asyncpg.Pool], produ
     await consumer.start()
     conns = {r: await p.acquire() for r, p in pools.items()}
     try:
-        tps = list(produced.start)
-        consumer.assign(tps)
-        for tp in tps:
-            consumer.seek(tp, produced.start[tp])
-        left = {tp: produced.end[tp] - produced.start[tp] for tp in tps}
+        left = _read_produced(consumer, produced)
         progress = Progress("consume->COPY", sum(left.values()))
         n = 0
         began = time.perf_counter()
@@ -379,11 +381,7 @@ async def process_batch_without_faust(settings: Settings, produced: Produced) ->
     await consumer.start()
     try:
         await context().ready()
-        tps = list(produced.start)
-        consumer.assign(tps)
-        for tp in tps:
-            consumer.seek(tp, produced.start[tp])
-        left = {tp: produced.end[tp] - produced.start[tp] for tp in tps}
+        left = _read_produced(consumer, produced)
         progress = Progress("process_batch without faust", sum(left.values()))
         n = 0
         began = time.perf_counter()
@@ -417,11 +415,7 @@ async def _copy_messages(settings: Settings, produced: Produced, topic: str) -> 
     await consumer.start()
     await prod.start()
     try:
-        tps = list(produced.start)
-        consumer.assign(tps)
-        for tp in tps:
-            consumer.seek(tp, produced.start[tp])
-        left = {tp: produced.end[tp] - produced.start[tp] for tp in tps}
+        left = _read_produced(consumer, produced)
         total = sum(left.values())
         progress = Progress(f"copy to {topic}", total)
         pending: list[Any] = []
@@ -444,7 +438,7 @@ async def _copy_messages(settings: Settings, produced: Produced, topic: str) -> 
         for fut in pending:
             await fut
         progress.update(total, force=True)
-        copied = await consumer.end_offsets([TopicPartition(topic, tp.partition) for tp in tps])
+        copied = await consumer.end_offsets([TopicPartition(topic, tp.partition) for tp in left])
         return sum(copied.values())
     finally:
         await prod.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from typing import Sequence
 
 from mdmbus import topics

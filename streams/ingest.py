@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections import Counter, defaultdict
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from mdmbus import topics
 from services.stores.records import StoreRow, WriteOutcome, write_records

@@ -12,7 +12,7 @@ from typing import Any, Iterator, Mapping
 
 from mdmbus import topics
 from mdmbus.canonical import to_signed64
-from mdmbus.codec import HEADER_SIZE, MARKER
+from mdmbus.codec import HEADER_SIZE
 from mdmbus.contract.registry import KindSpec, Registry
 
 __all__ = ["render", "EXAMPLE_KIND", "EXAMPLE_JSON", "sort_key"]
@@ -136,7 +136,7 @@ def _example(registry: Registry) -> list[str]:
         f"- `{value[:2].hex(' ')}`: the single-object marker;",
         f"- `{value[2:HEADER_SIZE].hex(' ')}`: CRC-64-AVRO fingerprint of the U12 schema's "
         "Parsing Canonical Form, little-endian;",
-        f"- the rest is the Avro binary body: the envelope's fields in order (record_id as a "
+        "- the rest is the Avro binary body: the envelope's fields in order (record_id as a "
         "length-prefixed string, tenant_id, device_id union index 0 = null, user_id null, "
         "event_time as a zig-zag varint of epoch milliseconds, kind \"U12\"), then "
         "build_version.", "",

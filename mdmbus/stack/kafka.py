@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mdmbus.settings import REPO_ROOT, Settings
 from mdmbus.stack.errors import StackError
-from mdmbus.stack.processes import (ensure_port_free, port_open, read_pid, stop_pid, tail,
+from mdmbus.stack.processes import (ensure_port_free, port_open, read_pid, stop_pid,
                                     wait_until)
 
 __all__ = ["KafkaPaths", "kafka_paths", "ensure_jars", "start", "stop", "running_pid", "describe"]

@@ -6,7 +6,6 @@ accelerated clock with the test, and are stopped at the end of the module that s
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess

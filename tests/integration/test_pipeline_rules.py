@@ -18,7 +18,7 @@ from mdmbus.regions import REGIONS
 from services.stores.pools import Stores
 from services.export import export_tenant
 from tests.conftest import wait_for
-from tests.integration.harness import COUNTRY_OF, Processes, Workload
+from tests.integration.harness import Processes, Workload
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,6 @@ import avro.schema
 import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from mdmbus.contract import default_registry
 from tests.unit.avro_strategies import records
