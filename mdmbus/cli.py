@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mdmbus.errors import MdmbusError
+from mdmbus.errors import MdmbusError, UsageError
 from mdmbus.settings import Settings
 
 __all__ = ["main"]
@@ -35,7 +35,7 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
     try:
         source = open(args.file, encoding="utf-8")
     except OSError as exc:
-        raise MdmbusError(f"cannot read {args.file}: {exc.strerror}") from None
+        raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
     with source:
         return produce(settings, source, dry_run=args.dry_run)
 
@@ -52,7 +52,7 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
     try:
         tenant = uuid.UUID(args.tenant)
     except ValueError:
-        raise MdmbusError(f"--tenant {args.tenant!r} is not a uuid") from None
+        raise UsageError(f"--tenant {args.tenant!r} is not a uuid") from None
     registry = default_registry()
 
     async def run() -> int:
@@ -99,7 +99,12 @@ def _parser() -> argparse.ArgumentParser:
                                          "run (compose, or MDMBUS_KAFKA_BOOTSTRAP + PG settings)")
     p.set_defaults(func=lambda args, settings: _provision(settings))
 
-    p = sub.add_parser("produce", help="validate JSON lines and send them to their topics")
+    p = sub.add_parser("produce", help="validate JSON lines and send them to their topics",
+                       epilog="exit status: 0 every line sent (or valid, with --dry-run); 1 some "
+                              "lines rejected, the others sent; 2 bad arguments or an unreadable "
+                              "file; 3 Kafka could "
+                              "not be reached or refused the records (lines read before may have "
+                              "been sent)")
     p.add_argument("file", nargs="?", default="-",
                    help='JSON lines, one {"kind": ..., "record": {...}} per line (default: stdin)')
     p.add_argument("--dry-run", action="store_true", help="validate only, send nothing")
@@ -139,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args, settings)
     except MdmbusError as exc:
         print(f"mdmbus: error: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_status
     except KeyboardInterrupt:
         print("mdmbus: interrupted", file=sys.stderr)
         return 130

@@ -17,12 +17,23 @@ from mdmbus.errors import MdmbusError
 from mdmbus.producer import INVALID_JSON, Produced, Rejection, parse_line, send_all
 from mdmbus.settings import Settings
 
-__all__ = ["produce"]
+__all__ = ["produce", "SendError", "REJECTED_EXIT"]
+
+#: Exit status when some lines were rejected (the others were sent).
+REJECTED_EXIT = 1
+
+
+class SendError(MdmbusError):
+    """Kafka could not be reached, or did not take the records: not the input's fault, so a
+    script can tell it from rejected lines and retry."""
+
+    exit_status = 3
 
 
 def produce(settings: Settings, source: IO[str], dry_run: bool = False,
             out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> int:
-    """Returns the exit status: 0 all sent (or valid), 1 when any line was rejected."""
+    """Returns the exit status: 0 all sent (or valid), 1 when any line was rejected; raises
+    SendError (exit status 3) when Kafka cannot be reached or refuses the records."""
     registry = default_registry()
     rejected: collections.Counter[str] = collections.Counter()
     counts = {"read": 0, "valid": 0}
@@ -60,7 +71,7 @@ def produce(settings: Settings, source: IO[str], dry_run: bool = False,
     if rejected:
         summary += " (" + ", ".join(f"{r}: {c}" for r, c in sorted(rejected.items())) + ")"
     print(summary, file=out)
-    return 1 if rejected else 0
+    return REJECTED_EXIT if rejected else 0
 
 
 def _lines(source: IO[str]) -> Iterator[str | UnicodeDecodeError]:
@@ -87,7 +98,7 @@ async def _send(settings: Settings, items: Iterable[Produced]) -> int:
         await producer.start()
         return await send_all(producer, items)
     except KafkaError as exc:  # broker unreachable, delivery failed: an error, not a traceback
-        raise MdmbusError(f"cannot send to Kafka at {settings.kafka_bootstrap} (records read "
+        raise SendError(f"cannot send to Kafka at {settings.kafka_bootstrap} (records read "
                           f"before the failure may have been sent): {exc}") from exc
     finally:
         await producer.stop()
