@@ -76,7 +76,12 @@ async def purge_tenant(conn: asyncpg.Connection, region: str, tenant_id: uuid.UU
                     by_category.setdefault(row["category"], []).append(row["record_id"])
             batch_deletions = [Deletion(rule, region, c, ids, (lag,) * len(ids) if lag is not None
                                         else (), tenant_id) for c, ids in by_category.items()]
-            if len(rows) < batch:
+            # A short batch is not proof that the tenant has no rows left: a row updated by
+            # another transaction while the DELETE waited for it has a new version the
+            # DELETE's snapshot does not see. A new statement (a new snapshot) does.
+            done = len(rows) < batch and not await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM records WHERE tenant_id = $1)", tenant_id)
+            if done:
                 sessions = await conn.fetch(
                     "DELETE FROM device_sessions WHERE tenant_id = $1 RETURNING session_id",
                     tenant_id)
@@ -94,7 +99,7 @@ async def purge_tenant(conn: asyncpg.Connection, region: str, tenant_id: uuid.UU
                                                     tenant_id=tenant_id))
             await audit(conn, now, batch_deletions)
             deletions += batch_deletions
-            if len(rows) < batch:
+            if done:
                 return deletions
 
 

@@ -1,9 +1,11 @@
-"""Writers of the same record ids take their locks in one order, so they wait, not deadlock.
+"""Rules that change the same rows at once wait for each other and lose nothing.
 
 A record write (``write_records``) and an acknowledgement (``apply_acks``) can both insert the
 same relay record id at once (the ack may overtake the record). PostgreSQL breaks a lock cycle
 only after ``deadlock_timeout`` (1 s) by failing one transaction: no loss (the batch is
 retried), but a second of delay on delete-after-download. Both insert in record_id order.
+
+A purge that waits for a row another transaction is updating must still delete it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import pytest
 
 from mdmbus.regions import region_database
 from services.rules.delete_after_download import apply_acks
+from services.rules.retention import purge_tenant
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -60,4 +63,41 @@ async def test_acks_in_any_order_wait_for_a_record_writer_instead_of_deadlocking
         await watcher.execute("DELETE FROM records WHERE record_id = ANY($1::uuid[])",
                               [first, second])
         for conn in (writer, acker, watcher):
+            await conn.close()
+
+
+async def test_a_purge_deletes_rows_updated_while_it_waited_for_them(stack):
+    """The purge deletes by ctid; a row updated meanwhile has a new version its DELETE's
+    snapshot cannot see. It must notice and go on, not call the tenant done."""
+    dsn = stack.pg_dsn(region_database("eu"))
+    writer, purger, watcher = [await asyncpg.connect(dsn) for _ in range(3)]
+    tenant = uuid.uuid4()
+    ids = sorted(uuid.uuid4() for _ in range(3))
+    now = dt.datetime.now(dt.timezone.utc)
+    try:
+        await watcher.execute(
+            "INSERT INTO tenants (tenant_id, country, region, onboarded_at)"
+            " VALUES ($1, 'DE', 'eu', $2)", tenant, now)
+        for rid in ids:
+            await watcher.execute(_INSERT_RELAY, rid, tenant, now)
+        tx = writer.transaction()
+        await tx.start()
+        # e.g. apply_acks deleting a relay record's body while the tenant is being purged
+        await writer.execute("UPDATE records SET body = NULL WHERE record_id = $1", ids[1])
+        purging = asyncio.create_task(purge_tenant(purger, "eu", tenant, now,
+                                                   "deletion_request", batch=100))
+        await wait_for(lambda: _waits_for_a_lock(watcher, purger.get_server_pid()), 10,
+                       "the purge to wait for the row being updated")
+        await tx.commit()
+        await asyncio.wait_for(purging, 10)
+
+        left = await watcher.fetchval("SELECT count(*) FROM records WHERE tenant_id = $1", tenant)
+        assert left == 0, f"{left} row(s) of the purged tenant left behind"
+        assert await watcher.fetchval("SELECT count(*) FROM tenants WHERE tenant_id = $1",
+                                      tenant) == 0
+    finally:
+        await watcher.execute("DELETE FROM records WHERE tenant_id = $1", tenant)
+        await watcher.execute("DELETE FROM tenants WHERE tenant_id = $1", tenant)
+        await watcher.execute("DELETE FROM purged_tenants WHERE tenant_id = $1", tenant)
+        for conn in (writer, purger, watcher):
             await conn.close()
