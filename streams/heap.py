@@ -10,7 +10,6 @@ is done.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from typing import Callable
 
 __all__ = ["TRIM_INTERVAL_S", "heap_trimmer"]
@@ -23,11 +22,9 @@ def heap_trimmer() -> Callable[[], bool] | None:
 
     The call returns True when memory was given back.
     """
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
     try:
-        trim = ctypes.CDLL(name).malloc_trim
+        # The symbols already loaded into the process (no ldconfig lookup): glibc's, if any.
+        trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return None
     trim.argtypes = [ctypes.c_size_t]

@@ -15,6 +15,7 @@ metrics come from prometheus-client). A faust agent that does nothing with its e
 
 from __future__ import annotations
 
+from time import monotonic
 from typing import Any
 
 import faust
@@ -45,12 +46,16 @@ class _Transport(faust_aiokafka.Transport):
 
 class QuietMonitor(Monitor):
     """faust's Monitor without its per-message and per-event bookkeeping (offset, commit and
-    rebalance tracking stay)."""
+    rebalance tracking stay, and the per-partition time of the last event, which faust's
+    stall check reads)."""
 
     def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
         pass
 
     def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+        # Kept: faust's stall check (aiokafka driver, verify_event_path) reads it, and would
+        # report every busy partition as "not processing" without it.
+        self.stream_inbound_time[tp] = monotonic()
         return None
 
     def on_stream_event_out(self, tp: Any, offset: int, stream: Any, event: Any,

@@ -22,5 +22,7 @@ def test_the_monitor_keeps_no_per_event_statistics():
     monitor.on_message_in(tp, 7, object())
     assert monitor.on_stream_event_in(tp, 7, object(), object()) is None
     assert monitor.messages_received_total == 0 and monitor.events_total == 0
+    # faust's stall check (verify_event_path) needs when each partition last had an event
+    assert tp in monitor.stream_inbound_time
     monitor.track_tp_end_offset(tp, 9)  # offsets are still tracked (faust's consumer uses them)
     assert monitor.tp_end_offsets[tp] == 9
