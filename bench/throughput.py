@@ -522,10 +522,12 @@ async def faust_noop(settings: Settings, produced: Produced) -> tuple[float, flo
         if proc is not None:
             _end(proc)
         leader = f"{app_id}-__assignor-__leader"  # faust's own topic of the group
-        made = [t for t in (topic, leader) if t in set(await admin.list_topics())]
-        if made:
-            _check(await admin.delete_topics(made), "delete topic")
-        await admin.close()
+        try:
+            made = [t for t in (topic, leader) if t in set(await admin.list_topics())]
+            if made:
+                _check(await admin.delete_topics(made), "delete topic")
+        finally:
+            await admin.close()
 
 
 def _end(proc: subprocess.Popen) -> None:
