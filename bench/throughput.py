@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import os
 import random
 import subprocess
@@ -77,6 +78,8 @@ __all__ = ["main", "Produced", "produce", "drain", "DrainResult"]
 SCRATCH = "bench_copy"
 #: The reference row of the faust worker doing no work (bench.faust_noop).
 NOOP = "reference: faust agent doing no work"
+GETMANY = "reference: process_batch fed by getmany (no faust)"
+GETMANY_2 = "reference: process_batch fed by getmany, 2 processes"
 #: The no-op worker is killed when it has not finished NOOP_STARTUP_S + records / NOOP_MIN_RATE
 #: seconds after its start (it starts in ~10 s and counts well over 1,000 records/s).
 NOOP_STARTUP_S = 60.0
@@ -367,10 +370,12 @@ async def consume_copy(settings: Settings, pools: dict[str, asyncpg.Pool], produ
         await consumer.stop()
 
 
-async def process_batch_without_faust(settings: Settings, produced: Produced) -> float:
-    """Seconds for the consume -> COPY loop's shape with the pipeline's own batch function
-    (streams.ingest.process_batch: classify, route, idempotent write, metrics) in place of the
-    COPY: the pipeline's work without faust's stream machinery. The rows must not be stored."""
+async def process_batch_without_faust(settings: Settings, produced: Produced
+                                      ) -> tuple[float, float]:
+    """(start, end) wall-clock times (time.time()) of the consume -> COPY loop's shape with the
+    pipeline's own batch function (streams.ingest.process_batch: classify, route, idempotent
+    write, metrics) in place of the COPY: the pipeline's work without faust's stream
+    machinery. The rows must not be stored."""
     from types import SimpleNamespace
 
     from streams.app import context
@@ -384,7 +389,7 @@ async def process_batch_without_faust(settings: Settings, produced: Produced) ->
         left = _read_produced(consumer, produced)
         progress = Progress("process_batch without faust", sum(left.values()))
         n = 0
-        began = time.perf_counter()
+        began = time.time()
         while any(v > 0 for v in left.values()):
             got = await consumer.getmany(timeout_ms=1000, max_records=settings.batch_size)
             events = []
@@ -396,12 +401,56 @@ async def process_batch_without_faust(settings: Settings, produced: Produced) ->
                 await process_batch(events)
             n += len(events)
             progress.update(n)
-        return time.perf_counter() - began
+        return began, time.time()
     finally:
         await consumer.stop()
         if context().stores is not None:
             await context().stores.close()
             context().stores = None
+
+
+async def process_batch_in_processes(settings: Settings, produced: Produced,
+                                     processes: int) -> float:
+    """Seconds from the first start to the last end of ``processes`` runs of
+    process_batch_without_faust (bench/getmany_worker.py), each on its share of the partitions,
+    side by side: how far the pipeline's own work goes without faust on this machine."""
+    from bench import getmany_worker
+
+    tps = sorted(produced.start, key=lambda tp: tp.partition)
+    shares = [tps[i::processes] for i in range(processes)]
+    deadline = time.monotonic() + 120 + produced.count / 2_000
+    procs = []
+    log_dir = settings.state_dir / "bench-logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        for i, share in enumerate(shares):
+            ranges = {tp.partition: [produced.start[tp], produced.end[tp]] for tp in share}
+            env = dict(os.environ, **{getmany_worker.ENV_RANGES: json.dumps(ranges)})
+            log = open(log_dir / f"getmany-worker-{i + 1}.log", "w")
+            procs.append((subprocess.Popen([sys.executable, "-m", "bench.getmany_worker"],
+                                           env=env, stdout=subprocess.PIPE, stderr=log,
+                                           cwd=Path(__file__).resolve().parent.parent), log))
+        while any(p.poll() is None for p, _ in procs):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the getmany workers had not finished by the deadline; "
+                                   f"logs in {log_dir}/getmany-worker-*.log")
+            await asyncio.sleep(0.2)
+        spans = []
+        for p, _ in procs:
+            out = p.stdout.read().decode() if p.stdout else ""
+            result = [line.split() for line in out.splitlines()
+                      if line.startswith(getmany_worker.RESULT)]
+            if p.returncode != 0 or not result:
+                raise RuntimeError(f"a getmany worker failed (exit {p.returncode}); logs in "
+                                   f"{log_dir}/getmany-worker-*.log")
+            spans.append((float(result[-1][1]), float(result[-1][2])))
+        return max(end for _, end in spans) - min(start for start, _ in spans)
+    finally:
+        for p, log in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            log.close()
 
 
 # ----------------------------------------------------------------------------- faust, no work
@@ -770,11 +819,23 @@ async def run(args: argparse.Namespace) -> None:
         if args.reference:
             say("reference: the pipeline's process_batch fed by plain aiokafka, no faust ...")
             await forget_rows(pools, tenants)
-            seconds = await process_batch_without_faust(settings, produced)
+            began, ended = await process_batch_without_faust(settings, produced)
             stored = len(await _stored_times(pools, tenants))
             if stored < produced.count:
                 say(f"  warning: only {stored:,} of {produced.count:,} stored")
-            baseline["reference: process_batch fed by getmany (no faust)"] = stored / seconds
+            baseline[GETMANY] = stored / (ended - began)
+            if args.workers == 2:
+                say("reference: the same in two processes, each on half the partitions ...")
+                await forget_rows(pools, tenants)
+                try:
+                    seconds = await process_batch_in_processes(settings, produced, 2)
+                except RuntimeError as exc:
+                    say(f"  FAILED, the report goes on without it: {exc}")
+                else:
+                    stored = len(await _stored_times(pools, tenants))
+                    if stored < produced.count:
+                        say(f"  warning: only {stored:,} of {produced.count:,} stored")
+                    baseline[GETMANY_2] = stored / seconds
         noop_cpu = float("nan")
         noop_failed = None
         if args.noop:
@@ -826,11 +887,14 @@ async def _report(args: argparse.Namespace, settings: Settings, produced: Produc
               f"{copy_cpu[1]:.1f} us/record in PostgreSQL")
     loop = baseline.get("consume -> COPY loop (measured)", float("nan"))
     references = []
-    reference = baseline.get("reference: process_batch fed by getmany (no faust)")
+    reference = baseline.get(GETMANY)
     if reference:
         references.append(("streams.ingest.process_batch fed by aiokafka getmany (the "
                            "consume -> COPY loop, process_batch in place of COPY)",
                            reference, reference / ideal, float("nan")))
+    if GETMANY_2 in baseline:
+        references.append(("the same, 2 processes, each assigned half the partitions",
+                           baseline[GETMANY_2], baseline[GETMANY_2] / ideal, float("nan")))
     if NOOP in baseline:
         references.append((f"faust agent doing no work (take_events, counts; the last "
                            f"{min(args.noop_records, produced.count):,} messages)",
