@@ -47,7 +47,7 @@ from mdmbus.settings import Settings
 from bench.support import (CM_GROUP, PIPELINE_GROUP, PIPELINE_TOPICS, Processes, Progress,
                            RecordMix, check_stack, close_pools, delete_tenants,
                            end_offsets, fast_forward, machine, onboard_tenants, percentile,
-                           producer, region_pools, say, table, uuid_from)
+                           producer, region_pools, say, table, uuid_from, run_cli)
 from services.rules.audit import DELETE_AFTER_DOWNLOAD, RETENTION_PURGE, SESSION_EXPIRY
 from services.simulators.records import RecordFactory
 
@@ -370,10 +370,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="seconds to wait past the last deadline")
     parser.add_argument("--seed", type=int, default=None)
-    try:
-        asyncio.run(run(parser.parse_args()))
-    except KeyboardInterrupt:  # the finally blocks stopped what it started and cleaned up
-        raise SystemExit(130) from None
+    run_cli(run, parser)
 
 
 if __name__ == "__main__":

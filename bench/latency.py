@@ -32,7 +32,7 @@ from bench.support import (PIPELINE_GROUP, PIPELINE_TOPICS, CpuMeter, Processes,
                            RecordMix, Tenants, check_stack, close_pools, committed, delete_tenants,
                            end_offsets, fast_forward, forget_rows, kafka_pid, machine,
                            onboard_tenants, percentile, postgres_pid, producer, region_pools,
-                           say, table)
+                           say, table, run_cli)
 from bench.throughput import drain, produce
 
 __all__ = ["main"]
@@ -233,10 +233,7 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=300)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--keep", action="store_true", help="leave rows and tenants in place")
-    try:
-        asyncio.run(run(parser.parse_args()))
-    except KeyboardInterrupt:  # the finally blocks stopped what it started and cleaned up
-        raise SystemExit(130) from None
+    run_cli(run, parser)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from mdmbus.regions import CM_DATABASE
 from mdmbus.settings import Settings
 from bench.support import (CM_GROUP, PIPELINE_GROUP, PIPELINE_TOPICS, Processes, check_stack,
                            close_pools, fast_forward, linear_fit, machine, producer,
-                           region_pools, rss_mb, say, table)
+                           region_pools, rss_mb, say, table, run_cli)
 from mdmbus import topics
 from services.simulators.workload import SimulatedWorld
 
@@ -150,10 +150,7 @@ def main() -> None:
     parser.add_argument("--speed", type=float, default=100.0)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--keep", action="store_true", help="leave the run's rows in place")
-    try:
-        asyncio.run(run(parser.parse_args()))
-    except KeyboardInterrupt:  # the finally blocks stopped what it started and cleaned up
-        raise SystemExit(130) from None
+    run_cli(run, parser)
 
 
 if __name__ == "__main__":

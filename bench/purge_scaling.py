@@ -22,7 +22,6 @@ The scratch database is dropped at the end (--keep leaves it).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import random
 import time
@@ -32,7 +31,7 @@ import asyncpg
 
 from mdmbus.regions import region_database
 from mdmbus.settings import Settings
-from bench.support import check_stack, machine, say, table
+from bench.support import check_stack, machine, say, table, run_cli
 from services.rules.session_expiry import sweep_expired
 from services.stores.schema import ensure_region_schema
 
@@ -172,10 +171,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="leave the scratch database")
-    try:
-        asyncio.run(run(parser.parse_args()))
-    except KeyboardInterrupt:  # the finally blocks stopped what it started and cleaned up
-        raise SystemExit(130) from None
+    run_cli(run, parser)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ other MDMBUS_* setting (batch size, sweep interval, ...) is the one the user gav
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import datetime as dt
 import math
@@ -22,7 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Sequence
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -465,11 +466,14 @@ def producer(settings: Settings, linger_ms: int = 5, **kw: Any) -> AIOKafkaProdu
 
 # ----------------------------------------------------------------------------- offsets
 
-async def end_offsets(settings: Settings, topic: str) -> dict[TopicPartition, int]:
+async def end_offsets(settings: Settings, topic: str,
+                      partitions: Iterable[int] | None = None) -> dict[TopicPartition, int]:
+    """Per partition (``partitions``, or the declared topic's), the offset after the last."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic) or range(topics.topic(topic).partitions)
+        parts = (partitions if partitions is not None else
+                 consumer.partitions_for_topic(topic) or range(topics.topic(topic).partitions))
         return await consumer.end_offsets([TopicPartition(topic, p) for p in sorted(parts)])
     finally:
         await consumer.stop()
@@ -585,3 +589,14 @@ def _cell(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+def run_cli(run: Callable[[argparse.Namespace], Awaitable[None]],
+            parser: argparse.ArgumentParser) -> None:
+    """Every benchmark's entry point: parse, run, and on Ctrl-C exit 130 (the run's finally
+    blocks have stopped what it started and cleaned up by then)."""
+    args = parser.parse_args()
+    try:
+        asyncio.run(run(args))
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None

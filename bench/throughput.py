@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -56,7 +57,7 @@ import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator, Callable
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer
@@ -71,7 +72,7 @@ from bench.support import (PIPELINE_GROUP, PIPELINE_TOPICS, CpuMeter, Processes,
                            RecordMix, Tenants, check_stack, close_pools, committed,
                            delete_tenants, end_offsets, fast_forward, forget_rows, kafka_pid,
                            machine, onboard_tenants, percentile, postgres_pid, producer,
-                           region_pools, say, table)
+                           region_pools, say, table, run_cli)
 
 __all__ = ["main", "Produced", "produce", "drain", "DrainResult"]
 
@@ -267,36 +268,47 @@ async def drain(settings: Settings, pools: dict[str, asyncpg.Pool], tenants: Ten
 
 # ----------------------------------------------------------------------------- baseline
 
-def _read_produced(consumer: AIOKafkaConsumer, produced: Produced) -> dict[TopicPartition, int]:
-    """Points ``consumer`` at the first produced message of each partition; returns how many
-    produced messages each partition holds from there."""
-    tps = list(produced.start)
-    consumer.assign(tps)
-    for tp in tps:
-        consumer.seek(tp, produced.start[tp])
-    return {tp: produced.end[tp] - produced.start[tp] for tp in tps}
-
-
-async def consume_only(settings: Settings, produced: Produced) -> float:
-    """Seconds for plain aiokafka to read the produced messages (getmany, no decoding)."""
+@contextlib.asynccontextmanager
+async def _reading(settings: Settings, produced: Produced,
+                   what: str) -> AsyncIterator[Callable[..., AsyncIterator[list[Any]]]]:
+    """A plain aiokafka consumer at the first produced message of each partition; yields
+    ``batches(max_records=None)``, which fetches (getmany) until every produced message was
+    read, one list of the fetched messages inside the produced range at a time, with progress
+    on stderr under ``what``. The consumer is started before the caller's timing begins."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
                                 enable_auto_commit=False)
     await consumer.start()
     try:
-        left = _read_produced(consumer, produced)
-        progress = Progress("consume-only", sum(left.values()))
-        n = 0
-        began = time.perf_counter()
-        while any(v > 0 for v in left.values()):
-            batch = await consumer.getmany(timeout_ms=1000)
-            for tp, msgs in batch.items():
-                got = [m for m in msgs if m.offset < produced.end[tp]]
-                left[tp] -= len(got)
-                n += len(got)
-            progress.update(n)
-        return time.perf_counter() - began
+        consumer.assign(list(produced.start))
+        for tp, offset in produced.start.items():
+            consumer.seek(tp, offset)
+        left = {tp: produced.end[tp] - produced.start[tp] for tp in produced.start}
+
+        async def batches(max_records: int | None = None) -> AsyncIterator[list[Any]]:
+            progress = Progress(what, sum(left.values()))
+            n = 0
+            while any(v > 0 for v in left.values()):
+                got = await consumer.getmany(timeout_ms=1000, max_records=max_records)
+                batch: list[Any] = []
+                for tp, msgs in got.items():
+                    mine = [m for m in msgs if m.offset < produced.end[tp]]
+                    left[tp] -= len(mine)
+                    batch += mine
+                yield batch
+                n += len(batch)
+                progress.update(n)
+        yield batches
     finally:
         await consumer.stop()
+
+
+async def consume_only(settings: Settings, produced: Produced) -> float:
+    """Seconds for plain aiokafka to read the produced messages (getmany, no decoding)."""
+    async with _reading(settings, produced, "consume-only") as batches:
+        began = time.perf_counter()
+        async for _ in batches():
+            pass
+        return time.perf_counter() - began
 
 
 async def _scratch(pools: dict[str, asyncpg.Pool]) -> None:
@@ -343,31 +355,18 @@ async def consume_copy(settings: Settings, pools: dict[str, asyncpg.Pool], produ
     """Seconds for one loop that reads a batch (getmany) and COPYs its rows, like a pipeline
     worker with no decoding, validation or routing."""
     await _scratch(pools)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                                enable_auto_commit=False)
-    await consumer.start()
     conns = {r: await p.acquire() for r, p in pools.items()}
     try:
-        left = _read_produced(consumer, produced)
-        progress = Progress("consume->COPY", sum(left.values()))
-        n = 0
-        began = time.perf_counter()
-        while any(v > 0 for v in left.values()):
-            got = await consumer.getmany(timeout_ms=1000, max_records=batch_size)
-            batch = []
-            for tp, msgs in got.items():
-                mine = [m for m in msgs if m.offset < produced.end[tp]]
-                left[tp] -= len(mine)
-                batch += [produced.rows[(tp.partition, m.offset)] for m in mine]
-            if batch:
-                await _copy_batch(conns, batch)
-            n += len(batch)
-            progress.update(n)
-        return time.perf_counter() - began
+        async with _reading(settings, produced, "consume->COPY") as batches:
+            began = time.perf_counter()
+            async for batch in batches(batch_size):
+                if batch:
+                    await _copy_batch(conns, [produced.rows[(m.partition, m.offset)]
+                                              for m in batch])
+            return time.perf_counter() - began
     finally:
         for r, c in conns.items():
             await pools[r].release(c)
-        await consumer.stop()
 
 
 async def process_batch_without_faust(settings: Settings, produced: Produced
@@ -381,29 +380,15 @@ async def process_batch_without_faust(settings: Settings, produced: Produced
     from streams.app import context
     from streams.ingest import process_batch
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                                enable_auto_commit=False)
-    await consumer.start()
     try:
         await context().ready()
-        left = _read_produced(consumer, produced)
-        progress = Progress("process_batch without faust", sum(left.values()))
-        n = 0
-        began = time.time()
-        while any(v > 0 for v in left.values()):
-            got = await consumer.getmany(timeout_ms=1000, max_records=settings.batch_size)
-            events = []
-            for tp, msgs in got.items():
-                mine = [m for m in msgs if m.offset < produced.end[tp]]
-                left[tp] -= len(mine)
-                events += [SimpleNamespace(message=m) for m in mine]
-            if events:
-                await process_batch(events)
-            n += len(events)
-            progress.update(n)
-        return began, time.time()
+        async with _reading(settings, produced, "process_batch without faust") as batches:
+            began = time.time()
+            async for batch in batches(settings.batch_size):
+                if batch:
+                    await process_batch([SimpleNamespace(message=m) for m in batch])
+            return began, time.time()
     finally:
-        await consumer.stop()
         if context().stores is not None:
             await context().stores.close()
             context().stores = None
@@ -458,40 +443,19 @@ async def process_batch_in_processes(settings: Settings, produced: Produced,
 async def _copy_messages(settings: Settings, produced: Produced, topic: str) -> int:
     """Copies the produced messages to ``topic``, partition for partition, with the same keys
     and values; returns how many the topic holds."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                                enable_auto_commit=False)
     prod = producer(settings, linger_ms=20, max_batch_size=256 * 1024)
-    await consumer.start()
     await prod.start()
     try:
-        left = _read_produced(consumer, produced)
-        total = sum(left.values())
-        progress = Progress(f"copy to {topic}", total)
-        pending: list[Any] = []
-        n = 0
-        while any(v > 0 for v in left.values()):
-            got = await consumer.getmany(timeout_ms=1000)
-            for tp, msgs in got.items():
-                mine = [m for m in msgs if m.offset < produced.end[tp]]
-                left[tp] -= len(mine)
-                for m in mine:
-                    pending.append(await prod.send(topic, value=m.value, key=m.key,
-                                                   partition=tp.partition))
-            if len(pending) >= 10_000:
-                for fut in pending:
+        async with _reading(settings, produced, f"copy to {topic}") as batches:
+            async for batch in batches():
+                sent = [await prod.send(topic, value=m.value, key=m.key, partition=m.partition)
+                        for m in batch]
+                for fut in sent:
                     await fut
-                n += len(pending)
-                pending.clear()
-                progress.update(n)
-        await prod.flush()
-        for fut in pending:
-            await fut
-        progress.update(total, force=True)
-        copied = await consumer.end_offsets([TopicPartition(topic, tp.partition) for tp in left])
-        return sum(copied.values())
     finally:
         await prod.stop()
-        await consumer.stop()
+    copied = await end_offsets(settings, topic, [tp.partition for tp in produced.start])
+    return sum(copied.values())
 
 
 def _check(response: Any, what: str) -> None:
@@ -980,11 +944,7 @@ def main() -> None:
     parser.add_argument("--stall", type=float, default=120.0,
                         help="give up after this many seconds without progress")
     parser.add_argument("--keep", action="store_true", help="leave rows and tenants in place")
-    args = parser.parse_args()
-    try:
-        asyncio.run(run(args))
-    except KeyboardInterrupt:  # the finally blocks stopped what it started and cleaned up
-        raise SystemExit(130) from None
+    run_cli(run, parser)
 
 
 if __name__ == "__main__":
