@@ -12,6 +12,7 @@ from mdmbus.contract import REDACTED
 from mdmbus.regions import REGIONS
 from tests.conftest import wait_for
 from tests.integration.harness import Processes, Workload
+from tests.unit.examples import der, pem
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +48,7 @@ async def test_invalid_records_go_to_dead_letters_and_their_neighbours_are_store
     codec = work.contract.codec
     for i in range(20):
         valid.append((await work.produce("U9", tenant))["envelope"]["record_id"])
-        kind = i % 5
+        kind = i % 7
         if kind == 0:
             await work.send_raw(topics.UPLOAD, b"\x00garbage" * 3, key=tenant.encode())
             bad.setdefault("wrong_marker", 0)
@@ -64,10 +65,20 @@ async def test_invalid_records_go_to_dead_letters_and_their_neighbours_are_store
             rec = work.make("U3", tenant, subject_name_format=PRIVATE_KEY)
             await work.send_raw(topics.UPLOAD, codec.encode("U3", rec), key=tenant.encode())
             bad["private_key_material"] = bad.get("private_key_material", 0) + 1
-        else:
+        elif kind == 4:
             rec = work.make("U7", tenant, email="someone@contoso.com", email_profile_deployed=False)
             await work.send_raw(topics.UPLOAD, codec.encode("U7", rec), key=tenant.encode())
             bad["email_without_profile"] = bad.get("email_without_profile", 0) + 1
+        elif kind == 5:  # a private key where only a public certificate may go
+            rec = work.make("U10", tenant,
+                            scep_challenge_encryption_certificate=der("ec_private_pkcs8"))
+            await work.send_raw(topics.UPLOAD, codec.encode("U10", rec), key=tenant.encode())
+            bad["private_key_material"] = bad.get("private_key_material", 0) + 1
+        else:  # a certificate body outside U10's public-key field
+            cert = pem("CERTIFICATE", der("certificate")).decode()
+            rec = work.make("U3", tenant, subject_name_format=cert)
+            await work.send_raw(topics.UPLOAD, codec.encode("U3", rec), key=tenant.encode())
+            bad["certificate_body"] = bad.get("certificate_body", 0) + 1
 
     async def all_valid_stored() -> bool:
         return await work.stored(region, valid) == set(valid)
@@ -95,7 +106,10 @@ async def test_invalid_records_go_to_dead_letters_and_their_neighbours_are_store
         if reason == "private_key_material":
             assert headers["mdmbus.redacted"] == b"true"
             kind, record = work.contract.codec.decode(m.value)
-            assert kind == "U3" and record["subject_name_format"] == REDACTED
+            if kind == "U10":
+                assert record["scep_challenge_encryption_certificate"] == REDACTED.encode()
+            else:
+                assert kind == "U3" and record["subject_name_format"] == REDACTED
     assert reasons == bad
     pipeline.assert_alive()
 
