@@ -136,17 +136,22 @@ async def _store(region: str, batch: list[Accepted]) -> list[Rejected]:
     now = ctx.clock.now()
     by_id = {row.record_id: row for row in rows}
     stored = Counter()
+    latency = {}  # one labelled child per category, not a label lookup per record
     for rid in outcome.stored:
         row = by_id[rid]
         stored[row.category] += 1
-        latency = m.end_to_end_seconds.labels(row.category)
-        latency.observe(max(0.0, ctx.clock.to_real_seconds(now - row.event_time.timestamp())))
+        if row.category not in latency:
+            latency[row.category] = m.end_to_end_seconds.labels(row.category)
+        latency[row.category].observe(
+            max(0.0, ctx.clock.to_real_seconds(now - row.event_time.timestamp())))
     for category, n in stored.items():
         m.records_stored.labels(region, category).inc(n)
     for category, n in Counter(by_id[rid].category for rid in outcome.duplicates).items():
         m.records_duplicate.labels(region, category).inc(n)
-    refused = []
-    index = {as_uuid(a.record["envelope"]["record_id"]): a for a in batch}
+    refused: list[Rejected] = []
+    if not (outcome.in_retention or outcome.not_onboarded or outcome.deleted):
+        return refused
+    index = {row.record_id: a for row, a in zip(rows, batch)}
     for rid in outcome.in_retention:
         refused.append(index[rid].refuse(
             "tenant_in_retention", "tenant is in its read-only retention period: no new writes"))

@@ -60,8 +60,8 @@ class Registry:
     released: tuple[tuple[str, Mapping[str, Any]], ...] = field(repr=False)
     codec: Codec = field(repr=False)
     envelope: Mapping[str, Any] = field(repr=False)
-    #: kind -> the compiled check of decoded records (mdmbus.contract.rules.validate_decoded),
-    #: filled on first use.
+    #: kind -> (compiled check of decoded records, required envelope ids in order), filled on
+    #: first use by mdmbus.contract.rules.validate_decoded.
     decoded_checks: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def spec(self, kind: str) -> KindSpec:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from mdmbus.contract import errors as e
@@ -229,35 +229,38 @@ def validate(kind: str, record: Any, registry: Registry | None = None) -> None:
     registry = registry or default_registry()
     spec = registry.spec(kind)
     _check_record(spec.expanded, record, "")
-    _check_relations(kind, spec.requires, record)
+    _check_relations(kind, sorted(spec.requires), record)
 
 
 def validate_decoded(kind: str, record: Any, registry: Registry) -> None:
     """:func:`validate` for a record just returned by the codec's decode: the same verdicts,
     without re-checking what decoding guarantees (mdmbus.contract.content)."""
-    check = registry.decoded_checks.get(kind)
-    if check is None:
+    compiled = registry.decoded_checks.get(kind)
+    if compiled is None:  # once per kind: the check and the required ids, in error order
         spec = registry.spec(kind)
-        check = compile_decoded_check(spec.expanded, _check) or _nothing
-        registry.decoded_checks[kind] = check
+        compiled = (compile_decoded_check(spec.expanded, _check) or _nothing,
+                    tuple(sorted(spec.requires)))
+        registry.decoded_checks[kind] = compiled
+    check, requires = compiled
     try:
         check(record)
     except e.ValidationError:
         validate(kind, record, registry)  # the full walk names the field
         raise
-    _check_relations(kind, registry.spec(kind).requires, record)
+    _check_relations(kind, requires, record)
 
 
 def _nothing(value: Any) -> None:
     return None
 
 
-def _check_relations(kind: str, requires: frozenset[str], record: Mapping[str, Any]) -> None:
+def _check_relations(kind: str, requires: Iterable[str], record: Mapping[str, Any]) -> None:
+    """Envelope kind, the ids ``requires`` names (checked in that order), per-kind rules."""
     envelope = record["envelope"]
     if envelope["kind"] != kind:
         raise e.KindMismatchError(f"is {envelope['kind']!r:.40}, record produced as {kind!r}",
                                   "envelope.kind")
-    for name in sorted(requires):
+    for name in requires:
         _needs(record, name, f"{kind} records are about one {name.split('_')[0]}")
     rule = _RULES.get(kind)
     if rule is not None:
