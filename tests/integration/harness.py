@@ -28,9 +28,19 @@ from mdmbus.settings import Settings
 from services.simulators.records import RecordFactory
 from services.stores.schema import ensure_cm_schema, ensure_region_schema
 
-__all__ = ["Processes", "Workload", "COUNTRY_OF"]
+__all__ = ["Processes", "Workload", "COUNTRY_OF", "end_process"]
 
 COUNTRY_OF = {"na": "US", "eu": "DE", "ap": "JP"}
+
+
+def end_process(proc: subprocess.Popen, grace_s: float = 30) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``grace_s``."""
+    proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @dataclass
@@ -69,13 +79,7 @@ class Processes:
 
     def stop(self) -> None:
         for name in list(self.procs):
-            proc = self.procs.pop(name)
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            end_process(self.procs.pop(name))
 
     def assert_alive(self) -> None:
         for name, proc in self.procs.items():

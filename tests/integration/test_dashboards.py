@@ -49,7 +49,7 @@ from mdmbus.processes import PROCESSES
 from mdmbus.regions import REGIONS
 from services.simulators.records import UPLOAD_KINDS
 from tests.conftest import wait_for
-from tests.integration.harness import Processes, Workload
+from tests.integration.harness import Processes, Workload, end_process
 from tests.unit.test_ops_config import (PROMETHEUS_DIR, alert_rules, dashboard_variables,
                                         label_values_as_promql, load_dashboards, panel_queries,
                                         split_comparison, substitute, variable_queries)
@@ -179,12 +179,7 @@ def prometheus(pipeline, ports, tmp_path_factory):
             time.sleep(0.2)
         yield prom
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_process(proc)
 
 
 def _target_health(prom: Prometheus) -> dict[str, str]:

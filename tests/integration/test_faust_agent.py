@@ -12,6 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from tests.conftest import wait_for
+from tests.integration.harness import end_process
 
 pytestmark = pytest.mark.integration
 
@@ -56,10 +57,5 @@ async def test_faust_agent_consumes_and_produces_on_the_real_broker(stack, make_
             await consumer.stop()
         assert got == {k: v.upper() for k, v in sent.items()}
     finally:
-        worker.terminate()
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        end_process(worker)
         log.close()
