@@ -28,13 +28,15 @@ import threading
 import time
 from pathlib import Path
 
-__all__ = ["main", "ENV_TOPIC", "ENV_RECORDS", "ENV_APP_ID", "ENV_DEADLINE", "RESULT",
-           "datadir"]
+__all__ = ["main", "ENV_TOPIC", "ENV_RECORDS", "ENV_APP_ID", "ENV_DEADLINE", "ENV_MONITOR",
+           "RESULT", "datadir"]
 
 ENV_TOPIC = "BENCH_NOOP_TOPIC"
 ENV_RECORDS = "BENCH_NOOP_RECORDS"
 ENV_APP_ID = "BENCH_NOOP_APP_ID"
 ENV_DEADLINE = "BENCH_NOOP_DEADLINE"
+#: "faust": faust's default Monitor instead of the pipeline's QuietMonitor (to measure it).
+ENV_MONITOR = "BENCH_NOOP_MONITOR"
 #: The first word of the result line.
 RESULT = "RESULT"
 #: Exit status when the watchdog ended the worker.
@@ -62,8 +64,13 @@ def main() -> None:
         watchdog.daemon = True
         watchdog.start()
 
+    monitor = {}
+    if os.environ.get(ENV_MONITOR) == "faust":
+        from faust.sensors.monitor import Monitor
+        monitor = {"Monitor": Monitor}
     app = PipelineApp(
         app_id,
+        **monitor,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
         web_enabled=False,

@@ -467,10 +467,12 @@ def _check(response: Any, what: str) -> None:
             raise RuntimeError(f"{what} {topic}: {for_code(code).__name__}")
 
 
-async def faust_noop(settings: Settings, produced: Produced) -> tuple[float, float]:
+async def faust_noop(settings: Settings, produced: Produced,
+                     faust_monitor: bool = False) -> tuple[float, float]:
     """records/s and CPU us/record of a faust worker whose agent does no work
     (bench.faust_noop), on a scratch topic holding a copy of the produced messages, from its
-    first batch to its last; the worker is killed when it has not finished in time."""
+    first batch to its last; the worker is killed when it has not finished in time. With
+    ``faust_monitor``, on faust's default Monitor instead of the pipeline's QuietMonitor."""
     from bench import faust_noop as noop  # names only: faust is imported by the worker
 
     run_id = uuid.uuid4().hex[:10]
@@ -493,7 +495,8 @@ async def faust_noop(settings: Settings, produced: Produced) -> tuple[float, flo
         env = dict(os.environ, PYTHONUNBUFFERED="1", **{
             noop.ENV_TOPIC: topic, noop.ENV_RECORDS: str(n), noop.ENV_APP_ID: app_id,
             # the worker's own watchdog, for when this process is gone; this one kills it first
-            noop.ENV_DEADLINE: repr(deadline + 30)})
+            noop.ENV_DEADLINE: repr(deadline + 30),
+            noop.ENV_MONITOR: "faust" if faust_monitor else "quiet"})
         say(f"faust no-op worker on {n:,} records of {topic} (log {log_path}) ...")
         with open(log_path, "ab") as log:
             proc = subprocess.Popen([sys.executable, "-m", "bench.faust_noop"], env=env,
@@ -806,7 +809,8 @@ async def run(args: argparse.Namespace) -> None:
             on = _last(produced, args.noop_records)
             say(f"reference: a faust agent doing no work, on the last {on.count:,} messages ...")
             try:
-                baseline[NOOP], noop_cpu = await faust_noop(settings, on)
+                baseline[NOOP], noop_cpu = await faust_noop(settings, on,
+                                                            args.noop_faust_monitor)
             except RuntimeError as exc:
                 noop_failed = str(exc).splitlines()[0]
                 say(f"  FAILED, the report goes on without it: {exc}")
@@ -861,7 +865,8 @@ async def _report(args: argparse.Namespace, settings: Settings, produced: Produc
                            baseline[GETMANY_2], baseline[GETMANY_2] / ideal, float("nan")))
     if NOOP in baseline:
         references.append((f"faust agent doing no work (take_events, counts; the last "
-                           f"{min(args.noop_records, produced.count):,} messages)",
+                           f"{min(args.noop_records, produced.count):,} messages"
+                           f"{'; faust default Monitor' if args.noop_faust_monitor else ''})",
                            baseline[NOOP], baseline[NOOP] / ideal, noop[0]))
     if references:
         table(["reference, on the same bytes", "records/s", "/ baseline", "CPU us/record"],
@@ -933,6 +938,9 @@ def main() -> None:
                         help="skip the reference run of process_batch without faust")
     parser.add_argument("--no-noop", dest="noop", action="store_false",
                         help="skip the reference run of a faust agent doing no work")
+    parser.add_argument("--noop-faust-monitor", action="store_true",
+                        help="run the no-op agent on faust's default Monitor instead of the "
+                             "pipeline's QuietMonitor (compare with a run without it)")
     parser.add_argument("--noop-records", type=int, default=200_000, metavar="N",
                         help="the faust agent doing no work drains a copy of the last N of the "
                              "records")

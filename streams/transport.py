@@ -4,13 +4,14 @@ and no per-event statistics nobody reads.
 faust-streaming 0.15 hard-codes ``fetch_max_wait_ms=1500`` for its worker consumer. The
 pipeline reads six topics, most of them quiet; aiokafka keeps one fetch in flight per broker
 and leaves partitions with unconsumed records out of it, so a fetch holding only quiet
-partitions parks for the full 1.5 s while the busy ones wait behind it. Measured in
-BENCHMARKS.md (latency): p99 1.8 s at 2,600 records/s with 1500 ms, 0.3 s with 100 ms.
+partitions parks for the full 1.5 s while the busy ones wait behind it. BENCHMARKS.md
+(latency): p99 1.8 s at half the maximum rate with 1500 ms (first session), 0.12-0.18 s now.
 
 faust's default Monitor sensor records four entries for every message and event (counters,
 timestamps, a deque of run times) for faust's web views, which the pipeline does not serve (its
-metrics come from prometheus-client). A faust agent that does nothing with its events ran
-~7 % faster without them (~8 us of CPU a record less; BENCHMARKS.md, throughput).
+metrics come from prometheus-client). A faust agent that does nothing with its events used
+116-138 us of CPU a record without them, 165-168 with them (BENCHMARKS.md, throughput:
+``--noop-faust-monitor``).
 """
 
 from __future__ import annotations
