@@ -10,19 +10,21 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MDMBUS_STATE_DIR=/tmp/mdmbus \
     MDMBUS_METRICS_ADDR=0.0.0.0
 
-WORKDIR /opt/mdmbus
+WORKDIR /build
 
-# The package reads its contract from schemas/avro/ beside the source (mdmbus.settings.REPO_ROOT),
-# so the checkout is installed in place (editable) rather than copied into site-packages.
+# A plain (not editable) install: the contract, SQL and stack configuration are package data,
+# so the image needs no source tree at run time.
 COPY pyproject.toml README.md ./
 COPY mdmbus/ mdmbus/
 COPY streams/ streams/
 COPY services/ services/
 COPY schemas/ schemas/
-RUN pip install -e . \
+RUN pip install . \
+    && cd / && rm -rf /build \
     && python -c "from mdmbus.contract import default_registry; default_registry()" \
     && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin mdmbus
 
+WORKDIR /
 USER mdmbus
 # /metrics of `mdmbus process ...` under compose (MDMBUS_METRICS_PORT=9100).
 EXPOSE 9100

@@ -50,8 +50,8 @@ from bench.support import (CM_GROUP, PIPELINE_GROUP, PIPELINE_TOPICS, Processes,
                            RecordMix, check_stack, close_pools, delete_tenants,
                            end_offsets, fast_forward, machine, onboard_tenants, percentile,
                            producer, region_pools, say, table, uuid_from, run_cli)
-from services.rules.audit import DELETE_AFTER_DOWNLOAD, RETENTION_PURGE, SESSION_EXPIRY
-from services.simulators.records import RecordFactory
+from mdmbus.services.rules.audit import DELETE_AFTER_DOWNLOAD, RETENTION_PURGE, SESSION_EXPIRY
+from mdmbus.services.simulators.records import RecordFactory
 
 __all__ = ["main"]
 

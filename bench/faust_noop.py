@@ -52,7 +52,7 @@ def main() -> None:
     # faust is imported here, not at the top: bench.throughput imports this module for its
     # names and must not pay for faust (nor build an app) when it does
     from mdmbus.settings import Settings
-    from streams.transport import PipelineApp
+    from mdmbus.streams.transport import PipelineApp
 
     settings = Settings.from_env()
     topic_name = os.environ[ENV_TOPIC]

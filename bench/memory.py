@@ -30,7 +30,7 @@ from bench.support import (CM_GROUP, PIPELINE_GROUP, PIPELINE_TOPICS, Processes,
                            close_pools, fast_forward, linear_fit, machine, producer,
                            region_pools, rss_mb, say, table, run_cli)
 from mdmbus import topics
-from services.simulators.workload import SimulatedWorld
+from mdmbus.services.simulators.workload import SimulatedWorld
 
 __all__ = ["main"]
 

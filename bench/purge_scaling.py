@@ -32,8 +32,8 @@ import asyncpg
 from mdmbus.regions import region_database
 from mdmbus.settings import Settings
 from bench.support import check_stack, machine, say, table, run_cli
-from services.rules.session_expiry import sweep_expired
-from services.stores.schema import ensure_region_schema
+from mdmbus.services.rules.session_expiry import sweep_expired
+from mdmbus.services.stores.schema import ensure_region_schema
 
 __all__ = ["main"]
 

@@ -2,7 +2,7 @@
 progress lines and tables.
 
 Nothing here starts Kafka or PostgreSQL. The processes are the real ones
-(``python -m mdmbus.cli process pipeline|cm-connector|sweeper``), started with the environment
+(``python -m mdmbus process pipeline|cm-connector|sweeper``), started with the environment
 of the benchmark plus the shared clock (MDMBUS_CLOCK_SPEED / MDMBUS_CLOCK_ORIGIN), so every
 other MDMBUS_* setting (batch size, sweep interval, ...) is the one the user gave, or the default.
 """
@@ -36,8 +36,8 @@ from mdmbus.clock import Clock
 from mdmbus.contract import Registry, default_registry
 from mdmbus.regions import REGIONS, region_database
 from mdmbus.settings import Settings
-from services.simulators.records import UPLOAD_KINDS, RecordFactory
-from services.stores.schema import ensure_region_schema
+from mdmbus.services.simulators.records import UPLOAD_KINDS, RecordFactory
+from mdmbus.services.stores.schema import ensure_region_schema
 
 __all__ = ["PIPELINE_GROUP", "CM_GROUP", "PIPELINE_TOPICS", "COUNTRY_OF", "REGION_SHARE",
            "UPLOAD_MIX", "Processes", "Tenants", "RecordMix", "Progress", "check_stack",
@@ -291,10 +291,10 @@ class Processes:
         """Starts ``mdmbus process NAME``; with ``profile_to``, under pyinstrument sampling every
         5 ms (a pyisession file is written there when the process ends)."""
         label = label or name
-        cmd = [sys.executable, "-m", "mdmbus.cli", "process", name]
+        cmd = [sys.executable, "-m", "mdmbus", "process", name]
         if profile_to is not None:
             cmd = [sys.executable, "-m", "pyinstrument", "-i", "0.005", "-r", "pyisession",
-                   "-o", str(profile_to), "-m", "mdmbus.cli", "process", name]
+                   "-o", str(profile_to), "-m", "mdmbus", "process", name]
         log = open(self.log_dir / f"{label}.log", "ab")
         self.procs[label] = subprocess.Popen(cmd, env=self.env(), stdout=log,
                                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -377,8 +377,8 @@ async def process_batch_without_faust(settings: Settings, produced: Produced
     machinery. The rows must not be stored."""
     from types import SimpleNamespace
 
-    from streams.app import context
-    from streams.ingest import process_batch
+    from mdmbus.streams.app import context
+    from mdmbus.streams.ingest import process_batch
 
     try:
         await context().ready()
@@ -569,9 +569,9 @@ async def stage_costs(settings: Settings, pools: dict[str, asyncpg.Pool], tenant
 
     from mdmbus.contract import default_registry, validate_decoded
     from mdmbus.metrics import Metrics
-    from services.stores.records import write_records
-    from streams.classify import classify_events
-    from streams.ingest import _row  # the row the pipeline stores (imports the faust app)
+    from mdmbus.services.stores.records import write_records
+    from mdmbus.streams.classify import classify_events
+    from mdmbus.streams.ingest import _row  # the row the pipeline stores (imports the faust app)
 
     registry = default_registry()
     metrics = Metrics(CollectorRegistry())
@@ -857,7 +857,7 @@ async def _report(args: argparse.Namespace, settings: Settings, produced: Produc
     references = []
     reference = baseline.get(GETMANY)
     if reference:
-        references.append(("streams.ingest.process_batch fed by aiokafka getmany (the "
+        references.append(("mdmbus.streams.ingest.process_batch fed by aiokafka getmany (the "
                            "consume -> COPY loop, process_batch in place of COPY)",
                            reference, reference / ideal, float("nan")))
     if GETMANY_2 in baseline:

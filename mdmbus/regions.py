@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 from functools import lru_cache
+from importlib.resources import files
 from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
@@ -15,7 +16,7 @@ from typing import Mapping
 __all__ = ["REGIONS", "CM_DATABASE", "region_database", "all_databases", "country_regions",
            "region_of_country", "UnknownCountry"]
 
-_COUNTRY_FILE = Path(__file__).parent / "data" / "country_regions.csv"
+_COUNTRY_FILE = Path(str(files("mdmbus") / "data" / "country_regions.csv"))
 
 #: Residency regions: North America, Europe, Asia-Pacific.
 REGIONS: tuple[str, ...] = ("na", "eu", "ap")

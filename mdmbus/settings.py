@@ -13,10 +13,26 @@ from typing import Mapping
 
 from mdmbus.errors import ConfigError
 
-__all__ = ["Settings", "REPO_ROOT"]
+__all__ = ["Settings", "checkout_root"]
 
-#: The checkout the package was installed from (editable install); holds ops/ and schemas/.
-REPO_ROOT = Path(__file__).resolve().parent.parent
+
+def checkout_root() -> Path | None:
+    """The source checkout mdmbus runs from (``./run`` installs it editable), or None when it
+    runs from an installed wheel. Only the default state directory depends on it: everything
+    the code reads at run time is package data."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file() and (root / "schemas" / "avro").is_dir():
+        return root
+    return None
+
+
+def _default_state_dir(env: Mapping[str, str]) -> Path:
+    """``.state/`` in the checkout; otherwise the user's state directory (XDG)."""
+    checkout = checkout_root()
+    if checkout is not None:
+        return checkout / ".state"
+    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "mdmbus"
 
 
 def _number(env: Mapping[str, str], name: str, default: float, kind: type = float,
@@ -97,7 +113,7 @@ class Settings:
     #: Per-user cache of downloaded artifacts (Kafka jars); a second start needs no network.
     cache_dir: Path = field(default_factory=lambda: _default_cache_dir(os.environ))
     #: Run-time state of the embedded stack: data, logs, pid files.
-    state_dir: Path = REPO_ROOT / ".state"
+    state_dir: Path = field(default_factory=lambda: _default_state_dir(os.environ))
 
     #: Shared clock: simulated seconds per real second (see mdmbus.clock).
     clock_speed: float = 1.0
@@ -164,7 +180,7 @@ class Settings:
             pg_servers=_servers(env),
             metrics_addr=env.get("MDMBUS_METRICS_ADDR", cls.metrics_addr),
             cache_dir=_path(env, "MDMBUS_CACHE_DIR", _default_cache_dir(env)),
-            state_dir=_path(env, "MDMBUS_STATE_DIR", REPO_ROOT / ".state"),
+            state_dir=_path(env, "MDMBUS_STATE_DIR", _default_state_dir(env)),
             clock_speed=_float(env, "MDMBUS_CLOCK_SPEED", cls.clock_speed),
             clock_origin=_nonneg(env, "MDMBUS_CLOCK_ORIGIN", cls.clock_origin),
             batch_size=_int(env, "MDMBUS_BATCH_SIZE", cls.batch_size),

@@ -22,8 +22,8 @@ from mdmbus.contract import Registry, ValidationError, default_registry, validat
 from mdmbus.metrics import Metrics, serve
 from mdmbus.regions import CM_DATABASE
 from mdmbus.settings import Settings
-from services.stores.schema import ensure_cm_schema
-from services.stores.retry import until_written
+from mdmbus.services.stores.schema import ensure_cm_schema
+from mdmbus.services.stores.retry import until_written
 
 __all__ = ["CmConnector", "run", "GROUP"]
 

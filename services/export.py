@@ -8,8 +8,8 @@ import uuid
 from typing import Any, AsyncIterator
 
 from mdmbus.contract import Registry, default_registry
-from services.rules.residency import TenantDirectory
-from services.stores.pools import Stores
+from mdmbus.services.rules.residency import TenantDirectory
+from mdmbus.services.stores.pools import Stores
 
 __all__ = ["export_tenant"]
 

@@ -19,13 +19,13 @@ from mdmbus.clock import Clock
 from mdmbus.metrics import Metrics, serve
 from mdmbus.regions import REGIONS
 from mdmbus.settings import Settings
-from services.rules.audit import RULES, Deletion
-from services.rules.compliance import rows_past_deadline
-from services.rules.retention import sweep_due_purges
-from services.consumer_lag import measure_consumer_lag
-from services.rules.session_expiry import sweep_expired
-from services.stores.pools import Stores
-from services.stores.retry import STORE_ERRORS, until_written
+from mdmbus.services.rules.audit import RULES, Deletion
+from mdmbus.services.rules.compliance import rows_past_deadline
+from mdmbus.services.rules.retention import sweep_due_purges
+from mdmbus.services.consumer_lag import measure_consumer_lag
+from mdmbus.services.rules.session_expiry import sweep_expired
+from mdmbus.services.stores.pools import Stores
+from mdmbus.services.stores.retry import STORE_ERRORS, until_written
 
 __all__ = ["Sweeper", "run", "PAST_DEADLINE_TOLERANCE_S"]
 

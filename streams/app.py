@@ -6,9 +6,9 @@ import faust
 
 from mdmbus import topics
 from mdmbus.settings import Settings
-from streams.context import PipelineContext
-from streams.heap import TRIM_INTERVAL_S, heap_trimmer
-from streams.transport import PipelineApp
+from mdmbus.streams.context import PipelineContext
+from mdmbus.streams.heap import TRIM_INTERVAL_S, heap_trimmer
+from mdmbus.streams.transport import PipelineApp
 
 __all__ = ["app", "context", "topic"]
 

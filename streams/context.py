@@ -15,11 +15,11 @@ from mdmbus.clock import Clock
 from mdmbus.contract import Registry, default_registry
 from mdmbus.metrics import Metrics, serve
 from mdmbus.regions import REGIONS
-from services.rules.audit import RULES
+from mdmbus.services.rules.audit import RULES
 from mdmbus.settings import Settings
-from services.rules.residency import TenantDirectory
-from services.stores.pools import Stores
-from services.stores.retry import until_written
+from mdmbus.services.rules.residency import TenantDirectory
+from mdmbus.services.stores.pools import Stores
+from mdmbus.services.stores.retry import until_written
 
 __all__ = ["PipelineContext"]
 

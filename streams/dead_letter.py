@@ -13,7 +13,7 @@ from typing import Iterable
 import faust
 
 from mdmbus.metrics import Metrics
-from streams.classify import Rejected
+from mdmbus.streams.classify import Rejected
 
 __all__ = ["send_dead_letters", "HEADER_REASON", "HEADER_ERROR", "HEADER_SOURCE_TOPIC",
            "HEADER_SOURCE_PARTITION", "HEADER_SOURCE_OFFSET", "HEADER_REDACTED"]

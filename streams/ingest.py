@@ -16,11 +16,11 @@ from collections import Counter, defaultdict
 from typing import Sequence
 
 from mdmbus import topics
-from services.stores.records import StoreRow, WriteOutcome, write_records
-from streams.app import app, context, dead_letters, topic
-from streams.classify import Accepted, Rejected, as_uuid, classify_events
-from streams.dead_letter import send_dead_letters
-from services.stores.retry import until_written
+from mdmbus.services.stores.records import StoreRow, WriteOutcome, write_records
+from mdmbus.streams.app import app, context, dead_letters, topic
+from mdmbus.streams.classify import Accepted, Rejected, as_uuid, classify_events
+from mdmbus.streams.dead_letter import send_dead_letters
+from mdmbus.services.stores.retry import until_written
 
 __all__ = ["category_of", "process_batch", "route", "agent_for"]
 

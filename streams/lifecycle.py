@@ -12,15 +12,15 @@ from typing import Sequence
 
 from mdmbus import topics
 from mdmbus.regions import UnknownCountry
-from services.rules.audit import DELETION_REQUEST, Deletion
-from services.rules.inventory_cache import remove_device_cache
-from services.rules.residency import onboard
-from services.rules.retention import end_subscription, purge_tenant
-from streams.app import context, dead_letters
-from streams.classify import Accepted, Rejected, classify_events
-from streams.dead_letter import send_dead_letters
-from streams.ingest import agent_for
-from services.stores.retry import until_written
+from mdmbus.services.rules.audit import DELETION_REQUEST, Deletion
+from mdmbus.services.rules.inventory_cache import remove_device_cache
+from mdmbus.services.rules.residency import onboard
+from mdmbus.services.rules.retention import end_subscription, purge_tenant
+from mdmbus.streams.app import context, dead_letters
+from mdmbus.streams.classify import Accepted, Rejected, classify_events
+from mdmbus.streams.dead_letter import send_dead_letters
+from mdmbus.streams.ingest import agent_for
+from mdmbus.services.stores.retry import until_written
 
 __all__ = ["process_lifecycle"]
 

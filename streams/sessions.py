@@ -6,12 +6,12 @@ import uuid
 from typing import Sequence
 
 from mdmbus import topics
-from services.rules.session_expiry import SessionEvent, apply_session_events
-from streams.app import context, dead_letters
-from streams.classify import Accepted, classify_events
-from streams.dead_letter import send_dead_letters
-from streams.ingest import agent_for, route
-from services.stores.retry import until_written
+from mdmbus.services.rules.session_expiry import SessionEvent, apply_session_events
+from mdmbus.streams.app import context, dead_letters
+from mdmbus.streams.classify import Accepted, classify_events
+from mdmbus.streams.dead_letter import send_dead_letters
+from mdmbus.streams.ingest import agent_for, route
+from mdmbus.services.stores.retry import until_written
 
 __all__ = ["process_sessions"]
 

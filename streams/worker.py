@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from streams import acks, ingest, lifecycle, sessions  # noqa: F401  (registers the agents)
-from streams.app import app
+from mdmbus.streams import acks, ingest, lifecycle, sessions  # noqa: F401  (registers the agents)
+from mdmbus.streams.app import app
 
 __all__ = ["main"]
 

@@ -15,8 +15,10 @@ from typing import Awaitable, Callable
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from mdmbus.settings import REPO_ROOT, Settings
+from mdmbus.settings import Settings
 
+#: The checkout the tests run from (its docs/, ops/ and examples/ are not package data).
+REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data"
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from functools import lru_cache
+from importlib.resources import files
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -19,12 +20,13 @@ from mdmbus import topics
 from mdmbus.canonical import fingerprint_bytes
 from mdmbus.codec import Codec
 from mdmbus.contract.errors import ContractError, MissingIdentifierError, UnknownKindError
-from mdmbus.settings import REPO_ROOT
 
 __all__ = ["SCHEMA_DIR", "ENVELOPE_FILE", "KindSpec", "Registry", "load_registry",
            "default_registry", "expand_references", "uuid_key"]
 
-SCHEMA_DIR = REPO_ROOT / "schemas" / "avro"
+#: The current schemas, shipped as package data of ``mdmbus.schemas`` (``schemas/avro/`` in
+#: the checkout).
+SCHEMA_DIR = Path(str(files("mdmbus.schemas"))) / "avro"
 ENVELOPE_FILE = "_envelope.avsc"
 _ENVELOPE_IDS = ("device_id", "user_id")
 

@@ -1,6 +1,6 @@
 """The embedded Apache Kafka broker: jars from Maven Central, KRaft combined mode, loopback.
 
-Jars are fetched once by Maven (ops/kafka/pom.xml) into a per-user cache, so later starts need
+Jars are fetched once by Maven (mdmbus/stack/conf/pom.xml) into a per-user cache, so later starts need
 no network. MDMBUS_KAFKA_HOME runs an existing installation instead; MDMBUS_KAFKA_BOOTSTRAP
 names a broker that is already running, and then nothing is started here.
 """
@@ -13,16 +13,18 @@ import shutil
 import subprocess
 import uuid
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
-from mdmbus.settings import REPO_ROOT, Settings
+from mdmbus.settings import Settings
 from mdmbus.stack.errors import StackError
 from mdmbus.stack.processes import (ensure_port_free, port_open, read_pid, stop_pid,
                                     wait_until)
 
 __all__ = ["KafkaPaths", "kafka_paths", "ensure_jars", "start", "stop", "running_pid", "describe"]
 
-OPS = REPO_ROOT / "ops" / "kafka"
+#: The broker's configuration template, logging and the Maven pom (package data).
+CONF = Path(str(files("mdmbus.stack") / "conf"))
 MIN_JAVA = 17
 
 
@@ -94,7 +96,7 @@ def ensure_jars(settings: Settings, say=print) -> Path:
     log = libs.parent / "maven.log"
     with open(log, "w") as out:
         proc = subprocess.run(
-            [mvn, "-B", "-f", str(OPS / "pom.xml"), "dependency:copy-dependencies",
+            [mvn, "-B", "-f", str(CONF / "pom.xml"), "dependency:copy-dependencies",
              f"-Dkafka.version={settings.kafka_version}", "-DincludeScope=runtime",
              f"-DoutputDirectory={partial}"],
             stdout=out, stderr=subprocess.STDOUT,
@@ -114,7 +116,7 @@ def running_pid(settings: Settings) -> int | None:
 
 
 def _render_config(settings: Settings, paths: KafkaPaths) -> None:
-    text = (OPS / "server.properties.in").read_text()
+    text = (CONF / "server.properties.in").read_text()
     for name, value in {"PORT": settings.kafka_port,
                         "CONTROLLER_PORT": settings.kafka_controller_port,
                         "DATA_DIR": paths.data}.items():
@@ -126,7 +128,7 @@ def _jvm(settings: Settings, libs: Path, paths: KafkaPaths) -> list[str]:
     return [_java(), f"-Xms{settings.kafka_heap}", f"-Xmx{settings.kafka_heap}",
             "-XX:+UseG1GC", "-Djava.awt.headless=true",
             f"-Dkafka.logs.dir={paths.logs}",
-            f"-Dlog4j2.configurationFile={OPS / 'log4j2.properties'}",
+            f"-Dlog4j2.configurationFile={CONF / 'log4j2.properties'}",
             "-cp", f"{libs}/*"]
 
 

@@ -49,6 +49,7 @@ def status(settings: Settings, say: Callable[[str], None] = print) -> bool:
     """Prints what runs where; true when both servers run."""
     kafka_up, kafka_line = kafka.describe(settings)
     pg_up, pg_line = postgres.describe(settings)
+    say(f"state     {settings.state_dir}  (MDMBUS_STATE_DIR)")
     say(kafka_line)
     say(pg_line)
     if kafka_up and pg_up:

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import asyncpg
 
-from services.rules.audit import DELETE_AFTER_DOWNLOAD, Deletion, audit
+from mdmbus.services.rules.audit import DELETE_AFTER_DOWNLOAD, Deletion, audit
 
 __all__ = ["apply_acks"]
 

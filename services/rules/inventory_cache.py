@@ -8,7 +8,7 @@ import uuid
 
 import asyncpg
 
-from services.rules.audit import INVENTORY_CACHE, Deletion, audit
+from mdmbus.services.rules.audit import INVENTORY_CACHE, Deletion, audit
 
 __all__ = ["remove_device_cache"]
 

@@ -15,7 +15,7 @@ from typing import Iterable
 import asyncpg
 
 from mdmbus.regions import REGIONS, region_of_country
-from services.stores.pools import Stores
+from mdmbus.services.stores.pools import Stores
 
 __all__ = ["TenantDirectory", "onboard"]
 

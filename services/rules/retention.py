@@ -16,7 +16,7 @@ from typing import Callable
 
 import asyncpg
 
-from services.rules.audit import RETENTION_PURGE, Deletion, audit
+from mdmbus.services.rules.audit import RETENTION_PURGE, Deletion, audit
 
 __all__ = ["end_subscription", "purge_tenant", "sweep_due_purges"]
 

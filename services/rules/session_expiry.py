@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import asyncpg
 
-from services.rules.audit import SESSION_EXPIRY, Deletion, audit
+from mdmbus.services.rules.audit import SESSION_EXPIRY, Deletion, audit
 
 __all__ = ["SessionEvent", "apply_session_events", "sweep_expired"]
 

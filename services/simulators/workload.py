@@ -15,7 +15,7 @@ from mdmbus import topics
 from mdmbus.clock import Clock
 from mdmbus.contract import Registry, default_registry
 from mdmbus.regions import country_regions
-from services.simulators.records import RELAY_KINDS, UPLOAD_KINDS, RecordFactory
+from mdmbus.services.simulators.records import RELAY_KINDS, UPLOAD_KINDS, RecordFactory
 
 __all__ = ["SimulatedWorld"]
 

@@ -8,7 +8,7 @@ import asyncpg
 
 from mdmbus.regions import CM_DATABASE, REGIONS, region_database
 from mdmbus.settings import Settings
-from services.stores.schema import ensure_cm_schema, ensure_region_schema
+from mdmbus.services.stores.schema import ensure_cm_schema, ensure_region_schema
 
 __all__ = ["Stores"]
 

@@ -25,8 +25,8 @@ from mdmbus.clock import Clock
 from mdmbus.contract import default_registry
 from mdmbus.regions import CM_DATABASE, REGIONS, region_database
 from mdmbus.settings import Settings
-from services.simulators.records import RecordFactory
-from services.stores.schema import ensure_cm_schema, ensure_region_schema
+from mdmbus.services.simulators.records import RecordFactory
+from mdmbus.services.stores.schema import ensure_cm_schema, ensure_region_schema
 
 __all__ = ["Processes", "Workload", "COUNTRY_OF", "end_process"]
 
@@ -69,7 +69,7 @@ class Processes:
             if name in self.metrics_ports:
                 env["MDMBUS_METRICS_PORT"] = str(self.metrics_ports[name])
             self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "mdmbus.cli", "process", name], env=env,
+                [sys.executable, "-m", "mdmbus", "process", name], env=env,
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:

@@ -45,9 +45,9 @@ import pytest
 import yaml
 
 from mdmbus import topics
-from mdmbus.processes import PROCESSES
+from mdmbus.cli.processes import PROCESSES
 from mdmbus.regions import REGIONS
-from services.simulators.records import UPLOAD_KINDS
+from mdmbus.services.simulators.records import UPLOAD_KINDS
 from tests.conftest import wait_for
 from tests.integration.harness import Processes, Workload, end_process
 from tests.unit.test_ops_config import (PROMETHEUS_DIR, alert_rules, dashboard_variables,

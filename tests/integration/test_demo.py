@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from services.rules.audit import RULES
+from mdmbus.services.rules.audit import RULES
 
 pytestmark = pytest.mark.integration
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 def test_demo_runs_every_rule_and_keeps_nothing_past_its_deadline(stack):
     base = 39101
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mdmbus.cli", "demo", "--duration", "40",
+        [sys.executable, "-m", "mdmbus", "demo", "--duration", "40",
          "--metrics-base-port", str(base)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
     metrics_seen = None

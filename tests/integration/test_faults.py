@@ -20,8 +20,8 @@ import pytest
 from mdmbus import topics
 from mdmbus.regions import REGIONS
 from mdmbus.stack import kafka, postgres
-from services.rules.compliance import rows_past_deadline
-from services.sweeper import PAST_DEADLINE_TOLERANCE_S
+from mdmbus.services.rules.compliance import rows_past_deadline
+from mdmbus.services.sweeper import PAST_DEADLINE_TOLERANCE_S
 from tests.conftest import wait_for
 from tests.integration.harness import Processes, Workload
 

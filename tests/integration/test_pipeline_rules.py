@@ -15,8 +15,8 @@ import pytest
 
 from mdmbus import topics
 from mdmbus.regions import REGIONS
-from services.stores.pools import Stores
-from services.export import export_tenant
+from mdmbus.services.stores.pools import Stores
+from mdmbus.services.export import export_tenant
 from tests.conftest import wait_for
 from tests.integration.harness import Processes, Workload
 
@@ -237,7 +237,7 @@ async def test_retention_lifecycle_read_only_then_purged(work, stack):
         await stores.close()
     assert {str(r["envelope"]["record_id"]) for r in exported} == set(ids)
     cli = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mdmbus.cli", "export", "--tenant", tenant,
+        sys.executable, "-m", "mdmbus", "export", "--tenant", tenant,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await cli.communicate()
     assert cli.returncode == 0, err.decode()

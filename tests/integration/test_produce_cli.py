@@ -1,6 +1,6 @@
 """`mdmbus produce` against the real broker: good lines arrive, bad lines are reported, not sent.
 
-The command runs as a subprocess (``python -m mdmbus.cli produce FILE``) on a JSON-lines file
+The command runs as a subprocess (``python -m mdmbus produce FILE``) on a JSON-lines file
 mixing valid records of every kind with broken lines. The topics are then read back from the end
 offsets they had before the run up to their end offsets after it. Other tests and processors may
 write to the same mdm.* topics meanwhile, so our records are told apart by their record ids and by
@@ -29,7 +29,8 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from mdmbus.codec import CodecError
 from mdmbus.contract import default_registry, to_json
-from mdmbus.settings import REPO_ROOT, Settings
+from mdmbus.settings import Settings
+from tests.conftest import REPO_ROOT
 from tests.conftest import wait_for
 from tests.unit.examples import der, example, pem
 
@@ -193,7 +194,7 @@ async def run_produce(settings: Settings, *args: str, stdin: bytes | None = None
     env = dict(os.environ, MDMBUS_KAFKA_BOOTSTRAP=bootstrap or settings.kafka_bootstrap,
                PYTHONUNBUFFERED="1")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mdmbus.cli", "produce", *args, cwd=REPO_ROOT, env=env,
+        sys.executable, "-m", "mdmbus", "produce", *args, cwd=REPO_ROOT, env=env,
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration
 
 
 def _mdmbus(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mdmbus.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "mdmbus", *args], capture_output=True,
                           text=True, env=env or dict(os.environ), timeout=300)
 
 

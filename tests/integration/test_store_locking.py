@@ -18,8 +18,8 @@ import asyncpg
 import pytest
 
 from mdmbus.regions import region_database
-from services.rules.delete_after_download import apply_acks
-from services.rules.retention import purge_tenant
+from mdmbus.services.rules.delete_after_download import apply_acks
+from mdmbus.services.rules.retention import purge_tenant
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration

@@ -115,7 +115,7 @@ def test_every_command_a_service_runs_is_a_subcommand_the_cli_knows(compose):
 
 
 def test_each_process_service_runs_its_process(compose):
-    from mdmbus.processes import PROCESSES
+    from mdmbus.cli.processes import PROCESSES
     assert set(PROCESS_SERVICES) == set(PROCESSES)
     for name in PROCESS_SERVICES:
         assert compose["services"][name]["command"] == ["process", name]
@@ -237,8 +237,8 @@ def test_the_dockerfile_installs_the_package_and_runs_mdmbus(repo_root):
     assert 'ENTRYPOINT ["mdmbus"]' in lines
     assert re.search(r"^RUN pip install (-e )?\.", text, re.M)
     copied = {m.group(1).rstrip("/") for m in re.finditer(r"^COPY (\S+)", text, re.M)}
-    # What the package needs at run time: its code and its contract (read from schemas/avro
-    # beside the source, mdmbus.settings.REPO_ROOT), and what pyproject.toml needs to install.
+    # What pip needs to build the package: its code, its contract (package data of
+    # mdmbus.schemas) and what pyproject.toml names.
     assert {"mdmbus", "streams", "services", "schemas"} <= copied
     ignored = set((repo_root / ".dockerignore").read_text().split())
     assert not ({"mdmbus", "streams", "services", "schemas", "pyproject.toml", "README.md"} & ignored)

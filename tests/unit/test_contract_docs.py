@@ -6,7 +6,7 @@ import json
 
 from mdmbus.contract import default_registry, from_json
 from mdmbus.contract.docs import EXAMPLE_JSON, EXAMPLE_KIND, render
-from mdmbus.settings import REPO_ROOT
+from tests.conftest import REPO_ROOT
 
 
 def test_checked_in_contract_doc_is_up_to_date() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.app import app
-from streams.heap import heap_trimmer
+from mdmbus.streams.app import app
+from mdmbus.streams.heap import heap_trimmer
 
 glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc",
                                 reason="malloc_trim is a glibc call")

@@ -22,8 +22,8 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from mdmbus.metrics import Metrics
-from mdmbus.processes import PROCESSES
-from mdmbus.settings import REPO_ROOT
+from mdmbus.cli.processes import PROCESSES
+from tests.conftest import REPO_ROOT
 
 PROMETHEUS_DIR = REPO_ROOT / "ops" / "prometheus"
 GRAFANA_DIR = REPO_ROOT / "ops" / "grafana"
@@ -177,7 +177,7 @@ def test_one_mdmbus_job_with_a_process_label_per_target(config):
 
 def test_embedded_config_scrapes_the_ports_the_demo_uses():
     from mdmbus.cli import _parser
-    from services.demo import metrics_ports
+    from mdmbus.cli.demo import metrics_ports
     base = _parser().parse_args(["demo"]).metrics_base_port
     doc = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     job = next(j for j in doc["scrape_configs"] if j["job_name"] == "mdmbus")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.transport import FETCH_MAX_WAIT_MS, PipelineApp, QuietMonitor
+from mdmbus.streams.transport import FETCH_MAX_WAIT_MS, PipelineApp, QuietMonitor
 
 
 async def test_worker_consumer_waits_at_most_the_short_fetch_wait():

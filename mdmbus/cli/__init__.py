@@ -29,7 +29,7 @@ def _provision(settings: Settings) -> int:
 
 
 def _produce(args: argparse.Namespace, settings: Settings) -> int:
-    from mdmbus.produce_cli import produce
+    from mdmbus.cli.produce import produce
     if args.file == "-":
         return produce(settings, sys.stdin, dry_run=args.dry_run)
     try:
@@ -46,8 +46,8 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
     import uuid
 
     from mdmbus.contract import default_registry, to_json
-    from services.export import export_tenant
-    from services.stores.pools import Stores
+    from mdmbus.services.export import export_tenant
+    from mdmbus.services.stores.pools import Stores
 
     try:
         tenant = uuid.UUID(args.tenant)
@@ -71,17 +71,17 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _process(args: argparse.Namespace, settings: Settings) -> int:
-    from mdmbus.processes import run_process
+    from mdmbus.cli.processes import run_process
     return run_process(args.name, settings)
 
 
 def _smoke(args: argparse.Namespace, settings: Settings) -> int:
-    from mdmbus.smoke import run_smoke
+    from mdmbus.cli.smoke import run_smoke
     return run_smoke(settings)
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from services.demo import run_demo
+    from mdmbus.cli.demo import run_demo
     return run_demo(settings, speed=args.speed, duration=args.duration, rate=args.rate,
                     tenants=args.tenants, start_processes=not args.no_processes,
                     metrics_base_port=args.metrics_base_port)
@@ -152,6 +152,3 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

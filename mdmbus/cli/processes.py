@@ -20,14 +20,14 @@ PROCESSES = ("pipeline", "cm-connector", "sweeper")
 
 def run_process(name: str, settings: Settings) -> int:
     if name == "pipeline":
-        from streams.worker import main
+        from mdmbus.streams.worker import main
         main()
         return 0
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(name)s %(levelname)s %(message)s")
     if name == "cm-connector":
-        from services.cm_connector import run
+        from mdmbus.services.cm_connector import run
     else:
-        from services.sweeper import run
+        from mdmbus.services.sweeper import run
     asyncio.run(_until_signalled(run, settings))
     return 0
 

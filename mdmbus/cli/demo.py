@@ -27,11 +27,11 @@ from mdmbus import topics
 from mdmbus.clock import Clock
 from mdmbus.regions import REGIONS, region_database
 from mdmbus.settings import Settings
-from services.rules.audit import RULES
-from services.rules.compliance import rows_past_deadline
-from services.simulators.workload import SimulatedWorld
-from services.stores.schema import ensure_region_schema
-from services.sweeper import PAST_DEADLINE_TOLERANCE_S
+from mdmbus.services.rules.audit import RULES
+from mdmbus.services.rules.compliance import rows_past_deadline
+from mdmbus.services.simulators.workload import SimulatedWorld
+from mdmbus.services.stores.schema import ensure_region_schema
+from mdmbus.services.sweeper import PAST_DEADLINE_TOLERANCE_S
 
 __all__ = ["run_demo", "metrics_ports"]
 
@@ -60,7 +60,7 @@ def _start_processes(settings: Settings, clock: Clock, log_dir: Path,
         env = dict(os.environ, MDMBUS_CLOCK_SPEED=repr(clock.speed),
                    MDMBUS_CLOCK_ORIGIN=repr(clock.origin), MDMBUS_METRICS_PORT=str(port))
         log = open(log_dir / f"{name}.log", "ab")
-        procs[name] = subprocess.Popen([sys.executable, "-m", "mdmbus.cli", "process", name],
+        procs[name] = subprocess.Popen([sys.executable, "-m", "mdmbus", "process", name],
                                        env=env, stdout=log, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, start_new_session=True)
     return procs

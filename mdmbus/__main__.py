@@ -1,0 +1,7 @@
+"""``python -m mdmbus``: the ``mdmbus`` command."""
+
+import sys
+
+from mdmbus.cli import main
+
+sys.exit(main())
