@@ -1,6 +1,6 @@
 """Avro single-object encoding: ``C3 01``, 8-byte CRC-64-AVRO fingerprint (little-endian), body.
 
-The wire format of every mdmbus topic (DESIGN.md section 4): any Avro library in any language can
+The wire format of every mdmbus topic (docs/design.md, docs/contract.md): any Avro library in any language can
 read and write it without a schema registry, because the fingerprint names the writer schema.
 
 fastavro does the per-record work; everything else (parsing, fingerprints, picking the reader
@@ -90,6 +90,29 @@ def _parse(schema: Mapping[str, Any]) -> Any:
     return parse_schema(dict(schema), named_schemas={})
 
 
+def _uuid_as_text(node: Any) -> Any:
+    """A copy of a raw schema where ``{"type": "string", "logicalType": "uuid"}`` is a plain
+    string, for reading. fastavro reads a uuid field with ``uuid.UUID(text)``, which accepts
+    upper-case, braced, hyphen-less and ``urn:uuid:`` forms and normalises them; the contract
+    allows only the lower-case canonical text, so the text must reach the validator as it was
+    written. The fingerprint is unchanged: the canonical form drops logical types."""
+    if isinstance(node, list):
+        return [_uuid_as_text(branch) for branch in node]
+    if not isinstance(node, dict):
+        return node
+    if node.get("type") == "string" and node.get("logicalType") == "uuid":
+        return "string"
+    out = dict(node)
+    for key in ("items", "values"):
+        if key in out:
+            out[key] = _uuid_as_text(out[key])
+    if isinstance(out.get("type"), (dict, list)):
+        out["type"] = _uuid_as_text(out["type"])
+    if "fields" in out:
+        out["fields"] = [{**f, "type": _uuid_as_text(f["type"])} for f in out["fields"]]
+    return out
+
+
 def header_of(schema: Mapping[str, Any]) -> bytes:
     """The 10 header bytes of a message written with ``schema`` (raw JSON value)."""
     return MARKER + fingerprint_bytes(schema)
@@ -109,18 +132,22 @@ class Codec:
                  released: Iterable[tuple[str, Mapping[str, Any]]] = ()) -> None:
         writers: dict[str, tuple[bytes, Any]] = {}
         readers: dict[bytes, _Reader] = {}
+        current_readers: dict[str, Any] = {}
         for kind, schema in current.items():
             header = header_of(schema)
-            parsed = _parse(schema)
-            writers[kind] = (header, parsed)
-            self._add(readers, header[2:], _Reader(kind, parsed, None))
+            # Written with the logical types (a uuid.UUID value is written as its text), read
+            # with uuids as the text that was written (see _uuid_as_text).
+            writers[kind] = (header, _parse(schema))
+            current_readers[kind] = _parse(_uuid_as_text(schema))
+            self._add(readers, header[2:], _Reader(kind, current_readers[kind], None))
         for kind, schema in released:
             if kind not in writers:
                 raise ValueError(f"released schema for {kind!r} has no current schema")
             fp = fingerprint_bytes(schema)
             if fp in readers:
                 continue  # unchanged since release: the current entry reads it directly
-            self._add(readers, fp, _Reader(kind, _parse(schema), writers[kind][1]))
+            self._add(readers, fp, _Reader(kind, _parse(_uuid_as_text(schema)),
+                                           current_readers[kind]))
         self._writers = writers
         self._readers = readers
 

@@ -2,7 +2,7 @@
 
 A record fastavro has just decoded from its schema already has every field and no other, the
 declared types, enum symbols, uuid objects and aware datetimes. What decoding cannot tell is
-what the contract forbids inside strings and bytes (minimisation, DESIGN.md rule 5) and the
+what the contract forbids inside strings and bytes (minimisation, docs/design.md rule 5) and the
 integer ranges. :func:`compile_decoded_check` builds, once per schema, a function that visits
 only those places and skips every subtree without one: on the pipeline's hot path that is a
 fraction of the full walk in :mod:`mdmbus.contract.rules` (same verdicts; tests compare them).
@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from mdmbus.contract import errors as e
+from mdmbus.contract.limits import is_canonical_uuid
 from mdmbus.contract.keys import (PRIVATE, has_certificate_marker, has_private_key_marker,
                                   public_key_problem)
 
@@ -94,7 +95,7 @@ def compile_decoded_check(schema: Any, fallback: FullCheck,
                     values(v)
         return check_map
     if kind == "string":
-        return None if logical == "uuid" else _scan  # uuids come back as uuid.UUID
+        return _check_uuid if logical == "uuid" else _scan  # uuids come back as written
     if kind == "bytes":
         return _scan
     if kind in INT_RANGE and not (logical or "").startswith("timestamp"):
@@ -109,6 +110,11 @@ def compile_decoded_check(schema: Any, fallback: FullCheck,
 
 def _scan(value: str | bytes) -> None:
     scan_text(value, "")
+
+
+def _check_uuid(value: str) -> None:
+    if not is_canonical_uuid(value):
+        raise e.SchemaMismatchError(f"expected a lower-case canonical uuid, got {value!r:.60}", "")
 
 
 def _record_check(schema: Mapping[str, Any], fallback: FullCheck,

@@ -1,6 +1,6 @@
 """Recognising key material without a crypto library: PEM markers and DER outlines.
 
-Minimisation (DESIGN.md rule 5) rejects private key material anywhere and certificate bodies
+Minimisation (docs/design.md rule 5) rejects private key material anywhere and certificate bodies
 outside U10's public-key field. We never need to *use* a key, only to tell what kind of object a
 blob is, so reading PEM labels and the first level of a DER SEQUENCE is enough:
 
@@ -17,6 +17,8 @@ import base64
 import binascii
 import re
 
+from mdmbus.contract.limits import CERTIFICATE_PEM, PRIVATE_KEY_PEM, PUBLIC_PEM_LABELS
+
 __all__ = ["has_private_key_marker", "has_certificate_marker", "public_key_problem",
            "PRIVATE", "NOT_PUBLIC"]
 
@@ -24,13 +26,12 @@ __all__ = ["has_private_key_marker", "has_certificate_marker", "public_key_probl
 PRIVATE = "private_key_material"
 NOT_PUBLIC = "not_public_key"
 
-_PRIVATE_S = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
-_PRIVATE_B = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
-_CERT_S = re.compile(r"-----BEGIN [A-Z0-9 ]*CERTIFICATE-----")
-_CERT_B = re.compile(rb"-----BEGIN [A-Z0-9 ]*CERTIFICATE-----")
+_PRIVATE_B = PRIVATE_KEY_PEM
+_PRIVATE_S = re.compile(PRIVATE_KEY_PEM.pattern.decode("ascii"))
+_CERT_B = CERTIFICATE_PEM
+_CERT_S = re.compile(CERTIFICATE_PEM.pattern.decode("ascii"))
 _PEM_BLOCK = re.compile(
     rb"-----BEGIN ([A-Z0-9 ]+)-----(.*?)-----END \1-----", re.DOTALL)
-_PUBLIC_LABELS = frozenset((b"PUBLIC KEY", b"RSA PUBLIC KEY", b"CERTIFICATE"))
 
 _SEQUENCE, _INTEGER, _BIT_STRING, _OCTET_STRING = 0x30, 0x02, 0x03, 0x04
 
@@ -111,7 +112,7 @@ def public_key_problem(data: bytes) -> str | None:
         problem = _der_problem(der)
         if problem == PRIVATE:
             return PRIVATE  # whatever its label says
-        if label not in _PUBLIC_LABELS:
+        if label not in PUBLIC_PEM_LABELS:
             problem = NOT_PUBLIC
         worst = worst or problem
     return worst

@@ -4,7 +4,7 @@
 failure raises a :class:`~mdmbus.contract.errors.ValidationError` whose ``reason`` goes to the
 dead letter and to metrics. ``redact`` prepares a rejected record for the dead-letter topic.
 
-What is checked beyond Avro types (DESIGN.md rule 5, minimisation):
+What is checked beyond Avro types (docs/design.md rule 5, minimisation):
 
 - no field the schema does not have (fastavro would silently drop it; we refuse the record);
 - uuid fields hold lower-case canonical uuids (they are Kafka keys; "ABC..." and "abc..." must
@@ -20,7 +20,6 @@ What is checked beyond Avro types (DESIGN.md rule 5, minimisation):
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import datetime
 from collections.abc import Callable, Iterable, Mapping
@@ -30,6 +29,7 @@ from mdmbus.contract import errors as e
 from mdmbus.contract.content import (INT_RANGE, check_public_key, compile_decoded_check, flag,
                                      scan_text)
 from mdmbus.contract.keys import PRIVATE, has_private_key_marker, public_key_problem
+from mdmbus.contract.limits import COUNTRY_CODE, is_canonical_uuid
 from mdmbus.contract.registry import Registry, default_registry
 
 __all__ = ["validate", "validate_decoded", "redact", "REDACTED"]
@@ -37,8 +37,6 @@ __all__ = ["validate", "validate_decoded", "redact", "REDACTED"]
 #: What a redacted string (or, UTF-8 encoded, bytes) value is replaced with.
 REDACTED = "[redacted: private key material]"
 
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
-_COUNTRY = re.compile(r"[A-Z]{2}\Z")
 
 
 def _check_primitive(kind: str, logical: str | None, value: Any, path: str) -> None:
@@ -46,7 +44,7 @@ def _check_primitive(kind: str, logical: str | None, value: Any, path: str) -> N
         if logical == "uuid":
             if isinstance(value, uuid.UUID):
                 return
-            if not isinstance(value, str) or not _UUID.match(value):
+            if not is_canonical_uuid(value):
                 raise e.SchemaMismatchError(
                     f"expected a lower-case canonical uuid, got {value!r:.60}", path)
             return
@@ -208,7 +206,7 @@ def _rule_command(record: Mapping[str, Any]) -> None:
 
 
 def _rule_onboarded(record: Mapping[str, Any]) -> None:
-    if not _COUNTRY.match(record["country"]):
+    if not COUNTRY_CODE.match(record["country"]):
         raise e.InvalidCountryError(
             f"{record['country']!r:.20} is not an ISO 3166-1 alpha-2 code (two upper-case "
             "letters)", "country")
