@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 from mdmbus.codec import CodecError
-from mdmbus.contract.errors import ValidationError
+from mdmbus.contract.errors import RecordTooLargeError, ValidationError
+from mdmbus.contract.limits import oversized
 from mdmbus.contract.jsonform import from_json
 from mdmbus.contract.registry import Registry, default_registry
 from mdmbus.contract.rules import validate
@@ -29,8 +30,9 @@ from mdmbus.contract.rules import validate
 if TYPE_CHECKING:  # aiokafka is only needed by the caller that sends
     from aiokafka import AIOKafkaProducer
 
-__all__ = ["Produced", "Rejection", "prepare_record", "parse_line", "prepare_lines", "send_all",
-           "INVALID_JSON", "INVALID_LINE", "ENCODE_FAILED"]
+__all__ = ["Produced", "Rejection", "KafkaRefusal", "KafkaUnreachable", "prepare_record",
+           "parse_line", "prepare_lines", "send_all", "INVALID_JSON", "INVALID_LINE",
+           "ENCODE_FAILED"]
 
 #: Rejection reasons of the line format itself (the others are ValidationError.reason codes).
 INVALID_JSON = "invalid_json"
@@ -63,12 +65,24 @@ class Rejection:
 
 def prepare_record(kind: str, record: Mapping[str, Any], registry: Registry | None = None,
                    line: int = 0) -> Produced:
-    """Validate and encode one record (codec representation); raises ValidationError/CodecError."""
+    """Validate and encode one record (codec representation); raises ValidationError/CodecError.
+
+    The checks run in the order of :mod:`mdmbus.contract.verdict`, so a record refused here is
+    refused for the same reason by the pipeline: size, then content, then the key (derived
+    here, so always right)."""
     registry = registry or default_registry()
-    validate(kind, record, registry)
     spec = registry.spec(kind)
+    try:
+        value = registry.codec.encode(kind, record)
+    except CodecError:
+        validate(kind, record, registry)  # names the field at fault
+        raise
+    too_big = oversized(len(value))
+    if too_big:
+        raise RecordTooLargeError(too_big)
+    validate(kind, record, registry)
     return Produced(line=line, kind=kind, topic=spec.topic, key=registry.key(kind, record),
-                    value=registry.codec.encode(kind, record))
+                    value=value)
 
 
 def parse_line(text: str, line: int, registry: Registry | None = None) -> Produced | Rejection:
@@ -101,22 +115,73 @@ def prepare_lines(lines: Iterable[str], registry: Registry | None = None,
             yield parse_line(text, number, registry)
 
 
-async def send_all(producer: "AIOKafkaProducer", items: Iterable[Produced],
-                   window: int = 1000) -> int:
-    """Send every record; returns how many the broker acknowledged.
+@dataclass(frozen=True)
+class KafkaRefusal:
+    """A record the broker (or the client, before sending) refused for good: the input line,
+    and the error's name and text."""
 
-    Up to ``window`` sends are in flight at once so the producer can batch; a delivery error
-    (aiokafka's KafkaError) propagates to the caller, which decides whether to retry.
+    line: int
+    error: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: refused by Kafka ({self.error}): {self.message}"
+
+
+class KafkaUnreachable(Exception):
+    """Kafka could not be reached (or stopped answering) while sending; ``sent`` records were
+    acknowledged before."""
+
+    def __init__(self, cause: BaseException, sent: int) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}")
+        self.cause = cause
+        self.sent = sent
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """A transient failure of the connection (retried by the client until its timeout) rather
+    than a verdict of the broker on this one record."""
+    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, RequestTimedOutError
+    return isinstance(exc, (KafkaConnectionError, KafkaTimeoutError, RequestTimedOutError)) or \
+        bool(getattr(exc, "retriable", False))
+
+
+async def send_all(producer: "AIOKafkaProducer", items: Iterable[Produced],
+                   window: int = 1000) -> tuple[int, list[KafkaRefusal]]:
+    """Sends every record; returns (acknowledged, refused).
+
+    Up to ``window`` sends are in flight at once so the producer can batch. A record the broker
+    refuses for good (too large, not authorised, ...) is reported and the others still go; a
+    broker that cannot be reached raises :class:`KafkaUnreachable`.
     """
-    pending: list[asyncio.Future[Any]] = []
+    from aiokafka.errors import KafkaError
+    pending: list[tuple[Produced, asyncio.Future[Any]]] = []
     sent = 0
+    refused: list[KafkaRefusal] = []
+
+    async def settle() -> None:
+        nonlocal sent
+        results = await asyncio.gather(*(f for _, f in pending), return_exceptions=True)
+        for (item, _), result in zip(pending, results):
+            if not isinstance(result, BaseException):
+                sent += 1
+            elif isinstance(result, KafkaError) and not _unreachable(result):
+                refused.append(KafkaRefusal(item.line, type(result).__name__, str(result)))
+            else:
+                raise KafkaUnreachable(result, sent) from result
+        pending.clear()
+
     for item in items:
-        pending.append(await producer.send(item.topic, value=item.value, key=item.key))
+        try:
+            future = await producer.send(item.topic, value=item.value, key=item.key)
+        except KafkaError as exc:
+            if _unreachable(exc):
+                await settle()
+                raise KafkaUnreachable(exc, sent) from exc
+            refused.append(KafkaRefusal(item.line, type(exc).__name__, str(exc)))
+            continue
+        pending.append((item, future))
         if len(pending) >= window:
-            await asyncio.gather(*pending)
-            sent += len(pending)
-            pending.clear()
-    if pending:
-        await asyncio.gather(*pending)
-        sent += len(pending)
-    return sent
+            await settle()
+    await settle()
+    return sent, refused

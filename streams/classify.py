@@ -12,22 +12,11 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from mdmbus import codec
-from mdmbus.contract import REASONS, Registry, ValidationError, redact, validate_decoded
+from mdmbus.contract import Registry, redact
+from mdmbus.contract.verdict import OVERSIZED, Refused, check_message
 from mdmbus.metrics import Metrics
 
-__all__ = ["Accepted", "Rejected", "classify", "classify_events", "as_uuid", "CODEC_REASONS",
-           "MAX_RECORD_BYTES"]
-
-#: Larger values are refused before decoding (reason "oversized").
-MAX_RECORD_BYTES = 512 * 1024
-
-CODEC_REASONS: dict[type, str] = {
-    codec.GarbageError: "garbage",
-    codec.WrongMarkerError: "wrong_marker",
-    codec.UnknownFingerprintError: "unknown_fingerprint",
-    codec.TruncatedBodyError: "truncated",
-    codec.BodyMismatchError: "body_mismatch",
-}
+__all__ = ["Accepted", "Rejected", "classify", "classify_events", "as_uuid"]
 
 
 @dataclass(slots=True)
@@ -65,36 +54,23 @@ class Rejected:
 
 
 def classify(registry: Registry, value: bytes | None, key: bytes | None, topic: str,
-             partition: int, offset: int, max_bytes: int) -> Accepted | Rejected:
-    def reject(reason: str, error: str, dead_value: bytes | None = None,
-               redacted: bool = False) -> Rejected:
-        return Rejected(reason, error, value or b"" if dead_value is None else dead_value,
-                        redacted, key, topic, partition, offset)
-
-    if value is None:
-        return reject("empty", "message has no value (a tombstone is not a record)")
-    if len(value) > max_bytes:
-        return reject("oversized", f"{len(value)} bytes is over the {max_bytes}-byte limit",
-                      dead_value=value[:1024])
-    try:
-        kind, record = registry.codec.decode(value)
-    except codec.CodecError as exc:
-        return reject(CODEC_REASONS.get(type(exc), "undecodable"), str(exc))
-    try:
-        validate_decoded(kind, record, registry)
-    except ValidationError as exc:
-        reason = exc.reason if exc.reason in REASONS else "invalid"
-        if reason == "private_key_material":
-            try:
-                cleaned = registry.codec.encode(kind, redact(kind, record, registry))
-            except codec.CodecError:
-                cleaned = b""
-            return reject(reason, str(exc), dead_value=cleaned, redacted=True)
-        return reject(reason, str(exc))
-    spec = registry.spec(kind)
-    if spec.topic != topic:
-        return reject("wrong_topic", f"{kind} records belong on {spec.topic}, not {topic}")
-    return Accepted(kind, record, value, key, topic, partition, offset)
+             partition: int, offset: int) -> Accepted | Rejected:
+    """The contract's verdict (mdmbus.contract.verdict) on one message, with where it came from."""
+    verdict = check_message(registry, value, key, topic)
+    if not isinstance(verdict, Refused):
+        return Accepted(verdict.kind, verdict.record, value, key, topic, partition, offset)
+    dead_value, redacted = value or b"", False
+    if verdict.reason == OVERSIZED:
+        dead_value = dead_value[:1024]
+    elif verdict.reason == "private_key_material" and verdict.decoded is not None:
+        kind, record = verdict.decoded
+        try:
+            dead_value = registry.codec.encode(kind, redact(kind, record, registry))
+        except codec.CodecError:
+            dead_value = b""
+        redacted = True
+    return Rejected(verdict.reason, verdict.error, dead_value, redacted, key, topic, partition,
+                    offset)
 
 
 def as_uuid(value: Any) -> uuid.UUID:
@@ -112,8 +88,7 @@ def classify_events(registry: Registry, metrics: Metrics,
     invalid: Counter[tuple[str, str]] = Counter()
     for event in events:
         msg = event.message
-        verdict = classify(registry, msg.value, msg.key, msg.topic, msg.partition, msg.offset,
-                           MAX_RECORD_BYTES)
+        verdict = classify(registry, msg.value, msg.key, msg.topic, msg.partition, msg.offset)
         if isinstance(verdict, Accepted):
             valid[(msg.topic, verdict.kind)] += 1
             accepted.append(verdict)

@@ -101,10 +101,10 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("produce", help="validate JSON lines and send them to their topics",
                        epilog="exit status: 0 every line sent (or valid, with --dry-run); 1 some "
-                              "lines rejected, the others sent; 2 bad arguments or an unreadable "
-                              "file; 3 Kafka could "
-                              "not be reached or refused the records (lines read before may have "
-                              "been sent)")
+                              "lines rejected by the contract, the others sent; 2 bad arguments "
+                              "or an unreadable file; 3 Kafka could not be reached (lines read "
+                              "before may have been sent; the summary says how many); 4 Kafka "
+                              "refused some records, named by line, the others sent")
     p.add_argument("file", nargs="?", default="-",
                    help='JSON lines, one {"kind": ..., "record": {...}} per line (default: stdin)')
     p.add_argument("--dry-run", action="store_true", help="validate only, send nothing")

@@ -1,7 +1,16 @@
 """`mdmbus produce`: JSON lines in, validated single-object-encoded records out to Kafka.
 
 A bad line is reported with its number and reason and not sent; the good ones around it are.
-Progress goes to stderr every second; a summary (sent, rejected by reason) ends the run.
+Progress goes to stderr every second; a summary (sent, rejected by reason, refused by Kafka by
+error) ends the run. Exit status (the ``--help`` epilog says the same):
+
+- 0: every line sent (with ``--dry-run``: every line valid);
+- 1: some lines rejected by the contract, the others sent;
+- 2: bad arguments or an unreadable file (mdmbus.errors.UsageError);
+- 3: Kafka could not be reached, or stopped answering: lines read before may have been sent
+  (the summary says how many were acknowledged);
+- 4: Kafka refused some records for good (too large for the broker, not authorised, ...),
+  each named by its line; the others were sent.
 """
 
 from __future__ import annotations
@@ -14,26 +23,29 @@ from typing import IO, Iterable, Iterator
 
 from mdmbus.contract import default_registry
 from mdmbus.errors import MdmbusError
-from mdmbus.producer import INVALID_JSON, Produced, Rejection, parse_line, send_all
+from mdmbus.producer import (INVALID_JSON, KafkaRefusal, KafkaUnreachable, Produced, Rejection,
+                             parse_line, send_all)
 from mdmbus.settings import Settings
 
-__all__ = ["produce", "SendError", "REJECTED_EXIT"]
+__all__ = ["produce", "SendError", "REJECTED_EXIT", "KAFKA_REFUSED_EXIT"]
 
 #: Exit status when some lines were rejected (the others were sent).
 REJECTED_EXIT = 1
+#: Exit status when Kafka refused some records for good (the others were sent).
+KAFKA_REFUSED_EXIT = 4
 
 
 class SendError(MdmbusError):
-    """Kafka could not be reached, or did not take the records: not the input's fault, so a
-    script can tell it from rejected lines and retry."""
+    """Kafka could not be reached: not the input's fault, so a script can tell it from
+    rejected lines and retry."""
 
     exit_status = 3
 
 
 def produce(settings: Settings, source: IO[str], dry_run: bool = False,
             out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> int:
-    """Returns the exit status: 0 all sent (or valid), 1 when any line was rejected; raises
-    SendError (exit status 3) when Kafka cannot be reached or refuses the records."""
+    """Returns the exit status (module docstring); raises SendError (exit status 3) when Kafka
+    cannot be reached."""
     registry = default_registry()
     rejected: collections.Counter[str] = collections.Counter()
     counts = {"read": 0, "valid": 0}
@@ -59,18 +71,34 @@ def produce(settings: Settings, source: IO[str], dry_run: bool = False,
                 last_progress[0] = now
             yield item
 
+    refused: list[KafkaRefusal] = []
+    unreachable: KafkaUnreachable | None = None
     if dry_run:
         for _ in good_lines():
             pass
         sent = 0
     else:
-        sent = asyncio.run(_send(settings, good_lines()))
+        try:
+            sent, refused = asyncio.run(_send(settings, good_lines()))
+        except KafkaUnreachable as exc:
+            sent, unreachable = exc.sent, exc
+    for refusal in refused:
+        print(refusal, file=err)
     verb = "valid (dry run, nothing sent)" if dry_run else "sent"
     n = counts["valid"] if dry_run else sent
     summary = f"{n} {verb}, {sum(rejected.values())} rejected"
     if rejected:
         summary += " (" + ", ".join(f"{r}: {c}" for r, c in sorted(rejected.items())) + ")"
+    if refused:
+        by_error = collections.Counter(r.error for r in refused)
+        summary += f", {len(refused)} refused by Kafka (" + ", ".join(
+            f"{e}: {c}" for e, c in sorted(by_error.items())) + ")"
     print(summary, file=out)
+    if unreachable is not None:
+        raise SendError(f"cannot send to Kafka at {settings.kafka_bootstrap} ({unreachable}); "
+                        f"{sent} records were acknowledged before")
+    if refused:
+        return KAFKA_REFUSED_EXIT
     return REJECTED_EXIT if rejected else 0
 
 
@@ -89,16 +117,16 @@ def _lines(source: IO[str]) -> Iterator[str | UnicodeDecodeError]:
             yield exc
 
 
-async def _send(settings: Settings, items: Iterable[Produced]) -> int:
+async def _send(settings: Settings, items: Iterable[Produced]) -> tuple[int, list[KafkaRefusal]]:
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaError
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
                                 enable_idempotence=True, linger_ms=5)
     try:
-        await producer.start()
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            raise KafkaUnreachable(exc, 0) from exc
         return await send_all(producer, items)
-    except KafkaError as exc:  # broker unreachable, delivery failed: an error, not a traceback
-        raise SendError(f"cannot send to Kafka at {settings.kafka_bootstrap} (records read "
-                          f"before the failure may have been sent): {exc}") from exc
     finally:
         await producer.stop()

@@ -12,7 +12,8 @@ __all__ = [
     "ContractError", "ValidationError", "UnknownKindError", "SchemaMismatchError",
     "UnknownFieldError", "KindMismatchError", "MissingIdentifierError",
     "PrivateKeyMaterialError", "CertificateBodyError", "NotPublicKeyError",
-    "EmailWithoutProfileError", "InvalidCountryError", "InvalidValueError", "REASONS",
+    "EmailWithoutProfileError", "InvalidCountryError", "InvalidValueError", "RecordTooLargeError",
+    "REASONS",
 ]
 
 
@@ -81,6 +82,11 @@ class InvalidCountryError(ValidationError):
     reason = "invalid_country"
 
 
+class RecordTooLargeError(ValidationError):
+    """The encoded record is over the contract's size limit (mdmbus.contract.limits)."""
+    reason = "oversized"
+
+
 class InvalidValueError(ValidationError):
     """A value is well typed but breaks a rule between fields (e.g. RENAME without a name)."""
     reason = "invalid_value"
@@ -91,6 +97,6 @@ REASONS: frozenset[str] = frozenset(
     cls.reason for cls in (
         UnknownKindError, SchemaMismatchError, UnknownFieldError, KindMismatchError,
         MissingIdentifierError, PrivateKeyMaterialError, CertificateBodyError, NotPublicKeyError,
-        EmailWithoutProfileError, InvalidCountryError, InvalidValueError,
+        EmailWithoutProfileError, InvalidCountryError, InvalidValueError, RecordTooLargeError,
     )
 )

@@ -168,6 +168,14 @@ def _bad_lines(batch: Batch) -> None:
     record["envelope"]["kind"] = "U1"
     batch.add_bad("kind_mismatch", "U12", record)
 
+    record = batch.record("U4")  # 600 KiB of content: over the contract's 512 KiB limit
+    record["encrypted_content"] = b"\x00" * 600 * 1024
+    batch.add_bad("oversized", "U4", record)
+
+    record = batch.record("U12")  # a 1.2 MB line (over Kafka's 1 MiB request size, too)
+    record["build_version"] = "5" * 1_200_000
+    batch.add_bad("oversized", "U12", record)
+
 
 def mixed_batch() -> Batch:
     """Every kind once (two U9s), broken lines and a blank line interleaved."""
@@ -343,7 +351,7 @@ def assert_nothing_invalid_sent(batch: Batch, messages: list[ConsumerRecord]) ->
 async def test_mixed_file_sends_the_valid_lines_and_reports_each_bad_one(stack, tmp_path):
     batch = mixed_batch()
     path = batch.write(tmp_path / "mixed.jsonl")
-    assert len(batch.valid) == len(KINDS) + 1 and len(batch.bad) == 13
+    assert len(batch.valid) == len(KINDS) + 1 and len(batch.bad) == 15
 
     async with TopicReader(stack.kafka_bootstrap) as reader:
         status, stdout, stderr = await run_produce(stack, str(path))

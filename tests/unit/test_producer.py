@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -106,5 +107,68 @@ class _FakeProducer:
 async def test_send_all_sends_each_record_with_its_key() -> None:
     items = [parse_line(_line("U12", example("U12")), n) for n in range(1, 6)]
     fake = _FakeProducer()
-    assert await send_all(fake, items, window=2) == 5  # type: ignore[arg-type]
+    assert await send_all(fake, items, window=2) == (5, [])  # type: ignore[arg-type]
     assert fake.sent == [(i.topic, i.key, i.value) for i in items]
+
+
+class _RefusingProducer(_FakeProducer):
+    """Kafka refuses records of one kind for good (as a broker with a lower max.message.bytes
+    or a missing ACL does); an unreachable broker is the other case."""
+
+    refuse_kind = "U9"
+    unreachable = False
+
+    def __init__(self, **_: object) -> None:
+        super().__init__()
+
+    async def start(self) -> None:
+        if self.unreachable:
+            from aiokafka.errors import KafkaConnectionError
+            raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 1)]")
+
+    async def stop(self) -> None:
+        pass
+
+    async def send(self, topic: str, value: bytes, key: bytes) -> asyncio.Future:
+        from aiokafka.errors import MessageSizeTooLargeError
+        future = await super().send(topic, value, key)
+        if default_registry().codec.decode(value).kind == self.refuse_kind:
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(MessageSizeTooLargeError("the broker's limit is lower"))
+        return future
+
+
+def _produce_with(monkeypatch, producer_class, lines: list[str]) -> tuple[int, str, str]:
+    import io
+
+    import aiokafka
+
+    from mdmbus.cli.produce import produce
+    from mdmbus.settings import Settings
+    monkeypatch.setattr(aiokafka, "AIOKafkaProducer", producer_class)
+    out, err = io.StringIO(), io.StringIO()
+    status = produce(Settings(), io.StringIO("".join(lines)), out=out, err=err)
+    return status, out.getvalue(), err.getvalue()
+
+
+def test_records_kafka_refuses_are_named_by_line_and_exit_4(monkeypatch) -> None:
+    lines = [_line("U12", example("U12")) + "\n", _line("U9", example("U9")) + "\n",
+             "not json\n", _line("U12", example("U12")) + "\n"]
+    status, out, err = _produce_with(monkeypatch, _RefusingProducer, lines)
+    assert status == 4, (out, err)
+    assert "line 2: refused by Kafka (MessageSizeTooLargeError)" in err
+    assert "line 3: rejected (invalid_json)" in err
+    assert out.strip() == ("2 sent, 1 rejected (invalid_json: 1), "
+                           "1 refused by Kafka (MessageSizeTooLargeError: 1)")
+
+
+def test_an_unreachable_broker_is_exit_3(monkeypatch) -> None:
+    from mdmbus.cli.produce import SendError
+
+    class Down(_RefusingProducer):
+        unreachable = True
+
+    with pytest.raises(SendError) as caught:
+        _produce_with(monkeypatch, Down, [_line("U12", example("U12")) + "\n"])
+    assert caught.value.exit_status == 3
+    assert "0 records were acknowledged" in str(caught.value)
