@@ -129,7 +129,7 @@ class Settings:
     #: Sweepers: rows per delete statement, and the pause between sweeps (real seconds).
     sweep_batch: int = 5000
     sweep_interval_s: float = 0.5
-    #: Retention lifecycle (DESIGN.md rule 4), in simulated days.
+    #: Retention lifecycle (docs/design.md rule 4), in simulated days.
     retention_days: float = 90.0
     purge_after_retention_days: float = 30.0
     #: Temporary commands are deleted this long after session expiry (simulated seconds; the

@@ -1,10 +1,10 @@
 """The topic catalogue: every topic mdmbus uses, its key, partitions and broker settings.
 
-Topics model the directions of DESIGN.md section 3. Keys keep one tenant's (or one device's)
+Topics model the directions of docs/design.md section 3. Keys keep one tenant's (or one device's)
 records in order on one partition; the device topics share a partition count so that a device's
 session events and its commands land on the same partition number.
 
-How each topic's copies stop being readable (DESIGN.md rule 6) is set here, in ``config``, and
+How each topic's copies stop being readable (docs/design.md rule 6) is set here, in ``config``, and
 said in ``copies``: the broker deletes whole segments, so a record is unreadable at the latest
 ``segment.ms + retention.ms`` after it was written (plus the broker's retention check interval,
 ``log.retention.check.interval.ms``, set to 30 s on the embedded broker).

@@ -35,7 +35,7 @@ _ENVELOPE_IDS = ("device_id", "user_id")
 class KindSpec:
     """One kind of record: its schema, where it is produced and how it is keyed."""
 
-    #: The DESIGN id ("U9") or event name ("device_session"); also envelope.kind.
+    #: The design's id of the category ("U9", docs/design.md section 1) or event name ("device_session"); also envelope.kind.
     kind: str
     #: Avro full name, e.g. "mdmbus.EnrolledDevice".
     name: str

@@ -26,7 +26,7 @@ DATASOURCE = {"type": "prometheus", "uid": DATASOURCE_UID}
 OUT_DIR = Path(__file__).resolve().parent / "dashboards"
 SCHEMA_VERSION = 39
 
-#: Deletion lag limits (DESIGN.md rule 3): the source allows an hour after session expiry,
+#: Deletion lag limits (docs/design.md rule 3): the source allows an hour after session expiry,
 #: mdmbus aims at seconds.
 SESSION_EXPIRY_ALLOWED_S = 3600
 SESSION_EXPIRY_TARGET_S = 5

@@ -1,4 +1,4 @@
-"""Where each privacy rule of DESIGN.md section 2 is enforced in the stores, one module a rule:
+"""Where each privacy rule of docs/design.md section 2 is enforced in the stores, one module a rule:
 
 - ``residency``: tenant -> region (rule 1)
 - ``delete_after_download``: relay acknowledgements delete the cloud copy (rule 2)

@@ -1,4 +1,4 @@
-"""Every rule of DESIGN.md section 2, end to end on the real broker and databases.
+"""Every rule of docs/design.md section 2, end to end on the real broker and databases.
 
 The pipeline, the CM connector and the sweeper run as real processes on a clock running
 500,000 times faster than real time: 90 days pass in 15.6 s, 30 more in 5.2 s.

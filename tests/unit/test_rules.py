@@ -1,4 +1,4 @@
-"""Content rules the Avro schema cannot express (DESIGN.md rule 5), and dead-letter redaction."""
+"""Content rules the Avro schema cannot express (docs/design.md rule 5), and dead-letter redaction."""
 
 from __future__ import annotations
 
