@@ -76,6 +76,24 @@ def _servers(env: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+def _region_bootstraps(env: Mapping[str, str]) -> dict[str, str]:
+    """MDMBUS_KAFKA_BOOTSTRAP_<REGION>: a region that is its own Kafka cluster."""
+    from mdmbus.regions import REGIONS
+    return {r: env[f"MDMBUS_KAFKA_BOOTSTRAP_{r.upper()}"] for r in REGIONS
+            if env.get(f"MDMBUS_KAFKA_BOOTSTRAP_{r.upper()}")}
+
+
+def _per_region(env: Mapping[str, str], prefix: str, default: Mapping[str, str]) -> dict[str, str]:
+    """<prefix>_<REGION> for every region, else the region's default."""
+    from mdmbus.regions import REGIONS
+    return {r: env.get(f"{prefix}_{r.upper()}") or default.get(r, "") for r in REGIONS}
+
+
+def _ports(env: Mapping[str, str], prefix: str, default: Mapping[str, int]) -> dict[str, int]:
+    return {r: int(_number(env, f"{prefix}_{r.upper()}", default[r], int, minimum=1))
+            for r in default}
+
+
 def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
     raw = env.get(name)
     return Path(raw).expanduser().resolve() if raw else default
@@ -92,6 +110,9 @@ class Settings:
 
     #: Kafka bootstrap servers. Empty means "the embedded broker on kafka_port".
     kafka_external: str = ""
+    #: A region that is its own Kafka cluster: region -> bootstrap servers
+    #: (MDMBUS_KAFKA_BOOTSTRAP_<REGION>); other regions use kafka_bootstrap.
+    kafka_region_bootstraps: Mapping[str, str] = field(default_factory=dict)
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
     kafka_version: str = "4.3.1"
@@ -135,15 +156,67 @@ class Settings:
     #: Temporary commands are deleted this long after session expiry (simulated seconds; the
     #: source allows one hour, mdmbus aims at once).
     command_grace_s: float = 0.0
+    #: A refused record's body is kept this long for operators (simulated days).
+    dead_letter_days: float = 7.0
     #: Prometheus /metrics port of this process (0: none).
     metrics_port: int = 0
+
+    #: The tenants' HTTPS gateway: where it listens, a port per region, and the URL clients
+    #: use for each region (MDMBUS_GATEWAY_URL_<REGION>; default https://127.0.0.1:<port>).
+    gateway_addr: str = "127.0.0.1"
+    gateway_ports: Mapping[str, int] = field(
+        default_factory=lambda: {"na": 8441, "eu": 8442, "ap": 8443})
+    gateway_urls: Mapping[str, str] = field(default_factory=dict)
+    #: The gateway's TLS certificate chain and key, and the CA clients trust (empty: the
+    #: embedded stack's, in <state>/pki).
+    gateway_cert: str = ""
+    gateway_key: str = ""
+    ca_file: str = ""
+    #: Tokens: the key set the gateway verifies against (a file or an https URL; empty: the
+    #: embedded issuer's), the issuer and audience it requires, the algorithms it accepts.
+    jwks: str = ""
+    token_issuer: str = "https://mdmbus.local/issuer"
+    token_audience: str = "mdmbus-gateway"
+    token_algorithms: tuple[str, ...] = ("ES256",)
+    #: The CM connector: a directory of token files, one per tenant it serves (empty:
+    #: <state>/cm/tokens).
+    cm_tokens_dir: str = ""
 
     #: How long `stack up` waits for each server to answer.
     start_timeout_s: float = 90.0
 
     @property
     def kafka_bootstrap(self) -> str:
+        """The global cluster (the tenant lifecycle topic), and every region's by default."""
         return self.kafka_external or f"127.0.0.1:{self.kafka_port}"
+
+    def kafka_bootstrap_of(self, region: str) -> str:
+        """The cluster that holds ``region``'s topics."""
+        return self.kafka_region_bootstraps.get(region) or self.kafka_bootstrap
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.state_dir / "pki"
+
+    @property
+    def issuer_dir(self) -> Path:
+        return self.state_dir / "issuer"
+
+    @property
+    def ca_path(self) -> Path:
+        return Path(self.ca_file) if self.ca_file else self.pki_dir / "ca.crt"
+
+    @property
+    def jwks_source(self) -> str:
+        return self.jwks or str(self.issuer_dir / "jwks.json")
+
+    @property
+    def cm_tokens_path(self) -> Path:
+        return Path(self.cm_tokens_dir) if self.cm_tokens_dir else self.state_dir / "cm" / "tokens"
+
+    def gateway_url(self, region: str) -> str:
+        """Where clients reach ``region``'s gateway."""
+        return self.gateway_urls.get(region) or f"https://127.0.0.1:{self.gateway_ports[region]}"
 
     def pg_server(self, database: str) -> tuple[str, int]:
         """The (host, port) of the server that holds ``database``."""
@@ -168,6 +241,7 @@ class Settings:
         kafka_home = env.get("MDMBUS_KAFKA_HOME")
         return cls(
             kafka_external=env.get("MDMBUS_KAFKA_BOOTSTRAP", ""),
+            kafka_region_bootstraps=_region_bootstraps(env),
             kafka_port=_int(env, "MDMBUS_KAFKA_PORT", cls.kafka_port),
             kafka_controller_port=_int(env, "MDMBUS_KAFKA_CONTROLLER_PORT", cls.kafka_controller_port),
             kafka_version=env.get("MDMBUS_KAFKA_VERSION", cls.kafka_version),
@@ -193,6 +267,19 @@ class Settings:
             purge_after_retention_days=_float(env, "MDMBUS_PURGE_AFTER_DAYS",
                                               cls.purge_after_retention_days),
             command_grace_s=_nonneg(env, "MDMBUS_COMMAND_GRACE", cls.command_grace_s),
+            dead_letter_days=_float(env, "MDMBUS_DEAD_LETTER_DAYS", cls.dead_letter_days),
             metrics_port=_int(env, "MDMBUS_METRICS_PORT", cls.metrics_port),
+            gateway_addr=env.get("MDMBUS_GATEWAY_ADDR", cls.gateway_addr),
+            gateway_ports=_ports(env, "MDMBUS_GATEWAY_PORT", cls().gateway_ports),
+            gateway_urls={r: u for r, u in _per_region(env, "MDMBUS_GATEWAY_URL", {}).items() if u},
+            gateway_cert=env.get("MDMBUS_GATEWAY_CERT", ""),
+            gateway_key=env.get("MDMBUS_GATEWAY_KEY", ""),
+            ca_file=env.get("MDMBUS_CA_FILE", ""),
+            jwks=env.get("MDMBUS_JWKS", ""),
+            token_issuer=env.get("MDMBUS_TOKEN_ISSUER", cls.token_issuer),
+            token_audience=env.get("MDMBUS_TOKEN_AUDIENCE", cls.token_audience),
+            token_algorithms=tuple(a.strip() for a in env.get(
+                "MDMBUS_TOKEN_ALGORITHMS", ",".join(cls.token_algorithms)).split(",") if a.strip()),
+            cm_tokens_dir=env.get("MDMBUS_CM_TOKENS", ""),
             start_timeout_s=_float(env, "MDMBUS_START_TIMEOUT", cls.start_timeout_s),
         )

@@ -60,16 +60,17 @@ async def make_topic(stack: Settings) -> Callable[..., Awaitable[str]]:
     await admin.close()
 
 
-async def wait_for(check: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout_s: float,
-                   what: str, interval_s: float = 0.1) -> None:
-    """Poll a condition until it holds; fail naming it at the deadline (no blind sleeps)."""
+async def wait_for(check: Callable[[], Awaitable[object]] | Callable[[], object], timeout_s: float,
+                   what: str, interval_s: float = 0.1) -> object:
+    """Polls a condition until it holds and returns its value; fails naming it at the deadline
+    (no blind sleeps)."""
     deadline = time.monotonic() + timeout_s
     while True:
         result = check()
         if asyncio.iscoroutine(result):
             result = await result
         if result:
-            return
+            return result
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         await asyncio.sleep(interval_s)

@@ -16,7 +16,9 @@ from aiokafka.structs import TopicPartition
 
 from mdmbus.regions import all_databases
 from mdmbus.settings import Settings
-from mdmbus.topics import SMOKE
+from mdmbus.topics import TopicKind, topic_name
+
+SMOKE = topic_name(TopicKind.SMOKE)
 
 __all__ = ["run_smoke"]
 

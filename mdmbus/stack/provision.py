@@ -11,20 +11,36 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
-from mdmbus.regions import all_databases
+from mdmbus.regions import REGIONS, all_databases
 from mdmbus.settings import Settings
 from mdmbus.stack.errors import StackError
 from mdmbus.topics import TOPICS, TopicSpec
 
-__all__ = ["ensure_topics", "ensure_databases", "topic_configs", "existing_databases"]
+__all__ = ["ensure_topics", "ensure_databases", "ensure_schemas", "topic_configs",
+           "existing_databases", "clusters"]
 
 
-async def _admin(settings: Settings, deadline_s: float) -> AIOKafkaAdminClient:
+def clusters(settings: Settings) -> dict[str, list[tuple[str, TopicSpec]]]:
+    """bootstrap -> the (name, spec) of every topic it holds: the global topics on the global
+    cluster, each region's on its own (the same one on the embedded stack)."""
+    out: dict[str, list[tuple[str, TopicSpec]]] = {}
+    for spec in TOPICS:
+        if spec.regional:
+            for region in REGIONS:
+                out.setdefault(settings.kafka_bootstrap_of(region), []).append(
+                    (spec.name(region), spec))
+        else:
+            out.setdefault(settings.kafka_bootstrap, []).append((spec.name(), spec))
+    return out
+
+
+async def _admin(settings: Settings, deadline_s: float,
+                 bootstrap: str | None = None) -> AIOKafkaAdminClient:
     """An admin client, retried until the broker answers metadata requests or the deadline."""
     end = time.monotonic() + deadline_s
+    bootstrap = bootstrap or settings.kafka_bootstrap
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
-                                    request_timeout_ms=10_000)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
         try:
             await admin.start()
             await admin.list_topics()
@@ -32,33 +48,37 @@ async def _admin(settings: Settings, deadline_s: float) -> AIOKafkaAdminClient:
         except (KafkaError, OSError) as exc:
             await admin.close()
             if time.monotonic() > end:
-                raise StackError(f"Kafka at {settings.kafka_bootstrap} does not answer metadata "
+                raise StackError(f"Kafka at {bootstrap} does not answer metadata "
                                  f"requests ({exc!r}); check the broker log") from exc
             await asyncio.sleep(0.5)
 
 
-async def ensure_topics(settings: Settings, specs: Iterable[TopicSpec] = TOPICS) -> list[str]:
-    """Create missing topics and bring existing ones to the declared configuration."""
-    specs = list(specs)
-    admin = await _admin(settings, settings.start_timeout_s)
-    try:
-        existing = set(await admin.list_topics())
-        missing = [s for s in specs if s.name not in existing]
-        if missing:
-            await admin.create_topics(
-                [NewTopic(s.name, s.partitions, 1, topic_configs=dict(s.config)) for s in missing])
-        present = [s for s in specs if s.name in existing]
-        if present:
-            await admin.alter_configs(
-                [ConfigResource(ConfigResourceType.TOPIC, s.name, dict(s.config)) for s in present])
-        return [s.name for s in missing]
-    finally:
-        await admin.close()
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Creates the missing topics on every cluster and brings existing ones to the declared
+    configuration; returns the names created."""
+    created = []
+    for bootstrap, topics in clusters(settings).items():
+        admin = await _admin(settings, settings.start_timeout_s, bootstrap)
+        try:
+            existing = set(await admin.list_topics())
+            missing = [(n, s) for n, s in topics if n not in existing]
+            if missing:
+                await admin.create_topics([NewTopic(n, s.partitions, 1, topic_configs=dict(s.config))
+                                           for n, s in missing])
+            present = [(n, s) for n, s in topics if n in existing]
+            if present:
+                await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, n,
+                                                          dict(s.config)) for n, s in present])
+            created += [n for n, _ in missing]
+        finally:
+            await admin.close()
+    return created
 
 
-async def topic_configs(settings: Settings, names: Iterable[str]) -> dict[str, dict[str, str]]:
+async def topic_configs(settings: Settings, names: Iterable[str],
+                        bootstrap: str | None = None) -> dict[str, dict[str, str]]:
     """Each topic's effective configuration as the broker reports it."""
-    admin = await _admin(settings, 30)
+    admin = await _admin(settings, 30, bootstrap)
     try:
         responses = await admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
@@ -100,6 +120,17 @@ async def ensure_databases(settings: Settings, deadline_s: float = 0) -> list[st
         finally:
             await conn.close()
     return created
+
+
+async def ensure_schemas(settings: Settings) -> None:
+    """Applies every database's DDL (idempotent): provisioning, not the processes, owns it."""
+    from mdmbus.services.stores.schema import ensure_schema
+    for name in all_databases():
+        conn = await asyncpg.connect(settings.pg_dsn(name))
+        try:
+            await ensure_schema(conn, name)
+        finally:
+            await conn.close()
 
 
 async def _pg_connect(settings: Settings, database: str, deadline_s: float) -> asyncpg.Connection:

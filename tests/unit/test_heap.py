@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from mdmbus.streams.app import app
 from mdmbus.streams.heap import heap_trimmer
 
 glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc",
@@ -41,5 +40,9 @@ def test_trim_returns_freed_heap_that_free_alone_keeps():
 
 
 def test_the_worker_trims_once_a_minute():
+    from mdmbus.settings import Settings
+    from mdmbus.streams.app import build_app
+    from mdmbus.streams.context import PipelineContext
+    app = build_app(PipelineContext.create(Settings(), ("eu",)))
     names = [getattr(task, "__name__", "") for task in app._app_tasks]
     assert ("give_back_freed_heap" in names) == (heap_trimmer() is not None)

@@ -1,0 +1,179 @@
+"""The record runtime: one region's record topics consumed in batches by an aiokafka consumer
+inside the faust worker (a mode Service started with it), through the one batch template.
+
+Per batch: fetch -> prepare (decode, validate) -> process (route, write, dead letters) ->
+commit (mdmbus.streams.commit) -> truncate. Preparing the next batch overlaps the writing of the
+current one: while the current batch waits on PostgreSQL, the next is fetched and decoded.
+
+Faults:
+- a store that cannot be written: the batch (and the prepared next one) are dropped, every
+  partition is sought back to the first offset not durable, and the assignment is paused for a
+  back-off (growing to 5 s) before it is fetched again: nothing is buffered while a store is
+  down, and nothing is committed that is not durable;
+- a rebalance: ``on_partitions_revoked`` waits for the batch being written to commit (so no
+  batch is half-committed) and drops the prepared one; the partitions' new owner starts from
+  the committed offsets;
+- a crash anywhere: the uncommitted batches are replayed, and every write is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from mode import Service
+
+from mdmbus.services.stores.retry import STORE_ERRORS
+from mdmbus.streams.batch import BatchTemplate, Prepared
+from mdmbus.streams.commit import Checkpoint
+from mdmbus.streams.context import PipelineContext
+from mdmbus.streams.records import records_processor
+from mdmbus.streams.sessions import sessions_processor
+from mdmbus.streams.transit import Truncator
+from mdmbus.topics import TopicKind, group_name, topic_name
+
+__all__ = ["RegionRuntime", "RECORD_TOPICS", "PROCESS"]
+
+log = logging.getLogger("mdmbus.runtime")
+
+#: The process (consumer group) this runtime reads as.
+PROCESS = "pipeline"
+#: The topic kinds a region's record runtime consumes, and their processors.
+RECORD_TOPICS = {
+    TopicKind.UPLOAD: records_processor,
+    TopicKind.RELAY: records_processor,
+    TopicKind.DEVICE_COMMANDS: records_processor,
+    TopicKind.DEVICE_SESSIONS: sessions_processor,
+}
+
+_BACKOFF_START_S = 0.2
+_BACKOFF_MAX_S = 5.0
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, runtime: "RegionRuntime") -> None:
+        self.runtime = runtime
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        await self.runtime.revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        log.info("%s: assigned %s", self.runtime.region, sorted(f"{tp.topic}[{tp.partition}]"
+                                                                for tp in assigned))
+
+
+class RegionRuntime(Service):
+    """Consumes one region's record topics; one per region a worker serves."""
+
+    def __init__(self, ctx: PipelineContext, region: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.ctx = ctx
+        self.region = region
+        self.group = group_name(PROCESS, region)
+        self.topics = [topic_name(kind, region) for kind in RECORD_TOPICS]
+        self.template = BatchTemplate(ctx, {kind: make() for kind, make in RECORD_TOPICS.items()})
+        self.consumer: AIOKafkaConsumer | None = None
+        self.admin: AIOKafkaAdminClient | None = None
+        self.truncator: Truncator | None = None
+        #: Set while a batch is being written and committed; a revocation waits for it.
+        self._writing = asyncio.Event()
+        self._writing.set()
+        self._prepared: tuple[Prepared, Checkpoint] | None = None
+        self._backoff = _BACKOFF_START_S
+
+    @property
+    def shortlabel(self) -> str:
+        return f"RecordRuntime[{self.region}]"
+
+    async def on_start(self) -> None:
+        bootstrap = self.ctx.settings.kafka_bootstrap_of(self.region)
+        s = self.ctx.settings
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=self.group, enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=s.batch_size,
+            fetch_max_wait_ms=int(s.batch_wait_s * 1000) or 1)
+        self.consumer.subscribe(self.topics, listener=_Listener(self))
+        self.admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await self.ctx.ready()
+        await self.admin.start()
+        await self.consumer.start()
+        self.truncator = Truncator(self.admin, PROCESS, self.region, self.ctx.metrics)
+
+    async def on_stop(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+        if self.admin is not None:
+            await self.admin.close()
+
+    async def revoked(self, revoked) -> None:
+        """A rebalance: the batch being written commits first; the prepared one is dropped."""
+        await self._writing.wait()
+        self._prepared = None
+        if self.truncator is not None:
+            self.truncator.forget(revoked)
+
+    async def _fetch(self) -> tuple[Prepared, Checkpoint] | None:
+        batches = await self.consumer.getmany(timeout_ms=int(self.ctx.settings.batch_wait_s * 1000)
+                                              or 1, max_records=self.ctx.settings.batch_size)
+        messages = [m for msgs in batches.values() for m in msgs]
+        if not messages:
+            return None
+        return self.template.prepare(messages), Checkpoint.of(messages)
+
+    @Service.task
+    async def _run(self) -> None:
+        while not self.should_stop:
+            fetching = asyncio.ensure_future(self._fetch())
+            current, self._prepared = self._prepared, None
+            if current is not None and not await self._write(*current):
+                # The store is down: what was fetched meanwhile is dropped too.
+                nxt = await self._fetched(fetching)
+                await self._back_off(current[1] if nxt is None else current[1].merge(nxt[1]))
+                continue
+            self._prepared = await self._fetched(fetching)
+            if self._prepared is None and current is None:
+                await self.truncator.truncate()  # idle: catch up on what the last commit left
+
+    async def _fetched(self, fetching: asyncio.Future) -> tuple[Prepared, Checkpoint] | None:
+        try:
+            return await fetching
+        except KafkaError as exc:  # the broker away: aiokafka reconnects; try again shortly
+            log.warning("%s: fetch failed (%s)", self.region, exc)
+            await self.sleep(1.0)
+            return None
+
+    async def _write(self, prepared: Prepared, checkpoint: Checkpoint) -> bool:
+        """Processes and commits one batch; false when a store could not be written."""
+        self._writing.clear()
+        try:
+            await self.template.process(prepared)
+            await checkpoint.commit(self.consumer, self.truncator, self.consumer.assignment())
+            self._backoff = _BACKOFF_START_S
+            return True
+        except STORE_ERRORS as exc:
+            log.warning("%s: store not writable (%s); pausing for %.1f s, offsets held",
+                        self.region, exc, self._backoff)
+            return False
+        finally:
+            self._writing.set()
+
+    async def _back_off(self, checkpoint: Checkpoint) -> None:
+        """Seeks back to the first offset not durable, pauses the assignment for a while, and
+        resumes: the batch is fetched and written again."""
+        assigned = self.consumer.assignment()
+        for tp, offset in checkpoint.first.items():
+            if tp in assigned:
+                self.consumer.seek(tp, offset)
+        paused = list(assigned)
+        self.consumer.pause(*paused)
+        until = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, _BACKOFF_MAX_S)
+        while not self.should_stop and time.monotonic() < until:
+            # getmany on paused partitions returns nothing; it keeps the member in its group.
+            await self.consumer.getmany(timeout_ms=100)
+        self.consumer.resume(*[tp for tp in paused if tp in self.consumer.assignment()])
