@@ -37,7 +37,7 @@ def test_kafka_is_the_same_release_as_the_embedded_stack(compose):
     assert compose["services"]["kafka"]["image"] == f"apache/kafka:{Settings().kafka_version}"
 
 
-def test_one_postgres_server_per_region_and_one_for_cm(compose):
+def test_one_postgres_server_per_region_the_directory_and_cm(compose):
     dbs = sorted(s["environment"]["POSTGRES_DB"] for s in compose["services"].values()
                  if s.get("image", "").startswith("postgres:"))
     assert dbs == sorted(all_databases())
@@ -73,7 +73,20 @@ def test_no_secret_in_plain_text(compose, repo_root):
 # --- the mdmbus services, Prometheus and Grafana -----------------------------------------------
 
 MDMBUS_IMAGE = "mdmbus:local"
-PROCESS_SERVICES = ("pipeline", "cm-connector", "sweeper")
+
+
+def _process_services() -> dict[str, tuple[str, str | None]]:
+    """compose service -> (process, region): a service per region of each regional process."""
+    from mdmbus.cli.processes import PROCESSES, REGIONAL
+    from mdmbus.regions import REGIONS
+    out = {}
+    for process in PROCESSES:
+        for region in (REGIONS if process in REGIONAL else (None,)):
+            out[process if region is None else f"{process}-{region}"] = (process, region)
+    return out
+
+
+PROCESS_SERVICES = tuple(_process_services())
 _VAR = re.compile(r"\$\{(\w+)(?::?([-?])([^}]*))?\}")
 
 
@@ -115,10 +128,9 @@ def test_every_command_a_service_runs_is_a_subcommand_the_cli_knows(compose):
 
 
 def test_each_process_service_runs_its_process(compose):
-    from mdmbus.cli.processes import PROCESSES
-    assert set(PROCESS_SERVICES) == set(PROCESSES)
-    for name in PROCESS_SERVICES:
-        assert compose["services"][name]["command"] == ["process", name]
+    for name, (process, region) in _process_services().items():
+        want = ["process", process] + ([] if region is None else ["--region", region])
+        assert compose["services"][name]["command"] == want, name
     assert compose["services"]["mdmbus-init"]["command"] == ["provision"]
     assert compose["services"]["mdmbus-init"]["restart"] == "no"
 
@@ -130,13 +142,14 @@ def test_prometheus_scrapes_each_process_where_it_serves_metrics(compose, repo_r
     for sc in job["static_configs"]:
         (target,) = sc["targets"]
         host, port = target.rsplit(":", 1)
-        scraped[host] = (port, sc["labels"]["process"])
+        scraped[host] = (port, sc["labels"]["process"], sc["labels"].get("region"))
     assert set(scraped) == set(PROCESS_SERVICES)
-    for host, (port, process) in scraped.items():
+    for host, (port, process, region) in scraped.items():
         service = compose["services"][host]
         env = _env(service)
         assert env["MDMBUS_METRICS_PORT"] == port and env["MDMBUS_METRICS_ADDR"] == "0.0.0.0", host
-        assert service["command"] == ["process", process]
+        assert service["command"][:2] == ["process", process]
+        assert (service["command"][3] if region else None) == region, host
         assert port in [str(p) for p in service.get("expose", [])]
         assert f"127.0.0.1:{port}/metrics" in " ".join(service["healthcheck"]["test"])
 
@@ -171,7 +184,7 @@ def test_services_start_in_order(compose):
                 assert services[dep].get("healthcheck"), f"{name} waits for {dep} to be healthy; it has no healthcheck"
     init = services["mdmbus-init"]["depends_on"]
     assert {d for d, s in init.items() if s["condition"] == "service_healthy"} == \
-        {"kafka", "postgres-na", "postgres-eu", "postgres-ap", "postgres-cm"}
+        {"kafka", "postgres-na", "postgres-eu", "postgres-ap", "postgres-directory", "postgres-cm"}
     for name in PROCESS_SERVICES + ("simulator",):
         assert services[name]["depends_on"]["mdmbus-init"]["condition"] == "service_completed_successfully"
     assert services["grafana"]["depends_on"]["prometheus"]["condition"] == "service_healthy"
