@@ -44,7 +44,7 @@ _DAY_MS = 24 * _HOUR_MS
 RETENTION_CHECK_MS = 10 * _SECOND_MS
 #: How often a consumer truncates what it has committed (real seconds; the bounds assume it).
 TRUNCATE_INTERVAL_S = 2.0
-#: Header of a record that carries nothing (no key, no value): appended to an idle transit
+#: Header of a record that carries nothing (no value, a constant key): appended to an idle transit
 #: partition so that its segment of truncated copies rolls and is removed from disk
 #: (services/transit_watch.py); readers skip it.
 MARKER_HEADER = "mdmbus.marker"

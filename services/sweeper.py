@@ -108,12 +108,17 @@ class Sweeper:
         while not stop.is_set():
             try:
                 await self.sweep_once()
-                if loop.time() - measured_at > MEASURE_INTERVAL_S:
+            except STORE_ERRORS as exc:
+                log.warning("sweep failed (%s); retrying", exc)
+            if loop.time() - measured_at > MEASURE_INTERVAL_S:
+                measured_at = loop.time()
+                try:
                     await self.measure()
                     await self.measure_transit()
-                    measured_at = loop.time()
-            except STORE_ERRORS + (KafkaError,) as exc:
-                log.warning("sweep or measurement failed (%s); retrying", exc)
+                except STORE_ERRORS + (KafkaError,) as exc:
+                    log.warning("measurement failed (%s); retrying", exc)
+                except Exception:  # a fault in a gauge must not stop the deletions
+                    log.exception("measurement failed")
             try:
                 await asyncio.wait_for(stop.wait(), self.settings.sweep_interval_s)
             except asyncio.TimeoutError:

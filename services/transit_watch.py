@@ -10,8 +10,8 @@ bound (``mdmbus_transit_readable_past_bound``, which must read 0).
 
 A partition whose copies are all truncated still keeps its last segment on disk until the
 segment rolls, which Kafka does only when a record is appended. Once such a partition has been
-idle for the topic's ``segment.ms``, the watch appends a marker record (no key, no value, the
-header ``mdmbus.marker``); the pipeline skips it, commits past it and truncates it, and the old
+idle for the topic's ``segment.ms``, the watch appends a marker record (the key
+``mdmbus.marker``, no value, the header ``mdmbus.marker``); the pipeline skips it, commits past it and truncates it, and the old
 segment is deleted at the broker's next retention check.
 """
 
@@ -32,6 +32,9 @@ from mdmbus.topics import MARKER_HEADER, group_name, regional_topics
 __all__ = ["TransitWatch", "TransitState"]
 
 log = logging.getLogger("mdmbus.transit")
+
+#: The key of a marker record (Kafka clients need a key or a value; a marker carries no data).
+MARKER_KEY = b"mdmbus.marker"
 
 
 @dataclass
@@ -138,7 +141,7 @@ class TransitWatch:
             return
         if now - seen[1] < int(spec.config["segment.ms"]) / 1000:
             return
-        meta = await self.producer.send_and_wait(tp.topic, value=None, key=None,
+        meta = await self.producer.send_and_wait(tp.topic, value=None, key=MARKER_KEY,
                                                  partition=tp.partition,
                                                  headers=[(MARKER_HEADER, b"roll")])
         self._marked_end[tp] = meta.offset + 1

@@ -34,6 +34,8 @@ def lifecycle_app_id(regions: Sequence[str]) -> str:
 def build_app(ctx: PipelineContext) -> faust.App:
     """The faust app of a worker serving ``ctx.regions``."""
     s = ctx.settings
+    datadir = s.state_dir / "faust" / lifecycle_app_id(ctx.regions)
+    datadir.parent.mkdir(parents=True, exist_ok=True)  # faust makes only the last level
     app = PipelineApp(
         lifecycle_app_id(ctx.regions),
         broker=f"kafka://{s.kafka_bootstrap}",
@@ -47,7 +49,7 @@ def build_app(ctx: PipelineContext) -> faust.App:
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         broker_commit_interval=1.0,
-        datadir=str(s.state_dir / "faust" / lifecycle_app_id(ctx.regions)),
+        datadir=str(datadir),
     )
     lifecycle = app.topic(topic_name(TopicKind.TENANT_LIFECYCLE), key_type=bytes,
                           value_type=bytes, key_serializer="raw", value_serializer="raw")

@@ -78,10 +78,11 @@ class Pki:
         write_private(self.root / "ca.key", _pkcs8(key))
         write_private(self.ca_file, _pem(cert))
 
-    def ensure(self, name: str, *, server: bool) -> tuple[Path, Path]:
+    def ensure(self, name: str, *, server: bool,
+               hostnames: tuple[str, ...] = ()) -> tuple[Path, Path]:
         """(certificate, key) of ``name`` (its common name), issued once. A server certificate
-        names 127.0.0.1 and localhost and may also authenticate as a client (a broker does to
-        its controller); a client certificate's common name is its principal."""
+        names 127.0.0.1, localhost and ``hostnames`` and may also authenticate as a client (a
+        broker does to its controller); a client certificate's common name is its principal."""
         self.ensure_ca()
         cert_file, key_file = self.cert_file(name), self.key_file(name)
         if cert_file.exists() and key_file.exists():
@@ -107,8 +108,8 @@ class Pki:
                        ca_key.public_key()), critical=False))
         if server:
             builder = builder.add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
-                critical=False)
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost"),
+                 *(x509.DNSName(h) for h in hostnames)]), critical=False)
         cert = builder.sign(ca_key, hashes.SHA256())
         write_private(key_file, _pkcs8(key))
         write_private(cert_file, _pem(cert) + _pem(ca_cert))  # leaf, then its CA: a full chain

@@ -26,7 +26,7 @@ def credentials(settings: Settings) -> list[str]:
     """Creates what the embedded stack's TLS and tokens need, once: the CA, the gateway's
     certificate, the token issuer's key; returns the files, for status."""
     pki = Pki(settings.pki_dir)
-    cert, key = pki.ensure("gateway", server=True)
+    cert, key = pki.ensure("gateway", server=True, hostnames=settings.tls_hostnames)
     issuer(settings).ensure()
     return [str(pki.ca_file), str(cert), str(key), str(settings.issuer_dir / "jwks.json")]
 
@@ -41,15 +41,17 @@ def up(settings: Settings, say: Callable[[str], None] = print) -> None:
         ensure_port_free(settings.kafka_port, "Kafka", "MDMBUS_KAFKA_PORT")
         ensure_port_free(settings.kafka_controller_port, "the Kafka controller",
                          "MDMBUS_KAFKA_CONTROLLER_PORT")
-    credentials(settings)
     say(postgres.start(settings))
     say(kafka.start(settings, say))
     provision_servers(settings, say)
 
 
 def provision_servers(settings: Settings, say: Callable[[str], None] = print) -> None:
-    """Topics and databases on servers run elsewhere (compose, or your own): no server is
-    started; each is waited for up to MDMBUS_START_TIMEOUT."""
+    """Topics, databases, schemas and credentials on servers run elsewhere (compose, or your
+    own): no server is started; each is waited for up to MDMBUS_START_TIMEOUT."""
+    files = credentials(settings)
+    say(f"credentials: CA and certificates in {settings.pki_dir}, token issuer in "
+        f"{settings.issuer_dir} ({len(files)} files)")
     created = asyncio.run(provisioning.ensure_databases(settings, settings.start_timeout_s))
     say(f"databases: {'created ' + ', '.join(created) if created else 'all present'}")
     asyncio.run(provisioning.ensure_schemas(settings))

@@ -87,18 +87,24 @@ class TenantConnector:
         return len(records)
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Rounds until stopped. A failed round is retried after a growing pause, whatever the
+        failure: the records stay pending in the cloud meanwhile, so nothing is lost, and a
+        tenant's loop never ends while its token file is there."""
         delay = 0.5
         while not stop.is_set():
             try:
                 await self.once()
                 delay = 0.5
+                continue
             except (ClientError, asyncio.TimeoutError, GatewayError, *STORE_ERRORS) as exc:
                 log.warning("connector round failed (%s); retrying in %.1f s", exc, delay)
-                try:
-                    await asyncio.wait_for(stop.wait(), delay)
-                except asyncio.TimeoutError:
-                    pass
-                delay = min(delay * 2, 10.0)
+            except Exception:
+                log.exception("connector round failed; retrying in %.1f s", delay)
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+            delay = min(delay * 2, 10.0)
 
 
 async def run(settings: Settings, stop: asyncio.Event, metrics: Metrics) -> None:
@@ -113,9 +119,12 @@ async def run(settings: Settings, stop: asyncio.Event, metrics: Metrics) -> None
         while not stop.is_set():
             seen = set()
             for path in sorted(settings.cm_tokens_path.glob("*.json")):
+                try:
+                    stamp = path.stat().st_mtime
+                except FileNotFoundError:  # removed since the listing
+                    continue
                 seen.add(path)
-                stamp = path.stat().st_mtime
-                if path in running and running[path][0] == stamp:
+                if path in running and running[path][0] == stamp and not running[path][2].done():
                     continue
                 if path in running:  # a renewed token: restart the tenant's loop with it
                     await _stop(running.pop(path))

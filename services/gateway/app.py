@@ -34,6 +34,7 @@ from mdmbus.services.gateway.access import allowed
 from mdmbus.services.gateway.tokens import Caller, TokenError, TokenVerifier
 from mdmbus.services.rules import delete_after_download as relay
 from mdmbus.services.stores import directory
+from mdmbus.services.stores.retry import STORE_ERRORS
 from mdmbus.settings import Settings
 from mdmbus.topics import TopicKind, topic_name
 
@@ -441,8 +442,16 @@ def build_app(gateway: Gateway) -> web.Application:
             response = web.json_response({"error": exc.reason.lower().replace(" ", "_"),
                                           "message": exc.text or exc.reason}, status=exc.status)
         except (ConnectionResetError, asyncio.CancelledError):
+            # The client went away (aiohttp's ClientConnectionResetError, a ConnectionResetError
+            # and so an OSError): before STORE_ERRORS, which would call it a store outage.
             m.gateway_requests.labels(gateway.region, route, "aborted").inc()
             raise
+        except STORE_ERRORS as exc:  # the region store away or a lock cycle broken: retry
+            log.warning("%s %s: store unavailable (%s)", request.method, route,
+                        type(exc).__name__)
+            response = web.json_response({"error": "store_unavailable", "message":
+                                          "the region store is unavailable; retry later"},
+                                         status=503, headers={"Retry-After": "1"})
         except Exception:
             log.exception("%s %s failed", request.method, route)
             response = web.json_response({"error": "internal", "message": "internal error"},

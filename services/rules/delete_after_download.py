@@ -1,7 +1,8 @@
 """Rule 2, delete after download: a relay record stays in the cloud store until CM has
 durably stored it and acknowledged it, however long CM is offline, and is deleted at once
 after. CM downloads its tenant's pending records through the gateway and acknowledges them
-there (services/gateway/); an acknowledgement can only name a record the tenant downloaded.
+there (services/gateway/); an acknowledgement deletes only relay records of the caller's own
+tenant (the connector acknowledges what it has committed to CM: services/connector/).
 
 The record's id stays as a tombstone (its tenant and id, body NULL), so a replay of the relay
 topic or a re-sent record cannot store it again; the tenant's purge deletes the tombstone."""
@@ -63,10 +64,16 @@ async def acknowledge(conn: asyncpg.Connection, region: str, tenant_id: uuid.UUI
         return outcome
     async with conn.transaction():
         deleted = await conn.fetch(
-            "UPDATE records SET body = NULL, device_id = NULL, session_id = NULL,"
-            " deadline = NULL, deadline_rule = NULL"
-            " WHERE record_id = ANY($1::uuid[]) AND tenant_id = $2 AND category = 'relay'"
-            " AND body IS NOT NULL RETURNING record_id", ids, tenant_id)
+            "UPDATE records r SET body = NULL, device_id = NULL, session_id = NULL,"
+            " deadline = NULL, deadline_rule = NULL FROM ("
+            # Rows locked in record_id order, as every multi-row writer of records does: two
+            # acknowledgements of the same ids in two orders wait for each other instead of
+            # deadlocking.
+            "  SELECT record_id FROM records WHERE record_id = ANY($1::uuid[])"
+            "  AND tenant_id = $2 AND category = 'relay' AND body IS NOT NULL"
+            "  ORDER BY record_id FOR UPDATE) doomed"
+            " WHERE r.record_id = doomed.record_id AND r.body IS NOT NULL"
+            " RETURNING r.record_id", ids, tenant_id)
         outcome.deleted = sorted(r["record_id"] for r in deleted)
         rest = sorted(set(ids) - set(outcome.deleted))
         if rest:

@@ -50,9 +50,11 @@ async def end_subscription(stores: Stores, region: str, tenant_id: uuid.UUID, no
         changed = status.endswith(" 1")
         if changed:
             await conn.execute(
-                "UPDATE records SET deadline = $2, deadline_rule = $3 WHERE tenant_id = $1"
-                " AND body IS NOT NULL AND (deadline IS NULL OR deadline > $2)",
-                tenant_id, purge_at, RETENTION_PURGE)
+                "UPDATE records r SET deadline = $2, deadline_rule = $3 FROM ("
+                # In record_id order, as every writer of several rows locks them.
+                "  SELECT record_id FROM records WHERE tenant_id = $1 AND body IS NOT NULL"
+                "  AND (deadline IS NULL OR deadline > $2) ORDER BY record_id FOR UPDATE) t"
+                " WHERE r.record_id = t.record_id", tenant_id, purge_at, RETENTION_PURGE)
             await conn.execute(
                 "UPDATE dead_letters SET deadline = $2 WHERE tenant_id = $1 AND deadline > $2",
                 tenant_id, purge_at)

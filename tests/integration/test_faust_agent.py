@@ -12,7 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from tests.conftest import wait_for
-from tests.integration.harness import end_process
+from mdmbus.cli.launcher import end_process
 
 pytestmark = pytest.mark.integration
 

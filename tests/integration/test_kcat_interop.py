@@ -12,7 +12,7 @@ kcat sends each file named on its command line as one message (the whole file, b
 so binary values need no delimiter. kcat (librdkafka) partitions by CRC32 of the key unless told
 otherwise, which differs from the Java client and aiokafka (murmur2): an outside producer must set
 ``partitioner=murmur2_random`` for a tenant's records to share a partition with mdmbus's own (see
-:func:`test_kcat_record_on_mdm_upload_lands_where_mdmbus_puts_its_tenant`).
+:func:`test_kcat_record_on_an_upload_topic_lands_where_mdmbus_puts_its_tenant`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from mdmbus import topics
+from mdmbus.topics import TopicKind, topic_name
 from mdmbus.canonical import fingerprint_bytes
 from mdmbus.codec import MARKER
 from mdmbus.contract import default_registry, validate
@@ -49,6 +49,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 #: librdkafka's Java-compatible partitioner; kcat's default (consistent_random) is CRC32-based.
 JAVA_PARTITIONER = ("-X", "topic.partitioner=murmur2_random")
 KINDS = ["U9", "U4", "U10", "R1", "inventory_cache", "device_session", "device_command"]
+#: The topic the kcat record goes to (the eu region's upload topic).
+UPLOAD = topic_name(TopicKind.UPLOAD, "eu")
 
 
 def require_kcat() -> str:
@@ -219,7 +221,7 @@ async def test_avro_library_bytes_sent_by_kcat_decode_in_mdmbus(stack, make_topi
         assert message.value == REGISTRY.codec.encode(kind, want)
 
 
-async def test_kcat_record_on_mdm_upload_lands_where_mdmbus_puts_its_tenant(stack, tmp_path):
+async def test_kcat_record_on_an_upload_topic_lands_where_mdmbus_puts_its_tenant(stack, tmp_path):
     kcat = require_kcat()
     record = make_record("U9", str(uuid.uuid4()))
     message = avro_write("U9", record)
@@ -228,14 +230,14 @@ async def test_kcat_record_on_mdm_upload_lands_where_mdmbus_puts_its_tenant(stac
     path = tmp_path / "u9.bin"
     path.write_bytes(message)
 
-    partitions = await partitions_of(stack.kafka_bootstrap, topics.UPLOAD)
+    partitions = await partitions_of(stack.kafka_bootstrap, UPLOAD)
     consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=None,
                                 enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(partitions)
         before = await consumer.end_offsets(partitions)
-        await kcat_produce(kcat, stack.kafka_bootstrap, topics.UPLOAD, key, path)
+        await kcat_produce(kcat, stack.kafka_bootstrap, UPLOAD, key, path)
         for tp in partitions:
             consumer.seek(tp, before[tp])
         found: list[ConsumerRecord] = []
@@ -247,7 +249,7 @@ async def test_kcat_record_on_mdm_upload_lands_where_mdmbus_puts_its_tenant(stac
                          if m.value and wanted in m.value)
             return bool(found)
 
-        await wait_for(arrived, 30, f"record {wanted.decode()} on {topics.UPLOAD}")
+        await wait_for(arrived, 30, f"record {wanted.decode()} on {UPLOAD}")
     finally:
         await consumer.stop()
 
