@@ -40,6 +40,10 @@ class Metrics:
         self.records_duplicate = Counter(
             "mdmbus_records_duplicate_total", "Records already stored (a replay): stored once.",
             ["region", "category"], registry=r)
+        self.records_expired = Counter(
+            "mdmbus_records_expired_total", "Records that arrived past their deadline (a "
+            "command of a session that has expired): not stored.", ["region", "category"],
+            registry=r)
         self.dead_letters = Counter(
             "mdmbus_dead_letters_total", "Records sent to the dead-letter topic, by reason.",
             ["source_topic", "reason"], registry=r)

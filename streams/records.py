@@ -63,6 +63,8 @@ async def _write(ctx: PipelineContext, region: str | None, items: list[Accepted]
         m.records_stored.labels(region, category).inc(n)
     for category, n in Counter(by_id[rid].category for rid in outcome.duplicates).items():
         m.records_duplicate.labels(region, category).inc(n)
+    for category, n in Counter(by_id[rid].category for rid in outcome.expired).items():
+        m.records_expired.labels(region, category).inc(n)
 
     written = Written()
     if outcome.in_retention or outcome.not_onboarded or outcome.deleted:

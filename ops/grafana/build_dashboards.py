@@ -217,11 +217,13 @@ def pipeline_overview() -> dict[str, Any]:
                    stack=True),
 
         timeseries("Routed, stored and duplicate records", "Valid records routed to their "
-                   "tenant's region store, new rows durably stored, and replays recognised "
-                   "as already stored (stored once, counted here).", "cps", [
+                   "tenant's region store, new rows durably stored, replays recognised "
+                   "as already stored (stored once, counted here), and records that arrived "
+                   "past their deadline (a command of an expired session: not stored).", "cps", [
                        (f"sum(rate(mdmbus_records_routed_total[{RATE}]))", "routed"),
                        (f"sum(rate(mdmbus_records_stored_total[{RATE}]))", "stored"),
                        (f"sum(rate(mdmbus_records_duplicate_total[{RATE}]))", "duplicate (replay)"),
+                       (f"sum(rate(mdmbus_records_expired_total[{RATE}]))", "expired on arrival"),
                    ]),
         timeseries("Stored records by region and category", "New rows per second in each "
                    "region store, by category (upload, relay, inventory_cache, command, "
