@@ -1,8 +1,9 @@
 """The commit protocol, in one place: a batch's offsets are committed only after every sink
 that holds its effects has flushed (the region stores' transactions committed, its dead
-letters stored and their notices acknowledged by the broker: mdmbus.streams.batch), and its
-transit copies are truncated only after that commit (mdmbus.streams.transit). So a crash at
-any point replays work that is idempotent, and never truncates a copy that is not durable."""
+letters stored and their notices acknowledged by the broker: mdmbus.streams.batch), and only
+committed offsets are handed to the truncation (mdmbus.streams.transit, run by the runtime's
+timer). So a crash at any point replays work that is idempotent, and never truncates a copy
+that is not durable."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Collection, Iterable
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError
 from aiokafka.structs import TopicPartition
 
 from mdmbus.streams.classify import Message
@@ -49,9 +50,9 @@ class Checkpoint:
 
     async def commit(self, consumer: AIOKafkaConsumer, truncator: Truncator,
                      assigned: Collection[TopicPartition]) -> bool:
-        """Commits the batch (call only when its effects are durable), then truncates what is
-        committed. Partitions this consumer no longer owns are left to their new owner, which
-        replays them (idempotently). Returns whether the commit was taken."""
+        """Commits the batch (call only when its effects are durable) and hands the committed
+        offsets to the truncation. Partitions this consumer no longer owns are left to their
+        new owner, which replays them (idempotently). Returns whether the commit was taken."""
         offsets = {tp: off for tp, off in self.next.items() if tp in assigned}
         if not offsets:
             return False
@@ -62,8 +63,4 @@ class Checkpoint:
                         len(offsets), exc)
             return False
         truncator.committed(offsets)
-        try:
-            await truncator.truncate()
-        except KafkaError as exc:
-            log.warning("truncation failed (%s); retried after the next commit", exc)
         return True

@@ -2,8 +2,10 @@
 inside the faust worker (a mode Service started with it), through the one batch template.
 
 Per batch: fetch -> prepare (decode, validate) -> process (route, write, dead letters) ->
-commit (mdmbus.streams.commit) -> truncate. Preparing the next batch overlaps the writing of the
-current one: while the current batch waits on PostgreSQL, the next is fetched and decoded.
+commit (mdmbus.streams.commit). Preparing the next batch overlaps the writing of the current
+one: while the current batch waits on PostgreSQL, the next is fetched and decoded. What is
+committed is truncated by a timer of its own every TRUNCATE_INTERVAL_S, so a batch held up
+(a store outage, a wait for an onboarding) does not keep earlier copies readable.
 
 Faults:
 - a store that cannot be written: the batch (and the prepared next one) are dropped, every
@@ -35,7 +37,7 @@ from mdmbus.streams.context import PipelineContext
 from mdmbus.streams.records import records_processor
 from mdmbus.streams.sessions import sessions_processor
 from mdmbus.streams.transit import Truncator
-from mdmbus.topics import TopicKind, group_name, topic_name
+from mdmbus.topics import TRUNCATE_INTERVAL_S, TopicKind, group_name, topic_name
 
 __all__ = ["RegionRuntime", "RECORD_TOPICS", "PROCESS"]
 
@@ -136,8 +138,12 @@ class RegionRuntime(Service):
                 await self._back_off(current[1] if nxt is None else current[1].merge(nxt[1]))
                 continue
             self._prepared = await self._fetched(fetching)
-            if self._prepared is None and current is None:
-                await self.truncator.truncate()  # idle: catch up on what the last commit left
+
+    @Service.timer(TRUNCATE_INTERVAL_S)
+    async def _truncate(self) -> None:
+        """Truncates what has been committed since the last time (mdmbus.streams.transit)."""
+        if self.truncator is not None:
+            await self.truncator.truncate(force=True)
 
     async def _fetched(self, fetching: asyncio.Future) -> tuple[Prepared, Checkpoint] | None:
         try:
