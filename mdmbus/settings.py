@@ -167,6 +167,8 @@ class Settings:
     gateway_ports: Mapping[str, int] = field(
         default_factory=lambda: {"na": 8441, "eu": 8442, "ap": 8443})
     gateway_urls: Mapping[str, str] = field(default_factory=dict)
+    #: Seconds a client has to send a request's body before the gateway answers 408.
+    gateway_body_timeout_s: float = 30.0
     #: Host names the stack's server certificates name besides 127.0.0.1 and localhost
     #: (compose: the gateways' service names).
     tls_hostnames: tuple[str, ...] = ()
@@ -275,6 +277,8 @@ class Settings:
             gateway_addr=env.get("MDMBUS_GATEWAY_ADDR", cls.gateway_addr),
             gateway_ports=_ports(env, "MDMBUS_GATEWAY_PORT", cls().gateway_ports),
             gateway_urls={r: u for r, u in _per_region(env, "MDMBUS_GATEWAY_URL", {}).items() if u},
+            gateway_body_timeout_s=_float(env, "MDMBUS_GATEWAY_BODY_TIMEOUT",
+                                          cls.gateway_body_timeout_s),
             tls_hostnames=tuple(h.strip() for h in env.get("MDMBUS_TLS_HOSTNAMES", "").split(",")
                                 if h.strip()),
             gateway_cert=env.get("MDMBUS_GATEWAY_CERT", ""),

@@ -148,9 +148,13 @@ def _format_storage(settings: Settings, libs: Path, paths: KafkaPaths) -> None:
 
 
 def _cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, url-safe base64 without padding."""
+    """A KRaft cluster id: 16 random bytes, url-safe base64 without padding, not starting with
+    "-" (kafka-storage would take it for an option; Kafka's own generator avoids it too)."""
     import base64
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def start(settings: Settings, say=print) -> str:

@@ -70,11 +70,10 @@ class GatewayClient:
             text = await response.text()
             body = json.loads(text) if text and response.content_type == "application/json" \
                 else text
-            if response.status >= 400 or response.status == 202 and method == "GET":
-                if response.status >= 400:
-                    error = body if isinstance(body, dict) else {}
-                    raise GatewayError(response.status, error.get("error", "error"),
-                                       error.get("message", str(text)[:200]), body)
+            if response.status >= 400:
+                error = body if isinstance(body, dict) else {}
+                raise GatewayError(response.status, error.get("error", "error"),
+                                   error.get("message", str(text)[:200]), body)
             return body
 
     async def upload(self, lines: Iterable[dict]) -> dict:

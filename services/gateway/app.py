@@ -38,7 +38,7 @@ from mdmbus.services.stores.retry import STORE_ERRORS
 from mdmbus.settings import Settings
 from mdmbus.topics import TopicKind, topic_name
 
-__all__ = ["Gateway", "build_app", "LIMITS"]
+__all__ = ["Gateway", "Limits", "build_app", "LIMITS"]
 
 log = logging.getLogger("mdmbus.gateway")
 
@@ -53,7 +53,8 @@ class Limits:
     records: int = 5000
     #: Relay records in one download.
     download: int = 1000
-    #: Seconds a client has to send its body; a slower one gets 408.
+    #: Seconds a client has to send its body; a slower one gets 408
+    #: (MDMBUS_GATEWAY_BODY_TIMEOUT).
     body_seconds: float = 30.0
     #: Seconds a relay download waits for a record when none is pending.
     wait_seconds: float = 30.0

@@ -14,8 +14,8 @@ from aiokafka import AIOKafkaProducer
 from mdmbus.clock import Clock
 from mdmbus.contract import default_registry
 from mdmbus.metrics import Metrics
-from mdmbus.services.gateway.app import Gateway, build_app
-from mdmbus.services.gateway.tokens import TokenVerifier
+from mdmbus.services.gateway.app import Gateway, Limits, build_app
+from mdmbus.services.gateway.tokens import REFUSALS, TokenVerifier
 from mdmbus.services.stores.pools import Stores
 from mdmbus.services.stores.retry import until_written
 from mdmbus.settings import Settings
@@ -41,6 +41,8 @@ async def run(settings: Settings, regions: Sequence[str], stop: asyncio.Event,
         lambda exc: metrics.store_batches.labels("all", "error").inc())
     verifier = TokenVerifier(settings.jwks_source, settings.token_issuer,
                              settings.token_audience, settings.token_algorithms)
+    for reason in REFUSALS:  # every refusal reason reads 0 until it happens
+        metrics.gateway_tokens_refused.labels(reason)
     lifecycle = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
                                  enable_idempotence=True)
     producers = {r: AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_of(r),
@@ -55,7 +57,8 @@ async def run(settings: Settings, regions: Sequence[str], stop: asyncio.Event,
         contract, clock = default_registry(), Clock.from_settings(settings)
         for region in regions:
             gateway = Gateway(settings, region, stores.region(region), stores.directory,
-                              producers[region], lifecycle, verifier, metrics, contract, clock)
+                              producers[region], lifecycle, verifier, metrics, contract, clock,
+                              Limits(body_seconds=settings.gateway_body_timeout_s))
             runner = web.AppRunner(build_app(gateway), access_log=None, shutdown_timeout=5)
             await runner.setup()
             site = web.TCPSite(runner, settings.gateway_addr, settings.gateway_ports[region],
