@@ -9,6 +9,7 @@ test or module that started them.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import uuid
@@ -241,3 +242,29 @@ def _partitions(topic: str) -> list[TopicPartition]:
     """The partitions of an mdmbus topic, as the catalogue declares them (a consumer that has
     not subscribed knows no topic's partitions)."""
     return [TopicPartition(topic, p) for p in range(parse_topic(topic)[0].partitions)]
+
+
+async def rewind(settings: Settings, group: str, offsets: dict[TopicPartition, int] | None = None,
+                 topics: Iterable[str] = (), timeout_s: float = 60) -> None:
+    """Sets ``group``'s committed offsets (``offsets``, or the log start of every partition of
+    ``topics``). The group's processes must be stopped; a killed member stays in the group
+    until its session times out, so this retries until the broker takes the commit."""
+    from aiokafka.errors import CommitFailedError, KafkaError
+    deadline = time.monotonic() + timeout_s
+    while True:
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group,
+                                    enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tps = list(offsets) if offsets is not None else \
+                [tp for t in topics for tp in _partitions(t)]
+            consumer.assign(tps)
+            target = offsets if offsets is not None else await consumer.beginning_offsets(tps)
+            await consumer.commit(dict(target))
+            return
+        except (CommitFailedError, KafkaError):
+            if time.monotonic() > deadline:
+                raise
+        finally:
+            await consumer.stop()
+        await asyncio.sleep(0.5)

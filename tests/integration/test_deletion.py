@@ -20,7 +20,7 @@ from mdmbus.regions import DIRECTORY_DATABASE, REGIONS, region_database
 from mdmbus.streams.app import lifecycle_app_id
 from mdmbus.topics import TopicKind, all_topics, group_name, topic_name
 from tests.conftest import wait_for
-from tests.integration.harness import ALL_PROCESSES, Workload, _partitions, launcher
+from tests.integration.harness import ALL_PROCESSES, Workload, _partitions, launcher, rewind
 
 pytestmark = pytest.mark.integration
 
@@ -180,21 +180,6 @@ async def _lag_zero(work: Workload, reads: dict[str, list[str]]) -> bool:
         await admin.close()
 
 
-async def _rewind(settings, group: str, topics: list[str]) -> None:
-    """Sets ``group``'s offsets to the beginning of every partition (the group has no
-    member: its processes are stopped)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group,
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = [tp for t in topics for tp in _partitions(t)]
-        consumer.assign(tps)
-        starts = await consumer.beginning_offsets(tps)
-        await consumer.commit({tp: starts[tp] for tp in tps})
-    finally:
-        await consumer.stop()
-
-
 async def test_a_purged_tenant_stays_purged_when_every_topic_is_replayed(work, system):
     region = "eu"
     tenant = await work.onboarded(region)
@@ -222,7 +207,7 @@ async def test_a_purged_tenant_stays_purged_when_every_topic_is_replayed(work, s
              for r in REGIONS}
     reads[lifecycle_app_id(REGIONS)] = [topic_name(TopicKind.TENANT_LIFECYCLE)]
     for group, topics in reads.items():
-        await _rewind(work.settings, group, topics)
+        await rewind(work.settings, group, topics=topics)
     onboarding = await work.send_raw(topic_name(TopicKind.TENANT_LIFECYCLE), onboarding_bytes,
                                      tenant.encode())
     resent = [await work.send_raw(work.topic_of(kind, region), value, tenant.encode()
