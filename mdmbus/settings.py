@@ -76,6 +76,13 @@ def _servers(env: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name) or default
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} must be one of {', '.join(choices)}")
+    return value
+
+
 def _region_bootstraps(env: Mapping[str, str]) -> dict[str, str]:
     """MDMBUS_KAFKA_BOOTSTRAP_<REGION>: a region that is its own Kafka cluster."""
     from mdmbus.regions import REGIONS
@@ -186,6 +193,12 @@ class Settings:
     #: The CM connector: a directory of token files, one per tenant it serves (empty:
     #: <state>/cm/tokens).
     cm_tokens_dir: str = ""
+    #: How clients reach Kafka: "sasl_ssl" (SCRAM-SHA-512 over TLS, the default and the only
+    #: listener of the embedded broker) or "plaintext" (a broker of your own without security).
+    kafka_security: str = "sasl_ssl"
+    #: The environment's passwords (MDMBUS_PASSWORD_<KIND>_<NAME>); the rest is read from
+    #: <state>/credentials/<kind>/<name>, where the embedded stack generates them.
+    passwords: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     #: How long `stack up` waits for each server to answer.
     start_timeout_s: float = 90.0
@@ -198,6 +211,26 @@ class Settings:
     def kafka_bootstrap_of(self, region: str) -> str:
         """The cluster that holds ``region``'s topics."""
         return self.kafka_region_bootstraps.get(region) or self.kafka_bootstrap
+
+    @property
+    def credentials_dir(self) -> Path:
+        return self.state_dir / "credentials"
+
+    def password(self, kind: str, name: str, required: bool = True) -> str:
+        """The password of a Kafka principal (``kind`` "kafka") or a PostgreSQL role ("pg"):
+        MDMBUS_PASSWORD_<KIND>_<NAME> (upper case, "-" as "_"), else the stack's file; ""
+        when there is none and it is not ``required``."""
+        variable = f"MDMBUS_PASSWORD_{kind}_{name}".upper().replace("-", "_")
+        if self.passwords.get(variable):
+            return self.passwords[variable]
+        path = self.credentials_dir / kind / name
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            if not required:
+                return ""
+            raise ConfigError(f"no password for {kind} identity {name!r}: set {variable}, or run "
+                              f"`mdmbus stack up` (it writes {path})") from None
 
     @property
     def pki_dir(self) -> Path:
@@ -231,13 +264,19 @@ class Settings:
         host, _, port = server.rpartition(":")
         return host, int(port)
 
-    def pg_dsn(self, database: str, connect_to: str | None = None) -> str:
-        """DSN of ``database``; ``connect_to`` names another database on the same server."""
+    def pg_dsn(self, database: str, role: str | None = None, connect_to: str | None = None) -> str:
+        """DSN of ``database`` as ``role`` (default: the provisioning superuser, pg_user);
+        ``connect_to`` names another database on the same server."""
         from urllib.parse import quote
         host, port = self.pg_server(database)
-        auth = quote(self.pg_user, safe="")
-        if self.pg_password:
-            auth += ":" + quote(self.pg_password, safe="")
+        role = role or self.pg_user
+        if role == self.pg_user:
+            # the provisioning superuser: MDMBUS_PG_PASSWORD, else the stack's file, else none
+            # (a server of your own that trusts local connections)
+            password = self.pg_password or self.password("pg", role, required=False)
+        else:
+            password = self.password("pg", role)
+        auth = quote(role, safe="") + (":" + quote(password, safe="") if password else "")
         return f"postgresql://{auth}@{host}:{port}/{connect_to or database}"
 
     @classmethod
@@ -290,5 +329,8 @@ class Settings:
             token_algorithms=tuple(a.strip() for a in env.get(
                 "MDMBUS_TOKEN_ALGORITHMS", ",".join(cls.token_algorithms)).split(",") if a.strip()),
             cm_tokens_dir=env.get("MDMBUS_CM_TOKENS", ""),
+            kafka_security=_choice(env, "MDMBUS_KAFKA_SECURITY", cls.kafka_security,
+                                   ("sasl_ssl", "plaintext")),
+            passwords={k: v for k, v in env.items() if k.startswith("MDMBUS_PASSWORD_")},
             start_timeout_s=_float(env, "MDMBUS_START_TIMEOUT", cls.start_timeout_s),
         )

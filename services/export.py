@@ -21,6 +21,6 @@ async def export_records(conn: asyncpg.Connection, tenant_id: uuid.UUID,
     server-side cursor (in the caller's transaction), so an export of any size streams."""
     contract = contract or default_registry()
     async for row in conn.cursor("SELECT body FROM records WHERE tenant_id = $1"
-                                 " AND body IS NOT NULL ORDER BY event_time, record_id",
+                                 " AND held ORDER BY event_time, record_id",
                                  tenant_id, prefetch=200):
         yield contract.codec.decode(row["body"])

@@ -88,10 +88,10 @@ class Sweeper:
             for category in RECORD_CATEGORIES:
                 self.metrics.stored_rows.labels(region, category).set(0)
             for row in await pool.fetch("SELECT category, count(*) AS n FROM records"
-                                        " WHERE body IS NOT NULL GROUP BY category"):
+                                        " WHERE held GROUP BY category"):
                 self.metrics.stored_rows.labels(region, row["category"]).set(row["n"])
             self.metrics.stored_rows.labels(region, "dead_letter").set(await pool.fetchval(
-                "SELECT count(*) FROM dead_letters WHERE body IS NOT NULL"))
+                "SELECT count(*) FROM dead_letters WHERE body_kept"))
             pending, oldest = await pending_summary(pool)
             self.metrics.relay_pending.labels(region).set(pending)
             self.metrics.relay_pending_oldest_seconds.labels(region).set(

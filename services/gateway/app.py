@@ -290,7 +290,7 @@ class Gateway:
         entry = await self.entry(caller, purged_ok=True)
         rows = {r["category"]: r["n"] for r in await self.pool.fetch(
             "SELECT category, count(*) AS n FROM records WHERE tenant_id = $1"
-            " AND body IS NOT NULL GROUP BY category", caller.tenant)}
+            " AND held GROUP BY category", caller.tenant)}
         pending, oldest = await relay.pending_summary(self.pool, caller.tenant)
         return web.json_response({
             "tenant_id": str(caller.tenant), "region": entry.region, "state": entry.state,

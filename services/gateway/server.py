@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaProducer
 
 from mdmbus.clock import Clock
 from mdmbus.contract import default_registry
+from mdmbus.errors import ConfigError
 from mdmbus.metrics import Metrics
 from mdmbus.services.gateway.app import Gateway, Limits, build_app
 from mdmbus.services.gateway.tokens import REFUSALS, TokenVerifier
@@ -63,8 +64,14 @@ async def run(settings: Settings, regions: Sequence[str], stop: asyncio.Event,
             await runner.setup()
             site = web.TCPSite(runner, settings.gateway_addr, settings.gateway_ports[region],
                                ssl_context=tls)
-            await site.start()
             runners.append(runner)
+            try:
+                await site.start()
+            except OSError as exc:
+                raise ConfigError(
+                    f"the gateway of {region} cannot listen on {settings.gateway_addr}:"
+                    f"{settings.gateway_ports[region]} ({exc.strerror}); another process holds "
+                    f"it, or set MDMBUS_GATEWAY_PORT_{region.upper()}") from None
             log.info("gateway of %s on https://%s:%d", region, settings.gateway_addr,
                      settings.gateway_ports[region])
         await stop.wait()

@@ -27,7 +27,7 @@ async def pending(conn: asyncpg.Connection | asyncpg.Pool, tenant_id: uuid.UUID,
     """The tenant's relay records not downloaded and acknowledged yet, oldest first."""
     return await conn.fetch(
         "SELECT record_id, kind, event_time, body FROM records"
-        " WHERE tenant_id = $1 AND category = 'relay' AND body IS NOT NULL"
+        " WHERE tenant_id = $1 AND category = 'relay' AND held"
         " ORDER BY stored_at_real, record_id LIMIT $2", tenant_id, limit)
 
 
@@ -37,7 +37,7 @@ async def pending_summary(conn: asyncpg.Connection | asyncpg.Pool,
     store when ``tenant_id`` is None."""
     row = await conn.fetchrow(
         "SELECT count(*) AS n, min(stored_at_real) AS oldest FROM records"
-        " WHERE category = 'relay' AND body IS NOT NULL AND ($1::uuid IS NULL OR tenant_id = $1)",
+        " WHERE category = 'relay' AND held AND ($1::uuid IS NULL OR tenant_id = $1)",
         tenant_id)
     return row["n"], row["oldest"]
 
@@ -70,16 +70,16 @@ async def acknowledge(conn: asyncpg.Connection, region: str, tenant_id: uuid.UUI
             # acknowledgements of the same ids in two orders wait for each other instead of
             # deadlocking.
             "  SELECT record_id FROM records WHERE record_id = ANY($1::uuid[])"
-            "  AND tenant_id = $2 AND category = 'relay' AND body IS NOT NULL"
+            "  AND tenant_id = $2 AND category = 'relay' AND held"
             "  ORDER BY record_id FOR UPDATE) doomed"
-            " WHERE r.record_id = doomed.record_id AND r.body IS NOT NULL"
+            " WHERE r.record_id = doomed.record_id AND r.held"
             " RETURNING r.record_id", ids, tenant_id)
         outcome.deleted = sorted(r["record_id"] for r in deleted)
         rest = sorted(set(ids) - set(outcome.deleted))
         if rest:
             known = await conn.fetch(
                 "SELECT record_id FROM records WHERE record_id = ANY($1::uuid[])"
-                " AND tenant_id = $2 AND category = 'relay' AND body IS NULL", rest, tenant_id)
+                " AND tenant_id = $2 AND category = 'relay' AND NOT held", rest, tenant_id)
             outcome.already = sorted(r["record_id"] for r in known)
             outcome.unknown = sorted(set(rest) - set(outcome.already))
         if outcome.deleted:

@@ -52,7 +52,7 @@ async def end_subscription(stores: Stores, region: str, tenant_id: uuid.UUID, no
             await conn.execute(
                 "UPDATE records r SET deadline = $2, deadline_rule = $3 FROM ("
                 # In record_id order, as every writer of several rows locks them.
-                "  SELECT record_id FROM records WHERE tenant_id = $1 AND body IS NOT NULL"
+                "  SELECT record_id FROM records WHERE tenant_id = $1 AND held"
                 "  AND (deadline IS NULL OR deadline > $2) ORDER BY record_id FOR UPDATE) t"
                 " WHERE r.record_id = t.record_id", tenant_id, purge_at, RETENTION_PURGE)
             await conn.execute(
@@ -78,11 +78,12 @@ async def purge_tenant(conn: asyncpg.Connection, region: str, tenant_id: uuid.UU
     while True:
         async with conn.transaction():
             rows = await conn.fetch(
-                # By ctid: the rows the tenant index finds are deleted where they are, without a
-                # second descent of the primary key (BENCHMARKS.md, purge scaling).
-                "DELETE FROM records r WHERE r.ctid = ANY(ARRAY("
-                "  SELECT ctid FROM records WHERE tenant_id = $1 LIMIT $2 FOR UPDATE))"
-                " RETURNING r.record_id, r.category, r.body IS NULL AS tombstone",
+                # By primary key, from the tenant index; the sweeper purges too, and it may
+                # read no body and lock no row (mdmbus/identities.py). A row updated while
+                # the delete waited for it is still deleted (its key did not change).
+                "DELETE FROM records r WHERE r.record_id = ANY(ARRAY("
+                "  SELECT record_id FROM records WHERE tenant_id = $1 LIMIT $2))"
+                " RETURNING r.record_id, r.category, NOT r.held AS tombstone",
                 tenant_id, batch)
             by_category: dict[str, list[uuid.UUID]] = {}
             for row in rows:

@@ -84,7 +84,7 @@ async def apply_session_events(conn: asyncpg.Connection, events: Sequence[Sessio
             "UPDATE records SET deadline = s.expires_at + make_interval(secs => $3)"
             " FROM device_sessions s WHERE s.device_id = $1 AND records.device_id = $1"
             " AND records.category = 'command' AND records.session_id = $2"
-            " AND records.body IS NOT NULL",
+            " AND records.held",
             ev.device_id, ev.session_id, grace_s)
         applied.append(ev)
     return applied, refused

@@ -71,7 +71,7 @@ async def unnotified(conn: asyncpg.Connection | asyncpg.Pool,
     t, p, o = zip(*sources)
     return await conn.fetch(
         "SELECT d.source_topic, d.source_partition, d.source_offset, d.reason, d.path,"
-        " d.tenant_id, d.record_id, d.kind, d.body IS NOT NULL AS body_kept, d.deadline"
+        " d.tenant_id, d.record_id, d.kind, d.body_kept, d.deadline"
         " FROM dead_letters d JOIN unnest($1::text[], $2::int[], $3::bigint[]) AS s(t, p, o)"
         "   ON (d.source_topic, d.source_partition, d.source_offset) = (s.t, s.p, s.o)"
         " WHERE NOT d.notified ORDER BY 1, 2, 3", list(t), list(p), list(o))
@@ -93,7 +93,7 @@ async def listing(conn: asyncpg.Connection | asyncpg.Pool, *, tenant: uuid.UUID 
     """The newest letters (without bodies), optionally of one tenant or reason."""
     return await conn.fetch(
         "SELECT source_topic, source_partition, source_offset, reason, path, tenant_id,"
-        " record_id, kind, body IS NOT NULL AS body_kept, length(body) AS body_bytes, redacted,"
+        " record_id, kind, body_kept, length(body) AS body_bytes, redacted,"
         " stored_at_real, deadline FROM dead_letters"
         " WHERE ($1::uuid IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR reason = $2)"
         " ORDER BY stored_at_real DESC, source_topic, source_partition, source_offset LIMIT $3",

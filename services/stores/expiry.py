@@ -19,27 +19,30 @@ __all__ = ["sweep_deadlines"]
 async def sweep_deadlines(conn: asyncpg.Connection, region: str, now: dt.datetime, limit: int,
                           real_lag: Callable[[dt.datetime], float]) -> list[Deletion]:
     """Deletes up to ``limit`` rows of each table past their deadline, oldest first, with
-    their audit rows, in one transaction."""
+    their audit rows, in one transaction.
+
+    The sweeper may read no body and lock no row (mdmbus/identities.py): each delete picks
+    its rows through the deadline index and deletes them by primary key; a row another
+    transaction holds is waited for, and the deadline is checked again on the version that
+    transaction left (a deadline moved later, or a record acknowledged into a tombstone
+    meanwhile, is not deleted here)."""
     async with conn.transaction():
         records = await conn.fetch(
-            # By ctid: the rows found through the deadline index are deleted where they are,
-            # without a second descent of the primary key (flat cost per row as the store
-            # grows, BENCHMARKS.md purge scaling); FOR UPDATE keeps each row in place meanwhile.
-            "DELETE FROM records r WHERE r.ctid = ANY(ARRAY("
-            "  SELECT ctid FROM records WHERE deadline <= $1 AND body IS NOT NULL"
-            "  ORDER BY deadline LIMIT $2 FOR UPDATE SKIP LOCKED))"
+            "DELETE FROM records r WHERE r.record_id = ANY(ARRAY("
+            "  SELECT record_id FROM records WHERE deadline <= $1 AND held"
+            "  ORDER BY deadline LIMIT $2)) AND r.deadline <= $1 AND r.held"
             " RETURNING r.record_id, r.category, r.deadline, r.deadline_rule, r.tenant_id",
             now, limit)
         sessions = await conn.fetch(
-            "DELETE FROM device_sessions d USING ("
+            "DELETE FROM device_sessions d WHERE d.device_id = ANY(ARRAY("
             "  SELECT device_id FROM device_sessions WHERE expires_at <= $1"
-            "  ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED) doomed"
-            " WHERE d.device_id = doomed.device_id"
+            "  ORDER BY expires_at LIMIT $2)) AND d.expires_at <= $1"
             " RETURNING d.session_id, d.expires_at, d.tenant_id", now, limit)
         letters = await conn.fetch(
-            "DELETE FROM dead_letters d WHERE d.ctid = ANY(ARRAY("
-            "  SELECT ctid FROM dead_letters WHERE deadline <= $1"
-            "  ORDER BY deadline LIMIT $2 FOR UPDATE SKIP LOCKED))"
+            "DELETE FROM dead_letters d WHERE (d.source_topic, d.source_partition,"
+            " d.source_offset) IN (SELECT source_topic, source_partition, source_offset"
+            "  FROM dead_letters WHERE deadline <= $1 ORDER BY deadline LIMIT $2)"
+            " AND d.deadline <= $1"
             " RETURNING d.record_id, d.deadline, d.tenant_id", now, limit)
         groups: dict[tuple, list] = {}
         for row in records:

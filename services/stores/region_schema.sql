@@ -39,7 +39,10 @@ CREATE TABLE IF NOT EXISTS records (
     deadline_rule text,
     body          bytea
 );
-CREATE INDEX IF NOT EXISTS records_deadline ON records (deadline) WHERE deadline IS NOT NULL AND body IS NOT NULL;
+-- Whether the row holds data: what the sweeper may know of a row, which may never read a body.
+ALTER TABLE records ADD COLUMN IF NOT EXISTS held boolean GENERATED ALWAYS AS (body IS NOT NULL) STORED;
+DROP INDEX IF EXISTS records_deadline;
+CREATE INDEX IF NOT EXISTS records_deadline_held ON records (deadline) WHERE deadline IS NOT NULL AND held;
 CREATE INDEX IF NOT EXISTS records_tenant ON records (tenant_id);
 CREATE INDEX IF NOT EXISTS records_device ON records (device_id, category) WHERE device_id IS NOT NULL;
 
@@ -93,6 +96,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     PRIMARY KEY (source_topic, source_partition, source_offset)
 );
 CREATE INDEX IF NOT EXISTS dead_letters_deadline ON dead_letters (deadline);
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS body_kept boolean GENERATED ALWAYS AS (body IS NOT NULL) STORED;
 CREATE INDEX IF NOT EXISTS dead_letters_tenant ON dead_letters (tenant_id) WHERE tenant_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS dead_letters_unnotified ON dead_letters (source_topic) WHERE NOT notified;
 
@@ -107,5 +111,6 @@ CREATE TABLE IF NOT EXISTS erasure_receipts (
     record_ids       jsonb NOT NULL DEFAULT '{}'    -- category -> ids deleted
 );
 CREATE INDEX IF NOT EXISTS erasure_receipts_tenant ON erasure_receipts (tenant_id);
-CREATE INDEX IF NOT EXISTS records_relay_pending ON records (tenant_id, stored_at_real)
-    WHERE category = 'relay' AND body IS NOT NULL;
+DROP INDEX IF EXISTS records_relay_pending;
+CREATE INDEX IF NOT EXISTS records_relay_pending_held ON records (tenant_id, stored_at_real)
+    WHERE category = 'relay' AND held;
