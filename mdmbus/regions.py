@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Mapping
 
 __all__ = ["REGIONS", "CM_DATABASE", "DIRECTORY_DATABASE", "region_database", "all_databases",
+           "database_kind",
            "country_regions", "region_of_country", "parse_regions", "UnknownCountry"]
 
 _COUNTRY_FILE = Path(str(files("mdmbus") / "data" / "country_regions.csv"))
@@ -36,6 +37,17 @@ def region_database(region: str) -> str:
 
 def all_databases() -> tuple[str, ...]:
     return tuple(region_database(r) for r in REGIONS) + (DIRECTORY_DATABASE, CM_DATABASE)
+
+
+def database_kind(database: str) -> str:
+    """"region", "directory" or "cm": which schema ``database`` has."""
+    if database == CM_DATABASE:
+        return "cm"
+    if database == DIRECTORY_DATABASE:
+        return "directory"
+    if database in {region_database(r) for r in REGIONS}:
+        return "region"
+    raise ValueError(f"{database!r} is not an mdmbus database")
 
 
 def parse_regions(text: str) -> tuple[str, ...]:

@@ -122,6 +122,13 @@ class Settings:
     kafka_region_bootstraps: Mapping[str, str] = field(default_factory=dict)
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
+    #: The embedded broker's mutual-TLS listener (inter-broker traffic and the provisioning
+    #: admin's certificate); 0: kafka_port + 2.
+    kafka_broker_port: int = 0
+    #: Where provisioning reaches a broker of your own (compose) with the admin's client
+    #: certificate (<state>/pki/admin.crt): its mutual-TLS listener, "host:port". Empty: the
+    #: embedded broker's, or SCRAM as admin on a broker of your own.
+    kafka_admin_bootstrap: str = ""
     kafka_version: str = "4.3.1"
     #: An existing Kafka installation (a directory with libs/*.jar) to run instead of Maven's.
     kafka_home: Path | None = None
@@ -132,6 +139,9 @@ class Settings:
     pg_port: int = 55432
     pg_user: str = "postgres"
     pg_password: str = field(default="", repr=False)
+    #: Connect to PostgreSQL over TLS, verifying the server against the CA (the embedded
+    #: server accepts nothing else); off only for a server of your own without TLS.
+    pg_tls: bool = True
     #: Per-database servers (compose runs one PostgreSQL server per region): database name ->
     #: "host:port", from MDMBUS_PG_SERVER_<DATABASE> (e.g. MDMBUS_PG_SERVER_MDMBUS_NA=pg-na:5432).
     pg_servers: Mapping[str, str] = field(default_factory=dict)
@@ -196,6 +206,9 @@ class Settings:
     #: How clients reach Kafka: "sasl_ssl" (SCRAM-SHA-512 over TLS, the default and the only
     #: listener of the embedded broker) or "plaintext" (a broker of your own without security).
     kafka_security: str = "sasl_ssl"
+    #: The Kafka principal operators' tools act as (`mdmbus produce`, `mdmbus smoke`): the
+    #: stack's admin unless you name one with less rights (MDMBUS_KAFKA_PRINCIPAL, --principal).
+    kafka_principal: str = "admin"
     #: The environment's passwords (MDMBUS_PASSWORD_<KIND>_<NAME>); the rest is read from
     #: <state>/credentials/<kind>/<name>, where the embedded stack generates them.
     passwords: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -211,6 +224,11 @@ class Settings:
     def kafka_bootstrap_of(self, region: str) -> str:
         """The cluster that holds ``region``'s topics."""
         return self.kafka_region_bootstraps.get(region) or self.kafka_bootstrap
+
+    @property
+    def kafka_mtls_port(self) -> int:
+        """The embedded broker's mutual-TLS listener."""
+        return self.kafka_broker_port or self.kafka_port + 2
 
     @property
     def credentials_dir(self) -> Path:
@@ -288,11 +306,14 @@ class Settings:
             kafka_region_bootstraps=_region_bootstraps(env),
             kafka_port=_int(env, "MDMBUS_KAFKA_PORT", cls.kafka_port),
             kafka_controller_port=_int(env, "MDMBUS_KAFKA_CONTROLLER_PORT", cls.kafka_controller_port),
+            kafka_broker_port=_int(env, "MDMBUS_KAFKA_BROKER_PORT", cls.kafka_broker_port),
+            kafka_admin_bootstrap=env.get("MDMBUS_KAFKA_ADMIN_BOOTSTRAP", ""),
             kafka_version=env.get("MDMBUS_KAFKA_VERSION", cls.kafka_version),
             kafka_home=Path(kafka_home).expanduser().resolve() if kafka_home else None,
             kafka_heap=env.get("MDMBUS_KAFKA_HEAP", cls.kafka_heap),
             pg_host=env.get("MDMBUS_PG_HOST", cls.pg_host),
             pg_port=_int(env, "MDMBUS_PG_PORT", cls.pg_port),
+            pg_tls=_choice(env, "MDMBUS_PG_TLS", "on", ("on", "off")) == "on",
             pg_user=env.get("MDMBUS_PG_USER", cls.pg_user),
             pg_password=env.get("MDMBUS_PG_PASSWORD", ""),
             pg_servers=_servers(env),
@@ -331,6 +352,7 @@ class Settings:
             cm_tokens_dir=env.get("MDMBUS_CM_TOKENS", ""),
             kafka_security=_choice(env, "MDMBUS_KAFKA_SECURITY", cls.kafka_security,
                                    ("sasl_ssl", "plaintext")),
+            kafka_principal=env.get("MDMBUS_KAFKA_PRINCIPAL") or cls.kafka_principal,
             passwords={k: v for k, v in env.items() if k.startswith("MDMBUS_PASSWORD_")},
             start_timeout_s=_float(env, "MDMBUS_START_TIMEOUT", cls.start_timeout_s),
         )

@@ -118,8 +118,8 @@ class TopicSpec:
     def removed_s(self) -> float:
         """A processed copy is removed from disk at most this long after its commit (transit
         topics): its segment rolls within ``segment.ms`` (an idle partition is rolled by a
-        marker record, mdmbus.services.sweeper), and the roll is followed by a truncation, a
-        retention check and the delayed file delete."""
+        marker record the pipeline appends, mdmbus.streams.transit), and the roll is followed
+        by a truncation, a retention check and the delayed file delete."""
         if not self.transit:
             return self.bound_s
         cfg = self.config

@@ -131,7 +131,7 @@ async def run(settings: Settings, regions: Sequence[str], stop: asyncio.Event,
     from mdmbus.services.stores.retry import until_written
     metrics.prime(tuple(regions), RULES)
     stores = await until_written(
-        lambda: Stores(settings, f"mdmbus-sweeper-{'-'.join(regions)}").start(regions),
+        lambda: Stores(settings, f"mdmbus-sweeper-{'-'.join(regions)}", "sweeper").start(regions),
         lambda exc: metrics.store_batches.labels("all", "error").inc())
     watches = [await TransitWatch(settings, region, metrics).start() for region in regions]
     try:

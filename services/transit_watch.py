@@ -1,5 +1,6 @@
 """Watches, from outside the pipeline, how long processed copies stay readable in a region's
-transit topics (docs/design.md rule 6), measures its consumer lag, and rolls idle partitions.
+transit topics (docs/design.md rule 6) and measures its consumer lag. It only describes: the
+sweeper's principal may read no record and write none (mdmbus/identities.py).
 
 Every few seconds, per transit partition: the log start offset (the first readable copy), the
 end offset, and what the reader groups have committed. Copies below every reader's commit but
@@ -8,11 +9,6 @@ seen each such range and reports the oldest age per topic
 (``mdmbus_transit_readable_age_seconds``) and how many copies are readable past the topic's
 bound (``mdmbus_transit_readable_past_bound``, which must read 0).
 
-A partition whose copies are all truncated still keeps its last segment on disk until the
-segment rolls, which Kafka does only when a record is appended. Once such a partition has been
-idle for the topic's ``segment.ms``, the watch appends a marker record (the key
-``mdmbus.marker``, no value, the header ``mdmbus.marker``); the pipeline skips it, commits past it and truncates it, and the old
-segment is deleted at the broker's next retention check.
 """
 
 from __future__ import annotations
@@ -21,21 +17,19 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
+from mdmbus.connections import kafka_options
+from mdmbus.identities import principal_of
 from mdmbus.metrics import Metrics
 from mdmbus.settings import Settings
-from mdmbus.topics import MARKER_HEADER, group_name, regional_topics
+from mdmbus.topics import group_name, regional_topics
 
 __all__ = ["TransitWatch", "TransitState"]
 
 log = logging.getLogger("mdmbus.transit")
-
-#: The key of a marker record (Kafka clients need a key or a value; a marker carries no data).
-MARKER_KEY = b"mdmbus.marker"
-
 
 @dataclass
 class TransitState:
@@ -47,35 +41,28 @@ class TransitState:
 
 
 class TransitWatch:
-    def __init__(self, settings: Settings, region: str, metrics: Metrics, roll: bool = True) -> None:
+    def __init__(self, settings: Settings, region: str, metrics: Metrics) -> None:
         self.settings = settings
-        #: Whether to append markers to idle partitions (the sweeper does; an observer not).
-        self.roll = roll
         self.region = region
         self.metrics = metrics
         self.specs = {name: spec for name, spec in regional_topics(region)}
         self.transit = {name: spec for name, spec in self.specs.items() if spec.transit}
         self._pending_since: dict[TopicPartition, tuple[int, float]] = {}
-        self._idle_since: dict[TopicPartition, tuple[int, float]] = {}
-        self._marked_end: dict[TopicPartition, int] = {}
         self.admin: AIOKafkaAdminClient | None = None
         self.consumer: AIOKafkaConsumer | None = None
-        self.producer: AIOKafkaProducer | None = None
 
     async def start(self) -> "TransitWatch":
-        bootstrap = self.settings.kafka_bootstrap_of(self.region)
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        # As the region's sweeper: it may describe the region's topics and groups, never read
+        # or write a record (mdmbus/identities.py).
+        options = kafka_options(self.settings, principal_of("sweeper", self.region), self.region)
+        self.admin = AIOKafkaAdminClient(**options)
+        self.consumer = AIOKafkaConsumer(**options, enable_auto_commit=False)
         await self.admin.start()
         await self.consumer.start()
-        if self.roll:
-            self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-            await self.producer.start()
         return self
 
     async def close(self) -> None:
-        for client, stop in ((self.producer, "stop"), (self.consumer, "stop"),
-                             (self.admin, "close")):
+        for client, stop in ((self.consumer, "stop"), (self.admin, "close")):
             if client is not None:
                 await getattr(client, stop)()
 
@@ -105,7 +92,7 @@ class TransitWatch:
                 continue
             readers = [committed.get(group_name(r, self.region), {}).get(tp, 0)
                        for r in spec.readers]
-            done, start, end = min(readers), starts[tp], ends[tp]
+            done, start = min(readers), starts[tp]
             if done > start:  # processed copies still readable
                 first_seen = self._pending_since.get(tp)
                 if first_seen is None or first_seen[0] != start:
@@ -116,8 +103,6 @@ class TransitWatch:
                     state.past_bound[tp.topic] += done - start
             else:
                 self._pending_since.pop(tp, None)
-            if self.roll:
-                await self._roll_if_idle(tp, spec, start, end, now)
         for topic, age in state.age_s.items():
             self.metrics.transit_readable_age.labels(topic).set(age)
             self.metrics.transit_readable_past_bound.labels(topic).set(state.past_bound[topic])
@@ -129,21 +114,3 @@ class TransitWatch:
             for tp, offset in offsets.items():
                 self.metrics.consumer_lag.labels(group, tp.topic, str(tp.partition)).set(
                     max(0, ends[tp] - offset))
-
-    async def _roll_if_idle(self, tp: TopicPartition, spec, start: int, end: int,
-                            now: float) -> None:
-        if end == 0 or start < end or self._marked_end.get(tp) == end:
-            self._idle_since.pop(tp, None)
-            return
-        seen = self._idle_since.get(tp)
-        if seen is None or seen[0] != end:
-            self._idle_since[tp] = (end, now)
-            return
-        if now - seen[1] < int(spec.config["segment.ms"]) / 1000:
-            return
-        meta = await self.producer.send_and_wait(tp.topic, value=None, key=MARKER_KEY,
-                                                 partition=tp.partition,
-                                                 headers=[(MARKER_HEADER, b"roll")])
-        self._marked_end[tp] = meta.offset + 1
-        self._idle_since.pop(tp, None)
-        log.info("rolled idle %s[%d] with a marker at %d", tp.topic, tp.partition, meta.offset)

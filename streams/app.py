@@ -10,6 +10,8 @@ from typing import Sequence
 import faust
 from mode import Service
 
+from mdmbus.connections import faust_credentials
+from mdmbus.identities import principal_of
 from mdmbus.services.stores.retry import until_written
 from mdmbus.settings import Settings
 from mdmbus.streams.batch import BatchTemplate
@@ -39,6 +41,8 @@ def build_app(ctx: PipelineContext) -> faust.App:
     app = PipelineApp(
         lifecycle_app_id(ctx.regions),
         broker=f"kafka://{s.kafka_bootstrap}",
+        # As the first region's pipeline: its group prefix covers this app's group id.
+        broker_credentials=faust_credentials(s, principal_of("pipeline", ctx.regions[0])),
         store="memory://",
         web_enabled=False,
         # faust's leader-election topic is for tables and agents that need one leader; this

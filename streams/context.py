@@ -13,7 +13,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from mdmbus.clock import Clock
+from mdmbus.connections import kafka_options
 from mdmbus.contract import Registry, default_registry
+from mdmbus.identities import principal_of
 from mdmbus.metrics import Metrics
 from mdmbus.services.rules.audit import RULES
 from mdmbus.services.stores.directory import RegionCache
@@ -52,7 +54,8 @@ class PipelineContext:
                 if self.stores is None:
                     name = f"mdmbus-pipeline-{'-'.join(self.regions)}"
                     stores = await until_written(
-                        lambda: Stores(self.settings, name).start(self.regions, max_size=6),
+                        lambda: Stores(self.settings, name, "pipeline").start(self.regions,
+                                                                              max_size=6),
                         lambda exc: self.metrics.store_batches.labels("all", "error").inc())
                     for region in self.regions:
                         self.producers[region] = await self._producer(region)
@@ -62,8 +65,9 @@ class PipelineContext:
 
     async def _producer(self, region: str) -> Any:
         from aiokafka import AIOKafkaProducer
-        producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap_of(region),
-                                    acks="all", enable_idempotence=True, linger_ms=5)
+        producer = AIOKafkaProducer(**kafka_options(
+            self.settings, principal_of("pipeline", region), region, acks="all",
+            enable_idempotence=True, linger_ms=5))
         await producer.start()
         return producer
 

@@ -30,6 +30,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from mode import Service
 
+from mdmbus.connections import kafka_options
+from mdmbus.identities import principal_of
 from mdmbus.services.stores.retry import STORE_ERRORS
 from mdmbus.streams.batch import BatchTemplate, Prepared
 from mdmbus.streams.commit import Checkpoint
@@ -93,14 +95,15 @@ class RegionRuntime(Service):
         return f"RecordRuntime[{self.region}]"
 
     async def on_start(self) -> None:
-        bootstrap = self.ctx.settings.kafka_bootstrap_of(self.region)
         s = self.ctx.settings
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap, group_id=self.group, enable_auto_commit=False,
+        principal = principal_of(PROCESS, self.region)
+        self.consumer = AIOKafkaConsumer(**kafka_options(
+            s, principal, self.region, group_id=self.group, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=s.batch_size,
-            fetch_max_wait_ms=int(s.batch_wait_s * 1000) or 1)
+            fetch_max_wait_ms=int(s.batch_wait_s * 1000) or 1))
         self.consumer.subscribe(self.topics, listener=_Listener(self))
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        # Truncation (DeleteRecords) as the same principal: it may delete only what it reads.
+        self.admin = AIOKafkaAdminClient(**kafka_options(s, principal, self.region))
         await self.ctx.ready()
         await self.admin.start()
         await self.consumer.start()
@@ -142,8 +145,10 @@ class RegionRuntime(Service):
     @Service.timer(TRUNCATE_INTERVAL_S)
     async def _truncate(self) -> None:
         """Truncates what has been committed since the last time (mdmbus.streams.transit)."""
-        if self.truncator is not None:
+        if self.truncator is not None and self.consumer is not None:
             await self.truncator.truncate(force=True)
+            await self.truncator.roll_idle(self.ctx.producers[self.region],
+                                           self.consumer.highwater)
 
     async def _fetched(self, fetching: asyncio.Future) -> tuple[Prepared, Checkpoint] | None:
         try:

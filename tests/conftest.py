@@ -15,6 +15,8 @@ from typing import Awaitable, Callable
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from mdmbus.connections import kafka_options
+from mdmbus.identities import ADMIN
 from mdmbus.settings import Settings
 
 #: The checkout the tests run from (its docs/, ops/ and examples/ are not package data).
@@ -48,7 +50,7 @@ def stack(settings: Settings) -> Settings:
 @pytest.fixture
 async def make_topic(stack: Settings) -> Callable[..., Awaitable[str]]:
     """Creates a uniquely named topic for one test (the broker does not auto-create topics)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_options(stack, ADMIN))
     await admin.start()
 
     async def make(prefix: str = "test", partitions: int = 3) -> str:

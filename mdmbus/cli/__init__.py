@@ -29,6 +29,21 @@ def _one_region(text: str) -> str:
 
 def _stack(args: argparse.Namespace, settings: Settings) -> int:
     from mdmbus import stack
+    if args.action == "client-config":
+        from mdmbus.stack.client_config import write_client_config
+        if not args.principal:
+            raise UsageError("client-config: --principal NAME is required")
+        text = write_client_config(settings, args.principal, args.auth, args.format, args.output)
+        if text is not None:
+            sys.stdout.write(text)
+        else:
+            print(f"wrote {args.output} (mode 0600: it holds a secret)", file=sys.stderr)
+        return 0
+    if args.action == "credentials":
+        files = stack.credentials(settings)
+        print(f"credentials: {len(files)} files in {settings.pki_dir}, "
+              f"{settings.credentials_dir} and {settings.issuer_dir}")
+        return 0
     if args.action == "up":
         stack.up(settings)
         return 0
@@ -45,8 +60,12 @@ def _provision(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _produce(args: argparse.Namespace, settings: Settings) -> int:
+    import dataclasses
+
     from mdmbus.cli.produce import produce
     region = _one_region(args.region) if args.region else None
+    if args.principal:
+        settings = dataclasses.replace(settings, kafka_principal=args.principal)
     if args.file == "-":
         return produce(settings, sys.stdin, dry_run=args.dry_run, region=region)
     try:
@@ -99,8 +118,22 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mdmbus", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("stack", help="the embedded Kafka + PostgreSQL stack on 127.0.0.1")
-    p.add_argument("action", choices=["up", "down", "status"])
+    p = sub.add_parser("stack", help="the embedded Kafka + PostgreSQL stack on 127.0.0.1",
+                       epilog="credentials creates the CA, the servers' certificates, the "
+                              "passwords and the token issuer's key without starting anything "
+                              "(compose's mdmbus-certs does this). "
+                              "client-config prints the connection settings of a Kafka client "
+                              "(kcat -F FILE, a Java client's properties) acting as one of "
+                              "mdmbus's principals: --auth scram (the default; librdkafka 2.1+ "
+                              "and Java) or certificate (any librdkafka, Debian's kcat too)")
+    p.add_argument("action", choices=["up", "down", "status", "credentials", "client-config"])
+    p.add_argument("--principal", help="client-config: the Kafka principal, e.g. devices-eu")
+    p.add_argument("--auth", choices=["scram", "certificate"], default="scram",
+                   help="client-config: how the client authenticates (default scram)")
+    p.add_argument("--format", choices=["librdkafka", "java"], default="librdkafka",
+                   help="client-config: property names for librdkafka/kcat or the Java client")
+    p.add_argument("--output", help="client-config: write to this file (mode 0600) instead "
+                                    "of stdout")
     p.set_defaults(func=_stack)
 
     p = sub.add_parser("provision", help="create topics, databases and schemas on servers that "
@@ -122,6 +155,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--region", help="send every record to this region's topics (the tenant "
                                     "directory is not asked; a record of a tenant living "
                                     "elsewhere is refused there)")
+    p.add_argument("--principal", help="the Kafka principal to send as (default: "
+                                       "MDMBUS_KAFKA_PRINCIPAL, else admin); its password is "
+                                       "MDMBUS_PASSWORD_KAFKA_<NAME> or the stack's file")
     p.set_defaults(func=_produce)
 
     p = sub.add_parser("token", help="a token for a simulated tenant, from the embedded stack's "

@@ -15,10 +15,11 @@ __all__ = ["list_dead_letters", "show_dead_letter"]
 
 
 def _pool(settings: Settings, region: str):
-    import asyncpg
-
+    """The region's store as its read-only role (mdmbus/identities.py)."""
+    from mdmbus.connections import pg_connect
+    from mdmbus.identities import role_of
     from mdmbus.regions import region_database
-    return asyncpg.connect(settings.pg_dsn(region_database(region)))
+    return pg_connect(settings, region_database(region), role_of("reader", region))
 
 
 def list_dead_letters(settings: Settings, region: str, tenant: str | None, reason: str | None,

@@ -22,6 +22,8 @@ from prometheus_client import CollectorRegistry
 
 from mdmbus.cli.launcher import Launcher
 from mdmbus.clock import Clock
+from mdmbus.connections import pg_pool
+from mdmbus.identities import role_of
 from mdmbus.metrics import Metrics
 from mdmbus.regions import DIRECTORY_DATABASE, REGIONS, region_database
 from mdmbus.services.rules.audit import RULES
@@ -56,10 +58,12 @@ async def _count_dead_letters(demo: _Demo, stop: asyncio.Event) -> None:
     expire within days of simulated time, a second or two of the demo's)."""
     from aiokafka import AIOKafkaConsumer
 
+    from mdmbus.connections import kafka_options
     from mdmbus.topics import TopicKind, topic_name
     consumer = AIOKafkaConsumer(*(topic_name(TopicKind.DEAD_LETTER, r) for r in REGIONS),
-                                bootstrap_servers=demo.settings.kafka_bootstrap,
-                                auto_offset_reset="latest", enable_auto_commit=False)
+                                **kafka_options(demo.settings, demo.settings.kafka_principal,
+                                                auto_offset_reset="latest",
+                                                enable_auto_commit=False))
     await consumer.start()
     try:
         while not stop.is_set():
@@ -137,12 +141,13 @@ async def _demo(settings: Settings, speed: float, duration: float | None, rate: 
         print("demo: gateways " + ", ".join(f"{r} {settings.gateway_url(r)}" for r in REGIONS))
         print(f"demo: logs in {log_dir}; Ctrl-C stops")
     token_issuer = issuer(settings)
-    pools = {r: await asyncpg.create_pool(settings.pg_dsn(region_database(r)), min_size=1,
-                                          max_size=2) for r in REGIONS}
-    directory = await asyncpg.create_pool(settings.pg_dsn(DIRECTORY_DATABASE), min_size=1,
-                                          max_size=1)
+    # The summary reads as the operators' read-only roles (mdmbus/identities.py).
+    pools = {r: await pg_pool(settings, region_database(r), role_of("reader", r), max_size=2)
+             for r in REGIONS}
+    directory = await pg_pool(settings, DIRECTORY_DATABASE, role_of("directory-reader"),
+                              max_size=1)
     metrics = Metrics(CollectorRegistry())
-    watches = [await TransitWatch(settings, r, metrics, roll=False).start() for r in REGIONS]
+    watches = [await TransitWatch(settings, r, metrics).start() for r in REGIONS]
     world = await SimulatedWorld(settings, clock,
                                  lambda tenant, role: token_issuer.issue(tenant, role, 24 * 3600),
                                  rate=rate, tenants=tenants, connector_tokens=tokens_dir).start()

@@ -132,6 +132,7 @@ async def _routed(settings: Settings, items: Iterable[Produced], region: str | N
     directory does not know, or whose data was deleted, is rejected as the pipeline would."""
     from mdmbus.services.rules.refusals import Refusal, message
     from mdmbus.services.stores import directory
+    from mdmbus.identities import role_of
     from mdmbus.services.stores.pools import open_pool
     from mdmbus.regions import DIRECTORY_DATABASE
     from mdmbus.topics import spec_of
@@ -139,7 +140,8 @@ async def _routed(settings: Settings, items: Iterable[Produced], region: str | N
         for item in items:
             yield item.to(region if spec_of(item.topic).regional else None)
         return
-    pool = await open_pool(settings, DIRECTORY_DATABASE, max_size=1, application="mdmbus-produce")
+    pool = await open_pool(settings, DIRECTORY_DATABASE, role_of("directory-reader"), max_size=1,
+                           application="mdmbus-produce")
     try:
         known: dict[str, directory.Entry | None] = {}
         chunk: list[Produced] = []
@@ -172,8 +174,9 @@ async def _send(settings: Settings, items: Iterable[Produced], region: str | Non
                 reject) -> tuple[int, list[KafkaRefusal]]:
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaError
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
-                                enable_idempotence=True, linger_ms=5)
+    from mdmbus.connections import kafka_options
+    producer = AIOKafkaProducer(**kafka_options(settings, settings.kafka_principal, acks="all",
+                                                enable_idempotence=True, linger_ms=5))
     try:
         try:
             await producer.start()

@@ -78,11 +78,12 @@ class Pki:
         write_private(self.root / "ca.key", _pkcs8(key))
         write_private(self.ca_file, _pem(cert))
 
-    def ensure(self, name: str, *, server: bool,
-               hostnames: tuple[str, ...] = ()) -> tuple[Path, Path]:
-        """(certificate, key) of ``name`` (its common name), issued once. A server certificate
-        names 127.0.0.1, localhost and ``hostnames`` and may also authenticate as a client (a
-        broker does to its controller); a client certificate's common name is its principal."""
+    def ensure(self, name: str, *, server: bool, hostnames: tuple[str, ...] = (),
+               common_name: str | None = None) -> tuple[Path, Path]:
+        """(certificate, key) in the files named ``name``, issued once for ``common_name``
+        (default: ``name``). A server certificate names 127.0.0.1, localhost and ``hostnames``
+        and may also authenticate as a client (a broker does to its controller); a client
+        certificate's common name is its Kafka principal."""
         self.ensure_ca()
         cert_file, key_file = self.cert_file(name), self.key_file(name)
         if cert_file.exists() and key_file.exists():
@@ -94,7 +95,8 @@ class Pki:
         usages = [ExtendedKeyUsageOID.CLIENT_AUTH] + ([ExtendedKeyUsageOID.SERVER_AUTH]
                                                         if server else [])
         builder = (x509.CertificateBuilder()
-                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
+                                                               common_name or name)]))
                    .issuer_name(ca_cert.subject).public_key(key.public_key())
                    .serial_number(x509.random_serial_number())
                    .not_valid_before(now - dt.timedelta(minutes=5))

@@ -11,13 +11,17 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
+from mdmbus.connections import admin_options, kafka_options, pg_connect
+from mdmbus.identities import ADMIN, kafka_acls, kafka_principals
 from mdmbus.regions import REGIONS, all_databases
 from mdmbus.settings import Settings
+from mdmbus.stack import pg_identities
 from mdmbus.stack.errors import StackError
+from mdmbus.stack.kafka_admin import SecureAdmin
 from mdmbus.topics import TOPICS, TopicSpec
 
 __all__ = ["ensure_topics", "ensure_databases", "ensure_schemas", "topic_configs",
-           "existing_databases", "clusters"]
+           "existing_databases", "clusters", "ensure_kafka_identities", "ensure_pg_identities"]
 
 
 def clusters(settings: Settings) -> dict[str, list[tuple[str, TopicSpec]]]:
@@ -35,12 +39,13 @@ def clusters(settings: Settings) -> dict[str, list[tuple[str, TopicSpec]]]:
 
 
 async def _admin(settings: Settings, deadline_s: float,
-                 bootstrap: str | None = None) -> AIOKafkaAdminClient:
-    """An admin client, retried until the broker answers metadata requests or the deadline."""
+                 bootstrap: str | None = None) -> SecureAdmin:
+    """The provisioning admin's client (connections.admin_options), retried until the broker
+    answers metadata requests or the deadline."""
     end = time.monotonic() + deadline_s
     bootstrap = bootstrap or settings.kafka_bootstrap
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+        admin = SecureAdmin(**admin_options(settings, bootstrap, request_timeout_ms=10_000))
         try:
             await admin.start()
             await admin.list_topics()
@@ -75,6 +80,53 @@ async def ensure_topics(settings: Settings) -> list[str]:
     return created
 
 
+async def ensure_kafka_identities(settings: Settings) -> str:
+    """Every principal of mdmbus/identities.py as a SCRAM user with its password, and exactly
+    the declared ACLs, on every cluster; returns once a principal can log in with them."""
+    created = deleted = 0
+    principals = [p.name for p in kafka_principals()]
+    for bootstrap in clusters(settings):
+        admin = await _admin(settings, settings.start_timeout_s, bootstrap)
+        try:
+            for name in principals:
+                await admin.set_scram_password(name, settings.password("kafka", name))
+            c, d = await admin.sync_acls(kafka_acls())
+            created, deleted = created + c, deleted + d
+        finally:
+            await admin.close()
+        await _until_login(settings, bootstrap, ADMIN, settings.start_timeout_s)
+    if not (created or deleted):
+        return f"{len(principals)} SCRAM users, {len(kafka_acls())} ACLs as declared (no change)"
+    return (f"{len(principals)} SCRAM users, {len(kafka_acls())} ACLs ({created} added, "
+            f"{deleted} removed)")
+
+
+async def _until_login(settings: Settings, bootstrap: str, principal: str,
+                       deadline_s: float) -> None:
+    """A SCRAM user set a moment ago logs in once the broker has applied the controller's
+    record: until then, and until ``deadline_s``, it is retried."""
+    end = time.monotonic() + deadline_s
+    while True:
+        admin = AIOKafkaAdminClient(**kafka_options(settings, principal,
+                                                    request_timeout_ms=10_000,
+                                                    bootstrap_servers=bootstrap))
+        try:
+            await admin.start()
+            return
+        except (KafkaError, OSError) as exc:
+            if time.monotonic() > end:
+                raise StackError(f"{principal} cannot log in to Kafka at {bootstrap} after "
+                                 f"its password was set ({exc!r})") from exc
+            await asyncio.sleep(0.2)
+        finally:
+            await admin.close()
+
+
+async def ensure_pg_identities(settings: Settings) -> str:
+    """Every PostgreSQL role of mdmbus/identities.py with its rights (stack/pg_identities.py)."""
+    return await pg_identities.sync(settings)
+
+
 async def topic_configs(settings: Settings, names: Iterable[str],
                         bootstrap: str | None = None) -> dict[str, dict[str, str]]:
     """Each topic's effective configuration as the broker reports it."""
@@ -99,7 +151,7 @@ async def existing_databases(settings: Settings) -> set[str]:
     """Every database on the servers that hold mdmbus's databases."""
     have: set[str] = set()
     for server_of in {settings.pg_server(db): db for db in all_databases()}.values():
-        conn = await asyncpg.connect(settings.pg_dsn(server_of, connect_to="postgres"))
+        conn = await pg_connect(settings, server_of, connect_to="postgres")
         try:
             have |= {r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database")}
         finally:
@@ -126,7 +178,7 @@ async def ensure_schemas(settings: Settings) -> None:
     """Applies every database's DDL (idempotent): provisioning, not the processes, owns it."""
     from mdmbus.services.stores.schema import ensure_schema
     for name in all_databases():
-        conn = await asyncpg.connect(settings.pg_dsn(name))
+        conn = await pg_connect(settings, name)
         try:
             await ensure_schema(conn, name)
         finally:
@@ -138,7 +190,7 @@ async def _pg_connect(settings: Settings, database: str, deadline_s: float) -> a
     end = time.monotonic() + deadline_s
     while True:
         try:
-            return await asyncpg.connect(settings.pg_dsn(database, connect_to="postgres"))
+            return await pg_connect(settings, database, connect_to="postgres")
         except (OSError, asyncpg.PostgresError) as exc:
             if time.monotonic() > end:
                 host, port = settings.pg_server(database)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 from typing import Callable
 
+from mdmbus.identities import ADMIN
 from mdmbus.regions import all_databases
 from mdmbus.settings import Settings
-from mdmbus.topics import all_topics
 from mdmbus.stack import kafka, postgres
 from mdmbus.stack import provision as provisioning
-from mdmbus.stack.pki import Pki
+from mdmbus.stack.credentials import ensure_passwords
+from mdmbus.stack.pki import Pki, write_private
 from mdmbus.stack.processes import ensure_port_free
 from mdmbus.stack.token_issuer import TokenIssuer
+from mdmbus.topics import all_topics
 
 __all__ = ["up", "down", "status", "provision_servers", "credentials", "issuer"]
 
@@ -23,12 +25,24 @@ def issuer(settings: Settings) -> TokenIssuer:
 
 
 def credentials(settings: Settings) -> list[str]:
-    """Creates what the embedded stack's TLS and tokens need, once: the CA, the gateway's
-    certificate, the token issuer's key; returns the files, for status."""
+    """Creates what the embedded stack's TLS, logins and tokens need, once: the CA, the
+    servers' certificates (gateway, broker, PostgreSQL), the provisioning admin's client
+    certificate, a password per identity, the token issuer's key; returns the files made."""
     pki = Pki(settings.pki_dir)
-    cert, key = pki.ensure("gateway", server=True, hostnames=settings.tls_hostnames)
+    made = []
+    for name, server in (("gateway", True), ("broker", True), ("postgres", True),
+                         (ADMIN, False)):
+        cert, key = pki.ensure(name, server=server, hostnames=settings.tls_hostnames)
+        made += [str(cert), str(key)]
+    store = kafka.keystore(settings)
+    chain = Pki(settings.pki_dir).key_file("broker").read_bytes() + \
+        pki.cert_file("broker").read_bytes()
+    if not store.exists() or store.read_bytes() != chain:
+        write_private(store, chain)
+    made.append(str(store))
+    made += [str(p) for p in ensure_passwords(settings)]
     issuer(settings).ensure()
-    return [str(pki.ca_file), str(cert), str(key), str(settings.issuer_dir / "jwks.json")]
+    return [str(pki.ca_file), *made, str(settings.issuer_dir / "jwks.json")]
 
 
 def up(settings: Settings, say: Callable[[str], None] = print) -> None:
@@ -41,23 +55,35 @@ def up(settings: Settings, say: Callable[[str], None] = print) -> None:
         ensure_port_free(settings.kafka_port, "Kafka", "MDMBUS_KAFKA_PORT")
         ensure_port_free(settings.kafka_controller_port, "the Kafka controller",
                          "MDMBUS_KAFKA_CONTROLLER_PORT")
+        ensure_port_free(settings.kafka_mtls_port, "the Kafka mutual-TLS listener",
+                         "MDMBUS_KAFKA_BROKER_PORT")
+    files = credentials(settings)
+    say(f"credentials: certificates in {settings.pki_dir}, passwords in "
+        f"{settings.credentials_dir}, token issuer in {settings.issuer_dir} "
+        f"({len(files)} files)")
     say(postgres.start(settings))
     say(kafka.start(settings, say))
-    provision_servers(settings, say)
+    provision_servers(settings, say, made_credentials=True)
 
 
-def provision_servers(settings: Settings, say: Callable[[str], None] = print) -> None:
-    """Topics, databases, schemas and credentials on servers run elsewhere (compose, or your
-    own): no server is started; each is waited for up to MDMBUS_START_TIMEOUT."""
-    files = credentials(settings)
-    say(f"credentials: CA and certificates in {settings.pki_dir}, token issuer in "
-        f"{settings.issuer_dir} ({len(files)} files)")
+def provision_servers(settings: Settings, say: Callable[[str], None] = print,
+                      made_credentials: bool = False) -> None:
+    """Topics, databases, schemas, identities and their rights on servers run elsewhere
+    (compose, or your own) or just started: no server is started here; each is waited for up
+    to MDMBUS_START_TIMEOUT."""
+    if not made_credentials:
+        files = credentials(settings)
+        say(f"credentials: certificates in {settings.pki_dir}, passwords in "
+            f"{settings.credentials_dir}, token issuer in {settings.issuer_dir} "
+            f"({len(files)} files)")
     created = asyncio.run(provisioning.ensure_databases(settings, settings.start_timeout_s))
     say(f"databases: {'created ' + ', '.join(created) if created else 'all present'}")
     asyncio.run(provisioning.ensure_schemas(settings))
     say("schemas: applied")
+    say("database identities: " + asyncio.run(provisioning.ensure_pg_identities(settings)))
     created = asyncio.run(provisioning.ensure_topics(settings))
     say(f"topics: {'created ' + ', '.join(created) if created else 'all present, configs applied'}")
+    say("kafka identities: " + asyncio.run(provisioning.ensure_kafka_identities(settings)))
 
 
 def down(settings: Settings, say: Callable[[str], None] = print) -> None:

@@ -24,6 +24,7 @@ import asyncpg
 from aiohttp import ClientError
 
 from mdmbus.contract import Registry, default_registry
+from mdmbus.identities import role_of
 from mdmbus.metrics import Metrics
 from mdmbus.regions import CM_DATABASE
 from mdmbus.services.connector.client import (GatewayClient, GatewayError, TokenFile,
@@ -110,8 +111,8 @@ class TenantConnector:
 async def run(settings: Settings, stop: asyncio.Event, metrics: Metrics) -> None:
     """Serves every tenant with a token file in settings.cm_tokens_path."""
     metrics.prime(("cm",))
-    cm = await until_written(lambda: open_pool(settings, CM_DATABASE, max_size=4,
-                                               application="mdmbus-cm-connector"),
+    cm = await until_written(lambda: open_pool(settings, CM_DATABASE, role_of("cm-connector"),
+                                               max_size=4, application="mdmbus-cm-connector"),
                              lambda exc: metrics.store_batches.labels("cm", "error").inc())
     ssl_context = client_ssl_context(settings.ca_path)
     running: dict[Path, tuple[float, asyncio.Event, asyncio.Task, GatewayClient]] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -17,7 +18,7 @@ import struct
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import asyncpg
 from aiohttp import web
@@ -104,9 +105,21 @@ class Gateway:
             raise ApiError(403, "forbidden", f"role {caller.role!r} may not call {route}")
         return caller
 
+    @contextlib.asynccontextmanager
+    async def as_tenant(self, pool: asyncpg.Pool, tenant: uuid.UUID,
+                        readonly: bool = False) -> AsyncIterator[asyncpg.Connection]:
+        """A connection, in a transaction, that sees and changes only ``tenant``'s rows: the
+        gateway's role is held to the tenant named by ``mdmbus.tenant`` by row-level security
+        (mdmbus/identities.py), so a query that forgot its tenant filter finds nothing of
+        another tenant. The setting ends with the transaction."""
+        async with pool.acquire() as conn, conn.transaction(readonly=readonly):
+            await conn.execute("SELECT set_config('mdmbus.tenant', $1, true)", str(tenant))
+            yield conn
+
     async def entry(self, caller: Caller, *, purged_ok: bool = False) -> directory.Entry:
         """The caller's tenant, which must live in this region."""
-        entry = (await directory.entries(self.directory_pool, [caller.tenant])).get(caller.tenant)
+        async with self.as_tenant(self.directory_pool, caller.tenant, readonly=True) as conn:
+            entry = (await directory.entries(conn, [caller.tenant])).get(caller.tenant)
         if entry is None:
             raise ApiError(403, "tenant_not_onboarded", "the token's tenant is not onboarded")
         if entry.region != self.region:
@@ -231,7 +244,8 @@ class Gateway:
         wait = _float_param(request, "wait", 0.0, 0.0, self.limits.wait_seconds)
         deadline = time.monotonic() + wait
         while True:
-            rows = await relay.pending(self.pool, caller.tenant, limit)
+            async with self.as_tenant(self.pool, caller.tenant, readonly=True) as conn:
+                rows = await relay.pending(conn, caller.tenant, limit)
             if rows or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
@@ -257,7 +271,7 @@ class Gateway:
                 lag = max(0.0, time.time() - dt.datetime.fromisoformat(committed).timestamp())
             except ValueError:
                 raise ApiError(400, "bad_request", "cm_committed_at is not ISO-8601") from None
-        async with self.pool.acquire() as conn:
+        async with self.as_tenant(self.pool, caller.tenant) as conn:
             outcome = await relay.acknowledge(conn, self.region, caller.tenant, ids,
                                               self.clock.now_dt(), lag)
         self.metrics.count_deletions(outcome.deletions)
@@ -276,7 +290,7 @@ class Gateway:
         response = web.StreamResponse(headers={"Content-Type": NDJSON})
         await response.prepare(request)
         count = 0
-        async with self.pool.acquire() as conn, conn.transaction(readonly=True):
+        async with self.as_tenant(self.pool, caller.tenant, readonly=True) as conn:
             async for kind, record in export_records(conn, caller.tenant, self.contract):
                 line = {"kind": kind, "record": to_json(self.contract.spec(kind).expanded, record)}
                 await response.write(json.dumps(line).encode() + b"\n")
@@ -288,10 +302,11 @@ class Gateway:
     async def status(self, request: web.Request) -> web.Response:
         caller = self.caller(request, "status")
         entry = await self.entry(caller, purged_ok=True)
-        rows = {r["category"]: r["n"] for r in await self.pool.fetch(
-            "SELECT category, count(*) AS n FROM records WHERE tenant_id = $1"
-            " AND held GROUP BY category", caller.tenant)}
-        pending, oldest = await relay.pending_summary(self.pool, caller.tenant)
+        async with self.as_tenant(self.pool, caller.tenant, readonly=True) as conn:
+            rows = {r["category"]: r["n"] for r in await conn.fetch(
+                "SELECT category, count(*) AS n FROM records WHERE tenant_id = $1"
+                " AND held GROUP BY category", caller.tenant)}
+            pending, oldest = await relay.pending_summary(conn, caller.tenant)
         return web.json_response({
             "tenant_id": str(caller.tenant), "region": entry.region, "state": entry.state,
             "read_only_until": _iso(entry.read_only_until), "purge_at": _iso(entry.purge_at),
@@ -306,7 +321,7 @@ class Gateway:
         region's pipeline at once (the one path every deletion takes); answered with the
         erasure receipt once the purge is done (202 with its location if it takes longer)."""
         caller = self.caller(request, "deletion_request")
-        entry = await self.entry(caller)
+        await self.entry(caller)  # onboarded here, and not deleted yet
         receipt_id = uuid.uuid4()
         now = self.clock.now_dt()
         record = {"envelope": {"record_id": str(receipt_id), "tenant_id": str(caller.tenant),
@@ -314,9 +329,10 @@ class Gateway:
                                "kind": "tenant_subscription_cancelled"},
                   "deletion_requested": True}
         produced = prepare_record("tenant_subscription_cancelled", record, self.contract)
-        await self.pool.execute(
-            "INSERT INTO erasure_receipts (receipt_id, tenant_id, requested_at)"
-            " VALUES ($1, $2, $3)", receipt_id, caller.tenant, now)
+        async with self.as_tenant(self.pool, caller.tenant) as conn:
+            await conn.execute(
+                "INSERT INTO erasure_receipts (receipt_id, tenant_id, requested_at)"
+                " VALUES ($1, $2, $3)", receipt_id, caller.tenant, now)
         await self.lifecycle_producer.send_and_wait(
             topic_name(TopicKind.TENANT_LIFECYCLE), value=produced.value, key=produced.key)
         deadline = time.monotonic() + self.limits.erasure_seconds
@@ -330,25 +346,31 @@ class Gateway:
 
     async def _receipt(self, tenant: uuid.UUID, receipt_id: uuid.UUID) -> dict | None:
         """The receipt, completed from the deletion audit once the tenant is purged."""
-        row = await self.pool.fetchrow("SELECT * FROM erasure_receipts WHERE receipt_id = $1"
-                                       " AND tenant_id = $2", receipt_id, tenant)
+        async with self.as_tenant(self.pool, tenant) as conn:
+            row = await conn.fetchrow("SELECT * FROM erasure_receipts WHERE receipt_id = $1"
+                                      " AND tenant_id = $2", receipt_id, tenant)
         if row is None:
             return None
         if row["completed_at"] is None:
-            entry = (await directory.entries(self.directory_pool, [tenant])).get(tenant)
+            async with self.as_tenant(self.directory_pool, tenant, readonly=True) as conn:
+                entry = (await directory.entries(conn, [tenant])).get(tenant)
             if entry is None or entry.state != directory.PURGED:
                 return _receipt_json(row)
             counts: dict[str, int] = {}
             ids: dict[str, list[str]] = {}
-            for audit in await self.pool.fetch(
-                    "SELECT category, row_count, record_ids FROM deletion_audit"
-                    " WHERE tenant_id = $1 AND rule = 'deletion_request' ORDER BY id", tenant):
-                counts[audit["category"]] = counts.get(audit["category"], 0) + audit["row_count"]
-                ids.setdefault(audit["category"], []).extend(str(i) for i in audit["record_ids"])
-            row = await self.pool.fetchrow(
-                "UPDATE erasure_receipts SET completed_at = $2, counts = $3::jsonb,"
-                " record_ids = $4::jsonb WHERE receipt_id = $1 RETURNING *", receipt_id,
-                self.clock.now_dt(), json.dumps(counts), json.dumps(ids))
+            async with self.as_tenant(self.pool, tenant) as conn:
+                for audit in await conn.fetch(
+                        "SELECT category, row_count, record_ids FROM deletion_audit"
+                        " WHERE tenant_id = $1 AND rule = 'deletion_request' ORDER BY id",
+                        tenant):
+                    counts[audit["category"]] = counts.get(audit["category"], 0) \
+                        + audit["row_count"]
+                    ids.setdefault(audit["category"], []).extend(
+                        str(i) for i in audit["record_ids"])
+                row = await conn.fetchrow(
+                    "UPDATE erasure_receipts SET completed_at = $2, counts = $3::jsonb,"
+                    " record_ids = $4::jsonb WHERE receipt_id = $1 RETURNING *", receipt_id,
+                    self.clock.now_dt(), json.dumps(counts), json.dumps(ids))
         return _receipt_json(row)
 
     async def erasure_receipt(self, request: web.Request) -> web.Response:
@@ -435,7 +457,7 @@ def build_app(gateway: Gateway) -> web.Application:
         try:
             response = await handler(request)
         except ApiError as exc:
-            headers = {"WWW-Authenticate": f'Bearer error="invalid_token"'} \
+            headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} \
                 if exc.status == 401 else None
             response = web.json_response({"error": exc.code, "message": str(exc), **exc.extra},
                                          status=exc.status, headers=headers)

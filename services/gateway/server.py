@@ -12,8 +12,10 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from mdmbus.clock import Clock
+from mdmbus.connections import kafka_options
 from mdmbus.contract import default_registry
 from mdmbus.errors import ConfigError
+from mdmbus.identities import principal_of
 from mdmbus.metrics import Metrics
 from mdmbus.services.gateway.app import Gateway, Limits, build_app
 from mdmbus.services.gateway.tokens import REFUSALS, TokenVerifier
@@ -38,16 +40,18 @@ def server_ssl_context(settings: Settings) -> ssl.SSLContext:
 async def run(settings: Settings, regions: Sequence[str], stop: asyncio.Event,
               metrics: Metrics) -> None:
     stores = await until_written(
-        lambda: Stores(settings, f"mdmbus-gateway-{'-'.join(regions)}").start(regions),
+        lambda: Stores(settings, f"mdmbus-gateway-{'-'.join(regions)}", "gateway").start(regions),
         lambda exc: metrics.store_batches.labels("all", "error").inc())
     verifier = TokenVerifier(settings.jwks_source, settings.token_issuer,
                              settings.token_audience, settings.token_algorithms)
     for reason in REFUSALS:  # every refusal reason reads 0 until it happens
         metrics.gateway_tokens_refused.labels(reason)
-    lifecycle = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
-                                 enable_idempotence=True)
-    producers = {r: AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_of(r),
-                                     acks="all", enable_idempotence=True, linger_ms=2)
+    # As the first region's gateway: every region's gateway may write deletion requests.
+    lifecycle = AIOKafkaProducer(**kafka_options(settings, principal_of("gateway", regions[0]),
+                                                 acks="all", enable_idempotence=True))
+    producers = {r: AIOKafkaProducer(**kafka_options(settings, principal_of("gateway", r), r,
+                                                     acks="all", enable_idempotence=True,
+                                                     linger_ms=2))
                  for r in regions}
     await lifecycle.start()
     for producer in producers.values():
@@ -57,7 +61,7 @@ async def run(settings: Settings, regions: Sequence[str], stop: asyncio.Event,
         tls = server_ssl_context(settings)
         contract, clock = default_registry(), Clock.from_settings(settings)
         for region in regions:
-            gateway = Gateway(settings, region, stores.region(region), stores.directory,
+            gateway = Gateway(settings, region, stores.region(region), stores.directory_of(region),
                               producers[region], lifecycle, verifier, metrics, contract, clock,
                               Limits(body_seconds=settings.gateway_body_timeout_s))
             runner = web.AppRunner(build_app(gateway), access_log=None, shutdown_timeout=5)

@@ -37,7 +37,8 @@ async def onboard(stores: Stores, tenant: uuid.UUID, country: str,
         return None, Refusal.UNKNOWN_COUNTRY
     if region not in stores.regions:
         return region, None  # another region's pipeline onboards it
-    entry, _ = await directory.claim(stores.directory, tenant, region, country.upper(), now)
+    entry, _ = await directory.claim(stores.directory_of(region), tenant, region,
+                                     country.upper(), now)
     if entry.state == directory.PURGED:
         return entry.region, Refusal.TENANT_DELETED
     if entry.region != region:

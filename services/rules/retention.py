@@ -60,7 +60,8 @@ async def end_subscription(stores: Stores, region: str, tenant_id: uuid.UUID, no
                 tenant_id, purge_at)
     # After the store: a crash between the two leaves the directory behind, and the replayed
     # event (or the next one) brings it level; the store is what refuses writes.
-    await directory.mark_retention(stores.directory, tenant_id, now, read_only_until, purge_at)
+    await directory.mark_retention(stores.directory_of(region), tenant_id, now, read_only_until,
+                                   purge_at)
     return changed
 
 
@@ -132,7 +133,7 @@ async def delete_on_request(stores: Stores, region: str, tenant_id: uuid.UUID, n
     async with stores.region(region).acquire() as conn:
         deletions = await purge_tenant(conn, region, tenant_id, now, DELETION_REQUEST, batch,
                                        lag=0.0)
-    await directory.mark_purged(stores.directory, tenant_id, now)
+    await directory.mark_purged(stores.directory_of(region), tenant_id, now)
     return deletions
 
 
@@ -147,5 +148,5 @@ async def sweep_due_purges(stores: Stores, region: str, now: dt.datetime, batch:
         async with pool.acquire() as conn:
             deletions += await purge_tenant(conn, region, row["tenant_id"], now, RETENTION_PURGE,
                                             batch, lag=real_lag(row["purge_at"]))
-        await directory.mark_purged(stores.directory, row["tenant_id"], now)
+        await directory.mark_purged(stores.directory_of(region), row["tenant_id"], now)
     return deletions

@@ -21,7 +21,9 @@ from typing import Any, Callable
 from aiokafka import AIOKafkaProducer
 
 from mdmbus.clock import Clock
+from mdmbus.connections import kafka_options
 from mdmbus.contract import Registry, default_registry, to_json
+from mdmbus.identities import principal_of
 from mdmbus.regions import REGIONS, country_regions, region_of_country
 from mdmbus.services.connector.client import GatewayClient, GatewayError, client_ssl_context
 from mdmbus.services.simulators.records import RELAY_KINDS, UPLOAD_KINDS, RecordFactory
@@ -66,17 +68,19 @@ class SimulatedWorld:
         self.random = random.Random(seed)
         self.factory = RecordFactory(seed, self.contract)
         self._tenants: list[_Tenant] = []
-        self._producers: dict[str, AIOKafkaProducer] = {}
+        self._producers: dict[str | None, AIOKafkaProducer] = {}
         self._ssl = client_ssl_context(self.settings.ca_path)
 
     async def start(self) -> "SimulatedWorld":
-        bootstraps = {self.settings.kafka_bootstrap} | {
-            self.settings.kafka_bootstrap_of(r) for r in REGIONS}
-        for bootstrap in bootstraps:
-            producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                                        enable_idempotence=True, linger_ms=5)
+        # The device side of each region as that region's devices principal; the account
+        # service as accounts (mdmbus/identities.py): each may write only its own topics.
+        for region in (None, *REGIONS):
+            principal = "accounts" if region is None else principal_of("devices", region)
+            producer = AIOKafkaProducer(**kafka_options(
+                self.settings, principal, region, acks="all", enable_idempotence=True,
+                linger_ms=5))
             await producer.start()
-            self._producers[bootstrap] = producer
+            self._producers[region] = producer
         return self
 
     async def close(self) -> None:
@@ -87,16 +91,16 @@ class SimulatedWorld:
             await producer.stop()
 
     def _producer(self, region: str | None) -> AIOKafkaProducer:
-        bootstrap = self.settings.kafka_bootstrap if region is None else \
-            self.settings.kafka_bootstrap_of(region)
-        return self._producers[bootstrap]
+        return self._producers[region]
 
     async def send(self, kind: str, record: dict[str, Any], region: str | None) -> None:
         """Onto the kind's topic in ``region`` (global topics: None), as the device side and
         the account service produce."""
         spec = self.contract.spec(kind)
-        topic = topic_name(spec.topic, None if spec.topic == TopicKind.TENANT_LIFECYCLE else region)
-        await self._producer(region).send(topic, value=self.contract.codec.encode(kind, record),
+        if spec.topic == TopicKind.TENANT_LIFECYCLE:
+            region = None
+        await self._producer(region).send(topic_name(spec.topic, region),
+                                          value=self.contract.codec.encode(kind, record),
                                           key=self.contract.key(kind, record))
         self.sent += 1
 

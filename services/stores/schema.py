@@ -7,7 +7,7 @@ from importlib.resources import files
 
 import asyncpg
 
-from mdmbus.regions import CM_DATABASE, DIRECTORY_DATABASE, REGIONS, region_database
+from mdmbus.regions import database_kind
 
 __all__ = ["ensure_schema", "schema_file"]
 
@@ -16,13 +16,7 @@ _LOCK_KEY = 0x6D646D62  # "mdmb": one advisory lock for all mdmbus migrations
 
 def schema_file(database: str) -> str:
     """The SQL file that defines ``database``."""
-    if database == CM_DATABASE:
-        return "cm_schema.sql"
-    if database == DIRECTORY_DATABASE:
-        return "directory_schema.sql"
-    if database in {region_database(r) for r in REGIONS}:
-        return "region_schema.sql"
-    raise ValueError(f"{database!r} is not an mdmbus database")
+    return f"{database_kind(database)}_schema.sql"
 
 
 async def ensure_schema(conn: asyncpg.Connection, database: str) -> None:

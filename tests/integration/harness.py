@@ -22,7 +22,9 @@ from aiokafka.structs import RecordMetadata, TopicPartition
 
 from mdmbus.cli.launcher import Launcher
 from mdmbus.clock import Clock
+from mdmbus.connections import kafka_options, pg_pool
 from mdmbus.contract import default_registry
+from mdmbus.identities import ADMIN
 from mdmbus.regions import CM_DATABASE, DIRECTORY_DATABASE, REGIONS, region_database
 from mdmbus.services.connector.client import GatewayClient, client_ssl_context
 from mdmbus.services.simulators.records import RecordFactory
@@ -70,11 +72,11 @@ class Workload:
         self._ssl = client_ssl_context(settings.ca_path)
 
     async def __aenter__(self) -> "Workload":
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap,
+        self.producer = AIOKafkaProducer(**kafka_options(self.settings, ADMIN),
                                          acks="all", enable_idempotence=True, linger_ms=2)
         await self.producer.start()
         for db in [*(region_database(r) for r in REGIONS), DIRECTORY_DATABASE, CM_DATABASE]:
-            self.pools[db] = await asyncpg.create_pool(self.settings.pg_dsn(db), min_size=1,
+            self.pools[db] = await pg_pool(self.settings, db, None, min_size=1,
                                                        max_size=3)
         return self
 
@@ -200,7 +202,7 @@ class Workload:
     # ---------------------------------------------------------------- reading the topics
 
     async def end_offsets(self, topic: str) -> dict[TopicPartition, int]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap)
+        consumer = AIOKafkaConsumer(**kafka_options(self.settings, ADMIN))
         await consumer.start()
         try:
             return await consumer.end_offsets(_partitions(topic))
@@ -211,7 +213,7 @@ class Workload:
         """Every message still readable (from each partition's log start to its end) in the
         given topics, or in every mdmbus topic."""
         names = list(topics) if topics is not None else [n for n, _ in all_topics()]
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
+        consumer = AIOKafkaConsumer(**kafka_options(self.settings, ADMIN),
                                     enable_auto_commit=False)
         await consumer.start()
         out: list[Any] = []
@@ -252,7 +254,7 @@ async def rewind(settings: Settings, group: str, offsets: dict[TopicPartition, i
     from aiokafka.errors import CommitFailedError, KafkaError
     deadline = time.monotonic() + timeout_s
     while True:
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group,
+        consumer = AIOKafkaConsumer(**kafka_options(settings, ADMIN), group_id=group,
                                     enable_auto_commit=False)
         await consumer.start()
         try:

@@ -20,13 +20,14 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
-import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import RecordMetadata, TopicPartition
 
+from mdmbus.connections import kafka_options, pg_connect
+from mdmbus.identities import ADMIN
 from mdmbus.regions import CM_DATABASE, REGIONS
 from mdmbus.services.simulators.records import RELAY_KINDS
 from mdmbus.stack.provision import topic_configs
@@ -206,7 +207,7 @@ async def _check_final(work: Workload, load: Load) -> dict[uuid.UUID, dt.datetim
 async def _alter_topic(stack, topic: str, config: dict[str, str]) -> None:
     """Sets the topic's whole configuration (AlterConfigs replaces every topic override, so
     the declared ones are always passed along)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap_of(topic.split(".")[1]))
+    admin = AIOKafkaAdminClient(**kafka_options(stack, ADMIN, topic.split(".")[1]))
     await admin.start()
     try:
         await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, config)])
@@ -217,8 +218,8 @@ async def _alter_topic(stack, topic: str, config: dict[str, str]) -> None:
 async def _readable(work: Workload, topic: str) -> tuple[dict[int, int], list[bytes]]:
     """Each partition's log start offset, and every value readable from there to the end."""
     tps = [TopicPartition(topic, p) for p in range(spec_of(TopicKind.RELAY).partitions)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=work.settings.kafka_bootstrap_of(
-        topic.split(".")[1]), enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_options(work.settings, ADMIN, topic.split(".")[1]),
+                                enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(tps)
@@ -336,7 +337,7 @@ async def _kill_between_commit_and_ack(stack, system, work: Workload, load: Load
     the test with the id of a record the connector is about to download; the test kills the
     connector while its INSERT waits for that row, then rolls the row back."""
     rid, sent, record = _relay(work, tenant, rng.choice(RELAY_KINDS))
-    claim = await asyncpg.connect(stack.pg_dsn(CM_DATABASE))
+    claim = await pg_connect(stack, CM_DATABASE)
     try:
         tx = claim.transaction()
         await tx.start()
@@ -438,7 +439,7 @@ async def test_acknowledgement_only_after_the_cm_commit(stack, system, work):
     work.connect_cm(tenant)
     system.start(CONNECTOR, None)
     load = Load()
-    lock = await asyncpg.connect(stack.pg_dsn(CM_DATABASE))
+    lock = await pg_connect(stack, CM_DATABASE)
     try:
         tx = lock.transaction()
         await tx.start()

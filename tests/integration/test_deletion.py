@@ -8,14 +8,14 @@ in 12 real seconds.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import TopicPartition
 
+from mdmbus.connections import kafka_options, pg_connect
+from mdmbus.identities import ADMIN
 from mdmbus.regions import DIRECTORY_DATABASE, REGIONS, region_database
 from mdmbus.streams.app import lifecycle_app_id
 from mdmbus.topics import TopicKind, all_topics, group_name, topic_name
@@ -63,7 +63,7 @@ async def found_in_databases(settings, values: list[str]) -> list[str]:
     column as text, bytea as its bytes)."""
     hits = []
     for database in CLOUD:
-        conn = await asyncpg.connect(settings.pg_dsn(database))
+        conn = await pg_connect(settings, database)
         try:
             for table in await _tables(conn):
                 for value in values:
@@ -161,8 +161,8 @@ async def _all_stored(work: Workload, region: str, ids: list[str]) -> bool:
 async def _lag_zero(work: Workload, reads: dict[str, list[str]]) -> bool:
     """Whether every group (-> the topics it reads) has committed up to the end."""
     from aiokafka.admin import AIOKafkaAdminClient
-    admin = AIOKafkaAdminClient(bootstrap_servers=work.settings.kafka_bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=work.settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_options(work.settings, ADMIN))
+    consumer = AIOKafkaConsumer(**kafka_options(work.settings, ADMIN))
     await admin.start()
     await consumer.start()
     try:

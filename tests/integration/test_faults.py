@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from mdmbus.cli.launcher import Launcher
 from mdmbus.contract.verdict import Refused, check_message
 from mdmbus.regions import REGIONS
 from mdmbus.services.rules.compliance import rows_past_deadline
@@ -105,7 +106,7 @@ async def _send_retrying(work: Workload, topic: str, value: bytes, key: bytes) -
     raise AssertionError("the broker did not come back within a minute")
 
 
-async def _check(work: Workload, load: Load, procs: Processes, timeout_s: float = 240) -> None:
+async def _check(work: Workload, load: Load, procs: Launcher, timeout_s: float = 240) -> None:
     """Record by record: every upload stored once with its bytes, every relay in CM and gone
     from the cloud, nothing in a region it does not belong to."""
     by_region: dict[str, list[str]] = {r: [] for r in REGIONS}
@@ -169,7 +170,7 @@ def _tenant_of(work: Workload, value: bytes) -> str:
     return str(work.contract.codec.decode(value).record["envelope"]["tenant_id"])
 
 
-async def _run(work: Workload, procs: Processes, count: int, fault) -> Load:
+async def _run(work: Workload, procs: Launcher, count: int, fault) -> Load:
     load = Load(await _tenants(work))
     producing = asyncio.create_task(_produce(work, load, count))
     await fault(load)

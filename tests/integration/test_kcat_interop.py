@@ -21,6 +21,8 @@ import asyncio
 import io
 import json
 import shutil
+import subprocess
+import sys
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -34,11 +36,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from mdmbus.topics import TopicKind, topic_name
 from mdmbus.canonical import fingerprint_bytes
 from mdmbus.codec import MARKER
+from mdmbus.connections import kafka_options
 from mdmbus.contract import default_registry, validate
+from mdmbus.identities import ADMIN
 from mdmbus.producer import prepare_record
+from mdmbus.topics import TopicKind, topic_name
 from tests.conftest import wait_for
 from tests.unit.examples import der, example, pem
 
@@ -53,13 +57,20 @@ KINDS = ["U9", "U4", "U10", "R1", "inventory_cache", "device_session", "device_c
 UPLOAD = topic_name(TopicKind.UPLOAD, "eu")
 
 
-def require_kcat() -> str:
-    """kcat's path; a missing kcat fails the test (in its body, so it reports as FAILED)."""
+def require_kcat(settings) -> list[str]:
+    """kcat's command line, connected as the stack's admin with the settings `mdmbus stack
+    client-config` writes (a client certificate: Debian's kcat cannot log in with SCRAM to
+    Kafka 4); a missing kcat fails the test (in its body, so it reports as FAILED)."""
     path = shutil.which("kcat")
     if path is None:
         pytest.fail("kcat is not on PATH: these tests need the kcat command-line tool (Debian "
                     "package kcat, installed by ./run; or: apt-get install kcat)", pytrace=False)
-    return path
+    config = settings.state_dir / "kcat-admin.conf"
+    if not config.exists():
+        subprocess.run([sys.executable, "-m", "mdmbus", "stack", "client-config", "--principal",
+                        ADMIN, "--auth", "certificate", "--output", str(config)], check=True,
+                       capture_output=True)
+    return [path, "-F", str(config), "-q"]
 
 
 # ---------------------------------------------------------------- records
@@ -174,15 +185,15 @@ async def run(*argv: str, timeout_s: float = 60) -> bytes:
     return out
 
 
-async def kcat_produce(kcat: str, bootstrap: str, topic: str, key: bytes, path: Path) -> None:
+async def kcat_produce(kcat: list[str], topic: str, key: bytes, path: Path) -> None:
     """One message: the whole of ``path`` as the value (kcat sends each named file as one)."""
-    await run(kcat, "-P", "-q", "-b", bootstrap, "-t", topic, "-k", key.decode("ascii"),
+    await run(*kcat, "-P", "-t", topic, "-k", key.decode("ascii"),
               *JAVA_PARTITIONER, str(path))
 
 
-async def kcat_value(kcat: str, bootstrap: str, topic: str, partition: int, offset: int) -> bytes:
+async def kcat_value(kcat: list[str], topic: str, partition: int, offset: int) -> bytes:
     """The raw value of one message, as kcat prints it with the format '%s'."""
-    return await run(kcat, "-C", "-q", "-b", bootstrap, "-t", topic, "-p", str(partition),
+    return await run(*kcat, "-C", "-t", topic, "-p", str(partition),
                      "-o", str(offset), "-c", "1", "-e", "-f", "%s")
 
 
@@ -194,7 +205,7 @@ async def test_fingerprints_match_the_schema_files() -> None:
 
 
 async def test_avro_library_bytes_sent_by_kcat_decode_in_mdmbus(stack, make_topic, tmp_path):
-    kcat = require_kcat()
+    kcat = require_kcat(stack)
     topic = await make_topic("kcat-in", partitions=3)
     tenant = str(uuid.uuid4())
     sent: dict[str, tuple[str, bytes, bytes, dict[str, Any]]] = {}
@@ -204,10 +215,10 @@ async def test_avro_library_bytes_sent_by_kcat_decode_in_mdmbus(stack, make_topi
         key = REGISTRY.key(kind, record)
         path = tmp_path / f"{kind}.bin"
         path.write_bytes(message)
-        await kcat_produce(kcat, stack.kafka_bootstrap, topic, key, path)
+        await kcat_produce(kcat, topic, key, path)
         sent[record["envelope"]["record_id"]] = (kind, key, message, record)
 
-    received = await read_topic(stack.kafka_bootstrap, topic, len(sent))
+    received = await read_topic(stack, topic, len(sent))
     assert len(received) == len(sent)
     for message in received:
         kind, record = REGISTRY.codec.decode(message.value)
@@ -222,7 +233,7 @@ async def test_avro_library_bytes_sent_by_kcat_decode_in_mdmbus(stack, make_topi
 
 
 async def test_kcat_record_on_an_upload_topic_lands_where_mdmbus_puts_its_tenant(stack, tmp_path):
-    kcat = require_kcat()
+    kcat = require_kcat(stack)
     record = make_record("U9", str(uuid.uuid4()))
     message = avro_write("U9", record)
     key = REGISTRY.key("U9", record)
@@ -230,14 +241,14 @@ async def test_kcat_record_on_an_upload_topic_lands_where_mdmbus_puts_its_tenant
     path = tmp_path / "u9.bin"
     path.write_bytes(message)
 
-    partitions = await partitions_of(stack.kafka_bootstrap, UPLOAD)
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=None,
+    partitions = await partitions_of(stack, UPLOAD)
+    consumer = AIOKafkaConsumer(**kafka_options(stack, ADMIN), group_id=None,
                                 enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(partitions)
         before = await consumer.end_offsets(partitions)
-        await kcat_produce(kcat, stack.kafka_bootstrap, UPLOAD, key, path)
+        await kcat_produce(kcat, UPLOAD, key, path)
         for tp in partitions:
             consumer.seek(tp, before[tp])
         found: list[ConsumerRecord] = []
@@ -263,10 +274,10 @@ async def test_kcat_record_on_an_upload_topic_lands_where_mdmbus_puts_its_tenant
 
 
 async def test_mdmbus_messages_read_by_kcat_decode_with_the_avro_library(stack, make_topic):
-    kcat = require_kcat()
+    kcat = require_kcat(stack)
     topic = await make_topic("kcat-out", partitions=3)
     tenant = str(uuid.uuid4())
-    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all",
+    producer = AIOKafkaProducer(**kafka_options(stack, ADMIN), acks="all",
                                 enable_idempotence=True)
     await producer.start()
     written = []
@@ -280,12 +291,12 @@ async def test_mdmbus_messages_read_by_kcat_decode_with_the_avro_library(stack, 
         await producer.stop()
 
     for kind, record, item, partition, offset in written:
-        raw = await kcat_value(kcat, stack.kafka_bootstrap, topic, partition, offset)
+        raw = await kcat_value(kcat, topic, partition, offset)
         assert raw == item.value, f"{kind}: kcat printed other bytes than were sent"
         assert plain(avro_read(kind, raw)) == record, f"{kind}: avro read another record"
 
     # kcat sees the same keys where aiokafka put them.
-    listing = await run(kcat, "-C", "-q", "-b", stack.kafka_bootstrap, "-t", topic,
+    listing = await run(*kcat, "-C", "-t", topic,
                         "-o", "beginning", "-e", "-f", "%p %o %k\\n")
     keys = {(int(p), int(o)): k.encode() for p, o, k in
             (line.split(" ") for line in listing.decode().splitlines())}
@@ -294,8 +305,8 @@ async def test_mdmbus_messages_read_by_kcat_decode_with_the_avro_library(stack, 
 
 # ---------------------------------------------------------------- reading with aiokafka
 
-async def partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def partitions_of(settings, topic: str) -> list[TopicPartition]:
+    admin = AIOKafkaAdminClient(**kafka_options(settings, ADMIN))
     await admin.start()
     try:
         [described] = await admin.describe_topics([topic])
@@ -304,9 +315,9 @@ async def partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
     return [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
 
 
-async def read_topic(bootstrap: str, topic: str, count: int) -> list[ConsumerRecord]:
+async def read_topic(settings, topic: str, count: int) -> list[ConsumerRecord]:
     """Every message of a (fresh) topic, once ``count`` of them have arrived."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+    consumer = AIOKafkaConsumer(topic, **kafka_options(settings, ADMIN), group_id=None,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     messages: list[ConsumerRecord] = []

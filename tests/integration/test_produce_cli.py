@@ -28,7 +28,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from mdmbus.codec import CodecError
+from mdmbus.connections import kafka_options, pg_connect
 from mdmbus.contract import default_registry, to_json
+from mdmbus.identities import ADMIN
 from mdmbus.settings import Settings
 from mdmbus.topics import spec_of as topic_spec
 from tests.conftest import REPO_ROOT
@@ -232,17 +234,17 @@ class TopicReader:
     """Reads the topics of one region and the global ones from the end offsets they had when
     the reader was opened."""
 
-    def __init__(self, bootstrap: str, region: str = REGION) -> None:
-        self.bootstrap = bootstrap
+    def __init__(self, settings: Settings, region: str = REGION) -> None:
+        self.settings = settings
         self.topics = sorted({topic_of(kind, region) for kind in REGISTRY.kinds})
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+        self.consumer = AIOKafkaConsumer(**kafka_options(settings, ADMIN), group_id=None,
                                          enable_auto_commit=False,
                                          isolation_level="read_uncommitted")
         self.partitions: list[TopicPartition] = []
         self.start: dict[TopicPartition, int] = {}
 
     async def __aenter__(self) -> "TopicReader":
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        admin = AIOKafkaAdminClient(**kafka_options(self.settings, ADMIN))
         await admin.start()
         try:
             described = await admin.describe_topics(self.topics)
@@ -370,7 +372,7 @@ async def test_mixed_file_sends_the_valid_lines_and_reports_each_bad_one(stack, 
     path = batch.write(tmp_path / "mixed.jsonl")
     assert len(batch.valid) == len(KINDS) + 1 and len(batch.bad) == 15
 
-    async with TopicReader(stack.kafka_bootstrap) as reader:
+    async with TopicReader(stack) as reader:
         status, stdout, stderr = await run_produce(stack, str(path))
         messages = await reader.read_new()
 
@@ -407,7 +409,7 @@ async def test_dry_run_validates_and_sends_nothing(stack, tmp_path):
     batch = mixed_batch()
     path = batch.write(tmp_path / "mixed.jsonl")
 
-    async with TopicReader(stack.kafka_bootstrap) as reader:
+    async with TopicReader(stack) as reader:
         for args, stdin in [((str(path),), None), (("-",), path.read_bytes())]:
             status, stdout, stderr = await run_produce(stack, "--dry-run", *args, stdin=stdin)
             assert status == 1, f"{args}: exit status {status}\n{stdout}\n{stderr}"
@@ -434,7 +436,7 @@ async def test_only_valid_lines_exit_zero(stack, tmp_path):
     batch.add_valid("device_session", iso_time=True)
     path = batch.write(tmp_path / "valid.jsonl")
 
-    async with TopicReader(stack.kafka_bootstrap) as reader:
+    async with TopicReader(stack) as reader:
         status, stdout, stderr = await run_produce(stack, str(path))
         messages = await reader.read_new()
 
@@ -463,11 +465,9 @@ async def test_without_a_region_each_record_goes_to_its_tenants_region(stack, tm
     refuse it, and the lines around them are sent."""
     import uuid as uuid_
 
-    import asyncpg
-
     from mdmbus.regions import DIRECTORY_DATABASE
     here, gone, unknown = Batch(), Batch(), Batch()
-    conn = await asyncpg.connect(stack.pg_dsn(DIRECTORY_DATABASE))
+    conn = await pg_connect(stack, DIRECTORY_DATABASE)
     try:
         await conn.execute(
             "INSERT INTO tenant_directory (tenant_id, region, country, state, onboarded_at)"
@@ -484,7 +484,7 @@ async def test_without_a_region_each_record_goes_to_its_tenants_region(stack, tm
     lines.add_bad("tenant_not_onboarded", "R2", record)
     lines.add_valid("U9")
     path = lines.write(tmp_path / "routed.jsonl")
-    async with TopicReader(stack.kafka_bootstrap, region="ap") as reader:
+    async with TopicReader(stack, region="ap") as reader:
         status, stdout, stderr = await run_produce(stack, str(path), region=None)
         messages = await reader.read_new()
     assert status == 1, f"exit status {status}\n{stdout}\n{stderr}"

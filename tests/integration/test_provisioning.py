@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from mdmbus.connections import kafka_options, pg_connect
+from mdmbus.identities import ADMIN
 from mdmbus.regions import CM_DATABASE, DIRECTORY_DATABASE, REGIONS, all_databases, region_database
 from mdmbus.stack import provision
 from mdmbus.topics import RETENTION_CHECK_MS, TRUNCATE_INTERVAL_S, TopicKind, all_topics
@@ -18,7 +19,7 @@ NAMES = [name for name, _ in TOPICS]
 
 
 async def test_every_declared_topic_has_its_partitions_and_config(stack):
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_options(stack, ADMIN))
     await admin.start()
     try:
         described = {t["topic"]: t for t in await admin.describe_topics(NAMES)}
@@ -36,7 +37,7 @@ async def test_every_declared_topic_has_its_partitions_and_config(stack):
 async def test_provisioning_is_idempotent_and_restores_drifted_config(stack):
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
     name, spec = TOPICS[0]
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_options(stack, ADMIN))
     await admin.start()
     try:
         drifted = dict(spec.config, **{"retention.ms": "12345"})
@@ -52,7 +53,7 @@ async def test_provisioning_is_idempotent_and_restores_drifted_config(stack):
 @pytest.mark.parametrize("database", [region_database(r) for r in REGIONS]
                          + [DIRECTORY_DATABASE, CM_DATABASE])
 async def test_each_region_database_accepts_connections(stack, database):
-    conn = await asyncpg.connect(stack.pg_dsn(database))
+    conn = await pg_connect(stack, database)
     try:
         assert await conn.fetchval("SELECT current_database()") == database
         assert (await conn.fetchval("SHOW server_version")).startswith("15")
@@ -107,7 +108,7 @@ async def test_every_topic_bounds_how_long_its_copies_stay_readable_and_on_disk(
 
 async def _broker_config(stack) -> dict[str, str]:
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_options(stack, ADMIN))
     await admin.start()
     try:
         response, = await admin.describe_configs([ConfigResource(ConfigResourceType.BROKER, "1")])

@@ -18,6 +18,7 @@ import uuid
 import asyncpg
 import pytest
 
+from mdmbus.connections import pg_connect
 from mdmbus.regions import region_database
 from mdmbus.services.rules.delete_after_download import acknowledge
 from mdmbus.services.rules.retention import purge_tenant
@@ -36,8 +37,7 @@ async def _waits_for_a_lock(watcher: asyncpg.Connection, pid: int) -> bool:
 
 
 async def test_concurrent_acknowledgements_wait_for_each_other_and_delete_once(stack):
-    dsn = stack.pg_dsn(region_database("eu"))
-    holder, acker, watcher = [await asyncpg.connect(dsn) for _ in range(3)]
+    holder, acker, watcher = [await pg_connect(stack, region_database("eu")) for _ in range(3)]
     first, second = sorted([uuid.uuid4(), uuid.uuid4()])
     tenant = uuid.uuid4()
     now = dt.datetime.now(dt.timezone.utc)
@@ -76,8 +76,7 @@ async def test_concurrent_acknowledgements_wait_for_each_other_and_delete_once(s
 async def test_a_purge_deletes_rows_updated_while_it_waited_for_them(stack):
     """The purge deletes by ctid; a row updated meanwhile has a new version its DELETE's
     snapshot cannot see. It must notice and go on, not call the tenant done."""
-    dsn = stack.pg_dsn(region_database("eu"))
-    writer, purger, watcher = [await asyncpg.connect(dsn) for _ in range(3)]
+    writer, purger, watcher = [await pg_connect(stack, region_database("eu")) for _ in range(3)]
     tenant = uuid.uuid4()
     ids = sorted(uuid.uuid4() for _ in range(3))
     now = dt.datetime.now(dt.timezone.utc)

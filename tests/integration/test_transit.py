@@ -119,8 +119,8 @@ def _on_disk(stack, topic: str, needle: bytes) -> list[str]:
 
 
 async def test_a_truncated_idle_partitions_copies_are_removed_from_disk(work, stack):
-    """The partition goes idle with only truncated copies in its last segment; the sweeper
-    appends a marker (the segment rolls), the pipeline truncates past it, and the broker
+    """The partition goes idle with only truncated copies in its last segment; the pipeline
+    appends a marker (the segment rolls), truncates past it, and the broker
     deletes the old segment at its next retention check."""
     region = "eu"
     tenant = await work.onboarded(region)

@@ -43,6 +43,6 @@ def test_the_worker_trims_once_a_minute():
     from mdmbus.settings import Settings
     from mdmbus.streams.app import build_app
     from mdmbus.streams.context import PipelineContext
-    app = build_app(PipelineContext.create(Settings(), ("eu",)))
+    app = build_app(PipelineContext.create(Settings(kafka_security="plaintext"), ("eu",)))
     names = [getattr(task, "__name__", "") for task in app._app_tasks]
     assert ("give_back_freed_heap" in names) == (heap_trimmer() is not None)

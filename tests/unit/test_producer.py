@@ -154,7 +154,7 @@ def _produce_with(monkeypatch, producer_class, lines: list[str]) -> tuple[int, s
     from mdmbus.settings import Settings
     monkeypatch.setattr(aiokafka, "AIOKafkaProducer", producer_class)
     out, err = io.StringIO(), io.StringIO()
-    status = produce(Settings(), io.StringIO("".join(lines)), out=out, err=err, region="eu")
+    status = produce(Settings(kafka_security="plaintext"), io.StringIO("".join(lines)), out=out, err=err, region="eu")
     return status, out.getvalue(), err.getvalue()
 
 

@@ -26,8 +26,10 @@ def test_importing_the_streams_package_builds_and_starts_nothing():
 
 
 def test_each_app_takes_the_settings_it_is_given():
-    a = build_app(PipelineContext.create(Settings(kafka_external="10.0.0.1:9092"), ("eu",)))
-    b = build_app(PipelineContext.create(Settings(kafka_external="10.0.0.2:9092"), ("na", "ap")))
+    a = build_app(PipelineContext.create(
+        Settings(kafka_external="10.0.0.1:9092", kafka_security="plaintext"), ("eu",)))
+    b = build_app(PipelineContext.create(
+        Settings(kafka_external="10.0.0.2:9092", kafka_security="plaintext"), ("na", "ap")))
     assert a.conf.id == lifecycle_app_id(("eu",)) == "mdmbus-eu-lifecycle"
     assert b.conf.id == "mdmbus-na-ap-lifecycle"
     assert [str(u) for u in a.conf.broker] == ["kafka://10.0.0.1:9092"]
@@ -37,8 +39,21 @@ def test_each_app_takes_the_settings_it_is_given():
     assert a.conf.topic_disable_leader and not a.conf.topic_allow_declare
 
 
+def test_the_app_logs_in_as_its_first_regions_pipeline(tmp_path):
+    """Its consumer group (mdmbus-na-ap-lifecycle) is under pipeline-na's prefix."""
+    from mdmbus.stack.pki import Pki
+    Pki(tmp_path).ensure_ca()
+    settings = Settings(passwords={"MDMBUS_PASSWORD_KAFKA_PIPELINE_NA": "secret-na"},
+                        ca_file=str(tmp_path / "ca.crt"))
+    app = build_app(PipelineContext.create(settings, ("na", "ap")))
+    credentials = app.conf.broker_credentials
+    assert credentials.username == "pipeline-na" and credentials.password == "secret-na"
+    assert credentials.mechanism.value == "SCRAM-SHA-512"
+    assert credentials.ssl_context.verify_mode.name == "CERT_REQUIRED"
+
+
 def test_the_worker_runs_a_record_runtime_per_region():
-    worker = build_worker(Settings(), ("na", "eu", "ap"))
+    worker = build_worker(Settings(kafka_security="plaintext"), ("na", "eu", "ap"))
     runtimes = [s for s in worker.services if isinstance(s, RegionRuntime)]
     assert [r.region for r in runtimes] == ["na", "eu", "ap"]
     assert runtimes[1].topics == ["mdm.eu.upload", "mdm.eu.relay", "mdm.eu.device.commands",
