@@ -3,8 +3,8 @@
     python -m bench.gateway_relay [--n 20000] [--region eu] [--batch 500] [--rounds 1]
                                   [--running-gateway]
 
-A fresh tenant is registered in the tenant directory (services.stores.directory.claim) and in
-its region store; --n relay records (R1..R6 from RecordFactory, single-object encoded with the
+A fresh tenant is registered in the tenant directory and in its region store (as onboarding
+leaves it: bench.support.onboard_tenants); --n relay records (R1..R6 from RecordFactory, single-object encoded with the
 contract's codec) are written straight into the region store, as the pipeline stores them.
 They are then drained twice, the same rows each time (re-inserted, same ids and bodies, between
 the two):
@@ -16,9 +16,11 @@ the two):
   connection of the pool, until nothing is pending.
 
 The gateway is a real process (`mdmbus process gateway --region R`), started by this benchmark
-through mdmbus.cli.launcher.Launcher on the configured port (MDMBUS_GATEWAY_PORT_<REGION>);
+through the one launcher (mdmbus.cli.launcher.Launcher, bench.support.launcher) on the configured
+port (MDMBUS_GATEWAY_PORT_<REGION>);
 with --running-gateway, the one already listening there is used. Everything the run wrote (the
 tenant's rows, its audit rows, its tenant and directory rows) is deleted at the end.
+The CM side is not in this benchmark (bench.deletion_lag measures the connector's lags).
 
 Prints records/s of each path and the ratio gateway / direct. Target: at least 0.5.
 """
@@ -26,72 +28,33 @@ Prints records/s of each path and the ratio gateway / direct. Target: at least 0
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
-import os
-import socket
+import random
 import statistics
-import sys
 import time
 import uuid
-from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
 import asyncpg
 
 from mdmbus.categories import Category
-from mdmbus.cli.launcher import Launcher
 from mdmbus.clock import Clock
 from mdmbus.contract import default_registry
-from mdmbus.regions import DIRECTORY_DATABASE, REGIONS, region_database
+from mdmbus.regions import REGIONS
 from mdmbus.services.connector.client import GatewayClient, client_ssl_context
 from mdmbus.services.rules import delete_after_download as relay
 from mdmbus.services.simulators.records import RELAY_KINDS, RecordFactory
-from mdmbus.services.stores import directory
 from mdmbus.settings import Settings
 from mdmbus.stack import issuer
-
-try:  # the shared helpers (bench/support.py), when that module imports
-    from bench.support import machine, run_cli, table
-except ImportError:  # pragma: no cover - the same output without them
-    import platform
-
-    def machine() -> str:
-        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-        return f"{os.cpu_count()} cores, Python {platform.python_version()}, load average {load}"
-
-    def table(headers, rows, title=None) -> None:
-        cells = [["-" if isinstance(v, float) and v != v else f"{v:,.2f}"
-                  if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
-                  for v in row] for row in rows]
-        widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
-        if title:
-            print(f"\n{title}")
-        print("  ".join(h.ljust(w) if i == 0 else h.rjust(w)
-                        for i, (h, w) in enumerate(zip(headers, widths))))
-        print("-" * (sum(widths) + 2 * (len(widths) - 1)))
-        for r in cells:
-            print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                            for i, (c, w) in enumerate(zip(r, widths))))
-        sys.stdout.flush()
-
-    def run_cli(run, parser) -> None:
-        args = parser.parse_args()
-        try:
-            asyncio.run(run(args))
-        except KeyboardInterrupt:
-            raise SystemExit(130) from None
+from bench.support import (check_stack, cpu_seconds, delete_tenants, launcher, listening,
+                           onboard_tenants, open_stores, parser as make_parser, run_cli, say,
+                           start_gateway, table)
 
 __all__ = ["main"]
 
 TARGET = 0.5
-COUNTRY_OF = {"na": "US", "eu": "DE", "ap": "JP"}
 COLUMNS = ["record_id", "tenant_id", "kind", "category", "device_id", "session_id",
            "event_time", "stored_at", "body"]
-
-
-def say(*parts: Any) -> None:
-    print(*parts, file=sys.stderr, flush=True)
 
 
 def relay_rows(tenant: uuid.UUID, n: int, seed: int) -> list[tuple]:
@@ -163,73 +126,33 @@ async def direct(pool: asyncpg.Pool, region: str, tenant: uuid.UUID,
     return await drain(fetch, ack)
 
 
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds of a process so far (/proc/PID/stat); nan when unknown."""
-    if pid is None:
-        return float("nan")
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return float("nan")
-    fields = raw[raw.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-async def start_gateway(settings: Settings, region: str) -> Launcher:
-    port = settings.gateway_ports[region]
-    if _listening(port):
-        raise SystemExit(f"something already listens on {port} (the {region} gateway of "
-                         "another run?): stop it, or pass --running-gateway to use it")
-    log_dir = settings.state_dir / "bench-logs" / time.strftime("gateway-relay-%Y%m%d-%H%M%S")
-    procs = Launcher(log_dir, Clock(1.0, time.time()), dict(os.environ))
-    procs.start("gateway", region)
-    deadline = time.monotonic() + 60
-    while not _listening(port):
-        if procs.exited() or time.monotonic() > deadline:
-            tail = procs.tail(f"gateway-{region}")
-            procs.stop()
-            raise SystemExit(f"the gateway did not start; its log:\n{tail}")
-        await asyncio.sleep(0.2)
-    say(f"gateway of {region} started (pid {procs.procs[f'gateway-{region}'].pid}), "
-        f"log {log_dir}")
-    return procs
-
-
 async def run(args: argparse.Namespace) -> None:
     settings = Settings.from_env()
     region = args.region
-    tenant = uuid.uuid4()
-    seed = args.seed if args.seed is not None else uuid.uuid4().int
-    try:
-        pool = await asyncpg.create_pool(settings.pg_dsn(region_database(region)), min_size=1,
-                                         max_size=4)
-        directory_pool = await asyncpg.create_pool(settings.pg_dsn(DIRECTORY_DATABASE),
-                                                   min_size=1, max_size=1)
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise SystemExit(f"PostgreSQL does not answer ({exc}); start the stack first "
-                         "(`mdmbus stack up` with the same MDMBUS_* settings)") from None
+    await check_stack(settings, [region])
+    seed = args.seed if args.seed is not None else random.SystemRandom().getrandbits(32)
+    stores = await open_stores(settings, [region], max_size=4)
+    pool = stores.region(region)
+    now = dt.datetime.now(dt.timezone.utc)
+    tenants = await onboard_tenants(stores, 1, now, random.Random(seed), [region])
+    tenant = uuid.UUID(tenants.ids[0])
     procs = None
+    gateway_key = None
     client = None
     results: dict[str, list[tuple[int, float, list[float]]]] = {"gateway": [], "direct": []}
     #: CPU seconds spent while each path drained: (this process, the gateway process).
     cpu: dict[str, list[tuple[float, float]]] = {"gateway": [], "direct": []}
     try:
-        now = dt.datetime.now(dt.timezone.utc)
-        await directory.claim(directory_pool, tenant, region, COUNTRY_OF[region], now)
-        await pool.execute("INSERT INTO tenants (tenant_id, country, region, onboarded_at)"
-                           " VALUES ($1, $2, $3, $4)", tenant, COUNTRY_OF[region], region, now)
         say(f"building {args.n:,} relay records of tenant {tenant} in {region}")
         rows = relay_rows(tenant, args.n, seed)
         if not args.running_gateway:
-            procs = await start_gateway(settings, region)
+            procs = launcher(settings, "gateway-relay")
+            gateway_key = await start_gateway(procs, settings, region)
+            say(f"gateway of {region} started (pid {procs.procs[gateway_key].pid}), logs in "
+                f"{procs.log_dir}")
+        elif not listening(settings.gateway_ports[region]):
+            raise SystemExit(f"--running-gateway: nothing listens on "
+                             f"{settings.gateway_ports[region]}")
         client = GatewayClient(settings.gateway_url(region),
                                issuer(settings).issue(str(tenant), "connector", 4 * 3600),
                                client_ssl_context(settings.ca_path))
@@ -238,7 +161,7 @@ async def run(args: argparse.Namespace) -> None:
             for path in ("gateway", "direct") if round_ % 2 == 0 else ("direct", "gateway"):
                 await reset(pool, tenant, rows)
                 say(f"round {round_ + 1}: draining {args.n:,} records, {path}")
-                gateway_pid = procs.procs[f"gateway-{region}"].pid if procs else None
+                gateway_pid = procs.procs[gateway_key].pid if procs else None
                 cpu0 = (time.process_time(), cpu_seconds(gateway_pid))
                 result = await (via_gateway(client, args.batch) if path == "gateway"
                                 else direct(pool, region, tenant, args.batch))
@@ -250,22 +173,16 @@ async def run(args: argparse.Namespace) -> None:
                 if pending:
                     raise SystemExit(f"{path}: {pending} records still pending")
                 results[path].append(result)
-                if procs is not None and procs.exited():
-                    raise SystemExit(f"the gateway exited:\n{procs.tail(f'gateway-{region}')}")
+                if procs is not None:
+                    procs.assert_alive()
     finally:
         if client is not None:
             await client.close()
         if procs is not None:
             procs.stop()
-        async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("DELETE FROM records WHERE tenant_id = $1", tenant)
-            await conn.execute("DELETE FROM deletion_audit WHERE tenant_id = $1", tenant)
-            await conn.execute("DELETE FROM tenants WHERE tenant_id = $1", tenant)
-        await directory_pool.execute("DELETE FROM tenant_directory WHERE tenant_id = $1", tenant)
-        await pool.close()
-        await directory_pool.close()
+        await delete_tenants(stores, tenants)
+        await stores.close()
 
-    print(f"\nmachine: {machine()}")
     print(f"{args.n:,} relay records of one tenant in {region}, batches of {args.batch}, "
           f"{args.rounds} round(s)")
     rates = {}
@@ -284,12 +201,11 @@ async def run(args: argparse.Namespace) -> None:
           "when this benchmark started it; PostgreSQL's CPU is in neither)")
     ratio = rates["gateway"] / rates["direct"]
     verdict = "meets" if ratio >= TARGET else "BELOW"
-    print(f"\nratio gateway / direct: {ratio:.2f} ({verdict} the target of {TARGET})")
+    print(f"\nratio gateway / direct: {ratio:.3f} ({verdict} the target of {TARGET})")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = make_parser("bench.gateway_relay", __doc__)
     parser.add_argument("--n", type=int, default=20_000, help="relay records to drain")
     parser.add_argument("--region", choices=REGIONS, default="eu")
     parser.add_argument("--batch", type=int, default=500,
