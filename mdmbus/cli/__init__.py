@@ -40,9 +40,9 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
             print(f"wrote {args.output} (mode 0600: it holds a secret)", file=sys.stderr)
         return 0
     if args.action == "credentials":
-        files = stack.credentials(settings)
-        print(f"credentials: {len(files)} files in {settings.pki_dir}, "
-              f"{settings.credentials_dir} and {settings.issuer_dir}")
+        stack.credentials(settings)
+        print(f"credentials: certificates in {settings.pki_dir}, passwords in "
+              f"{settings.credentials_dir}, token issuer in {settings.issuer_dir}")
         return 0
     if args.action == "up":
         stack.up(settings)

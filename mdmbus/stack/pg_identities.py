@@ -22,10 +22,12 @@ from mdmbus.regions import all_databases, database_kind
 from mdmbus.settings import Settings
 
 __all__ = ["sync", "read_grants", "read_sequence_grants", "read_policies", "read_connect",
-           "read_roles", "MAINTENANCE"]
+           "read_roles", "MAINTENANCE", "TEMPLATE"]
 
-#: The server's maintenance database: no service connects to it.
+#: The server's maintenance database and the template new databases copy: no service
+#: connects to either (template0 accepts no connection at all).
 MAINTENANCE = "postgres"
+TEMPLATE = "template1"
 
 _TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 
@@ -53,7 +55,7 @@ async def read_connect(conn: asyncpg.Connection) -> dict[str, dict[str, set[str]
         "SELECT d.datname, coalesce(r.rolname, 'PUBLIC') AS grantee, a.privilege_type"
         " FROM pg_database d, aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a"
         " LEFT JOIN pg_roles r ON r.oid = a.grantee"
-        " WHERE NOT d.datistemplate AND a.grantee <> d.datdba")
+        " WHERE d.datallowconn AND a.grantee <> d.datdba")
     out: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
     for r in rows:
         out[r["datname"]][r["grantee"]].add(r["privilege_type"])
@@ -134,9 +136,10 @@ async def _sync_roles(conn: asyncpg.Connection, settings: Settings, roles: list[
     return len(roles) - len(existing)
 
 
-async def _sync_database(conn: asyncpg.Connection, database: str) -> None:
+async def _sync_database(conn: asyncpg.Connection, database: str) -> tuple[int, int]:
     """The declared database privileges (CONNECT, TEMPORARY) and nothing else, PUBLIC's
-    included."""
+    included; returns (granted, revoked)."""
+    granted = revoked = 0
     want: dict[str, set[str]] = defaultdict(set)
     for db, role, privilege in pg_database_privileges():
         if db == database:
@@ -148,11 +151,14 @@ async def _sync_database(conn: asyncpg.Connection, database: str) -> None:
             target = "PUBLIC" if grantee == "PUBLIC" else _ident(grantee)
             await conn.execute(f"REVOKE {', '.join(sorted(extra))} ON DATABASE "
                                f"{_ident(database)} FROM {target}")
+            revoked += len(extra)
     for role, privileges in sorted(want.items()):
         missing = privileges - held.get(role, set())
         if missing:
             await conn.execute(f"GRANT {', '.join(sorted(missing))} ON DATABASE "
                                f"{_ident(database)} TO {_ident(role)}")
+            granted += len(missing)
+    return granted, revoked
 
 
 async def _sync_tables(conn: asyncpg.Connection, database: str) -> tuple[int, int]:
@@ -177,8 +183,18 @@ async def _sync_tables(conn: asyncpg.Connection, database: str) -> tuple[int, in
             await conn.execute(f"GRANT {g.privilege} ON SEQUENCE {_ident(g.table)} TO "
                                f"{_ident(g.role)}")
             granted += 1
-        # Nobody but the owner creates in the schema (PostgreSQL 15's default, made sure of).
-        await conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        # Nobody but the owner creates in the schema; everyone may use it (to reach the
+        # tables granted above): whatever else anyone was granted there is revoked.
+        for row in await conn.fetch(
+                "SELECT coalesce(r.rolname, 'PUBLIC') AS grantee, a.privilege_type"
+                " FROM pg_namespace n,"
+                " aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a"
+                " LEFT JOIN pg_roles r ON r.oid = a.grantee"
+                " WHERE n.nspname = 'public' AND a.grantee <> n.nspowner"
+                " AND a.privilege_type <> 'USAGE'"):
+            target = "PUBLIC" if row["grantee"] == "PUBLIC" else _ident(row["grantee"])
+            await conn.execute(f"REVOKE {row['privilege_type']} ON SCHEMA public FROM {target}")
+            revoked += 1
     return granted, revoked
 
 
@@ -249,8 +265,9 @@ async def sync(settings: Settings) -> str:
         try:
             here = [r for r in roles if set(r.databases) & set(databases)]
             created += await _sync_roles(conn, settings, here)
-            for database in [*databases, MAINTENANCE]:
-                await _sync_database(conn, database)
+            for database in [*databases, MAINTENANCE, TEMPLATE]:
+                g, r = await _sync_database(conn, database)
+                granted, revoked = granted + g, revoked + r
         finally:
             await conn.close()
         for database in databases:

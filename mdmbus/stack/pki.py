@@ -79,11 +79,13 @@ class Pki:
         write_private(self.ca_file, _pem(cert))
 
     def ensure(self, name: str, *, server: bool, hostnames: tuple[str, ...] = (),
-               common_name: str | None = None) -> tuple[Path, Path]:
+               common_name: str | None = None, client: bool | None = None) -> tuple[Path, Path]:
         """(certificate, key) in the files named ``name``, issued once for ``common_name``
-        (default: ``name``). A server certificate names 127.0.0.1, localhost and ``hostnames``
-        and may also authenticate as a client (a broker does to its controller); a client
+        (default: ``name``). A server certificate names 127.0.0.1, localhost and ``hostnames``;
+        it authenticates a client only when ``client`` says so (a broker does, to its
+        controller), so a server's key is never a Kafka principal's credential. A client
         certificate's common name is its Kafka principal."""
+        client = (not server) if client is None else client
         self.ensure_ca()
         cert_file, key_file = self.cert_file(name), self.key_file(name)
         if cert_file.exists() and key_file.exists():
@@ -92,8 +94,8 @@ class Pki:
         ca_cert = x509.load_pem_x509_certificate(self.ca_file.read_bytes())
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.timezone.utc)
-        usages = [ExtendedKeyUsageOID.CLIENT_AUTH] + ([ExtendedKeyUsageOID.SERVER_AUTH]
-                                                        if server else [])
+        usages = ([ExtendedKeyUsageOID.CLIENT_AUTH] if client else []) + (
+            [ExtendedKeyUsageOID.SERVER_AUTH] if server else [])
         builder = (x509.CertificateBuilder()
                    .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
                                                                common_name or name)]))

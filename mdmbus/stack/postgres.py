@@ -222,5 +222,6 @@ def describe(settings: Settings) -> tuple[bool, str]:
     """Whether the server runs, and a status line saying where."""
     paths = pg_paths(settings)
     up = running(paths)
-    return up, (f"postgres  {'running' if up else 'stopped':<9} 127.0.0.1:{settings.pg_port}  "
+    return up, (f"postgres  {'running' if up else 'stopped':<9} 127.0.0.1:{settings.pg_port} "
+                f"(TLS, scram)  "
                 f"data {paths.data}  log {paths.log}")

@@ -30,9 +30,12 @@ def credentials(settings: Settings) -> list[str]:
     certificate, a password per identity, the token issuer's key; returns the files made."""
     pki = Pki(settings.pki_dir)
     made = []
-    for name, server in (("gateway", True), ("broker", True), ("postgres", True),
-                         (ADMIN, False)):
-        cert, key = pki.ensure(name, server=server, hostnames=settings.tls_hostnames)
+    # The broker's certificate is also its client certificate (to its controller, to other
+    # brokers); the gateway's and PostgreSQL's authenticate servers only.
+    for name, server, client in (("gateway", True, False), ("broker", True, True),
+                                 ("postgres", True, False), (ADMIN, False, True)):
+        cert, key = pki.ensure(name, server=server, client=client,
+                               hostnames=settings.tls_hostnames)
         made += [str(cert), str(key)]
     store = kafka.keystore(settings)
     chain = Pki(settings.pki_dir).key_file("broker").read_bytes() + \
@@ -57,10 +60,9 @@ def up(settings: Settings, say: Callable[[str], None] = print) -> None:
                          "MDMBUS_KAFKA_CONTROLLER_PORT")
         ensure_port_free(settings.kafka_mtls_port, "the Kafka mutual-TLS listener",
                          "MDMBUS_KAFKA_BROKER_PORT")
-    files = credentials(settings)
+    credentials(settings)
     say(f"credentials: certificates in {settings.pki_dir}, passwords in "
-        f"{settings.credentials_dir}, token issuer in {settings.issuer_dir} "
-        f"({len(files)} files)")
+        f"{settings.credentials_dir}, token issuer in {settings.issuer_dir}")
     say(postgres.start(settings))
     say(kafka.start(settings, say))
     provision_servers(settings, say, made_credentials=True)
@@ -72,10 +74,9 @@ def provision_servers(settings: Settings, say: Callable[[str], None] = print,
     (compose, or your own) or just started: no server is started here; each is waited for up
     to MDMBUS_START_TIMEOUT."""
     if not made_credentials:
-        files = credentials(settings)
+        credentials(settings)
         say(f"credentials: certificates in {settings.pki_dir}, passwords in "
-            f"{settings.credentials_dir}, token issuer in {settings.issuer_dir} "
-            f"({len(files)} files)")
+            f"{settings.credentials_dir}, token issuer in {settings.issuer_dir}")
     created = asyncio.run(provisioning.ensure_databases(settings, settings.start_timeout_s))
     say(f"databases: {'created ' + ', '.join(created) if created else 'all present'}")
     asyncio.run(provisioning.ensure_schemas(settings))
@@ -101,8 +102,9 @@ def status(settings: Settings, say: Callable[[str], None] = print) -> bool:
     say(pg_line)
     pki = Pki(settings.pki_dir)
     if pki.ca_file.exists():
-        say(f"tls       CA {pki.ca_file}  gateway {pki.cert_file('gateway')} "
-            f"{pki.key_file('gateway')} (keys 0600)")
+        say(f"tls       CA {pki.ca_file}; certificates and keys (0600) in {pki.root}")
+        say(f"logins    passwords (0600) in {settings.credentials_dir}/{{kafka,pg}}/<name>; "
+            f"outside clients: `mdmbus stack client-config --principal NAME`")
         say(f"tokens    JWKS {settings.jwks_source}  issuer key {issuer(settings).key_file}  "
             f"(`mdmbus token --tenant ID --role connector`)")
         say("gateways  " + "  ".join(f"{r} {settings.gateway_url(r)}"
