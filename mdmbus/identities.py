@@ -21,7 +21,8 @@ from mdmbus.topics import TOPICS, TopicKind, topic_name
 
 __all__ = ["Op", "Pattern", "Resource", "Acl", "KafkaPrincipal", "kafka_principals",
            "kafka_acls", "principal_of", "role_of", "PgRole", "pg_roles", "Grant", "pg_grants",
-           "Policy", "pg_policies", "pg_sequences", "pg_database_privileges", "SUPER_USERS", "ADMIN", "TABLES", "policy_name"]
+           "Policy", "pg_policies", "pg_sequences", "pg_database_privileges", "SUPER_USERS",
+           "ADMIN", "TABLES", "policy_name", "owner_of"]
 
 
 # ================================================================= Kafka
@@ -212,6 +213,12 @@ def role_of(service: str, region: str | None = None) -> str:
     return f"mdmbus_{region}_{service}"
 
 
+def owner_of(database: str) -> str:
+    """The role that owns ``database`` and its tables: provisioning runs its migrations as
+    this role (SET ROLE, from the superuser); it cannot log in, and no service is it."""
+    return f"{database}_owner"
+
+
 def policy_name(policy: "Policy") -> str:
     """The policy's name on its table (names are per table: the role makes them unique)."""
     return f"{policy.role}_{policy.name}"
@@ -380,7 +387,10 @@ def markdown() -> str:
                                     else "nothing")
         out.append(f"| `{principal.name}` | {principal.purpose} | {may} |")
     out += ["", "## PostgreSQL roles (scram-sha-256 over TLS)", "",
-            "Columns in parentheses limit a privilege to them. Row-level security: see below.",
+            "Each database and its tables belong to an owner role (`mdmbus_na_owner`, ...) that "
+            "cannot log in: provisioning runs the migrations as it, from the superuser; no "
+            "service owns a table. Columns in parentheses limit a privilege to them. Row-level "
+            "security: see below.",
             "", "| role | what for | databases | may |", "|---|---|---|---|"]
     grants = pg_grants() + pg_sequences()
     temporary = {(db, role) for db, role, p in pg_database_privileges() if p == "TEMPORARY"}

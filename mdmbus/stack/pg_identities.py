@@ -17,12 +17,12 @@ from typing import Iterable
 import asyncpg
 
 from mdmbus.identities import (Grant, PgRole, Policy, TABLES, pg_database_privileges, pg_grants,
-                               pg_policies, pg_roles, pg_sequences, policy_name)
+                               owner_of, pg_policies, pg_roles, pg_sequences, policy_name)
 from mdmbus.regions import all_databases, database_kind
 from mdmbus.settings import Settings
 
 __all__ = ["sync", "read_grants", "read_sequence_grants", "read_policies", "read_connect",
-           "read_roles", "MAINTENANCE", "TEMPLATE"]
+           "read_roles", "ensure_owner", "MAINTENANCE", "TEMPLATE"]
 
 #: The server's maintenance database and the template new databases copy: no service
 #: connects to either (template0 accepts no connection at all).
@@ -250,6 +250,29 @@ def _policy_digest(policies: list[Policy]) -> str:
     import hashlib
     text = "\n".join(repr(p) for p in sorted(policies))
     return "mdmbus row-level security " + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+async def ensure_owner(conn: asyncpg.Connection, database: str) -> str:
+    """The owner role of the connection's database: created if missing (it cannot log in,
+    nor bypass anything), made the owner of the database and of every table and sequence in
+    its public schema (a cluster of an older mdmbus had them owned by the superuser); returns
+    its name."""
+    owner = owner_of(database)
+    if not await read_roles(conn, [owner]):
+        await conn.execute(f"CREATE ROLE {_ident(owner)}")
+    await conn.execute(f"ALTER ROLE {_ident(owner)} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE"
+                       f" NOREPLICATION NOBYPASSRLS")
+    await conn.execute(f"ALTER DATABASE {_ident(database)} OWNER TO {_ident(owner)}")
+    for row in await conn.fetch(
+            "SELECT c.relname, c.relkind FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'S')"
+            " AND pg_get_userbyid(c.relowner) <> $1"
+            # a sequence owned by a column follows its table
+            " AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid"
+            "   AND d.deptype = 'a' AND c.relkind = 'S')", owner):
+        await conn.execute(f"ALTER TABLE {_ident(row['relname'])} OWNER TO {_ident(owner)}")
+    return owner
 
 
 async def sync(settings: Settings) -> str:

@@ -175,12 +175,15 @@ async def ensure_databases(settings: Settings, deadline_s: float = 0) -> list[st
 
 
 async def ensure_schemas(settings: Settings) -> None:
-    """Applies every database's DDL (idempotent): provisioning, not the processes, owns it."""
+    """Applies every database's DDL (idempotent) as the database's owner role, which owns the
+    database and its tables and cannot log in (mdmbus/identities.py): provisioning, not the
+    processes, changes tables, and no service role owns one."""
     from mdmbus.services.stores.schema import ensure_schema
     for name in all_databases():
         conn = await pg_connect(settings, name)
         try:
-            await ensure_schema(conn, name)
+            owner = await pg_identities.ensure_owner(conn, name)
+            await ensure_schema(conn, name, owner)
         finally:
             await conn.close()
 

@@ -54,7 +54,8 @@ from aiokafka.structs import TopicPartition
 from mdmbus.connections import admin_options, ca_context, kafka_options, pg_connect
 from mdmbus.identities import (ADMIN, SUPER_USERS, Acl, Op, Pattern, Resource, TABLES,
                                kafka_acls, kafka_principals, pg_database_privileges, pg_grants,
-                               pg_policies, pg_roles, pg_sequences, policy_name, role_of)
+                               owner_of, pg_policies, pg_roles, pg_sequences, policy_name,
+                               role_of)
 from mdmbus.regions import (CM_DATABASE, DIRECTORY_DATABASE, REGIONS, all_databases,
                             database_kind, region_database)
 from mdmbus.settings import Settings
@@ -822,13 +823,26 @@ async def test_postgres_holds_exactly_the_declared_rights(stack):
             problems += [f"{database}: sequence {g} declared, not held"
                          for g in sorted(declared_seq - held_seq)]
             problems += _policy_problems(database, await read_policies(conn))
-            # Grants are read apart from the owner's rights: every object must be the
-            # superuser's (an owning service role would hold every right, unseen).
+            # Grants are read apart from the owner's rights: the database and every object in
+            # it belong to its owner role, which cannot log in (an owning service role would
+            # hold every right, unseen; so would a login owner).
+            owner = owner_of(database)
             owners = await conn.fetch(
                 "SELECT c.relname, pg_get_userbyid(c.relowner) AS owner FROM pg_class c"
                 " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'"
-                " AND pg_get_userbyid(c.relowner) = ANY($1::text[])", names)
-            problems += [f"{database}: {r['relname']} is owned by {r['owner']}" for r in owners]
+                " AND pg_get_userbyid(c.relowner) <> $1", owner)
+            problems += [f"{database}: {r['relname']} is owned by {r['owner']}, not {owner}"
+                         for r in owners]
+            if await conn.fetchval("SELECT pg_get_userbyid(datdba) FROM pg_database"
+                                   " WHERE datname = $1", database) != owner:
+                problems.append(f"{database} is not owned by {owner}")
+            attributes = (await read_roles(conn, [owner])).get(owner, {})
+            if not attributes or any(attributes[a] for a in (
+                    "rolcanlogin", "rolsuper", "rolcreatedb", "rolcreaterole", "rolreplication",
+                    "rolbypassrls")):
+                problems.append(f"the owner role {owner} may log in or holds an attribute: "
+                                f"{attributes}")
+            assert owner not in names
             schema = await conn.fetch(
                 "SELECT coalesce(r.rolname, 'PUBLIC') AS grantee, a.privilege_type"
                 " FROM pg_namespace n,"
