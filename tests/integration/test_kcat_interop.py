@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -331,3 +333,40 @@ async def read_topic(settings, topic: str, count: int) -> list[ConsumerRecord]:
     finally:
         await consumer.stop()
     return messages
+
+
+async def test_kcat_logs_in_with_scram_as_the_principal_client_config_names(stack, tmp_path):
+    """`mdmbus stack client-config --auth scram` (the default) works for kcat on a librdkafka
+    that speaks SCRAM to Kafka 4 (2.16, the confluent-kafka wheel's, put first on the library
+    path): kcat sees exactly the principal's topics and is refused one it may not read.
+    Debian 12's own librdkafka 2.0.2 is refused over SCRAM; `--auth certificate` is for it
+    (require_kcat above)."""
+    import glob
+
+    import confluent_kafka
+    kcat = require_kcat(stack)[0]
+    [library] = glob.glob(os.path.dirname(confluent_kafka.__file__) + ".libs/librdkafka-*.so.1")
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "librdkafka.so.1").symlink_to(library)
+    env = dict(os.environ, LD_LIBRARY_PATH=str(tmp_path / "lib"))
+    config = tmp_path / "devices-eu.properties"
+    subprocess.run([sys.executable, "-m", "mdmbus", "stack", "client-config", "--principal",
+                    "devices-eu", "--output", str(config)], check=True, capture_output=True)
+    assert "sasl.mechanisms=SCRAM-SHA-512" in config.read_text()
+
+    async def kcat_run(*args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            kcat, "-F", str(config), *args, env=env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        return proc.returncode, out.decode(errors="replace")
+
+    status, version = await kcat_run("-V")
+    assert "librdkafka 2.16" in version, version
+    status, listing = await kcat_run("-L")
+    assert status == 0, listing
+    seen = set(re.findall(r'topic "([^"]+)"', listing))
+    assert seen == {topic_name(k, "eu") for k in (TopicKind.RELAY, TopicKind.DEVICE_SESSIONS,
+                                                  TopicKind.DEVICE_COMMANDS)}, listing
+    status, refused = await kcat_run("-C", "-t", UPLOAD, "-o", "beginning", "-e", "-q")
+    assert "Topic authorization failed" in refused, refused
