@@ -19,10 +19,14 @@ def schema_file(database: str) -> str:
     return f"{database_kind(database)}_schema.sql"
 
 
-async def ensure_schema(conn: asyncpg.Connection, database: str) -> None:
-    """Creates what is missing in ``database`` (the connection's own database)."""
+async def ensure_schema(conn: asyncpg.Connection, database: str,
+                        owner: str | None = None) -> None:
+    """Creates what is missing in ``database`` (the connection's own database), as ``owner``
+    (a role the connection may become: what it creates belongs to that role)."""
     sql = files(__package__).joinpath(schema_file(database)).read_text(encoding="utf-8")
     async with conn.transaction():
         # Two provisioners creating the same table at once would collide in the catalogue.
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+        if owner is not None:
+            await conn.execute(f'SET LOCAL ROLE "{owner}"')
         await conn.execute(sql)
