@@ -41,6 +41,14 @@ class Checkpoint:
             cp.next[tp] = max(cp.next.get(tp, 0), m.offset + 1)
         return cp
 
+    @classmethod
+    def union(cls, checkpoints: Iterable["Checkpoint"]) -> "Checkpoint":
+        """Consecutive batches' partitions as one (where a replay of them all starts)."""
+        out = cls()
+        for cp in checkpoints:
+            out = out.merge(cp)
+        return out
+
     def merge(self, other: "Checkpoint") -> "Checkpoint":
         """The union of two consecutive batches' partitions (where a replay of both starts)."""
         merged = Checkpoint(dict(other.first), dict(other.next))

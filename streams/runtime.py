@@ -13,8 +13,8 @@ Faults:
   back-off (growing to 5 s) before it is fetched again: nothing is buffered while a store is
   down, and nothing is committed that is not durable;
 - a rebalance: ``on_partitions_revoked`` waits for the batch being written to commit (so no
-  batch is half-committed) and drops the prepared one; the partitions' new owner starts from
-  the committed offsets;
+  batch is half-committed) and drops the prepared one, and the one being fetched when it
+  arrives; the partitions' new owner starts from the committed offsets;
 - a crash anywhere: the uncommitted batches are replayed, and every write is idempotent.
 """
 
@@ -27,7 +27,7 @@ import time
 from aiokafka import AIOKafkaConsumer
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 from mode import Service
 
 from mdmbus.connections import kafka_options
@@ -54,6 +54,9 @@ RECORD_TOPICS = {
     TopicKind.DEVICE_COMMANDS: records_processor,
     TopicKind.DEVICE_SESSIONS: sessions_processor,
 }
+
+#: What became of a batch (RegionRuntime._write).
+WRITTEN, STORE_DOWN, STALE = "written", "store down", "stale"
 
 _BACKOFF_START_S = 0.2
 _BACKOFF_MAX_S = 5.0
@@ -84,10 +87,14 @@ class RegionRuntime(Service):
         self.consumer: AIOKafkaConsumer | None = None
         self.admin: AIOKafkaAdminClient | None = None
         self.truncator: Truncator | None = None
-        #: Set while a batch is being written and committed; a revocation waits for it.
-        self._writing = asyncio.Event()
-        self._writing.set()
-        self._prepared: tuple[Prepared, Checkpoint] | None = None
+        #: Held while a batch is written and committed, and while a revocation is handled: a
+        #: revocation waits for the batch being written, and no batch starts during one.
+        self._write_lock = asyncio.Lock()
+        #: The next batch, prepared while the current one is written, with the epoch it was
+        #: fetched in.
+        self._prepared: tuple[Prepared, Checkpoint, int] | None = None
+        #: Counts revocations: a batch fetched before one is not written (``_write``).
+        self._epoch = 0
         self._backoff = _BACKOFF_START_S
 
     @property
@@ -116,11 +123,15 @@ class RegionRuntime(Service):
             await self.admin.close()
 
     async def revoked(self, revoked) -> None:
-        """A rebalance: the batch being written commits first; the prepared one is dropped."""
-        await self._writing.wait()
-        self._prepared = None
-        if self.truncator is not None:
-            self.truncator.forget(revoked)
+        """A rebalance: the batch being written commits first (the partitions are still this
+        worker's until this returns); every batch fetched before is dropped, the prepared one
+        and the one being fetched, since their partitions may go to another worker, which
+        reads them from the committed offsets."""
+        async with self._write_lock:
+            self._epoch += 1
+            self._prepared = None
+            if self.truncator is not None:
+                self.truncator.forget(revoked)
 
     async def _fetch(self) -> tuple[Prepared, Checkpoint] | None:
         batches = await self.consumer.getmany(timeout_ms=int(self.ctx.settings.batch_wait_s * 1000)
@@ -133,14 +144,21 @@ class RegionRuntime(Service):
     @Service.task
     async def _run(self) -> None:
         while not self.should_stop:
+            epoch = self._epoch
             fetching = asyncio.ensure_future(self._fetch())
             current, self._prepared = self._prepared, None
-            if current is not None and not await self._write(*current):
-                # The store is down: what was fetched meanwhile is dropped too.
-                nxt = await self._fetched(fetching)
-                await self._back_off(current[1] if nxt is None else current[1].merge(nxt[1]))
-                continue
-            self._prepared = await self._fetched(fetching)
+            outcome = WRITTEN if current is None else await self._write(*current)
+            nxt = await self._fetched(fetching)
+            dropped = [b[1] for b in (current, nxt) if b is not None]
+            if outcome == STORE_DOWN:
+                # What was fetched meanwhile is dropped too, and read again after a pause.
+                await self._back_off(Checkpoint.union(dropped))
+            elif outcome == STALE or self._epoch != epoch:
+                # Fetched across a rebalance: dropped, and read again from the committed
+                # offsets (the positions moved past them).
+                await self._rewind(Checkpoint.union(dropped))
+            else:
+                self._prepared = None if nxt is None else (*nxt, epoch)
 
     @Service.timer(TRUNCATE_INTERVAL_S)
     async def _truncate(self) -> None:
@@ -158,20 +176,37 @@ class RegionRuntime(Service):
             await self.sleep(1.0)
             return None
 
-    async def _write(self, prepared: Prepared, checkpoint: Checkpoint) -> bool:
-        """Processes and commits one batch; false when a store could not be written."""
-        self._writing.clear()
-        try:
-            await self.template.process(prepared)
-            await checkpoint.commit(self.consumer, self.truncator, self.consumer.assignment())
-            self._backoff = _BACKOFF_START_S
-            return True
-        except STORE_ERRORS as exc:
-            log.warning("%s: store not writable (%s); pausing for %.1f s, offsets held",
-                        self.region, exc, self._backoff)
-            return False
-        finally:
-            self._writing.set()
+    async def _write(self, prepared: Prepared, checkpoint: Checkpoint,
+                     epoch: int | None = None) -> str:
+        """Processes and commits one batch fetched in ``epoch`` (None: the current one);
+        returns WRITTEN, STORE_DOWN (nothing committed), or STALE: the batch was fetched
+        before a revocation and is not written."""
+        async with self._write_lock:
+            if epoch is not None and epoch != self._epoch:
+                return STALE
+            try:
+                await self.template.process(prepared)
+                await checkpoint.commit(self.consumer, self.truncator,
+                                        self.consumer.assignment())
+                self._backoff = _BACKOFF_START_S
+                return WRITTEN
+            except STORE_ERRORS as exc:
+                log.warning("%s: store not writable (%s); pausing for %.1f s, offsets held",
+                            self.region, exc, self._backoff)
+                return STORE_DOWN
+
+    async def _rewind(self, checkpoint: Checkpoint) -> None:
+        """Sets each partition of dropped batches that is still this worker's back to its
+        committed offset (its batch's first offset if it has none)."""
+        for tp, first in checkpoint.first.items():
+            if tp not in self.consumer.assignment():
+                continue
+            try:
+                committed = await self.consumer.committed(tp)
+                self.consumer.seek(tp, first if committed is None else committed)
+            except (KafkaError, IllegalStateError) as exc:  # taken by another rebalance
+                log.info("%s: %s[%d] not rewound (%s)", self.region, tp.topic, tp.partition,
+                         exc)
 
     async def _back_off(self, checkpoint: Checkpoint) -> None:
         """Seeks back to the first offset not durable, pauses the assignment for a while, and

@@ -4,7 +4,6 @@ One transaction a batch."""
 
 from __future__ import annotations
 
-import uuid
 
 from mdmbus.services.rules.inventory_cache import remove_device_cache
 from mdmbus.services.rules.refusals import Refusal, keeps_body, message

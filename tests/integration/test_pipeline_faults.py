@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
@@ -9,10 +10,13 @@ import urllib.request
 import uuid
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
+from mdmbus.connections import kafka_options, pg_connect
 from mdmbus.contract import REDACTED
-from mdmbus.regions import REGIONS
+from mdmbus.identities import ADMIN
+from mdmbus.regions import REGIONS, region_database
 from mdmbus.topics import TopicKind, group_name, topic_name
 from tests.conftest import wait_for
 from tests.integration.harness import Workload, launcher, rewind
@@ -215,3 +219,113 @@ async def _some_stored(work: Workload, region: str, ids: list[str]) -> bool:
 async def _letters(work: Workload, tenant: str, count: int) -> bool:
     return await work.region_pool("ap").fetchval(
         "SELECT count(*) FROM dead_letters WHERE tenant_id = $1", uuid.UUID(tenant)) == count
+
+
+async def test_a_rebalance_in_the_middle_of_a_batch_stores_nothing_twice_and_loses_nothing(
+        stack, procs):
+    """A worker is held in the middle of writing a batch (the store's records table locked),
+    a second worker of the region joins meanwhile, and the group rebalances while the batch is
+    still being written: the first worker finishes and commits it before giving its partitions
+    up, so the second starts after it. Every record is stored once, none is processed twice
+    (the duplicate counters stay 0), and the group's commits reach the topic's end."""
+    region = "na"
+    first_port, second_port = _free_port(), _free_port()
+    procs.start("pipeline", region, key="pipeline-na-1", metrics_port=first_port)
+    upload = topic_name(TopicKind.UPLOAD, region)
+    group = group_name("pipeline", region)
+    async with Workload(stack, procs.clock, seed=uuid.uuid4().int) as work:
+        tenant = await work.onboarded(region)
+        ids: list[str] = []
+
+        async def send(count: int) -> None:
+            for _ in range(count):
+                record = work.make("U1", tenant)
+                await work.producer.send(upload, value=work.contract.codec.encode("U1", record),
+                                         key=tenant.encode())
+                ids.append(record["envelope"]["record_id"])
+            await work.producer.flush()
+
+        await send(200)
+        await wait_for(lambda: _all_stored(work, region, ids), 60, "the first records stored")
+
+        lock = await pg_connect(stack, region_database(region))
+        admin = AIOKafkaAdminClient(**kafka_options(stack, ADMIN))
+        await admin.start()
+        try:
+            transaction = lock.transaction()
+            await transaction.start()
+            await lock.execute("LOCK TABLE records IN EXCLUSIVE MODE")  # reads go on, writes wait
+            await send(500)
+            await wait_for(lambda: _writer_waits(lock, "mdmbus-pipeline-na"), 60,
+                           "the worker held in the middle of writing a batch")
+            procs.start("pipeline", region, key="pipeline-na-2", metrics_port=second_port)
+            await wait_for(lambda: _group_state(admin, group, "PreparingRebalance"), 60,
+                           "the rebalance begun while the batch is held")
+            # The first worker does not give its partitions up while its batch is unwritten:
+            # the group cannot settle (its rebalance timeout is minutes) while the lock holds.
+            settled = await _settles_within(admin, group, 5.0)
+            assert not settled, ("the group settled while a batch was still being written: "
+                                 "its partitions were given up before its commit")
+            await transaction.commit()
+        finally:
+            await lock.close()
+            await admin.close()
+
+        await wait_for(lambda: all(_metric_or_none(p, "mdmbus_records_in_total") is not None
+                                   for p in (first_port, second_port)), 60, "both workers up")
+        await send(500)
+        await wait_for(lambda: _all_stored(work, region, ids), 120, "every record stored")
+        assert await work.region_pool(region).fetchval(
+            "SELECT count(*) FROM records WHERE tenant_id = $1", uuid.UUID(tenant)) == len(ids)
+        for port in (first_port, second_port):
+            assert _metric(port, "mdmbus_records_duplicate_total") == 0, \
+                "a record was processed twice: a batch was replayed across the rebalance"
+        # each record counted as stored once, by one of the two workers
+        assert sum(_metric(p, "mdmbus_records_stored_total")
+                   for p in (first_port, second_port)) == len(ids)
+        ends = await work.end_offsets(upload)
+        await wait_for(lambda: _committed_to(stack, group, ends), 60,
+                       "the group's commits at the topic's end")
+
+
+async def _all_stored(work: Workload, region: str, ids: list[str]) -> bool:
+    return await work.stored(region, ids) == set(ids)
+
+
+async def _writer_waits(conn, application: str) -> bool:
+    return bool(await conn.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
+        " AND wait_event_type = 'Lock'", application))
+
+
+async def _settles_within(admin, group: str, seconds: float) -> bool:
+    """Whether the group reaches Stable within ``seconds`` (polled; an absence is asserted
+    over this window)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        if await _group_state(admin, group, "Stable"):
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def _group_state(admin, group: str, state: str) -> bool:
+    [described] = await admin.describe_consumer_groups([group])
+    return described.groups[0][2] == state
+
+
+async def _committed_to(stack, group: str, ends: dict[TopicPartition, int]) -> bool:
+    admin = AIOKafkaAdminClient(**kafka_options(stack, ADMIN))
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group, partitions=list(ends))
+    finally:
+        await admin.close()
+    return all(committed[tp].offset >= end for tp, end in ends.items() if end)
+
+
+def _metric_or_none(port: int, name: str) -> float | None:
+    try:
+        return _metric(port, name)
+    except OSError:
+        return None
