@@ -100,4 +100,13 @@ def build_worker(settings: Settings, regions: Sequence[str],
     ctx = ctx or PipelineContext.create(settings, tuple(regions))
     app = build_app(ctx)
     runtimes = [RegionRuntime(ctx, region) for region in ctx.regions]
-    return faust.Worker(app, _Context(ctx), *runtimes, loglevel="info", quiet=True)
+    return _Worker(app, _Context(ctx), *runtimes, loglevel="info", quiet=True)
+
+
+class _Worker(faust.Worker):
+    """faust's worker, leaving the process's title alone: faust would rename the process
+    "[Faust:Worker] ...", and an operator's `ps` or `pkill -f 'mdmbus process pipeline'`
+    would no longer find it."""
+
+    def _setproctitle(self, info: str, **kwargs: object) -> None:
+        pass

@@ -106,19 +106,21 @@ class Gateway:
         return caller
 
     @contextlib.asynccontextmanager
-    async def as_tenant(self, pool: asyncpg.Pool, tenant: uuid.UUID,
-                        readonly: bool = False) -> AsyncIterator[asyncpg.Connection]:
-        """A connection, in a transaction, that sees and changes only ``tenant``'s rows: the
-        gateway's role is held to the tenant named by ``mdmbus.tenant`` by row-level security
+    async def as_tenant(self, pool: asyncpg.Pool,
+                        tenant: uuid.UUID) -> AsyncIterator[asyncpg.Connection]:
+        """A connection that sees and changes only ``tenant``'s rows: the gateway's role is
+        held to the tenant named by ``mdmbus.tenant`` by row-level security
         (mdmbus/identities.py), so a query that forgot its tenant filter finds nothing of
-        another tenant. The setting ends with the transaction."""
-        async with pool.acquire() as conn, conn.transaction(readonly=readonly):
-            await conn.execute("SELECT set_config('mdmbus.tenant', $1, true)", str(tenant))
+        another tenant. The setting is the session's, one round trip, and is undone when the
+        connection goes back to the pool (asyncpg resets every released connection with
+        RESET ALL, and closes one it cannot reset)."""
+        async with pool.acquire() as conn:
+            await conn.execute("SELECT set_config('mdmbus.tenant', $1, false)", str(tenant))
             yield conn
 
     async def entry(self, caller: Caller, *, purged_ok: bool = False) -> directory.Entry:
         """The caller's tenant, which must live in this region."""
-        async with self.as_tenant(self.directory_pool, caller.tenant, readonly=True) as conn:
+        async with self.as_tenant(self.directory_pool, caller.tenant) as conn:
             entry = (await directory.entries(conn, [caller.tenant])).get(caller.tenant)
         if entry is None:
             raise ApiError(403, "tenant_not_onboarded", "the token's tenant is not onboarded")
@@ -244,7 +246,7 @@ class Gateway:
         wait = _float_param(request, "wait", 0.0, 0.0, self.limits.wait_seconds)
         deadline = time.monotonic() + wait
         while True:
-            async with self.as_tenant(self.pool, caller.tenant, readonly=True) as conn:
+            async with self.as_tenant(self.pool, caller.tenant) as conn:
                 rows = await relay.pending(conn, caller.tenant, limit)
             if rows or time.monotonic() >= deadline:
                 break
@@ -290,7 +292,8 @@ class Gateway:
         response = web.StreamResponse(headers={"Content-Type": NDJSON})
         await response.prepare(request)
         count = 0
-        async with self.as_tenant(self.pool, caller.tenant, readonly=True) as conn:
+        async with self.as_tenant(self.pool, caller.tenant) as conn, \
+                conn.transaction(readonly=True):
             async for kind, record in export_records(conn, caller.tenant, self.contract):
                 line = {"kind": kind, "record": to_json(self.contract.spec(kind).expanded, record)}
                 await response.write(json.dumps(line).encode() + b"\n")
@@ -302,7 +305,7 @@ class Gateway:
     async def status(self, request: web.Request) -> web.Response:
         caller = self.caller(request, "status")
         entry = await self.entry(caller, purged_ok=True)
-        async with self.as_tenant(self.pool, caller.tenant, readonly=True) as conn:
+        async with self.as_tenant(self.pool, caller.tenant) as conn:
             rows = {r["category"]: r["n"] for r in await conn.fetch(
                 "SELECT category, count(*) AS n FROM records WHERE tenant_id = $1"
                 " AND held GROUP BY category", caller.tenant)}
@@ -352,7 +355,7 @@ class Gateway:
         if row is None:
             return None
         if row["completed_at"] is None:
-            async with self.as_tenant(self.directory_pool, tenant, readonly=True) as conn:
+            async with self.as_tenant(self.directory_pool, tenant) as conn:
                 entry = (await directory.entries(conn, [tenant])).get(tenant)
             if entry is None or entry.state != directory.PURGED:
                 return _receipt_json(row)

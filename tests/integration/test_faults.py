@@ -249,9 +249,9 @@ async def test_scale_out_two_workers_share_partitions_and_survive_losing_one(sta
             for region in REGIONS:  # their partitions move to the other worker of the region
                 procs.kill(f"pipeline-{region}-2", signal.SIGKILL)
         await _run(work, procs, 1500, fault)
-    for region in REGIONS:
-        assert _assigned(procs, f"pipeline-{region}-1", region) == total, \
-            "the remaining worker did not take the lost worker's partitions over"
+    for region in REGIONS:  # once the killed worker's session has timed out
+        await wait_for(lambda: _assigned(procs, f"pipeline-{region}-1", region) == total, 60,
+                       f"the remaining worker of {region} taking the lost worker's partitions")
 
 
 def _assigned(procs, key: str, region: str) -> int:

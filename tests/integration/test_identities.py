@@ -1409,3 +1409,24 @@ def test_psql_without_a_password_is_refused(stack, tmp_path):
     plain = run(tcp.replace("sslmode=verify-full", "sslmode=disable"),
                 PGPASSWORD=stack.password("pg", role))
     assert plain.returncode != 0 and "no encryption" in plain.stderr, plain.stderr
+
+
+async def test_a_pooled_gateway_connection_forgets_its_tenant_when_released(stack):
+    """The gateway names its caller's tenant for the connection's session
+    (services/gateway/app.py, Gateway.as_tenant) and relies on the pool to undo it: a
+    connection taken again from the pool sees no tenant, so no row."""
+    from mdmbus.connections import pg_pool
+    pool = await pg_pool(stack, region_database("eu"), role_of("gateway", "eu"), min_size=1,
+                         max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("SELECT set_config('mdmbus.tenant', $1, false)",
+                               str(uuid.uuid4()))
+            first = conn.get_server_pid()
+            assert await conn.fetchval("SELECT current_setting('mdmbus.tenant', true)")
+        async with pool.acquire() as conn:
+            assert conn.get_server_pid() == first, "not the same connection"
+            assert not await conn.fetchval("SELECT current_setting('mdmbus.tenant', true)")
+            assert await conn.fetchval("SELECT count(*) FROM records") == 0
+    finally:
+        await pool.close()

@@ -8,6 +8,7 @@ import signal
 import socket
 import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
@@ -273,6 +274,10 @@ async def test_a_rebalance_in_the_middle_of_a_batch_stores_nothing_twice_and_los
 
         await wait_for(lambda: all(_metric_or_none(p, "mdmbus_records_in_total") is not None
                                    for p in (first_port, second_port)), 60, "both workers up")
+        # an operator finds them by their command (faust would retitle them "[Faust:Worker]")
+        for key in ("pipeline-na-1", "pipeline-na-2"):
+            title = Path(f"/proc/{procs.procs[key].pid}/cmdline").read_bytes()
+            assert b"mdmbus\x00process\x00pipeline" in title, title
         await send(500)
         await wait_for(lambda: _all_stored(work, region, ids), 120, "every record stored")
         assert await work.region_pool(region).fetchval(
