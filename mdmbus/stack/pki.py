@@ -43,6 +43,28 @@ _USAGE = dict(content_commitment=False, key_encipherment=False, data_enciphermen
               key_agreement=False, encipher_only=False, decipher_only=False)
 
 
+def _still_good(cert_file: Path, common_name: str, usages: set, names: set) -> bool:
+    """Whether the certificate in ``cert_file`` is for ``common_name``, with exactly these
+    extended usages and host names, and valid for 30 more days."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    except ValueError:
+        return False
+    if cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value != common_name:
+        return False
+    try:
+        have_usages = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        have_usages = set()
+    try:
+        have_names = set(cert.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        have_names = set()
+    soon = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=30)
+    return have_usages == usages and have_names == names and cert.not_valid_after_utc > soon
+
+
 @dataclass(frozen=True)
 class Pki:
     """The CA in ``root`` (``ca.crt``, ``ca.key``) and the certificates issued by it."""
@@ -80,22 +102,27 @@ class Pki:
 
     def ensure(self, name: str, *, server: bool, hostnames: tuple[str, ...] = (),
                common_name: str | None = None, client: bool | None = None) -> tuple[Path, Path]:
-        """(certificate, key) in the files named ``name``, issued once for ``common_name``
-        (default: ``name``). A server certificate names 127.0.0.1, localhost and ``hostnames``;
-        it authenticates a client only when ``client`` says so (a broker does, to its
-        controller), so a server's key is never a Kafka principal's credential. A client
-        certificate's common name is its Kafka principal."""
+        """(certificate, key) in the files named ``name`` for ``common_name`` (default:
+        ``name``), issued again only when the files are missing, or the certificate says
+        something else than asked (usages, host names: a changed MDMBUS_TLS_HOSTNAMES, a
+        certificate of an older mdmbus) or expires within 30 days. A server certificate names
+        127.0.0.1, localhost and ``hostnames``; it authenticates a client only when ``client``
+        says so (a broker does, to its controller), so a server's key is never a Kafka
+        principal's credential. A client certificate's common name is its Kafka principal."""
         client = (not server) if client is None else client
         self.ensure_ca()
         cert_file, key_file = self.cert_file(name), self.key_file(name)
-        if cert_file.exists() and key_file.exists():
+        usages = ([ExtendedKeyUsageOID.CLIENT_AUTH] if client else []) + (
+            [ExtendedKeyUsageOID.SERVER_AUTH] if server else [])
+        names = {x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost"),
+                 *(x509.DNSName(h) for h in hostnames)} if server else set()
+        if cert_file.exists() and key_file.exists() and _still_good(
+                cert_file, common_name or name, set(usages), names):
             return cert_file, key_file
         ca_key = serialization.load_pem_private_key((self.root / "ca.key").read_bytes(), None)
         ca_cert = x509.load_pem_x509_certificate(self.ca_file.read_bytes())
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.timezone.utc)
-        usages = ([ExtendedKeyUsageOID.CLIENT_AUTH] if client else []) + (
-            [ExtendedKeyUsageOID.SERVER_AUTH] if server else [])
         builder = (x509.CertificateBuilder()
                    .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
                                                                common_name or name)]))

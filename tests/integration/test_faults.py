@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from mdmbus.cli.launcher import Launcher
+from mdmbus.contract.limits import is_canonical_uuid
 from mdmbus.contract.verdict import Refused, check_message
 from mdmbus.regions import REGIONS
 from mdmbus.services.rules.compliance import rows_past_deadline
@@ -321,6 +322,23 @@ async def test_ten_thousand_poison_messages_mixed_into_valid_traffic(stack, proc
             return None if left else ["all"]
         await wait_for(accounted, 300, "every message stored or dead-lettered", 2.0)
         assert not await _unaccounted(work, load, sent, final=True)
+        # ... and no poison is also in a store: a refused record that decodes (a private key
+        # in a valid record, a tenant never onboarded) is a dead letter only.
+        refused_ids = set()
+        for meta, value, expected in poison:
+            try:
+                refused_ids.add(str(codec.decode(value).record["envelope"]["record_id"]))
+            except Exception:  # bytes that are no record at all have no id to store
+                continue
+        poisoned = {(m.topic, m.partition, m.offset) for m, _, _ in poison}
+        valid_ids = {str(codec.decode(v).record["envelope"]["record_id"]) for m, v, e in sent
+                     if (m.topic, m.partition, m.offset) not in poisoned}
+        refused_ids -= valid_ids  # a flipped copy may keep a valid record's id
+        refused_ids = {i for i in refused_ids if is_canonical_uuid(i)}  # else never a row id
+        stored = await work.anywhere(refused_ids)
+        assert not any(stored.values()), "refused records stored: " + ", ".join(
+            f"{len(ids)} in {region} (e.g. {sorted(ids)[:3]})" for region, ids in stored.items()
+            if ids)
     procs.assert_alive()
 
 

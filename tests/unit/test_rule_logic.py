@@ -126,3 +126,42 @@ def test_category_of_each_kind(kind: str, category: Category) -> None:
 def test_kinds_that_are_not_stored_as_rows_have_no_category(kind: str) -> None:
     with pytest.raises(ValueError):
         category_of(kind)
+
+
+#: Where the residency table departs from the continent of a country's first time zone: the
+#: Middle East is served from the EU region (EMEA), Iceland and Mauritius too, the Maldives
+#: from Asia-Pacific. Anything else follows its continent.
+_NOT_BY_CONTINENT = {
+    **{c: "eu" for c in ("AE", "AM", "AZ", "BH", "CY", "GE", "IL", "IQ", "IR", "JO", "KW", "LB",
+                         "OM", "PS", "QA", "SA", "SY", "YE")},
+    "IS": "eu", "MU": "eu", "MV": "ap",
+}
+_BY_CONTINENT = {"America": "na", "Europe": "eu", "Africa": "eu", "Asia": "ap",
+                 "Australia": "ap", "Pacific": "ap"}
+
+
+def _first_time_zones() -> dict[str, str]:
+    """Country -> the first zone the IANA time zone database lists for it (zone.tab of the
+    tzdata package): a source independent of mdmbus's table."""
+    import tzdata
+    out: dict[str, str] = {}
+    text = files(tzdata).joinpath("zoneinfo/zone.tab").read_text(encoding="utf-8")
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            country, _, zone = line.split("\t")[:3]
+            out.setdefault(country, zone)
+    return out
+
+
+def test_every_country_is_in_the_region_of_its_continent_or_a_listed_exception() -> None:
+    """Checked against the time zone database, not against mdmbus's own file: a country moved
+    to another region by mistake fails here."""
+    zones = _first_time_zones()
+    wrong = {}
+    for country, region in country_regions().items():
+        expected = _NOT_BY_CONTINENT.get(country) or _BY_CONTINENT.get(
+            zones[country].split("/")[0])
+        if region != expected:
+            wrong[country] = (region, expected, zones[country])
+    assert not wrong, f"country -> (table's region, expected, first time zone): {wrong}"
+    assert set(_NOT_BY_CONTINENT) <= set(country_regions())
