@@ -70,6 +70,7 @@ class _Listener(ConsumerRebalanceListener):
         await self.runtime.revoked(revoked)
 
     async def on_partitions_assigned(self, assigned) -> None:
+        self.runtime.assigned(assigned)
         log.info("%s: assigned %s", self.runtime.region, sorted(f"{tp.topic}[{tp.partition}]"
                                                                 for tp in assigned))
 
@@ -96,6 +97,8 @@ class RegionRuntime(Service):
         #: Counts revocations: a batch fetched before one is not written (``_write``).
         self._epoch = 0
         self._backoff = _BACKOFF_START_S
+        #: Partitions assigned since the last truncation, whose earlier commits it adopts.
+        self._adopt: set = set()
 
     @property
     def shortlabel(self) -> str:
@@ -117,10 +120,21 @@ class RegionRuntime(Service):
         self.truncator = Truncator(self.admin, PROCESS, self.region, self.ctx.metrics)
 
     async def on_stop(self) -> None:
+        if self.truncator is not None:
+            # What was committed since the last tick is not left readable until a restart.
+            try:
+                await self.truncator.truncate(force=True)
+            except Exception as exc:  # noqa: BLE001 -- stopping goes on; the next start adopts it
+                log.warning("%s: last truncation failed (%s)", self.region, exc)
         if self.consumer is not None:
             await self.consumer.stop()
         if self.admin is not None:
             await self.admin.close()
+
+    def assigned(self, assigned) -> None:
+        """A rebalance gave this worker ``assigned``: the next truncation adopts what its
+        group committed on them before (mdmbus.streams.transit.Truncator.adopt)."""
+        self._adopt |= set(assigned)
 
     async def revoked(self, revoked) -> None:
         """A rebalance: the batch being written commits first (the partitions are still this
@@ -162,8 +176,17 @@ class RegionRuntime(Service):
 
     @Service.timer(TRUNCATE_INTERVAL_S)
     async def _truncate(self) -> None:
+        await self.truncate()
+
+    async def truncate(self) -> None:
         """Truncates what has been committed since the last time (mdmbus.streams.transit)."""
         if self.truncator is not None and self.consumer is not None:
+            adopt, self._adopt = self._adopt, set()
+            try:
+                await self.truncator.adopt(adopt & self.consumer.assignment())
+            except KafkaError as exc:
+                log.warning("%s: committed offsets not read (%s); retried", self.region, exc)
+                self._adopt |= adopt
             await self.truncator.truncate(force=True)
             await self.truncator.roll_idle(self.ctx.producers[self.region],
                                            self.consumer.highwater)

@@ -56,6 +56,18 @@ class Truncator:
             if parse_topic(tp.topic)[0].transit and offset > self._committed.get(tp, -1):
                 self._committed[tp] = offset
 
+    async def adopt(self, partitions) -> None:
+        """Partitions just assigned to this consumer: what its group committed before (by this
+        process before a restart, or by their previous owner before a rebalance) may not have
+        been truncated yet, and no new commit may come if the partition stays idle; so the
+        group's committed offsets are taken as this truncator's own."""
+        todo = [tp for tp in partitions if parse_topic(tp.topic)[0].transit]
+        if not todo:
+            return
+        offsets = await self.admin.list_consumer_group_offsets(
+            group_name(self.process, self.region), partitions=todo)
+        self.committed({tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0})
+
     def forget(self, partitions) -> None:
         """Partitions this consumer no longer owns: their new owner truncates them."""
         for tp in partitions:

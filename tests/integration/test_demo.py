@@ -18,7 +18,8 @@ pytestmark = pytest.mark.integration
 def test_demo_runs_every_rule_and_keeps_nothing_past_its_deadline(stack):
     """Every deletion rule fires, nothing outlives its deadline, no processed copy stays
     readable in Kafka past its bound, the CM side uploads through the gateways."""
-    base = 39101
+    # Below the kernel's ephemeral range (32768-60999): a client connection never holds it.
+    base = 28601
     proc = subprocess.Popen(
         [sys.executable, "-m", "mdmbus", "demo", "--duration", "40",
          "--metrics-base-port", str(base)],
