@@ -12,7 +12,7 @@ from mdmbus.services.rules.refusals import Refusal, keeps_body, message
 from mdmbus.services.rules.session_expiry import COMMAND_FALLBACK
 from mdmbus.services.stores.records import StoreRow, write_records
 from mdmbus.streams.batch import Processor, Written, residency_route
-from mdmbus.streams.classify import Accepted, as_uuid
+from mdmbus.streams.classify import Accepted, tenant_uuid
 from mdmbus.streams.context import PipelineContext
 
 __all__ = ["records_processor"]
@@ -25,11 +25,11 @@ def _row(a: Accepted) -> StoreRow:
     if category is Category.COMMAND:
         # Until its session is known (the store joins it in), a command keeps a fallback.
         deadline, rule = env["event_time"] + COMMAND_FALLBACK, "session_expiry"
-    device, session = env.get("device_id"), a.record.get("session_id")
-    return StoreRow(as_uuid(env["record_id"]), as_uuid(env["tenant_id"]), a.kind, category,
-                    None if device is None else as_uuid(device),
-                    None if session is None else as_uuid(session),
-                    env["event_time"], deadline, rule, a.value)
+    # The ids go to the store as the contract's canonical text (asyncpg encodes text into a
+    # uuid column in C); only the tenant, shared by many records, is made a uuid.UUID.
+    return StoreRow(env["record_id"], tenant_uuid(env["tenant_id"]), a.kind, category,
+                    env.get("device_id"), a.record.get("session_id"), env["event_time"],
+                    deadline, rule, a.value)
 
 
 async def _write(ctx: PipelineContext, region: str | None, items: list[Accepted]) -> Written:
@@ -49,10 +49,12 @@ async def _write(ctx: PipelineContext, region: str | None, items: list[Accepted]
     m.store_batches.labels(region, "ok").inc()
 
     now = ctx.clock.now()
+    # The store answers with uuid values; the rows hold their ids as text.
     by_id = {row.record_id: row for row in rows}
+    stored_ids = [str(rid) for rid in outcome.stored]
     stored: Counter[str] = Counter()
     latency = {}  # one labelled child per category, not a label lookup per record
-    for rid in outcome.stored:
+    for rid in stored_ids:
         row = by_id[rid]
         stored[row.category] += 1
         if row.category not in latency:
@@ -61,9 +63,9 @@ async def _write(ctx: PipelineContext, region: str | None, items: list[Accepted]
             max(0.0, ctx.clock.to_real_seconds(now - row.event_time.timestamp())))
     for category, n in stored.items():
         m.records_stored.labels(region, category).inc(n)
-    for category, n in Counter(by_id[rid].category for rid in outcome.duplicates).items():
+    for category, n in Counter(by_id[str(rid)].category for rid in outcome.duplicates).items():
         m.records_duplicate.labels(region, category).inc(n)
-    for category, n in Counter(by_id[rid].category for rid in outcome.expired).items():
+    for category, n in Counter(by_id[str(rid)].category for rid in outcome.expired).items():
         m.records_expired.labels(region, category).inc(n)
 
     written = Written()
@@ -72,7 +74,7 @@ async def _write(ctx: PipelineContext, region: str | None, items: list[Accepted]
         for ids, reason in ((outcome.in_retention, Refusal.TENANT_IN_RETENTION),
                             (outcome.not_onboarded, Refusal.TENANT_NOT_ONBOARDED),
                             (outcome.deleted, Refusal.TENANT_DELETED)):
-            written.refused += [index[rid].refuse(reason, message(reason), keeps_body(reason))
+            written.refused += [index[str(rid)].refuse(reason, message(reason), keeps_body(reason))
                                 for rid in ids]
     return written
 

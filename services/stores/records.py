@@ -23,12 +23,15 @@ COLUMNS = ("record_id", "tenant_id", "kind", "category", "device_id", "session_i
 
 @dataclass(frozen=True, slots=True)
 class StoreRow:
-    record_id: uuid.UUID
-    tenant_id: uuid.UUID
+    """One record as the store takes it. Ids are uuid.UUID or their canonical text (the
+    pipeline passes text: asyncpg encodes either; the store answers with uuid values)."""
+
+    record_id: uuid.UUID | str
+    tenant_id: uuid.UUID | str
     kind: str
     category: str
-    device_id: uuid.UUID | None
-    session_id: uuid.UUID | None
+    device_id: uuid.UUID | str | None
+    session_id: uuid.UUID | str | None
     event_time: dt.datetime
     #: For commands: the fallback used until the session's expiry is known.
     deadline: dt.datetime | None
