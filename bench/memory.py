@@ -12,9 +12,13 @@ downloading relay records through the gateways, tenants that leave or ask for de
 trickle of bad input; --rate is its knob, the records/s it actually sends are printed).
 Every --interval seconds it prints the resident memory (VmRSS of /proc/PID/status) of each
 process. At the end: a least-squares line through each process's samples after the first
---warmup-minutes, its slope in MB/min with its standard error, and a verdict for each process
-(the target is the pipeline worker's): steady growth if the slope is more than two standard
-errors above 0 and the line rises more than 2 MB over the window. Everything of the run's tenants is deleted at the end.
+--warmup-minutes, its slope in MB/min with its standard error; the same line through each
+minute's lowest sample (the floor: every process gives freed heap back once a minute,
+mdmbus/heap.py, so its resident set is a saw tooth and a line through all samples moves with
+where the run stops on the last tooth); and a verdict for each process (the target is the
+pipeline worker's): steady growth if the floor's slope is more than two standard errors above
+0 and it rises more than 2 MB over the window. Everything of the run's tenants is deleted at
+the end.
 """
 
 from __future__ import annotations
@@ -124,26 +128,46 @@ async def run(args: argparse.Namespace) -> None:
         slope, se, _ = linear_fit([t for t, _ in series], [m for _, m in series])
         window = series[-1][0] - series[0][0] if len(series) > 1 else 0.0
         first = [rss[name] for _, rss in samples if rss[name] is not None]
-        if len(series) < 3:
-            verdicts[name] = "too few samples"
+        floors = _floors(series)
+        floor_slope, floor_se, _ = linear_fit([t for t, _ in floors], [m for _, m in floors])
+        floor_window = floors[-1][0] - floors[0][0] if len(floors) > 1 else 0.0
+        if len(floors) < 3:
+            verdicts[name] = "too few minutes"
         else:
-            growing = slope - 2 * se > 0 and slope * window > 2.0
-            verdicts[name] = (f"{'steady growth' if growing else 'no steady growth'} "
-                              f"({slope * window:+.1f} MB over {window:.1f} min)")
+            growing = floor_slope - 2 * floor_se > 0 and floor_slope * floor_window > 2.0
+            verdicts[name] = (f"{'steady growth' if growing else 'no steady growth'} (floor "
+                              f"{floor_slope * floor_window:+.1f} MB over {floor_window:.1f} min)")
         rows.append((name, first[0] if first else float("nan"),
                      min(m for _, m in series) if series else float("nan"),
                      max(m for _, m in series) if series else float("nan"),
-                     series[-1][1] if series else float("nan"), slope, se, verdicts[name]))
+                     series[-1][1] if series else float("nan"), slope, se, floor_slope,
+                     floor_se, verdicts[name]))
     minutes = samples[-1][0] if samples else 0.0
     sent = world.sent + world.uploaded
     table(["process", "first MB", "min MB*", "max MB*", "last MB", "slope MB/min*", "+-",
-           "verdict*"],
+           "floor slope*", "+-", "verdict*"],
           rows, title=f"Resident memory over {minutes:.1f} min, {world.sent:,} records to Kafka "
                       f"and {world.uploaded:,} uploaded through the gateways "
                       f"({sent / max(1e-9, minutes * 60):,.0f}/s); * = after the first "
-                      f"{args.warmup_minutes:g} min; steady growth = slope more than two "
-                      "standard errors above 0 and more than 2 MB over the window")
+                      f"{args.warmup_minutes:g} min; floor = each minute's lowest sample; "
+                      "steady growth = the floor's slope more than two standard errors above 0 "
+                      "and more than 2 MB over the window")
     print(f"target, no steady growth of the pipeline worker: {verdicts.get('pipeline', '-')}")
+
+
+def _floors(series: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Each whole minute's lowest sample (time, MB), in order; a minute the samples cover
+    less than 90 % of (the run's last, partial one) is left out: it may not hold a trim."""
+    lowest: dict[int, tuple[float, float]] = {}
+    span: dict[int, tuple[float, float]] = {}
+    for t, mb in series:
+        minute = int(t)
+        if minute not in lowest or mb < lowest[minute][1]:
+            lowest[minute] = (t, mb)
+        first, _ = span.get(minute, (t, t))
+        span[minute] = (first, t)
+    step = min((b[0] - a[0] for a, b in zip(series, series[1:])), default=0.0)
+    return [lowest[m] for m in sorted(lowest) if span[m][1] - span[m][0] + step >= 0.9]
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from mdmbus.services.stores.retry import until_written
 from mdmbus.settings import Settings
 from mdmbus.streams.batch import BatchTemplate
 from mdmbus.streams.context import PipelineContext
-from mdmbus.streams.heap import TRIM_INTERVAL_S, heap_trimmer
+from mdmbus.heap import TRIM_INTERVAL_S, heap_trimmer
 from mdmbus.streams.lifecycle import lifecycle_processor
 from mdmbus.streams.runtime import RegionRuntime
 from mdmbus.streams.transport import PipelineApp

@@ -16,6 +16,7 @@ from typing import Awaitable, Callable, Sequence
 
 from prometheus_client import CollectorRegistry
 
+from mdmbus.heap import trim_until
 from mdmbus.metrics import Metrics, serve
 from mdmbus.settings import Settings
 
@@ -57,6 +58,11 @@ def _until_signalled(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await main(stop)
+        trimming = asyncio.create_task(trim_until(stop))
+        try:
+            await main(stop)
+        finally:
+            stop.set()
+            await trimming
     asyncio.run(until_signalled())
     return 0
