@@ -1,6 +1,7 @@
 # The mdmbus image: the `mdmbus` command with the pipeline processes, provisioning and the demo
-# simulators. compose.yaml builds it once and runs it as mdmbus-init, pipeline, cm-connector,
-# sweeper and (profile demo) simulator, each with its own `mdmbus <subcommand>`.
+# simulators. compose.yaml builds it once and runs it as mdmbus-certs, mdmbus-init, pipeline,
+# cm-connector, sweeper, gateway and (profile demo) simulator, each with its own
+# `mdmbus <subcommand>`.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -22,9 +23,13 @@ COPY schemas/ schemas/
 RUN pip install . \
     && cd / && rm -rf /build \
     && python -c "from mdmbus.contract import default_registry; default_registry()" \
-    && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin mdmbus
+    && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin mdmbus \
+    && install -d -o mdmbus -m 0700 /var/lib/mdmbus
 
 WORKDIR /
+# /var/lib/mdmbus: compose's shared state (MDMBUS_STATE_DIR there), the image user's own, so that
+# a fresh volume mounted on it starts out writable by the processes (compose's mdmbus-certs,
+# which runs as root, also hands whatever it creates there to this user).
 USER mdmbus
 # /metrics of `mdmbus process ...` under compose (MDMBUS_METRICS_PORT=9100).
 EXPOSE 9100

@@ -1,6 +1,8 @@
 """Codec throughput against plain fastavro on the same records, in the same run (not a test).
 
-    python bench/codec_bench.py [--records N] [--rounds R]   (mdmbus installed, or PYTHONPATH=.)
+    python -m bench.codec_bench [--records N] [--rounds R]
+
+Needs no stack: it runs in this process only.
 
 Prints records/s for encode and decode, through mdmbus.codec (header + fingerprint lookup +
 error wrapping) and through bare fastavro schemaless_writer/reader with the same parsed schema,
@@ -18,6 +20,9 @@ from typing import Callable
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from mdmbus.contract import default_registry, validate
+from bench.support import parser as make_parser, run_cli
+
+__all__ = ["main"]
 
 KIND = "U9"
 
@@ -44,12 +49,7 @@ def _best(fn: Callable[[], object], n: int, rounds: int) -> float:
     return n / best
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=7)
-    args = parser.parse_args()
-
+async def run(args: argparse.Namespace) -> None:
     registry = default_registry()
     codec = registry.codec
     parsed = parse_schema(dict(registry.spec(KIND).schema), named_schemas={})
@@ -100,6 +100,13 @@ def main() -> None:
         print(f"{name:8}{p:16,.0f}{c:14,.0f}{overhead:9.1f}%")
     print(f"(for scale: contract validate() of decoded records {validate_rate:,.0f} rec/s)")
     print("target: overhead <= 15%:", "met" if all(r[3] <= 15 for r in rows) else "NOT met")
+
+
+def main() -> None:
+    parser = make_parser("bench.codec_bench", __doc__)
+    parser.add_argument("--n", "--records", dest="records", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=7)
+    run_cli(run, parser)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,24 @@
-"""Processor memory over a sustained run: the pipeline worker's resident set, sampled.
+"""Process memory over a sustained run: the resident set of every mdmbus process, sampled.
 
     python -m bench.memory [--minutes 10] [--interval 5] [--rate 400] [--speed 100]
 
-Starts the pipeline worker, the CM connector and the sweeper on a shared clock (--speed), and
-drives them with the demo's simulated world (services.simulators.workload.SimulatedWorld:
-uploads of every kind, device sessions with commands, relayed data and inventory cache, tenants
-that leave or ask for deletion, a trickle of bad input; --rate is its knob, the records/s it
-actually sends are printed). Every --interval seconds it prints the resident memory (VmRSS of
-/proc/PID/status) of each process. At the end: a least-squares line through the pipeline
-worker's samples after the first --warmup-minutes, its slope in MB/min with its standard error,
-and a verdict: steady growth if the slope is more than two standard errors above 0 and the line
-rises more than 2 MB over the window. The rows the run stored are deleted at the end.
+Starts the whole system as the demo does (through the one launcher, on a shared clock of
+--speed): the pipeline, the sweeper and the gateway, each as one process for every region
+(`--region all`), and the CM connector; and drives it with the demo's simulated world
+(services.simulators.workload.SimulatedWorld: tenants onboarded in every region through the
+lifecycle topic, their CM sides uploading through the gateways with their tokens, devices with
+sessions, commands, relayed data and inventory cache on their region's topics, the connector
+downloading relay records through the gateways, tenants that leave or ask for deletion, a
+trickle of bad input; --rate is its knob, the records/s it actually sends are printed).
+Every --interval seconds it prints the resident memory (VmRSS of /proc/PID/status) of each
+process. At the end: a least-squares line through each process's samples after the first
+--warmup-minutes, its slope in MB/min with its standard error; the same line through each
+minute's lowest sample (the floor: every process gives freed heap back once a minute,
+mdmbus/heap.py, so its resident set is a saw tooth and a line through all samples moves with
+where the run stops on the last tooth); and a verdict for each process (the target is the
+pipeline worker's): steady growth if the floor's slope is more than two standard errors above
+0 and it rises more than 2 MB over the window. Everything of the run's tenants is deleted at
+the end.
 """
 
 from __future__ import annotations
@@ -22,85 +30,78 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-import asyncpg
-
-from mdmbus.regions import CM_DATABASE
-from mdmbus.settings import Settings
-from bench.support import (CM_GROUP, PIPELINE_GROUP, PIPELINE_TOPICS, Processes, check_stack,
-                           close_pools, fast_forward, linear_fit, machine, producer,
-                           region_pools, rss_mb, say, table, run_cli)
-from mdmbus import topics
+from mdmbus.regions import REGIONS
 from mdmbus.services.simulators.workload import SimulatedWorld
+from mdmbus.settings import Settings
+from mdmbus.stack import issuer
+from bench.support import (check_stack, delete_tenants, launcher, linear_fit, open_stores,
+                           parser as make_parser, point_pipeline_at, rss_mb, run_cli, say,
+                           start_gateway, table)
 
 __all__ = ["main"]
 
-PROCESSES = ("pipeline", "cm-connector", "sweeper")
+#: (process, region) in start order, as the demo starts them (mdmbus.cli.demo).
+PROCESSES = (("pipeline", "all"), ("sweeper", "all"), ("gateway", "all"),
+             ("cm-connector", None))
 
 
 @dataclass
 class _World(SimulatedWorld):
     """The demo's world, remembering every tenant it onboarded (to clean up after)."""
 
-    onboarded: list[str] = field(default_factory=list)
+    onboarded: dict[str, str] = field(default_factory=dict)
 
     async def onboard(self):  # type: ignore[override]
         tenant = await super().onboard()
-        self.onboarded.append(tenant.tenant_id)
+        self.onboarded[tenant.tenant_id] = tenant.region
         return tenant
-
-
-async def _cleanup(settings: Settings, pools: dict[str, asyncpg.Pool], tenants: list[str]) -> None:
-    ids = [uuid.UUID(t) for t in tenants]
-    for pool in pools.values():
-        for statement in ("DELETE FROM records WHERE tenant_id = ANY($1::uuid[])",
-                          "DELETE FROM device_sessions WHERE tenant_id = ANY($1::uuid[])",
-                          "DELETE FROM deletion_audit WHERE tenant_id = ANY($1::uuid[])",
-                          "DELETE FROM tenants WHERE tenant_id = ANY($1::uuid[])",
-                          "DELETE FROM purged_tenants WHERE tenant_id = ANY($1::uuid[])"):
-            await pool.execute(statement, ids)
-    cm = await asyncpg.connect(settings.pg_dsn(CM_DATABASE))
-    try:
-        await cm.execute("DELETE FROM relayed_records WHERE tenant_id = ANY($1::uuid[])", ids)
-    finally:
-        await cm.close()
 
 
 async def run(args: argparse.Namespace) -> None:
     settings = Settings.from_env()
     await check_stack(settings)
     seed = args.seed if args.seed is not None else random.SystemRandom().getrandbits(32)
-    print(f"machine: {machine()}")
     print(f"settings: {args.minutes:g} min, a sample every {args.interval:g} s, world rate "
-          f"{args.rate:g}, clock speed {args.speed:g}, MDMBUS_BATCH_SIZE={settings.batch_size} "
-          f"MDMBUS_BATCH_WAIT={settings.batch_wait_s} s, seed {seed}")
-    pools = await region_pools(settings)
-    await fast_forward(settings, PIPELINE_GROUP, PIPELINE_TOPICS)
-    await fast_forward(settings, CM_GROUP, [topics.RELAY])
-    procs = Processes(settings, speed=args.speed)
-    prod = producer(settings)
-    world = _World(prod, procs.clock, rate=args.rate, tenants=args.tenants, seed=seed)
+          f"{args.rate:g}, {args.tenants} tenants, clock speed {args.speed:g}, "
+          f"MDMBUS_BATCH_SIZE={settings.batch_size} MDMBUS_BATCH_WAIT={settings.batch_wait_s} s,"
+          f" seed {seed}; processes: " + ", ".join(f"{n} --region {r}" if r else n
+                                                  for n, r in PROCESSES))
+    stores = await open_stores(settings, cm=True)
+    for region in REGIONS:
+        await point_pipeline_at(settings, region, worker_regions=REGIONS)
+    tokens = settings.state_dir / "bench-logs" / f"cm-tokens-{uuid.uuid4().hex[:8]}"
+    procs = launcher(settings, "memory", speed=args.speed, env={"MDMBUS_CM_TOKENS": str(tokens)})
+    token_of = issuer(settings)
+    world = _World(settings, procs.clock, lambda tenant, role: token_of.issue(tenant, role, 86400),
+                   rate=args.rate, tenants=args.tenants, connector_tokens=tokens, seed=seed)
     stop = asyncio.Event()
-    samples: list[tuple[float, dict[str, float | None], int]] = []
+    samples: list[tuple[float, dict[str, float | None]]] = []
+    keys: dict[str, str] = {}
     try:
-        for name in PROCESSES:
-            procs.start(name)
+        for name, region in PROCESSES:
+            if name == "gateway":
+                keys[name] = await start_gateway(procs, settings, region)
+            else:
+                keys[name] = procs.start(name, region)
         say(f"processes started (logs in {procs.log_dir})")
-        await prod.start()
+        await world.start()
         driver = asyncio.create_task(world.run(stop))
         began = time.monotonic()
-        print(f"\n{'min':>6} {'pipeline MB':>12} {'cm-conn MB':>11} {'sweeper MB':>11} "
-              f"{'records sent':>13} {'sent/s':>8}", flush=True)
+        print(f"\n{'min':>6} {'pipeline MB':>12} {'sweeper MB':>11} {'gateway MB':>11} "
+              f"{'cm-conn MB':>11} {'to Kafka':>9} {'uploaded':>9} {'sent/s':>7}", flush=True)
         while True:
             elapsed = time.monotonic() - began
-            procs.check_alive()
+            procs.assert_alive()
             if driver.done():
                 driver.result()  # raises what stopped it
                 raise RuntimeError("the simulated world stopped")
-            rss = {name: rss_mb(procs.pid(name)) for name in PROCESSES}
-            samples.append((elapsed / 60, rss, world.sent))
-            print(f"{elapsed / 60:6.2f} {rss['pipeline'] or 0:12.1f} "
-                  f"{rss['cm-connector'] or 0:11.1f} {rss['sweeper'] or 0:11.1f} "
-                  f"{world.sent:13,} {world.sent / elapsed if elapsed else 0:8,.0f}", flush=True)
+            rss = {name: rss_mb(procs.procs[key].pid) for name, key in keys.items()}
+            samples.append((elapsed / 60, rss))
+            sent = world.sent + world.uploaded
+            print(f"{elapsed / 60:6.2f} {rss['pipeline'] or 0:12.1f} {rss['sweeper'] or 0:11.1f}"
+                  f" {rss['gateway'] or 0:11.1f} {rss['cm-connector'] or 0:11.1f} "
+                  f"{world.sent:9,} {world.uploaded:9,} "
+                  f"{sent / elapsed if elapsed else 0:7,.0f}", flush=True)
             if elapsed >= args.minutes * 60:
                 break
             await asyncio.sleep(args.interval - (time.monotonic() - began) % args.interval)
@@ -109,43 +110,74 @@ async def run(args: argparse.Namespace) -> None:
     finally:
         stop.set()
         procs.stop()
-        await prod.stop()
+        await world.close()
         if not args.keep and world.onboarded:
             say(f"cleaning up: the rows of the {len(world.onboarded)} tenants of the run ...")
-            await _cleanup(settings, pools, world.onboarded)
-        await close_pools(pools)
+            await delete_tenants(stores, world.onboarded)
+        await stores.close()
+        for path in tokens.glob("*"):
+            path.unlink()
+        if tokens.exists():
+            tokens.rmdir()
 
-    fit = [(t, rss["pipeline"]) for t, rss, _ in samples
-           if t >= args.warmup_minutes and rss["pipeline"] is not None]
     rows = []
-    for name in PROCESSES:
-        series = [(t, rss[name]) for t, rss, _ in samples
+    verdicts = {}
+    for name in keys:
+        series = [(t, rss[name]) for t, rss in samples
                   if t >= args.warmup_minutes and rss[name] is not None]
         slope, se, _ = linear_fit([t for t, _ in series], [m for _, m in series])
-        first = [rss[name] for _, rss, _ in samples if rss[name] is not None]
+        window = series[-1][0] - series[0][0] if len(series) > 1 else 0.0
+        first = [rss[name] for _, rss in samples if rss[name] is not None]
+        floors = _floors(series)
+        floor_slope, floor_se, _ = linear_fit([t for t, _ in floors], [m for _, m in floors])
+        floor_window = floors[-1][0] - floors[0][0] if len(floors) > 1 else 0.0
+        if len(floors) < 3:
+            verdicts[name] = "too few minutes"
+        else:
+            growing = floor_slope - 2 * floor_se > 0 and floor_slope * floor_window > 2.0
+            verdicts[name] = (f"{'steady growth' if growing else 'no steady growth'} (floor "
+                              f"{floor_slope * floor_window:+.1f} MB over {floor_window:.1f} min)")
         rows.append((name, first[0] if first else float("nan"),
                      min(m for _, m in series) if series else float("nan"),
                      max(m for _, m in series) if series else float("nan"),
-                     series[-1][1] if series else float("nan"), slope, se))
-    table(["process", "first MB", "min MB*", "max MB*", "last MB", "slope MB/min*", "+-"],
-          rows, title=f"Resident memory over {samples[-1][0]:.1f} min, {world.sent:,} records "
-                      f"sent ({world.sent / (samples[-1][0] * 60):,.0f}/s); * = after the first "
-                      f"{args.warmup_minutes:g} min")
-    slope, se, _ = linear_fit([t for t, _ in fit], [m for _, m in fit])
-    window = fit[-1][0] - fit[0][0] if len(fit) > 1 else 0.0
-    growing = slope - 2 * se > 0 and slope * window > 2.0
-    print(f"pipeline worker: {slope:+.3f} +- {se:.3f} MB/min over {window:.1f} min "
-          f"({slope * window:+.1f} MB) -> {'steady growth' if growing else 'no steady growth'}")
+                     series[-1][1] if series else float("nan"), slope, se, floor_slope,
+                     floor_se, verdicts[name]))
+    minutes = samples[-1][0] if samples else 0.0
+    sent = world.sent + world.uploaded
+    table(["process", "first MB", "min MB*", "max MB*", "last MB", "slope MB/min*", "+-",
+           "floor slope*", "+-", "verdict*"],
+          rows, title=f"Resident memory over {minutes:.1f} min, {world.sent:,} records to Kafka "
+                      f"and {world.uploaded:,} uploaded through the gateways "
+                      f"({sent / max(1e-9, minutes * 60):,.0f}/s); * = after the first "
+                      f"{args.warmup_minutes:g} min; floor = each minute's lowest sample; "
+                      "steady growth = the floor's slope more than two standard errors above 0 "
+                      "and more than 2 MB over the window")
+    print(f"target, no steady growth of the pipeline worker: {verdicts.get('pipeline', '-')}")
+
+
+def _floors(series: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Each whole minute's lowest sample (time, MB), in order; a minute the samples cover
+    less than 90 % of (the run's last, partial one) is left out: it may not hold a trim."""
+    lowest: dict[int, tuple[float, float]] = {}
+    span: dict[int, tuple[float, float]] = {}
+    for t, mb in series:
+        minute = int(t)
+        if minute not in lowest or mb < lowest[minute][1]:
+            lowest[minute] = (t, mb)
+        first, _ = span.get(minute, (t, t))
+        span[minute] = (first, t)
+    step = min((b[0] - a[0] for a, b in zip(series, series[1:])), default=0.0)
+    return [lowest[m] for m in sorted(lowest) if span[m][1] - span[m][0] + step >= 0.9]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = make_parser("bench.memory", __doc__)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between samples")
     parser.add_argument("--warmup-minutes", type=float, default=1.0,
                         help="left out of the fit (imports, pools, caches filling)")
     parser.add_argument("--rate", type=float, default=400.0,
-                        help="SimulatedWorld rate (it sends about 2.5x this many records/s)")
+                        help="SimulatedWorld rate (its knob; the records/s sent are printed)")
     parser.add_argument("--tenants", type=int, default=24)
     parser.add_argument("--speed", type=float, default=100.0)
     parser.add_argument("--seed", type=int, default=None)

@@ -1,10 +1,14 @@
-"""What the benchmarks share: the stack check, the pipeline processes, the workload, offsets,
-progress lines and tables.
+"""What the benchmarks share: the entry point and its header, the stack check, the processes
+(through mdmbus.cli.launcher.Launcher, the one launcher of the demo, the tests and the
+benchmarks), tenants in the directory and their region stores, the workload, offsets, CPU and
+memory meters, progress lines and tables.
 
 Nothing here starts Kafka or PostgreSQL. The processes are the real ones
-(``python -m mdmbus process pipeline|cm-connector|sweeper``), started with the environment
-of the benchmark plus the shared clock (MDMBUS_CLOCK_SPEED / MDMBUS_CLOCK_ORIGIN), so every
-other MDMBUS_* setting (batch size, sweep interval, ...) is the one the user gave, or the default.
+(``python -m mdmbus process NAME --region R``), started with the environment of the benchmark
+plus the shared clock (MDMBUS_CLOCK_SPEED / MDMBUS_CLOCK_ORIGIN), so every other MDMBUS_*
+setting (batch size, sweep interval, ...) is the one the user gave, or the default.
+
+Only public names of mdmbus are used (nothing with a leading underscore).
 """
 
 from __future__ import annotations
@@ -12,18 +16,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
 import math
 import os
 import platform
 import random
-import signal
+import shlex
+import socket
 import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -31,32 +37,29 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-from mdmbus import topics
+from mdmbus.cli.launcher import Launcher
 from mdmbus.clock import Clock
 from mdmbus.contract import Registry, default_registry
-from mdmbus.regions import REGIONS, region_database
-from mdmbus.settings import Settings
+from mdmbus.regions import REGIONS
 from mdmbus.services.simulators.records import UPLOAD_KINDS, RecordFactory
-from mdmbus.services.stores.schema import ensure_region_schema
+from mdmbus.services.stores.pools import Stores
+from mdmbus.settings import Settings
+from mdmbus.topics import TopicKind, parse_topic, regional_topics, topic_name
+from mdmbus.topics import group_name as topic_group_name
 
-__all__ = ["PIPELINE_GROUP", "CM_GROUP", "PIPELINE_TOPICS", "COUNTRY_OF", "REGION_SHARE",
-           "UPLOAD_MIX", "Processes", "Tenants", "RecordMix", "Progress", "check_stack",
-           "region_pools", "close_pools", "onboard_tenants", "delete_tenants", "end_offsets",
-           "commit_group", "committed", "fast_forward", "producer", "percentile", "table",
-           "machine", "say", "linear_fit", "uuid_from", "CpuMeter", "rss_mb", "forget_rows",
-           "postgres_pid", "kafka_pid", "code_version"]
-
-#: The faust app id is the pipeline's consumer group (streams/app.py).
-PIPELINE_GROUP = "mdmbus-pipeline"
-#: services/cm_connector.py
-CM_GROUP = "mdmbus-cm-connector"
-#: Every topic a pipeline worker reads (streams/ingest.py, acks.py, sessions.py, lifecycle.py).
-PIPELINE_TOPICS = (topics.UPLOAD, topics.RELAY, topics.RELAY_ACK, topics.DEVICE_SESSIONS,
-                   topics.DEVICE_COMMANDS, topics.TENANT_LIFECYCLE)
+__all__ = ["COUNTRY_OF", "UPLOAD_MIX", "PIPELINE", "say", "machine", "code_version",
+           "print_header", "run_cli", "parser", "kafka_options", "pg_connect", "check_stack",
+           "open_stores", "launcher",
+           "start_gateway", "listening", "write_token", "pipeline_topics", "pipeline_group",
+           "lifecycle_group", "point_pipeline_at", "Tenants", "onboard_tenants",
+           "delete_tenants", "forget_rows", "RecordMix", "producer", "end_offsets",
+           "commit_group", "committed", "wait_committed", "CpuMeter", "cpu_seconds", "rss_mb",
+           "postgres_pid", "kafka_pid", "Progress", "percentile", "linear_fit", "table",
+           "uuid_from", "at"]
 
 COUNTRY_OF = {"na": "US", "eu": "DE", "ap": "JP"}
-#: Share of tenants per region (an assumption: most tenants in NA, then EU, then AP).
-REGION_SHARE = {"na": 0.45, "eu": 0.35, "ap": 0.20}
+#: The process whose consumer groups read the record topics (mdmbus.streams.runtime).
+PIPELINE = "pipeline"
 #: Relative frequency of the upload kinds (an assumption, no source gives one): devices,
 #: assignments and compliance values are the bulk; connector version and extension status rare.
 UPLOAD_MIX = {"U1": 15, "U2": 3, "U3": 3, "U4": 5, "U5": 3, "U6": 20, "U7": 10, "U8": 8,
@@ -66,55 +69,19 @@ if set(UPLOAD_MIX) != set(UPLOAD_KINDS):
 
 
 def say(*parts: Any) -> None:
-    """Progress goes to stderr, results (the tables) to stdout."""
+    """Progress goes to stderr, results (the header and the tables) to stdout."""
     print(*parts, file=sys.stderr, flush=True)
 
 
-# ----------------------------------------------------------------------------- the stack
-
-async def check_stack(settings: Settings) -> None:
-    """Exits with a hint when Kafka or PostgreSQL does not answer."""
-    hint = ("start the stack first (`.venv/bin/mdmbus stack up` with the same MDMBUS_* "
-            "settings), or point MDMBUS_KAFKA_BOOTSTRAP / MDMBUS_PG_* at running servers")
-    try:
-        conn = await asyncpg.connect(settings.pg_dsn(region_database(REGIONS[0])), timeout=10)
-        await conn.close()
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
-        raise SystemExit(f"PostgreSQL at {settings.pg_server(region_database(REGIONS[0]))} "
-                         f"does not answer ({exc}); {hint}") from None
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                                request_timeout_ms=10_000)
-    try:
-        await asyncio.wait_for(consumer.start(), 20)
-        missing = set(PIPELINE_TOPICS) - await consumer.topics()
-    except Exception as exc:  # aiokafka's own errors (KafkaConnectionError, ...) and timeouts
-        raise SystemExit(f"Kafka at {settings.kafka_bootstrap} does not answer ({exc!r}); "
-                         f"{hint}") from None
-    finally:
-        await consumer.stop()
-    if missing:
-        raise SystemExit(f"topics {sorted(missing)} are missing; {hint}")
+def at(t: float) -> dt.datetime:
+    """A Unix time as an aware datetime."""
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc)
 
 
-async def region_pools(settings: Settings, max_size: int = 2) -> dict[str, asyncpg.Pool]:
-    """A pool per region store, its schema applied (idempotent, as every process does)."""
-    pools = {}
-    for region in REGIONS:
-        pool = await asyncpg.create_pool(settings.pg_dsn(region_database(region)), min_size=1,
-                                         max_size=max_size)
-        async with pool.acquire() as conn:
-            await ensure_region_schema(conn)
-        pools[region] = pool
-    return pools
-
-
-async def close_pools(pools: dict[str, asyncpg.Pool]) -> None:
-    for pool in pools.values():
-        await pool.close()
-
+# ----------------------------------------------------------------------------- entry point
 
 def machine() -> str:
-    """One line: cores, memory, CPU model, load average (so a reader sees how busy it was)."""
+    """One line: cores, memory, CPU model, Python, load average (how busy the machine was)."""
     model = "?"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -128,24 +95,435 @@ def machine() -> str:
         mem = "?"
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return (f"{os.cpu_count()} cores, {mem}, {model}, Python {platform.python_version()}, "
-            f"load average {load}, code {code_version()}")
+            f"load average {load}")
 
 
 def code_version() -> str:
-    """The checkout's commit, '+changes' when streams/, services/ or mdmbus/ differ from it."""
+    """The checkout's commit, '+changes' when the product code (streams/, services/, mdmbus/,
+    schemas/) differs from it, '+bench changes' when bench/ does."""
     root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                              timeout=10).stdout.strip()
     try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--",
-                                "streams", "services", "mdmbus"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        head = git("rev-parse", "--short", "HEAD")
+        product = git("status", "--porcelain", "--", "streams", "services", "mdmbus", "schemas")
+        bench = git("status", "--porcelain", "--", "bench")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return (head or "unknown") + ("+changes" if dirty else "")
+    return ((head or "unknown") + ("+changes" if product else "")
+            + ("+bench changes" if bench else ""))
 
 
-# ----------------------------------------------------------------------------- processes
+def print_header(prog: str) -> None:
+    """The machine, the code and the command line (with the MDMBUS_* settings given), before
+    the figures, on stdout."""
+    print(f"machine: {machine()}")
+    print(f"code: {code_version()}")
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(os.environ.items())
+                   if k.startswith("MDMBUS_"))
+    print(f"command: {prog} {shlex.join(sys.argv[1:])}".rstrip())
+    if env:
+        print(f"environment: {env}")
+    sys.stdout.flush()
+
+
+def parser(module: str, doc: str | None) -> argparse.ArgumentParser:
+    """Every benchmark's parser: ``python -m <module>``, its docstring as the help text."""
+    return argparse.ArgumentParser(prog=f"python -m {module}", description=doc,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def run_cli(run: Callable[[argparse.Namespace], Awaitable[None]],
+            parser: argparse.ArgumentParser) -> None:
+    """Every benchmark's entry point: parse, print the header, run, and on Ctrl-C exit 130
+    (the run's finally blocks have stopped what it started and cleaned up by then)."""
+    args = parser.parse_args()
+    print_header(parser.prog)
+    try:
+        asyncio.run(run(args))
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+# ----------------------------------------------------------------------------- connections
+
+def kafka_options(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """aiokafka options of the benchmark's own clients (its producers, readers and offset
+    tools): the provisioning admin, authenticated as every mdmbus client is
+    (mdmbus.connections), as the tests' harness does. On a checkout from before
+    mdmbus.connections, the plain bootstrap servers."""
+    try:
+        from mdmbus.connections import kafka_options as options
+        from mdmbus.identities import ADMIN
+    except ImportError:
+        return {"bootstrap_servers": settings.kafka_bootstrap, **extra}
+    return options(settings, ADMIN, **extra)
+
+
+async def pg_connect(settings: Settings, database: str,
+                     connect_to: str | None = None) -> asyncpg.Connection:
+    """One connection to ``database`` (or ``connect_to``, another database on its server) as
+    the provisioning superuser (mdmbus.connections: over TLS where the stack requires it)."""
+    try:
+        from mdmbus.connections import pg_connect as connect
+    except ImportError:
+        return await asyncpg.connect(settings.pg_dsn(database, connect_to=connect_to))
+    return await connect(settings, database, None, connect_to)
+
+
+# ----------------------------------------------------------------------------- the stack
+
+_HINT = ("start the stack first (`.venv/bin/mdmbus stack up` with the same MDMBUS_* settings), "
+         "or point MDMBUS_KAFKA_BOOTSTRAP / MDMBUS_PG_* at running, provisioned servers")
+
+
+async def check_stack(settings: Settings, regions: Iterable[str] = REGIONS) -> None:
+    """Exits with a hint when Kafka or PostgreSQL does not answer, or a region's topics are
+    missing."""
+    try:
+        stores = await open_stores(settings, regions, cm=True)
+        await stores.close()
+    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
+        raise SystemExit(f"PostgreSQL at {settings.pg_host}:{settings.pg_port} does not answer "
+                         f"({exc}); {_HINT}") from None
+    wanted = {name for r in regions for name, _ in regional_topics(r)}
+    wanted.add(topic_name(TopicKind.TENANT_LIFECYCLE))
+    consumer = AIOKafkaConsumer(**kafka_options(settings, request_timeout_ms=10_000))
+    try:
+        await asyncio.wait_for(consumer.start(), 20)
+        missing = wanted - await consumer.topics()
+    except Exception as exc:  # aiokafka's own errors (KafkaConnectionError, ...) and timeouts
+        raise SystemExit(f"Kafka at {settings.kafka_bootstrap} does not answer ({exc!r}); "
+                         f"{_HINT}") from None
+    finally:
+        await consumer.stop()
+    if missing:
+        raise SystemExit(f"topics {sorted(missing)} are missing; {_HINT}")
+
+
+async def open_stores(settings: Settings, regions: Iterable[str] = REGIONS, *,
+                      cm: bool = False, max_size: int = 3) -> Stores:
+    """Pools to the region stores, the directory (and the CM database), as the benchmark's
+    own client (application ``mdmbus-bench``). The schemas are provisioning's business."""
+    return await Stores(settings, "mdmbus-bench").start(regions, cm=cm, max_size=max_size)
+
+
+def launcher(settings: Settings, name: str, speed: float = 1.0,
+             env: Mapping[str, str] | None = None, origin: float | None = None) -> Launcher:
+    """The one launcher, its logs under $MDMBUS_STATE_DIR/bench-logs/<name>-<time>/, on a
+    shared clock of ``speed`` (every process started by it gets the same clock)."""
+    log_dir = settings.state_dir / "bench-logs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    base = dict(os.environ)
+    base.setdefault("MDMBUS_METRICS_PORT", "0")
+    base.update(env or {})
+    return Launcher(log_dir, Clock(speed, origin if origin is not None else time.time()), base)
+
+
+def listening(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+async def start_gateway(procs: Launcher, settings: Settings, region: str,
+                        timeout_s: float = 60) -> str:
+    """Starts ``region``'s gateway (``all``: one process for every region) and waits until it
+    listens on each of its ports; returns its key."""
+    ports = [settings.gateway_ports[r] for r in (REGIONS if region == "all" else [region])]
+    busy = [p for p in ports if listening(p)]
+    if busy:
+        raise SystemExit(f"something already listens on {busy} (a gateway of another run?): "
+                         "stop it first")
+    key = procs.start("gateway", region)
+    deadline = time.monotonic() + timeout_s
+    while not all(listening(p) for p in ports):
+        procs.assert_alive()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the {region} gateway did not listen within {timeout_s:.0f} s; "
+                               f"its log:\n{procs.tail(key)}")
+        await asyncio.sleep(0.2)
+    return key
+
+
+def write_token(settings: Settings, tokens_dir: Path, tenant: str, region: str,
+                ttl_s: float = 24 * 3600) -> Path:
+    """The tenant's CM connector token file (what tests/integration/harness.py connect_cm and
+    the demo write): the connector picks it up within a few seconds."""
+    from mdmbus.stack import issuer
+    from mdmbus.stack.pki import write_private
+    path = tokens_dir / f"{tenant}.json"
+    write_private(path, json.dumps({
+        "tenant_id": tenant, "gateway": settings.gateway_url(region),
+        "token": issuer(settings).issue(tenant, "connector", ttl_s)}).encode())
+    return path
+
+
+# ----------------------------------------------------------------------------- the pipeline
+
+def pipeline_topics(region: str) -> list[str]:
+    """The record topics a region's pipeline reads (the transit topics it is a reader of)."""
+    return [name for name, spec in regional_topics(region) if PIPELINE in spec.readers]
+
+
+def pipeline_group(region: str) -> str:
+    """The consumer group of a region's record runtime (``mdmbus-<region>-pipeline``)."""
+    return topic_group_name(PIPELINE, region)
+
+
+def lifecycle_group(regions: Sequence[str]) -> str:
+    """The faust app id (the lifecycle agent's group) of a worker serving ``regions``."""
+    from mdmbus.streams.app import lifecycle_app_id  # imports faust: only when needed
+    return lifecycle_app_id(tuple(regions))
+
+
+async def point_pipeline_at(settings: Settings, region: str,
+                            start: Mapping[TopicPartition, int] | None = None,
+                            worker_regions: Sequence[str] | None = None) -> None:
+    """Points the region's pipeline group at the end of its record topics (so data of earlier
+    runs is not read), except the partitions in ``start``; and the lifecycle group of a
+    worker serving ``worker_regions`` (default: the region) at the end of the lifecycle topic
+    (so the lifecycle events of earlier runs are not replayed during the measurement)."""
+    offsets: dict[TopicPartition, int] = {}
+    for name in pipeline_topics(region):
+        offsets.update(await end_offsets(settings, name))
+    offsets.update(start or {})
+    await commit_group(settings, pipeline_group(region), offsets)
+    await commit_group(settings, lifecycle_group(worker_regions or (region,)),
+                       await end_offsets(settings, topic_name(TopicKind.TENANT_LIFECYCLE)))
+
+
+# ----------------------------------------------------------------------------- tenants
+
+def uuid_from(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+@dataclass
+class Tenants:
+    ids: list[str]
+    region_of: dict[str, str]
+
+    def in_region(self, region: str) -> list[uuid.UUID]:
+        return [uuid.UUID(t) for t in self.ids if self.region_of[t] == region]
+
+    @property
+    def regions(self) -> list[str]:
+        return sorted(set(self.region_of.values()))
+
+
+async def onboard_tenants(stores: Stores, n: int, now: dt.datetime, rng: random.Random,
+                          regions: Sequence[str], state: str = "active",
+                          purge_at: Sequence[dt.datetime] | None = None) -> Tenants:
+    """``n`` fresh tenants spread over ``regions`` (round robin), written into the tenant
+    directory and their region's ``tenants`` table as the onboarding leaves them
+    (services.rules.residency.onboard: directory.claim, then the region row).
+
+    With ``state='retention'`` and ``purge_at`` (one a tenant), they are tenants whose
+    subscription ended, as services.rules.retention.end_subscription leaves them (in both).
+    Written with COPY: onboarding 10,000 tenants one by one would outlast a phase's lead time.
+    """
+    ids, region_of = [], {}
+    for i in range(n):
+        tenant = uuid_from(rng)
+        ids.append(tenant)
+        region_of[tenant] = regions[i % len(regions)]
+    retention = purge_at is not None
+    directory_rows, by_region = [], {r: [] for r in regions}
+    for i, tenant in enumerate(ids):
+        region = region_of[tenant]
+        until = now if retention else None
+        purge = purge_at[i] if retention else None
+        directory_rows.append((uuid.UUID(tenant), region, COUNTRY_OF[region], state, now,
+                               now if retention else None, until, purge))
+        by_region[region].append((uuid.UUID(tenant), COUNTRY_OF[region], region, state, now,
+                                  now if retention else None, until, purge))
+    await stores.directory.copy_records_to_table(
+        "tenant_directory", records=directory_rows,
+        columns=["tenant_id", "region", "country", "state", "onboarded_at", "ended_at",
+                 "read_only_until", "purge_at"])
+    for region, rows in by_region.items():
+        if rows:
+            await stores.region(region).copy_records_to_table(
+                "tenants", records=rows,
+                columns=["tenant_id", "country", "region", "state", "onboarded_at",
+                         "subscription_ended_at", "read_only_until", "purge_at"])
+    return Tenants(ids, region_of)
+
+
+async def delete_tenants(stores: Stores, tenants: Tenants | Mapping[str, str]) -> int:
+    """Removes every row the benchmark left for these tenants (``Tenants`` or tenant ->
+    region), everywhere: region stores, directory, CM database. Returns the records deleted."""
+    region_of = tenants.region_of if isinstance(tenants, Tenants) else dict(tenants)
+    deleted = 0
+    for region in set(region_of.values()):
+        ids = [uuid.UUID(t) for t, r in region_of.items() if r == region]
+        pool = stores.region(region)
+        async with pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(
+                "DELETE FROM records WHERE tenant_id = ANY($1::uuid[])", ids)
+            deleted += int(status.split()[-1])
+            for table_ in ("device_sessions", "deletion_audit", "dead_letters",
+                           "erasure_receipts", "tenants", "purged_tenants"):
+                await conn.execute(f"DELETE FROM {table_} WHERE tenant_id = ANY($1::uuid[])",
+                                   ids)
+    ids = [uuid.UUID(t) for t in region_of]
+    await stores.directory.execute(
+        "DELETE FROM tenant_directory WHERE tenant_id = ANY($1::uuid[])", ids)
+    await stores.directory.execute(
+        "DELETE FROM lifecycle_refusals WHERE tenant_id = ANY($1::uuid[])", ids)
+    if stores.cm is not None:
+        await stores.cm.execute(
+            "DELETE FROM relayed_records WHERE tenant_id = ANY($1::uuid[])", ids)
+    return deleted
+
+
+async def forget_rows(stores: Stores, tenants: Tenants) -> None:
+    """Deletes the records of these tenants (keeping the tenants) and vacuums, so that the
+    next run starts from a table in the same state."""
+    for region in tenants.regions:
+        pool = stores.region(region)
+        await pool.execute("DELETE FROM records WHERE tenant_id = ANY($1::uuid[])",
+                           tenants.in_region(region))
+        await pool.execute("VACUUM ANALYZE records")
+
+
+# ----------------------------------------------------------------------------- workload
+
+class RecordMix:
+    """Valid records of the kinds in ``mix`` (default: the upload kinds in UPLOAD_MIX
+    proportions), for random tenants, each on its kind's topic in its tenant's region.
+
+    The kind-specific fields come from a few RecordFactory records per kind (building each
+    record with the factory would cost more than the pipeline spends on it); every record gets
+    its own record id, tenant and event time.
+    """
+
+    def __init__(self, tenants: Tenants, seed: int = 0, registry: Registry | None = None,
+                 mix: Mapping[str, int] = UPLOAD_MIX, templates: int = 32) -> None:
+        self.registry = registry or default_registry()
+        self.rng = random.Random(seed)
+        factory = RecordFactory(seed, self.registry)
+        self.tenants = tenants.ids
+        self.region_of = tenants.region_of
+        self.kinds = list(mix)
+        self.cum = list(_cumulative(mix.values()))
+        self.templates = {k: [factory.make(k, factory.uuid(), 0) for _ in range(templates)]
+                          for k in self.kinds}
+        self.topic_kind = {k: self.registry.spec(k).topic for k in self.kinds}
+
+    def make(self, event_time_ms: int, kind: str | None = None) -> tuple[str, dict[str, Any]]:
+        rng = self.rng
+        kind = kind or rng.choices(self.kinds, cum_weights=self.cum)[0]
+        template = rng.choice(self.templates[kind])
+        record = dict(template)
+        env = dict(template["envelope"])
+        env["record_id"] = uuid_from(rng)
+        env["tenant_id"] = rng.choice(self.tenants)
+        env["event_time"] = event_time_ms
+        record["envelope"] = env
+        return kind, record
+
+    def encode(self, kind: str, record: dict[str, Any]) -> tuple[str, bytes, bytes]:
+        """(topic, key, value) as the pipeline receives it: the kind's topic in the region of
+        the record's tenant."""
+        region = self.region_of[record["envelope"]["tenant_id"]]
+        return (topic_name(self.topic_kind[kind], region), self.registry.key(kind, record),
+                self.registry.codec.encode(kind, record))
+
+
+def _cumulative(weights: Iterable[float]) -> Iterable[float]:
+    total = 0.0
+    for w in weights:
+        total += w
+        yield total
+
+
+def producer(settings: Settings, linger_ms: int = 5, **kw: Any) -> AIOKafkaProducer:
+    """Like the gateway's and the device side's producers: acks=all, idempotent."""
+    return AIOKafkaProducer(**kafka_options(settings, acks="all", enable_idempotence=True,
+                                            linger_ms=linger_ms, **kw))
+
+
+# ----------------------------------------------------------------------------- offsets
+
+def _partitions(topic: str) -> list[TopicPartition]:
+    """The partitions of an mdmbus topic, as the catalogue declares them."""
+    return [TopicPartition(topic, p) for p in range(parse_topic(topic)[0].partitions)]
+
+
+async def end_offsets(settings: Settings, topic: str) -> dict[TopicPartition, int]:
+    """Per partition of ``topic``, the offset after the last message."""
+    consumer = AIOKafkaConsumer(**kafka_options(settings))
+    await consumer.start()
+    try:
+        return await consumer.end_offsets(_partitions(topic))
+    finally:
+        await consumer.stop()
+
+
+async def commit_group(settings: Settings, group: str,
+                       offsets: Mapping[TopicPartition, int]) -> None:
+    """Sets a consumer group's committed offsets; exits when the group has a live member
+    (another process of this group runs on this stack: a benchmark, the demo, tests?)."""
+    consumer = AIOKafkaConsumer(**kafka_options(settings, group_id=group,
+                                                enable_auto_commit=False))
+    await consumer.start()
+    try:
+        consumer.assign(list(offsets))
+        await consumer.commit({tp: OffsetAndMetadata(off, "") for tp, off in offsets.items()})
+    except CommitFailedError:
+        raise SystemExit(f"consumer group {group} has a live member: another process of it "
+                         "runs on this stack (a benchmark, the demo, tests?); stop it first, "
+                         "benchmarks must run alone") from None
+    finally:
+        await consumer.stop()
+
+
+async def committed(admin: AIOKafkaAdminClient, group: str,
+                    tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+    got = await admin.list_consumer_group_offsets(group, partitions=list(tps))
+    return {tp: (got[tp].offset if tp in got and got[tp].offset >= 0 else 0) for tp in tps}
+
+
+async def wait_committed(settings: Settings, group: str, end: Mapping[TopicPartition, int],
+                         start: Mapping[TopicPartition, int], procs: Launcher | None = None,
+                         stall_s: float = 120.0, label: str = "committed",
+                         on_progress: Callable[[int], None] | None = None) -> None:
+    """Waits until ``group`` has committed up to ``end`` on every partition; gives up after
+    ``stall_s`` seconds without progress (or when a process of ``procs`` exits)."""
+    admin = AIOKafkaAdminClient(**kafka_options(settings))
+    await admin.start()
+    tps = list(end)
+    total = sum(end[tp] - start[tp] for tp in tps)
+    progress = Progress(label, total)
+    last, last_change = -1, time.monotonic()
+    try:
+        while True:
+            offsets = await committed(admin, group, tps)
+            done = sum(max(0, min(offsets[tp], end[tp]) - start[tp]) for tp in tps)
+            if on_progress:
+                on_progress(done)
+            progress.update(done)
+            if done >= total:
+                return
+            if done != last:
+                last, last_change = done, time.monotonic()
+            elif time.monotonic() - last_change > stall_s:
+                raise RuntimeError(f"{label}: no progress for {stall_s:.0f} s at "
+                                   f"{done:,}/{total:,}"
+                                   + (f"; logs in {procs.log_dir}" if procs else ""))
+            if procs is not None:
+                procs.assert_alive()
+            await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
+
+
+# ----------------------------------------------------------------------------- CPU, memory
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -159,6 +537,12 @@ def _stat(pid: int, tid: int | None = None) -> tuple[int, int, float] | None:
         return None
     fields = raw[raw.rindex(")") + 2:].split()
     return int(fields[1]), int(fields[19]), (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of a process so far; nan when unknown."""
+    st = _stat(pid) if pid else None
+    return st[2] if st else float("nan")
 
 
 def _children(ppid: int) -> list[int]:
@@ -179,9 +563,9 @@ def _machine_busy() -> tuple[float, float]:
     return (total - idle) / _TICK, total / _TICK
 
 
-async def postgres_pid(pools: dict[str, asyncpg.Pool]) -> int | None:
+async def postgres_pid(pool: asyncpg.Pool) -> int | None:
     """The postmaster's pid (the parent of a backend), when PostgreSQL runs on this machine."""
-    backend = await next(iter(pools.values())).fetchval("SELECT pg_backend_pid()")
+    backend = await pool.fetchval("SELECT pg_backend_pid()")
     st = _stat(backend)
     return st[0] if st else None
 
@@ -208,14 +592,16 @@ def rss_mb(pid: int) -> float | None:
 class CpuMeter:
     """CPU seconds spent by groups of processes between two snapshots, and by the machine.
 
-    Groups are named lists of pids; a pid group ``"postgres"`` given as the postmaster's pid
-    counts the postmaster and every backend. What the machine spent beyond the groups is the
-    rest of the machine's work (other jobs, this benchmark's client...).
+    Groups are named lists of pids; ``postmaster`` counts PostgreSQL's postmaster and every
+    backend (backends that start and end between the snapshots are missed: the benchmarks'
+    processes hold pooled connections). ``threads_of`` splits one process into its main thread
+    and the rest. What the machine spent beyond the groups is the rest of the machine's work
+    (other jobs, this benchmark's own client...).
     """
 
-    def __init__(self, groups: dict[str, list[int]], postmaster: int | None = None,
+    def __init__(self, groups: Mapping[str, Sequence[int]], postmaster: int | None = None,
                  threads_of: int | None = None) -> None:
-        self.groups = groups
+        self.groups = {name: list(pids) for name, pids in groups.items()}
         self.postmaster = postmaster
         self.threads_of = threads_of
         self.start = self._snapshot()
@@ -239,7 +625,8 @@ class CpuMeter:
         return snap
 
     def stop(self) -> list[tuple[str, float, float]]:
-        """Rows (what, CPU seconds, cores busy on average) since the meter was made."""
+        """Rows (what, CPU seconds, cores busy on average) since the meter was made: one per
+        group, 'postgres', the threads split, 'rest of the machine' and 'machine total'."""
         end = self._snapshot()
         wall = time.monotonic() - self.started
         rows, known = [], 0.0
@@ -260,263 +647,10 @@ class CpuMeter:
         return rows
 
 
-@dataclass
-class Processes:
-    """The pipeline's real processes on one shared clock; each one logs to its own file."""
-
-    settings: Settings
-    speed: float = 1.0
-    origin: float = field(default_factory=time.time)
-    log_dir: Path | None = None
-    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.log_dir is None:
-            self.log_dir = (self.settings.state_dir / "bench-logs" /
-                            time.strftime("%Y%m%d-%H%M%S"))
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def clock(self) -> Clock:
-        return Clock(self.speed, self.origin)
-
-    def env(self) -> dict[str, str]:
-        env = dict(os.environ, MDMBUS_CLOCK_SPEED=repr(self.speed),
-                   MDMBUS_CLOCK_ORIGIN=repr(self.origin), PYTHONUNBUFFERED="1")
-        env.setdefault("MDMBUS_METRICS_PORT", "0")
-        return env
-
-    def start(self, name: str, label: str | None = None,
-              profile_to: Path | None = None) -> subprocess.Popen:
-        """Starts ``mdmbus process NAME``; with ``profile_to``, under pyinstrument sampling every
-        5 ms (a pyisession file is written there when the process ends)."""
-        label = label or name
-        cmd = [sys.executable, "-m", "mdmbus", "process", name]
-        if profile_to is not None:
-            cmd = [sys.executable, "-m", "pyinstrument", "-i", "0.005", "-r", "pyisession",
-                   "-o", str(profile_to), "-m", "mdmbus", "process", name]
-        log = open(self.log_dir / f"{label}.log", "ab")
-        self.procs[label] = subprocess.Popen(cmd, env=self.env(), stdout=log,
-                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        log.close()
-        return self.procs[label]
-
-    def pid(self, label: str) -> int:
-        return self.procs[label].pid
-
-    def check_alive(self) -> None:
-        for label, proc in self.procs.items():
-            if proc.poll() is not None:
-                raise RuntimeError(f"{label} exited with {proc.returncode}; last lines of its "
-                                   f"log:\n{self.tail(label)}")
-
-    def tail(self, label: str, lines: int = 30) -> str:
-        path = self.log_dir / f"{label}.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) \
-            if path.exists() else ""
-
-    def stop(self, label: str | None = None, timeout: float = 60.0) -> None:
-        """SIGTERM (a graceful stop: faust commits, pyinstrument writes its report), then
-        SIGKILL after ``timeout``."""
-        labels = [label] if label else list(self.procs)
-        for name in labels:
-            proc = self.procs.get(name)
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for name in labels:
-            proc = self.procs.pop(name, None)
-            if proc is None:
-                continue
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    def __enter__(self) -> "Processes":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-
-# ----------------------------------------------------------------------------- workload
-
-def uuid_from(rng: random.Random) -> str:
-    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
-
-
-@dataclass
-class Tenants:
-    ids: list[str]
-    region_of: dict[str, str]
-
-    def in_region(self, region: str) -> list[uuid.UUID]:
-        return [uuid.UUID(t) for t in self.ids if self.region_of[t] == region]
-
-
-async def onboard_tenants(pools: dict[str, asyncpg.Pool], n: int, now: dt.datetime,
-                          rng: random.Random, share: dict[str, float] = REGION_SHARE,
-                          state: str = "active",
-                          purge_at: Sequence[dt.datetime] | None = None) -> Tenants:
-    """Fresh tenants written straight into their region stores, as
-    services.rules.residency.onboard writes them (country -> region), at least one a region.
-
-    With ``state='retention'`` and ``purge_at`` (one a tenant), they are tenants whose
-    subscription ended, as services.rules.retention.end_subscription leaves them.
-    """
-    regions = list(share)
-    ids, region_of = [], {}
-    for i in range(n):
-        region = regions[i] if i < len(regions) else rng.choices(regions, list(share.values()))[0]
-        tenant = uuid_from(rng)
-        ids.append(tenant)
-        region_of[tenant] = region
-    for region, pool in pools.items():
-        idx = [i for i, t in enumerate(ids) if region_of[t] == region]
-        rows = [(uuid.UUID(ids[i]), COUNTRY_OF[region], region, state, now,
-                 now if purge_at else None, now if purge_at else None,
-                 purge_at[i] if purge_at else None) for i in idx]
-        if rows:
-            await pool.copy_records_to_table(
-                "tenants", records=rows,
-                columns=["tenant_id", "country", "region", "state", "onboarded_at",
-                         "subscription_ended_at", "read_only_until", "purge_at"])
-    return Tenants(ids, region_of)
-
-
-async def delete_tenants(pools: dict[str, asyncpg.Pool], tenants: Tenants) -> int:
-    """Removes every row the benchmark left for these tenants; returns the records deleted."""
-    deleted = 0
-    for region, pool in pools.items():
-        ids = tenants.in_region(region)
-        if not ids:
-            continue
-        async with pool.acquire() as conn:
-            status = await conn.execute(
-                "DELETE FROM records WHERE tenant_id = ANY($1::uuid[])", ids)
-            deleted += int(status.split()[-1])
-            await conn.execute("DELETE FROM device_sessions WHERE tenant_id = ANY($1::uuid[])", ids)
-            await conn.execute("DELETE FROM deletion_audit WHERE tenant_id = ANY($1::uuid[])", ids)
-            await conn.execute("DELETE FROM tenants WHERE tenant_id = ANY($1::uuid[])", ids)
-            await conn.execute("DELETE FROM purged_tenants WHERE tenant_id = ANY($1::uuid[])", ids)
-    return deleted
-
-
-async def forget_rows(pools: dict[str, asyncpg.Pool], tenants: Tenants) -> None:
-    """Deletes the records of these tenants (keeping the tenants) and vacuums, so that the
-    next run starts from a table in the same state."""
-    for region, pool in pools.items():
-        ids = tenants.in_region(region)
-        if ids:
-            await pool.execute("DELETE FROM records WHERE tenant_id = ANY($1::uuid[])", ids)
-        await pool.execute("VACUUM ANALYZE records")
-
-
-class RecordMix:
-    """Valid records of the upload kinds in UPLOAD_MIX proportions, for random tenants.
-
-    The kind-specific fields come from a few RecordFactory records per kind (building each
-    record with the factory would cost more than the pipeline spends on it); every record gets
-    its own record id, tenant and event time.
-    """
-
-    def __init__(self, tenants: Tenants, seed: int = 0, registry: Registry | None = None,
-                 mix: dict[str, int] = UPLOAD_MIX, templates: int = 32) -> None:
-        self.registry = registry or default_registry()
-        self.rng = random.Random(seed)
-        factory = RecordFactory(seed, self.registry)
-        self.tenants = tenants.ids
-        self.kinds = list(mix)
-        self.cum = list(_cumulative(mix.values()))
-        self.templates = {k: [factory.make(k, factory.uuid(), 0) for _ in range(templates)]
-                          for k in self.kinds}
-        self.topic = {k: self.registry.spec(k).topic for k in self.kinds}
-
-    def make(self, event_time_ms: int, kind: str | None = None) -> tuple[str, dict[str, Any]]:
-        rng = self.rng
-        kind = kind or rng.choices(self.kinds, cum_weights=self.cum)[0]
-        template = rng.choice(self.templates[kind])
-        record = dict(template)
-        env = dict(template["envelope"])
-        env["record_id"] = uuid_from(rng)
-        env["tenant_id"] = rng.choice(self.tenants)
-        env["event_time"] = event_time_ms
-        record["envelope"] = env
-        return kind, record
-
-    def encode(self, kind: str, record: dict[str, Any]) -> tuple[str, bytes, bytes]:
-        """(topic, key, value) as the pipeline receives it."""
-        return (self.topic[kind], self.registry.key(kind, record),
-                self.registry.codec.encode(kind, record))
-
-
-def _cumulative(weights: Iterable[float]) -> Iterable[float]:
-    total = 0.0
-    for w in weights:
-        total += w
-        yield total
-
-
-def producer(settings: Settings, linger_ms: int = 5, **kw: Any) -> AIOKafkaProducer:
-    """Like the CM side's producer (services/cm_connector.py): acks=all, idempotent."""
-    return AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
-                            enable_idempotence=True, linger_ms=linger_ms, **kw)
-
-
-# ----------------------------------------------------------------------------- offsets
-
-async def end_offsets(settings: Settings, topic: str,
-                      partitions: Iterable[int] | None = None) -> dict[TopicPartition, int]:
-    """Per partition (``partitions``, or the declared topic's), the offset after the last."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
-    await consumer.start()
-    try:
-        parts = (partitions if partitions is not None else
-                 consumer.partitions_for_topic(topic) or range(topics.topic(topic).partitions))
-        return await consumer.end_offsets([TopicPartition(topic, p) for p in sorted(parts)])
-    finally:
-        await consumer.stop()
-
-
-async def commit_group(settings: Settings, group: str, offsets: dict[TopicPartition, int]) -> None:
-    """Sets a consumer group's committed offsets; exits when the group has a live member
-    (another pipeline process runs on this stack, e.g. a benchmark or the demo)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=group,
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign(list(offsets))
-        await consumer.commit({tp: OffsetAndMetadata(off, "") for tp, off in offsets.items()})
-    except CommitFailedError:
-        raise SystemExit(f"consumer group {group} has a live member: another {group} process "
-                         "runs on this stack (a benchmark, the demo, tests?); stop it first, "
-                         "benchmarks must run alone") from None
-    finally:
-        await consumer.stop()
-
-
-async def committed(admin: AIOKafkaAdminClient, group: str,
-                    tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
-    got = await admin.list_consumer_group_offsets(group, partitions=list(tps))
-    return {tp: (got[tp].offset if tp in got and got[tp].offset >= 0 else 0) for tp in tps}
-
-
-async def fast_forward(settings: Settings, group: str, topic_names: Iterable[str],
-                       start: dict[TopicPartition, int] | None = None) -> None:
-    """Points ``group`` at the end of each topic (so data of earlier runs is not read), except
-    the partitions in ``start``, which it points there."""
-    offsets: dict[TopicPartition, int] = {}
-    for name in topic_names:
-        offsets.update(await end_offsets(settings, name))
-    offsets.update(start or {})
-    await commit_group(settings, group, offsets)
-
-
 # ----------------------------------------------------------------------------- output
 
 class Progress:
-    """A progress line every ``every`` seconds: done/total, rate so far, elapsed."""
+    """A progress line on stderr every ``every`` seconds: done/total, rate so far, elapsed."""
 
     def __init__(self, label: str, total: int | None = None, every: float = 5.0,
                  unit: str = "records", done: int = 0) -> None:
@@ -589,14 +723,3 @@ def _cell(value: Any) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
-
-
-def run_cli(run: Callable[[argparse.Namespace], Awaitable[None]],
-            parser: argparse.ArgumentParser) -> None:
-    """Every benchmark's entry point: parse, run, and on Ctrl-C exit 130 (the run's finally
-    blocks have stopped what it started and cleaned up by then)."""
-    args = parser.parse_args()
-    try:
-        asyncio.run(run(args))
-    except KeyboardInterrupt:
-        raise SystemExit(130) from None

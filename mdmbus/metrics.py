@@ -40,6 +40,10 @@ class Metrics:
         self.records_duplicate = Counter(
             "mdmbus_records_duplicate_total", "Records already stored (a replay): stored once.",
             ["region", "category"], registry=r)
+        self.records_expired = Counter(
+            "mdmbus_records_expired_total", "Records that arrived past their deadline (a "
+            "command of a session that has expired): not stored.", ["region", "category"],
+            registry=r)
         self.dead_letters = Counter(
             "mdmbus_dead_letters_total", "Records sent to the dead-letter topic, by reason.",
             ["source_topic", "reason"], registry=r)
@@ -77,6 +81,35 @@ class Metrics:
         self.lifecycle_events = Counter(
             "mdmbus_lifecycle_events_total", "Tenant lifecycle events applied, by kind.",
             ["kind"], registry=r)
+        self.gateway_requests = Counter(
+            "mdmbus_gateway_requests_total", "Gateway requests by region, route and status "
+            "(aborted: the client went away).", ["region", "route", "status"], registry=r)
+        self.gateway_request_seconds = Histogram(
+            "mdmbus_gateway_request_duration_seconds", "Gateway request latency.",
+            ["region", "route"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.gateway_tokens_refused = Counter(
+            "mdmbus_gateway_tokens_refused_total", "Bearer tokens refused, by reason.",
+            ["reason"], registry=r)
+        self.gateway_upload_refused = Counter(
+            "mdmbus_gateway_upload_refused_total", "Uploaded records refused, by reason.",
+            ["region", "reason"], registry=r)
+        self.relay_pending = Gauge(
+            "mdmbus_relay_pending", "Relay records stored and not yet downloaded and "
+            "acknowledged by CM.", ["region"], registry=r)
+        self.relay_pending_oldest_seconds = Gauge(
+            "mdmbus_relay_pending_oldest_seconds", "Age of the oldest relay record waiting for "
+            "CM (real seconds since it was stored; 0 when none waits).", ["region"], registry=r)
+        self.transit_truncations = Counter(
+            "mdmbus_transit_truncations_total", "Partitions of a transit topic truncated to "
+            "their committed offset (Kafka DeleteRecords) after a batch was durable.",
+            ["topic"], registry=r)
+        self.transit_readable_age = Gauge(
+            "mdmbus_transit_readable_age_seconds", "How long the oldest processed copy still "
+            "readable in a transit topic has stayed readable (seconds since it was seen "
+            "committed and not truncated).", ["topic"], registry=r)
+        self.transit_readable_past_bound = Gauge(
+            "mdmbus_transit_readable_past_bound", "Processed copies readable in a transit topic "
+            "for longer than its bound (mdmbus/topics.py). Must read 0.", ["topic"], registry=r)
 
 
     def prime(self, stores: Iterable[str], rules: Iterable[str] = ()) -> "Metrics":

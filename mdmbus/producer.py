@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 
 from mdmbus.codec import CodecError
 from mdmbus.contract.errors import RecordTooLargeError, ValidationError
@@ -42,13 +42,22 @@ ENCODE_FAILED = "encode_failed"
 
 @dataclass(frozen=True)
 class Produced:
-    """A record ready for Kafka: where it goes, its key and its single-object-encoded value."""
+    """A record ready for Kafka: its key and single-object-encoded value, and where it goes:
+    ``topic`` is the topic kind until :meth:`to` names the topic of the tenant's region."""
 
     line: int
     kind: str
     topic: str
     key: bytes
     value: bytes
+    tenant_id: str = ""
+
+    def to(self, region: str | None) -> "Produced":
+        """This record addressed to its topic in ``region`` (global topics need none)."""
+        from dataclasses import replace
+
+        from mdmbus.topics import topic_name
+        return replace(self, topic=topic_name(self.topic, region))
 
 
 @dataclass(frozen=True)
@@ -82,7 +91,7 @@ def prepare_record(kind: str, record: Mapping[str, Any], registry: Registry | No
         raise RecordTooLargeError(too_big)
     validate(kind, record, registry)
     return Produced(line=line, kind=kind, topic=spec.topic, key=registry.key(kind, record),
-                    value=value)
+                    value=value, tenant_id=str(record["envelope"]["tenant_id"]))
 
 
 def parse_line(text: str, line: int, registry: Registry | None = None) -> Produced | Rejection:
@@ -146,7 +155,7 @@ def _unreachable(exc: BaseException) -> bool:
         bool(getattr(exc, "retriable", False))
 
 
-async def send_all(producer: "AIOKafkaProducer", items: Iterable[Produced],
+async def send_all(producer: "AIOKafkaProducer", items: Iterable[Produced] | AsyncIterable[Produced],
                    window: int = 1000) -> tuple[int, list[KafkaRefusal]]:
     """Sends every record; returns (acknowledged, refused).
 
@@ -171,7 +180,15 @@ async def send_all(producer: "AIOKafkaProducer", items: Iterable[Produced],
                 raise KafkaUnreachable(result, sent) from result
         pending.clear()
 
-    for item in items:
+    async def each() -> AsyncIterator[Produced]:
+        if hasattr(items, "__aiter__"):
+            async for item in items:  # type: ignore[union-attr]
+                yield item
+        else:
+            for item in items:
+                yield item
+
+    async for item in each():
         try:
             future = await producer.send(item.topic, value=item.value, key=item.key)
         except KafkaError as exc:

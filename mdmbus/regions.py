@@ -13,8 +13,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
-__all__ = ["REGIONS", "CM_DATABASE", "region_database", "all_databases", "country_regions",
-           "region_of_country", "UnknownCountry"]
+__all__ = ["REGIONS", "CM_DATABASE", "DIRECTORY_DATABASE", "region_database", "all_databases",
+           "database_kind",
+           "country_regions", "region_of_country", "parse_regions", "UnknownCountry"]
 
 _COUNTRY_FILE = Path(str(files("mdmbus") / "data" / "country_regions.csv"))
 
@@ -24,6 +25,9 @@ REGIONS: tuple[str, ...] = ("na", "eu", "ap")
 #: The on-premises Configuration Manager database that relayed data is written into.
 CM_DATABASE = "mdmbus_cm"
 
+#: The global tenant directory: tenant id -> region, country, lifecycle state, nothing else.
+DIRECTORY_DATABASE = "mdmbus_directory"
+
 
 def region_database(region: str) -> str:
     if region not in REGIONS:
@@ -32,7 +36,30 @@ def region_database(region: str) -> str:
 
 
 def all_databases() -> tuple[str, ...]:
-    return tuple(region_database(r) for r in REGIONS) + (CM_DATABASE,)
+    return tuple(region_database(r) for r in REGIONS) + (DIRECTORY_DATABASE, CM_DATABASE)
+
+
+def database_kind(database: str) -> str:
+    """"region", "directory" or "cm": which schema ``database`` has."""
+    if database == CM_DATABASE:
+        return "cm"
+    if database == DIRECTORY_DATABASE:
+        return "directory"
+    if database in {region_database(r) for r in REGIONS}:
+        return "region"
+    raise ValueError(f"{database!r} is not an mdmbus database")
+
+
+def parse_regions(text: str) -> tuple[str, ...]:
+    """``all``, one region, or a comma-separated list, as given on a command line."""
+    if text == "all":
+        return REGIONS
+    wanted = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [r for r in wanted if r not in REGIONS]
+    if unknown or not wanted:
+        raise ValueError(f"unknown region {', '.join(unknown) or repr(text)}: give one of "
+                         f"{', '.join(REGIONS)}, a comma-separated list, or all")
+    return wanted
 
 
 class UnknownCountry(ValueError):

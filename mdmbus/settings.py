@@ -76,6 +76,31 @@ def _servers(env: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name) or default
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} must be one of {', '.join(choices)}")
+    return value
+
+
+def _region_bootstraps(env: Mapping[str, str]) -> dict[str, str]:
+    """MDMBUS_KAFKA_BOOTSTRAP_<REGION>: a region that is its own Kafka cluster."""
+    from mdmbus.regions import REGIONS
+    return {r: env[f"MDMBUS_KAFKA_BOOTSTRAP_{r.upper()}"] for r in REGIONS
+            if env.get(f"MDMBUS_KAFKA_BOOTSTRAP_{r.upper()}")}
+
+
+def _per_region(env: Mapping[str, str], prefix: str, default: Mapping[str, str]) -> dict[str, str]:
+    """<prefix>_<REGION> for every region, else the region's default."""
+    from mdmbus.regions import REGIONS
+    return {r: env.get(f"{prefix}_{r.upper()}") or default.get(r, "") for r in REGIONS}
+
+
+def _ports(env: Mapping[str, str], prefix: str, default: Mapping[str, int]) -> dict[str, int]:
+    return {r: int(_number(env, f"{prefix}_{r.upper()}", default[r], int, minimum=1))
+            for r in default}
+
+
 def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
     raw = env.get(name)
     return Path(raw).expanduser().resolve() if raw else default
@@ -92,8 +117,18 @@ class Settings:
 
     #: Kafka bootstrap servers. Empty means "the embedded broker on kafka_port".
     kafka_external: str = ""
+    #: A region that is its own Kafka cluster: region -> bootstrap servers
+    #: (MDMBUS_KAFKA_BOOTSTRAP_<REGION>); other regions use kafka_bootstrap.
+    kafka_region_bootstraps: Mapping[str, str] = field(default_factory=dict)
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
+    #: The embedded broker's mutual-TLS listener (inter-broker traffic and the provisioning
+    #: admin's certificate); 0: kafka_port + 2.
+    kafka_broker_port: int = 0
+    #: Where provisioning reaches a broker of your own (compose) with the admin's client
+    #: certificate (<state>/pki/admin.crt): its mutual-TLS listener, "host:port". Empty: the
+    #: embedded broker's, or SCRAM as admin on a broker of your own.
+    kafka_admin_bootstrap: str = ""
     kafka_version: str = "4.3.1"
     #: An existing Kafka installation (a directory with libs/*.jar) to run instead of Maven's.
     kafka_home: Path | None = None
@@ -104,6 +139,9 @@ class Settings:
     pg_port: int = 55432
     pg_user: str = "postgres"
     pg_password: str = field(default="", repr=False)
+    #: Connect to PostgreSQL over TLS, verifying the server against the CA (the embedded
+    #: server accepts nothing else); off only for a server of your own without TLS.
+    pg_tls: bool = True
     #: Per-database servers (compose runs one PostgreSQL server per region): database name ->
     #: "host:port", from MDMBUS_PG_SERVER_<DATABASE> (e.g. MDMBUS_PG_SERVER_MDMBUS_NA=pg-na:5432).
     pg_servers: Mapping[str, str] = field(default_factory=dict)
@@ -135,15 +173,106 @@ class Settings:
     #: Temporary commands are deleted this long after session expiry (simulated seconds; the
     #: source allows one hour, mdmbus aims at once).
     command_grace_s: float = 0.0
+    #: A refused record's body is kept this long for operators (simulated days).
+    dead_letter_days: float = 7.0
     #: Prometheus /metrics port of this process (0: none).
     metrics_port: int = 0
+
+    #: The tenants' HTTPS gateway: where it listens, a port per region, and the URL clients
+    #: use for each region (MDMBUS_GATEWAY_URL_<REGION>; default https://127.0.0.1:<port>).
+    gateway_addr: str = "127.0.0.1"
+    gateway_ports: Mapping[str, int] = field(
+        default_factory=lambda: {"na": 8441, "eu": 8442, "ap": 8443})
+    gateway_urls: Mapping[str, str] = field(default_factory=dict)
+    #: Seconds a client has to send a request's body before the gateway answers 408.
+    gateway_body_timeout_s: float = 30.0
+    #: Host names the stack's server certificates name besides 127.0.0.1 and localhost
+    #: (compose: the gateways' service names).
+    tls_hostnames: tuple[str, ...] = ()
+    #: The gateway's TLS certificate chain and key, and the CA clients trust (empty: the
+    #: embedded stack's, in <state>/pki).
+    gateway_cert: str = ""
+    gateway_key: str = ""
+    ca_file: str = ""
+    #: Tokens: the key set the gateway verifies against (a file or an https URL; empty: the
+    #: embedded issuer's), the issuer and audience it requires, the algorithms it accepts.
+    jwks: str = ""
+    token_issuer: str = "https://mdmbus.local/issuer"
+    token_audience: str = "mdmbus-gateway"
+    token_algorithms: tuple[str, ...] = ("ES256",)
+    #: The CM connector: a directory of token files, one per tenant it serves (empty:
+    #: <state>/cm/tokens).
+    cm_tokens_dir: str = ""
+    #: How clients reach Kafka: "sasl_ssl" (SCRAM-SHA-512 over TLS, the default and the only
+    #: listener of the embedded broker) or "plaintext" (a broker of your own without security).
+    kafka_security: str = "sasl_ssl"
+    #: The Kafka principal operators' tools act as (`mdmbus produce`, `mdmbus smoke`): the
+    #: stack's admin unless you name one with less rights (MDMBUS_KAFKA_PRINCIPAL, --principal).
+    kafka_principal: str = "admin"
+    #: The environment's passwords (MDMBUS_PASSWORD_<KIND>_<NAME>); the rest is read from
+    #: <state>/credentials/<kind>/<name>, where the embedded stack generates them.
+    passwords: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     #: How long `stack up` waits for each server to answer.
     start_timeout_s: float = 90.0
 
     @property
     def kafka_bootstrap(self) -> str:
+        """The global cluster (the tenant lifecycle topic), and every region's by default."""
         return self.kafka_external or f"127.0.0.1:{self.kafka_port}"
+
+    def kafka_bootstrap_of(self, region: str) -> str:
+        """The cluster that holds ``region``'s topics."""
+        return self.kafka_region_bootstraps.get(region) or self.kafka_bootstrap
+
+    @property
+    def kafka_mtls_port(self) -> int:
+        """The embedded broker's mutual-TLS listener."""
+        return self.kafka_broker_port or self.kafka_port + 2
+
+    @property
+    def credentials_dir(self) -> Path:
+        return self.state_dir / "credentials"
+
+    def password(self, kind: str, name: str, required: bool = True) -> str:
+        """The password of a Kafka principal (``kind`` "kafka") or a PostgreSQL role ("pg"):
+        MDMBUS_PASSWORD_<KIND>_<NAME> (upper case, "-" as "_"), else the stack's file; ""
+        when there is none and it is not ``required``."""
+        variable = f"MDMBUS_PASSWORD_{kind}_{name}".upper().replace("-", "_")
+        if self.passwords.get(variable):
+            return self.passwords[variable]
+        path = self.credentials_dir / kind / name
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            if not required:
+                return ""
+            raise ConfigError(f"no password for {kind} identity {name!r}: set {variable}, or run "
+                              f"`mdmbus stack up` (it writes {path})") from None
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.state_dir / "pki"
+
+    @property
+    def issuer_dir(self) -> Path:
+        return self.state_dir / "issuer"
+
+    @property
+    def ca_path(self) -> Path:
+        return Path(self.ca_file) if self.ca_file else self.pki_dir / "ca.crt"
+
+    @property
+    def jwks_source(self) -> str:
+        return self.jwks or str(self.issuer_dir / "jwks.json")
+
+    @property
+    def cm_tokens_path(self) -> Path:
+        return Path(self.cm_tokens_dir) if self.cm_tokens_dir else self.state_dir / "cm" / "tokens"
+
+    def gateway_url(self, region: str) -> str:
+        """Where clients reach ``region``'s gateway."""
+        return self.gateway_urls.get(region) or f"https://127.0.0.1:{self.gateway_ports[region]}"
 
     def pg_server(self, database: str) -> tuple[str, int]:
         """The (host, port) of the server that holds ``database``."""
@@ -153,13 +282,19 @@ class Settings:
         host, _, port = server.rpartition(":")
         return host, int(port)
 
-    def pg_dsn(self, database: str, connect_to: str | None = None) -> str:
-        """DSN of ``database``; ``connect_to`` names another database on the same server."""
+    def pg_dsn(self, database: str, role: str | None = None, connect_to: str | None = None) -> str:
+        """DSN of ``database`` as ``role`` (default: the provisioning superuser, pg_user);
+        ``connect_to`` names another database on the same server."""
         from urllib.parse import quote
         host, port = self.pg_server(database)
-        auth = quote(self.pg_user, safe="")
-        if self.pg_password:
-            auth += ":" + quote(self.pg_password, safe="")
+        role = role or self.pg_user
+        if role == self.pg_user:
+            # the provisioning superuser: MDMBUS_PG_PASSWORD, else the stack's file, else none
+            # (a server of your own that trusts local connections)
+            password = self.pg_password or self.password("pg", role, required=False)
+        else:
+            password = self.password("pg", role)
+        auth = quote(role, safe="") + (":" + quote(password, safe="") if password else "")
         return f"postgresql://{auth}@{host}:{port}/{connect_to or database}"
 
     @classmethod
@@ -168,13 +303,17 @@ class Settings:
         kafka_home = env.get("MDMBUS_KAFKA_HOME")
         return cls(
             kafka_external=env.get("MDMBUS_KAFKA_BOOTSTRAP", ""),
+            kafka_region_bootstraps=_region_bootstraps(env),
             kafka_port=_int(env, "MDMBUS_KAFKA_PORT", cls.kafka_port),
             kafka_controller_port=_int(env, "MDMBUS_KAFKA_CONTROLLER_PORT", cls.kafka_controller_port),
+            kafka_broker_port=_int(env, "MDMBUS_KAFKA_BROKER_PORT", cls.kafka_broker_port),
+            kafka_admin_bootstrap=env.get("MDMBUS_KAFKA_ADMIN_BOOTSTRAP", ""),
             kafka_version=env.get("MDMBUS_KAFKA_VERSION", cls.kafka_version),
             kafka_home=Path(kafka_home).expanduser().resolve() if kafka_home else None,
             kafka_heap=env.get("MDMBUS_KAFKA_HEAP", cls.kafka_heap),
             pg_host=env.get("MDMBUS_PG_HOST", cls.pg_host),
             pg_port=_int(env, "MDMBUS_PG_PORT", cls.pg_port),
+            pg_tls=_choice(env, "MDMBUS_PG_TLS", "on", ("on", "off")) == "on",
             pg_user=env.get("MDMBUS_PG_USER", cls.pg_user),
             pg_password=env.get("MDMBUS_PG_PASSWORD", ""),
             pg_servers=_servers(env),
@@ -193,6 +332,27 @@ class Settings:
             purge_after_retention_days=_float(env, "MDMBUS_PURGE_AFTER_DAYS",
                                               cls.purge_after_retention_days),
             command_grace_s=_nonneg(env, "MDMBUS_COMMAND_GRACE", cls.command_grace_s),
+            dead_letter_days=_float(env, "MDMBUS_DEAD_LETTER_DAYS", cls.dead_letter_days),
             metrics_port=_int(env, "MDMBUS_METRICS_PORT", cls.metrics_port),
+            gateway_addr=env.get("MDMBUS_GATEWAY_ADDR", cls.gateway_addr),
+            gateway_ports=_ports(env, "MDMBUS_GATEWAY_PORT", cls().gateway_ports),
+            gateway_urls={r: u for r, u in _per_region(env, "MDMBUS_GATEWAY_URL", {}).items() if u},
+            gateway_body_timeout_s=_float(env, "MDMBUS_GATEWAY_BODY_TIMEOUT",
+                                          cls.gateway_body_timeout_s),
+            tls_hostnames=tuple(h.strip() for h in env.get("MDMBUS_TLS_HOSTNAMES", "").split(",")
+                                if h.strip()),
+            gateway_cert=env.get("MDMBUS_GATEWAY_CERT", ""),
+            gateway_key=env.get("MDMBUS_GATEWAY_KEY", ""),
+            ca_file=env.get("MDMBUS_CA_FILE", ""),
+            jwks=env.get("MDMBUS_JWKS", ""),
+            token_issuer=env.get("MDMBUS_TOKEN_ISSUER", cls.token_issuer),
+            token_audience=env.get("MDMBUS_TOKEN_AUDIENCE", cls.token_audience),
+            token_algorithms=tuple(a.strip() for a in env.get(
+                "MDMBUS_TOKEN_ALGORITHMS", ",".join(cls.token_algorithms)).split(",") if a.strip()),
+            cm_tokens_dir=env.get("MDMBUS_CM_TOKENS", ""),
+            kafka_security=_choice(env, "MDMBUS_KAFKA_SECURITY", cls.kafka_security,
+                                   ("sasl_ssl", "plaintext")),
+            kafka_principal=env.get("MDMBUS_KAFKA_PRINCIPAL") or cls.kafka_principal,
+            passwords={k: v for k, v in env.items() if k.startswith("MDMBUS_PASSWORD_")},
             start_timeout_s=_float(env, "MDMBUS_START_TIMEOUT", cls.start_timeout_s),
         )

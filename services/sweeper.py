@@ -1,9 +1,10 @@
-"""The sweeper: deletes what is past its deadline in every region store, and measures what is
-left past it (which must be nothing), the tenants by state and the consumer lag.
+"""The sweeper of a region: deletes what is past its deadline (commands and sessions, rows of
+tenants in retention, dead letters), purges tenants whose 90 + 30 days are over, and measures
+what is left past a deadline (which must be nothing), the tenants by state, the rows held, the
+consumer lag and how long processed copies stay readable in the region's transit topics.
 
-Runs every MDMBUS_SWEEP_INTERVAL real seconds: expired commands and sessions (rule 3), then due
-tenant purges (rule 4). Each delete is bounded (MDMBUS_SWEEP_BATCH rows) and walks the deadline
-index, so a sweep costs what it deletes, not the size of the table.
+Runs every MDMBUS_SWEEP_INTERVAL real seconds. Each delete is bounded (MDMBUS_SWEEP_BATCH rows)
+and walks the deadline indexes, so a sweep costs what it deletes, not the size of the tables.
 """
 
 from __future__ import annotations
@@ -11,21 +12,22 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from typing import Sequence
 
 from aiokafka.errors import KafkaError
-from prometheus_client import CollectorRegistry
 
+from mdmbus.categories import RECORD_CATEGORIES
 from mdmbus.clock import Clock
-from mdmbus.metrics import Metrics, serve
-from mdmbus.regions import REGIONS
-from mdmbus.settings import Settings
-from mdmbus.services.rules.audit import RULES, Deletion
+from mdmbus.metrics import Metrics
+from mdmbus.services.rules.audit import Deletion
 from mdmbus.services.rules.compliance import rows_past_deadline
+from mdmbus.services.rules.delete_after_download import pending_summary
 from mdmbus.services.rules.retention import sweep_due_purges
-from mdmbus.services.consumer_lag import measure_consumer_lag
-from mdmbus.services.rules.session_expiry import sweep_expired
+from mdmbus.services.stores.expiry import sweep_deadlines
 from mdmbus.services.stores.pools import Stores
-from mdmbus.services.stores.retry import STORE_ERRORS, until_written
+from mdmbus.services.stores.retry import STORE_ERRORS
+from mdmbus.services.transit_watch import TransitState, TransitWatch
+from mdmbus.settings import Settings
 
 __all__ = ["Sweeper", "run", "PAST_DEADLINE_TOLERANCE_S"]
 
@@ -34,15 +36,20 @@ log = logging.getLogger("mdmbus.sweeper")
 #: A row counts as "past its deadline" once it has outlived it by this many real seconds: the
 #: sweep interval plus a margin. The gauge of such rows must read 0.
 PAST_DEADLINE_TOLERANCE_S = 5.0
+#: How often the gauges are measured (real seconds).
+MEASURE_INTERVAL_S = 2.0
 
 
 class Sweeper:
-    def __init__(self, settings: Settings, stores: Stores, metrics: Metrics,
-                 clock: Clock | None = None) -> None:
+    def __init__(self, settings: Settings, stores: Stores, regions: Sequence[str],
+                 metrics: Metrics, clock: Clock | None = None,
+                 watches: Sequence[TransitWatch] = ()) -> None:
         self.settings = settings
         self.stores = stores
+        self.regions = tuple(regions)
         self.metrics = metrics
         self.clock = clock or Clock.from_settings(settings)
+        self.watches = list(watches)
 
     def _real_lag(self, deadline: dt.datetime) -> float:
         return max(0.0, self.clock.to_real_seconds(self.clock.now() - deadline.timestamp()))
@@ -51,17 +58,16 @@ class Sweeper:
         """One pass over every region; returns what it deleted."""
         deleted: list[Deletion] = []
         batch = self.settings.sweep_batch
-        for region in REGIONS:
+        for region in self.regions:
             async with self.stores.region(region).acquire() as conn:
                 while True:
-                    got = await sweep_expired(conn, region, self.clock.now_dt(), batch,
-                                              self._real_lag)
+                    got = await sweep_deadlines(conn, region, self.clock.now_dt(), batch,
+                                                self._real_lag)
                     deleted += got
                     if sum(d.count for d in got) < batch:
                         break
-                purged, _ = await sweep_due_purges(conn, region, self.clock.now_dt(), batch,
-                                                   self._real_lag)
-                deleted += purged
+            deleted += await sweep_due_purges(self.stores, region, self.clock.now_dt(), batch,
+                                              self._real_lag)
         self.metrics.count_deletions(deleted)
         return deleted
 
@@ -70,7 +76,7 @@ class Sweeper:
         tolerance = dt.timedelta(seconds=PAST_DEADLINE_TOLERANCE_S * self.clock.speed)
         late = self.clock.now_dt() - tolerance
         counts: dict[tuple[str, str], int] = {}
-        for region in REGIONS:
+        for region in self.regions:
             pool = self.stores.region(region)
             for rule, count in (await rows_past_deadline(pool, late)).items():
                 counts[(region, rule)] = count
@@ -79,12 +85,22 @@ class Sweeper:
                 self.metrics.tenants.labels(region, state).set(0)
             for row in await pool.fetch("SELECT state, count(*) AS n FROM tenants GROUP BY state"):
                 self.metrics.tenants.labels(region, row["state"]).set(row["n"])
-            for category in ("upload", "relay", "inventory_cache", "command"):
+            for category in RECORD_CATEGORIES:
                 self.metrics.stored_rows.labels(region, category).set(0)
             for row in await pool.fetch("SELECT category, count(*) AS n FROM records"
-                                        " WHERE body IS NOT NULL GROUP BY category"):
+                                        " WHERE held GROUP BY category"):
                 self.metrics.stored_rows.labels(region, row["category"]).set(row["n"])
+            self.metrics.stored_rows.labels(region, "dead_letter").set(await pool.fetchval(
+                "SELECT count(*) FROM dead_letters WHERE body_kept"))
+            pending, oldest = await pending_summary(pool)
+            self.metrics.relay_pending.labels(region).set(pending)
+            self.metrics.relay_pending_oldest_seconds.labels(region).set(
+                0 if oldest is None else
+                (dt.datetime.now(dt.timezone.utc) - oldest).total_seconds())
         return counts
+
+    async def measure_transit(self) -> list[TransitState]:
+        return [await watch.measure() for watch in self.watches]
 
     async def run(self, stop: asyncio.Event) -> None:
         measured_at = 0.0
@@ -92,24 +108,35 @@ class Sweeper:
         while not stop.is_set():
             try:
                 await self.sweep_once()
-                if loop.time() - measured_at > 2.0:
+            except STORE_ERRORS as exc:
+                log.warning("sweep failed (%s); retrying", exc)
+            if loop.time() - measured_at > MEASURE_INTERVAL_S:
+                measured_at = loop.time()
+                try:
                     await self.measure()
-                    await measure_consumer_lag(self.settings, self.metrics)
-                    measured_at = loop.time()
-            except STORE_ERRORS + (KafkaError,) as exc:
-                log.warning("sweep or measurement failed (%s); retrying", exc)
+                    await self.measure_transit()
+                except STORE_ERRORS + (KafkaError,) as exc:
+                    log.warning("measurement failed (%s); retrying", exc)
+                except Exception:  # a fault in a gauge must not stop the deletions
+                    log.exception("measurement failed")
             try:
                 await asyncio.wait_for(stop.wait(), self.settings.sweep_interval_s)
             except asyncio.TimeoutError:
                 pass
 
 
-async def run(settings: Settings, stop: asyncio.Event) -> None:
-    metrics = Metrics(CollectorRegistry()).prime(("all",), RULES)
-    serve(metrics, settings.metrics_port, settings.metrics_addr)
-    stores = await until_written(lambda: Stores(settings).start(),
-                                 lambda exc: metrics.store_batches.labels("all", "error").inc())
+async def run(settings: Settings, regions: Sequence[str], stop: asyncio.Event,
+              metrics: Metrics) -> None:
+    from mdmbus.services.rules.audit import RULES
+    from mdmbus.services.stores.retry import until_written
+    metrics.prime(tuple(regions), RULES)
+    stores = await until_written(
+        lambda: Stores(settings, f"mdmbus-sweeper-{'-'.join(regions)}", "sweeper").start(regions),
+        lambda exc: metrics.store_batches.labels("all", "error").inc())
+    watches = [await TransitWatch(settings, region, metrics).start() for region in regions]
     try:
-        await Sweeper(settings, stores, metrics).run(stop)
+        await Sweeper(settings, stores, regions, metrics, watches=watches).run(stop)
     finally:
+        for watch in watches:
+            await watch.close()
         await stores.close()

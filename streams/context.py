@@ -1,25 +1,27 @@
-"""What every agent of the pipeline shares: settings, clock, contract, stores, metrics.
+"""What the pipeline's processors share: settings, clock, contract, metrics, the stores of the
+regions this process serves, the directory cache, and a producer for dead-letter notices.
 
-Held by the faust app (``app.mdmbus``), opened on first use, so the module-level faust app
-stays the only process-wide state.
-"""
+Built by :meth:`PipelineContext.create` from the process's entry point (nothing is built at
+import time); :meth:`ready` opens the pools and the producer once, whoever asks first."""
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from mdmbus.clock import Clock
+from mdmbus.connections import kafka_options
 from mdmbus.contract import Registry, default_registry
-from mdmbus.metrics import Metrics, serve
-from mdmbus.regions import REGIONS
+from mdmbus.identities import principal_of
+from mdmbus.metrics import Metrics
 from mdmbus.services.rules.audit import RULES
-from mdmbus.settings import Settings
-from mdmbus.services.rules.residency import TenantDirectory
+from mdmbus.services.stores.directory import RegionCache
 from mdmbus.services.stores.pools import Stores
 from mdmbus.services.stores.retry import until_written
+from mdmbus.settings import Settings
 
 __all__ = ["PipelineContext"]
 
@@ -27,27 +29,52 @@ __all__ = ["PipelineContext"]
 @dataclass
 class PipelineContext:
     settings: Settings
+    regions: tuple[str, ...]
     clock: Clock
     metrics: Metrics
     contract: Registry = field(default_factory=default_registry)
     stores: Stores | None = None
-    directory: TenantDirectory | None = None
+    directory: RegionCache | None = None
+    #: region -> a started AIOKafkaProducer on that region's cluster (dead-letter notices).
+    producers: dict[str, Any] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
-    def create(cls, settings: Settings) -> "PipelineContext":
-        metrics = Metrics(CollectorRegistry()).prime(REGIONS + ("directory", "lifecycle"), RULES)
-        serve(metrics, settings.metrics_port, settings.metrics_addr)
-        return cls(settings=settings, clock=Clock.from_settings(settings), metrics=metrics)
+    def create(cls, settings: Settings, regions: tuple[str, ...],
+               metrics: Metrics | None = None) -> "PipelineContext":
+        metrics = metrics or Metrics(CollectorRegistry())
+        metrics.prime(regions + ("directory", "lifecycle"), RULES)
+        return cls(settings=settings, regions=regions, clock=Clock.from_settings(settings),
+                   metrics=metrics)
 
     async def ready(self) -> "PipelineContext":
-        """Opens the store pools once; concurrent agents wait for the first one."""
+        """Opens the store pools and the producers once; concurrent callers wait for the first."""
         if self.stores is None:
             async with self._lock:
                 if self.stores is None:
+                    name = f"mdmbus-pipeline-{'-'.join(self.regions)}"
                     stores = await until_written(
-                        lambda: Stores(self.settings).start(max_size=6),
+                        lambda: Stores(self.settings, name, "pipeline").start(self.regions,
+                                                                              max_size=6),
                         lambda exc: self.metrics.store_batches.labels("all", "error").inc())
-                    self.directory = TenantDirectory(stores)
+                    for region in self.regions:
+                        self.producers[region] = await self._producer(region)
+                    self.directory = RegionCache(stores.directory)
                     self.stores = stores
         return self
+
+    async def _producer(self, region: str) -> Any:
+        from aiokafka import AIOKafkaProducer
+        producer = AIOKafkaProducer(**kafka_options(
+            self.settings, principal_of("pipeline", region), region, acks="all",
+            enable_idempotence=True, linger_ms=5))
+        await producer.start()
+        return producer
+
+    async def close(self) -> None:
+        for producer in self.producers.values():
+            await producer.stop()
+        self.producers.clear()
+        if self.stores is not None:
+            await self.stores.close()
+            self.stores = None

@@ -1,73 +1,75 @@
-"""Tenant lifecycle: onboarding picks the region (rule 1); a subscription's end starts the
-read-only retention period and a deletion request purges at once (rule 4); un-enrolling a
-device removes its inventory cache.
+"""The lifecycle processor: onboarding picks the region (rule 1); a subscription's end starts
+the read-only retention period, a deletion request purges at once (rule 4); a purged tenant
+stays purged (rule 7).
 
-Events are applied one by one, in partition order, since each may change what the next sees.
-"""
+The lifecycle topic is global and every region's pipeline reads it; each applies the events
+of the tenants of its own regions and passes over the others. Events are applied one by one,
+in partition order, since each may change what the next sees. Refusals go to the directory's
+lifecycle_refusals (lifecycle records hold no personal data)."""
 
 from __future__ import annotations
 
-import uuid
-from typing import Sequence
+import logging
 
-from mdmbus import topics
-from mdmbus.regions import UnknownCountry
-from mdmbus.services.rules.audit import DELETION_REQUEST, Deletion
-from mdmbus.services.rules.inventory_cache import remove_device_cache
+from mdmbus.services.rules.audit import Deletion
+from mdmbus.services.rules.refusals import Refusal, message
 from mdmbus.services.rules.residency import onboard
-from mdmbus.services.rules.retention import end_subscription, purge_tenant
-from mdmbus.streams.app import context, dead_letters
-from mdmbus.streams.classify import Accepted, Rejected, classify_events
-from mdmbus.streams.dead_letter import send_dead_letters
-from mdmbus.streams.ingest import agent_for
-from mdmbus.services.stores.retry import until_written
+from mdmbus.services.rules.retention import delete_on_request, end_subscription
+from mdmbus.services.stores import directory
+from mdmbus.streams.batch import Processor, Written
+from mdmbus.streams.classify import Accepted, Rejected
+from mdmbus.streams.context import PipelineContext
 
-__all__ = ["process_lifecycle"]
+__all__ = ["lifecycle_processor"]
+
+log = logging.getLogger("mdmbus.lifecycle")
 
 
-async def _apply(a: Accepted) -> Rejected | None:
-    ctx = context()
-    s, stores = ctx.settings, ctx.stores
-    now = ctx.clock.now_dt()
-    tenant = a.tenant_id
+async def _apply(ctx: PipelineContext, a: Accepted) -> list[Deletion] | Rejected | None:
+    """The event's effect in this process's regions: deletions, a refusal, or None."""
+    s, stores, now, tenant = ctx.settings, ctx.stores, ctx.clock.now_dt(), a.tenant_id
     if a.kind == "tenant_onboarded":
-        try:
-            await onboard(stores, tenant, a.record["country"], now)
-        except UnknownCountry as exc:
-            return a.refuse("unknown_country", str(exc))
+        region, refusal = await onboard(stores, tenant, a.record["country"], now)
+        if refusal is not None:
+            return a.refuse(refusal, message(refusal))
+        return [] if region in ctx.regions else None
+    entry = (await directory.entries(stores.directory, [tenant])).get(tenant)
+    if entry is None:
+        return a.refuse(Refusal.TENANT_NOT_ONBOARDED, message(Refusal.TENANT_NOT_ONBOARDED))
+    if entry.region not in ctx.regions:
         return None
-    region = (await ctx.directory.regions_of([tenant])).get(tenant)
-    if region is None:
-        return a.refuse("tenant_not_onboarded", "lifecycle event for a tenant never onboarded")
-    pool = stores.region(region)
-    deletions: list[Deletion] = []
-    if a.kind == "tenant_subscription_ended" or (
-            a.kind == "tenant_subscription_cancelled" and not a.record["deletion_requested"]):
-        await end_subscription(pool, tenant, now, s.retention_days, s.purge_after_retention_days)
-    elif a.kind in ("tenant_subscription_cancelled", "tenant_deletion_requested"):
-        async with pool.acquire() as conn:
-            deletions = await purge_tenant(conn, region, tenant, now, DELETION_REQUEST,
-                                           s.sweep_batch, lag=0.0)
-    elif a.kind == "device_unenrolled":
-        device = uuid.UUID(str(a.record["envelope"]["device_id"]))
-        async with pool.acquire() as conn:
-            deletions = await remove_device_cache(conn, region, now, tenant, device)
-    ctx.metrics.count_deletions(deletions)
-    return None
+    if entry.state == directory.PURGED:
+        return a.refuse(Refusal.TENANT_DELETED, message(Refusal.TENANT_DELETED))
+    deletion = a.kind == "tenant_deletion_requested" or (
+        a.kind == "tenant_subscription_cancelled" and a.record["deletion_requested"])
+    if deletion:
+        return await delete_on_request(stores, entry.region, tenant, now, s.sweep_batch)
+    await end_subscription(stores, entry.region, tenant, now, s.retention_days,
+                           s.purge_after_retention_days)
+    return []
 
 
-async def process_lifecycle(events: Sequence) -> None:
-    ctx = await context().ready()
-    m = ctx.metrics
-    accepted, rejected = classify_events(ctx.contract, m, events)
-    for a in accepted:
-        refused = await until_written(lambda: _apply(a),
-                                      lambda exc: m.store_batches.labels("lifecycle", "error").inc())
-        if refused is not None:
-            rejected.append(refused)
-        else:
-            m.lifecycle_events.labels(a.kind).inc()
-    await send_dead_letters(dead_letters, rejected, m)
+async def _route(ctx: PipelineContext, items: list[Accepted]
+                 ) -> tuple[dict[str | None, list[Accepted]], list[Rejected]]:
+    return {None: items}, []  # each event finds its region as it is applied (_apply)
 
 
-lifecycle_agent = agent_for(topics.TENANT_LIFECYCLE, process_lifecycle)
+async def _write(ctx: PipelineContext, region: str | None, items: list[Accepted]) -> Written:
+    written = Written()
+    for a in items:
+        try:
+            outcome = await _apply(ctx, a)
+        except Exception:
+            ctx.metrics.store_batches.labels("lifecycle", "error").inc()
+            raise
+        if isinstance(outcome, Rejected):
+            written.refused.append(outcome)
+        elif outcome is not None:
+            written.deletions += outcome
+            ctx.metrics.lifecycle_events.labels(a.kind).inc()
+    ctx.metrics.store_batches.labels("lifecycle", "ok").inc()
+    return written
+
+
+def lifecycle_processor() -> Processor:
+    return Processor(route=_route, write=_write)

@@ -1,52 +1,56 @@
-"""Device session events: open, extend and close sessions; commands' deadlines follow them."""
+"""The device-session processor: session events open, extend and close sessions, and their
+commands' deadlines follow them (rule 3); a device's un-enrolment removes its inventory cache.
+One transaction a batch."""
 
 from __future__ import annotations
 
-import uuid
-from typing import Sequence
 
-from mdmbus import topics
+from mdmbus.services.rules.inventory_cache import remove_device_cache
+from mdmbus.services.rules.refusals import Refusal, keeps_body, message
 from mdmbus.services.rules.session_expiry import SessionEvent, apply_session_events
-from mdmbus.streams.app import context, dead_letters
-from mdmbus.streams.classify import Accepted, classify_events
-from mdmbus.streams.dead_letter import send_dead_letters
-from mdmbus.streams.ingest import agent_for, route
-from mdmbus.services.stores.retry import until_written
+from mdmbus.streams.batch import Processor, Written, residency_route
+from mdmbus.streams.classify import Accepted, as_uuid
+from mdmbus.streams.context import PipelineContext
 
-__all__ = ["process_sessions"]
+__all__ = ["sessions_processor"]
 
 
 def _event(a: Accepted) -> SessionEvent:
     env, rec = a.record["envelope"], a.record
-    return SessionEvent(a.tenant_id, uuid.UUID(str(env["device_id"])),
-                        uuid.UUID(str(rec["session_id"])), rec["event_type"], rec["expires_at"],
-                        env["event_time"])
+    return SessionEvent(a.tenant_id, as_uuid(env["device_id"]), as_uuid(rec["session_id"]),
+                        rec["event_type"], rec["expires_at"], env["event_time"])
 
 
-async def process_sessions(events: Sequence) -> None:
-    ctx = await context().ready()
+async def _write(ctx: PipelineContext, region: str | None, items: list[Accepted]) -> Written:
     m = ctx.metrics
-    accepted, rejected = classify_events(ctx.contract, m, events)
-    by_region, unknown = await route(ctx, accepted)
-    rejected += unknown
-    for region, batch in by_region.items():
-        session_events = [_event(a) for a in batch]
+    sessions = [(a, _event(a)) for a in items if a.kind == "device_session"]
+    unenrolled = [a for a in items if a.kind == "device_unenrolled"]
+    now = ctx.clock.now_dt()
+    written = Written()
+    try:
+        async with ctx.stores.region(region).acquire() as conn, conn.transaction():
+            _, refused = await apply_session_events(conn, [ev for _, ev in sessions],
+                                                    ctx.settings.command_grace_s)
+            for a in unenrolled:
+                written.deletions += await remove_device_cache(
+                    conn, region, now, a.tenant_id, as_uuid(a.record["envelope"]["device_id"]))
+    except Exception:
+        m.store_batches.labels(region, "error").inc()
+        raise
+    m.store_batches.labels(region, "ok").inc()
+    state_of = {id(ev): state for ev, state in refused}
+    for a, ev in sessions:
+        if id(ev) in state_of:
+            reason = _REFUSAL_OF_STATE[state_of[id(ev)]]
+            written.refused.append(a.refuse(reason, message(reason), keeps_body(reason)))
+        else:
+            m.records_stored.labels(region, "session").inc()
+    return written
 
-        async def write():
-            async with ctx.stores.region(region).acquire() as conn:
-                return await apply_session_events(conn, session_events,
-                                                  ctx.settings.command_grace_s)
-        _, refused = await until_written(
-            write, lambda exc: m.store_batches.labels(region, "error").inc())
-        m.store_batches.labels(region, "ok").inc()
-        refused_at = {i for i, ev in enumerate(session_events) if ev in refused}
-        for i, a in enumerate(batch):
-            if i in refused_at:
-                rejected.append(a.refuse("tenant_in_retention",
-                                         "tenant is not active: no new sessions"))
-            else:
-                m.records_stored.labels(region, "session").inc()
-    await send_dead_letters(dead_letters, rejected, m)
+
+_REFUSAL_OF_STATE = {"retention": Refusal.TENANT_IN_RETENTION, "purged": Refusal.TENANT_DELETED,
+                     None: Refusal.TENANT_NOT_ONBOARDED}
 
 
-sessions_agent = agent_for(topics.DEVICE_SESSIONS, process_sessions)
+def sessions_processor() -> Processor:
+    return Processor(route=residency_route, write=_write)

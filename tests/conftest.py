@@ -15,6 +15,8 @@ from typing import Awaitable, Callable
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from mdmbus.connections import kafka_options
+from mdmbus.identities import ADMIN
 from mdmbus.settings import Settings
 
 #: The checkout the tests run from (its docs/, ops/ and examples/ are not package data).
@@ -48,7 +50,7 @@ def stack(settings: Settings) -> Settings:
 @pytest.fixture
 async def make_topic(stack: Settings) -> Callable[..., Awaitable[str]]:
     """Creates a uniquely named topic for one test (the broker does not auto-create topics)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_options(stack, ADMIN))
     await admin.start()
 
     async def make(prefix: str = "test", partitions: int = 3) -> str:
@@ -60,16 +62,17 @@ async def make_topic(stack: Settings) -> Callable[..., Awaitable[str]]:
     await admin.close()
 
 
-async def wait_for(check: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout_s: float,
-                   what: str, interval_s: float = 0.1) -> None:
-    """Poll a condition until it holds; fail naming it at the deadline (no blind sleeps)."""
+async def wait_for(check: Callable[[], Awaitable[object]] | Callable[[], object], timeout_s: float,
+                   what: str, interval_s: float = 0.1) -> object:
+    """Polls a condition until it holds and returns its value; fails naming it at the deadline
+    (no blind sleeps)."""
     deadline = time.monotonic() + timeout_s
     while True:
         result = check()
         if asyncio.iscoroutine(result):
             result = await result
         if result:
-            return
+            return result
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
         await asyncio.sleep(interval_s)

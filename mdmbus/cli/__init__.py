@@ -1,4 +1,5 @@
-"""The `mdmbus` command: the stack, producing records, and the demo."""
+"""The `mdmbus` command: the stack, producing records, tokens, dead letters, the processes and
+the demo. Each command's work is in a module of its own here; this one only parses."""
 
 from __future__ import annotations
 
@@ -11,8 +12,38 @@ from mdmbus.settings import Settings
 __all__ = ["main"]
 
 
+def _regions(text: str) -> tuple[str, ...]:
+    from mdmbus.regions import parse_regions
+    try:
+        return parse_regions(text)
+    except ValueError as exc:
+        raise UsageError(f"--region: {exc}") from None
+
+
+def _one_region(text: str) -> str:
+    regions = _regions(text)
+    if len(regions) != 1:
+        raise UsageError("--region: give one region (na, eu or ap)")
+    return regions[0]
+
+
 def _stack(args: argparse.Namespace, settings: Settings) -> int:
     from mdmbus import stack
+    if args.action == "client-config":
+        from mdmbus.stack.client_config import write_client_config
+        if not args.principal:
+            raise UsageError("client-config: --principal NAME is required")
+        text = write_client_config(settings, args.principal, args.auth, args.format, args.output)
+        if text is not None:
+            sys.stdout.write(text)
+        else:
+            print(f"wrote {args.output} (mode 0600: it holds a secret)", file=sys.stderr)
+        return 0
+    if args.action == "credentials":
+        stack.credentials(settings)
+        print(f"credentials: certificates in {settings.pki_dir}, passwords in "
+              f"{settings.credentials_dir}, token issuer in {settings.issuer_dir}")
+        return 0
     if args.action == "up":
         stack.up(settings)
         return 0
@@ -22,57 +53,51 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if stack.status(settings) else 3
 
 
-def _provision(settings: Settings) -> int:
+def _provision(args: argparse.Namespace, settings: Settings) -> int:
     from mdmbus import stack
     stack.provision_servers(settings)
     return 0
 
 
 def _produce(args: argparse.Namespace, settings: Settings) -> int:
+    import dataclasses
+
     from mdmbus.cli.produce import produce
+    region = _one_region(args.region) if args.region else None
+    if args.principal:
+        settings = dataclasses.replace(settings, kafka_principal=args.principal)
     if args.file == "-":
-        return produce(settings, sys.stdin, dry_run=args.dry_run)
+        return produce(settings, sys.stdin, dry_run=args.dry_run, region=region)
     try:
         source = open(args.file, encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
     with source:
-        return produce(settings, source, dry_run=args.dry_run)
+        return produce(settings, source, dry_run=args.dry_run, region=region)
 
 
-def _export(args: argparse.Namespace, settings: Settings) -> int:
-    import asyncio
-    import json
-    import uuid
+def _token(args: argparse.Namespace, settings: Settings) -> int:
+    from mdmbus.cli.tokens import issue_token
+    region = _one_region(args.region) if args.region else None
+    return issue_token(settings, args.tenant, args.role, args.ttl, region, args.write)
 
-    from mdmbus.contract import default_registry, to_json
-    from mdmbus.services.export import export_tenant
-    from mdmbus.services.stores.pools import Stores
 
-    try:
-        tenant = uuid.UUID(args.tenant)
-    except ValueError:
-        raise UsageError(f"--tenant {args.tenant!r} is not a uuid") from None
-    registry = default_registry()
-
-    async def run() -> int:
-        stores = await Stores(settings).start()
-        count = 0
-        try:
-            async for kind, record in export_tenant(stores, tenant, registry):
-                print(json.dumps({"kind": kind,
-                                  "record": to_json(registry.spec(kind).expanded, record)}))
-                count += 1
-        finally:
-            await stores.close()
-        print(f"exported {count} records of tenant {tenant}", file=sys.stderr)
-        return 0
-    return asyncio.run(run())
+def _deadletters(args: argparse.Namespace, settings: Settings) -> int:
+    from mdmbus.cli.deadletters import list_dead_letters, show_dead_letter
+    region = _one_region(args.region)
+    if args.action == "show":
+        if not args.source:
+            raise UsageError("show needs the dead letter's TOPIC:PARTITION:OFFSET")
+        return show_dead_letter(settings, region, args.source)
+    return list_dead_letters(settings, region, args.tenant, args.reason, args.limit)
 
 
 def _process(args: argparse.Namespace, settings: Settings) -> int:
-    from mdmbus.cli.processes import run_process
-    return run_process(args.name, settings)
+    from mdmbus.cli.processes import REGIONAL, run_process
+    if args.name in REGIONAL and args.region is None:
+        raise UsageError(f"`mdmbus process {args.name}` runs per region: give --region "
+                         "na|eu|ap (or a list, or all)")
+    return run_process(args.name, settings, _regions(args.region or "all"))
 
 
 def _smoke(args: argparse.Namespace, settings: Settings) -> int:
@@ -88,19 +113,38 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from mdmbus.cli.processes import PROCESSES
+    from mdmbus.services.gateway.access import ROLES
     parser = argparse.ArgumentParser(prog="mdmbus", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("stack", help="the embedded Kafka + PostgreSQL stack on 127.0.0.1")
-    p.add_argument("action", choices=["up", "down", "status"])
+    p = sub.add_parser("stack", help="the embedded Kafka + PostgreSQL stack on 127.0.0.1",
+                       epilog="credentials creates the CA, the servers' certificates, the "
+                              "passwords and the token issuer's key without starting anything "
+                              "(compose's mdmbus-certs does this). "
+                              "client-config prints the connection settings of a Kafka client "
+                              "(kcat -F FILE, a Java client's properties) acting as one of "
+                              "mdmbus's principals: --auth scram (the default; librdkafka 2.1+ "
+                              "and Java) or certificate (any librdkafka, Debian's kcat too)")
+    p.add_argument("action", choices=["up", "down", "status", "credentials", "client-config"])
+    p.add_argument("--principal", help="client-config: the Kafka principal, e.g. devices-eu")
+    p.add_argument("--auth", choices=["scram", "certificate"], default="scram",
+                   help="client-config: how the client authenticates (default scram)")
+    p.add_argument("--format", choices=["librdkafka", "java"], default="librdkafka",
+                   help="client-config: property names for librdkafka/kcat or the Java client")
+    p.add_argument("--output", help="client-config: write to this file (mode 0600) instead "
+                                    "of stdout")
     p.set_defaults(func=_stack)
 
-    p = sub.add_parser("provision", help="create topics and databases on servers that already "
-                                         "run (compose, or MDMBUS_KAFKA_BOOTSTRAP + PG settings)")
-    p.set_defaults(func=lambda args, settings: _provision(settings))
+    p = sub.add_parser("provision", help="create topics, databases and schemas on servers that "
+                                         "already run (compose, or MDMBUS_KAFKA_BOOTSTRAP + PG "
+                                         "settings)")
+    p.set_defaults(func=_provision)
 
     p = sub.add_parser("produce", help="validate JSON lines and send them to their topics",
-                       epilog="exit status: 0 every line sent (or valid, with --dry-run); 1 some "
+                       epilog="Each record goes to its tenant's region's topics (looked up in "
+                              "the tenant directory) unless --region is given. "
+                              "exit status: 0 every line sent (or valid, with --dry-run); 1 some "
                               "lines rejected by the contract, the others sent; 2 bad arguments "
                               "or an unreadable file; 3 Kafka could not be reached (lines read "
                               "before may have been sent; the summary says how many); 4 Kafka "
@@ -108,15 +152,37 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("file", nargs="?", default="-",
                    help='JSON lines, one {"kind": ..., "record": {...}} per line (default: stdin)')
     p.add_argument("--dry-run", action="store_true", help="validate only, send nothing")
+    p.add_argument("--region", help="send every record to this region's topics (the tenant "
+                                    "directory is not asked; a record of a tenant living "
+                                    "elsewhere is refused there)")
+    p.add_argument("--principal", help="the Kafka principal to send as (default: "
+                                       "MDMBUS_KAFKA_PRINCIPAL, else admin); its password is "
+                                       "MDMBUS_PASSWORD_KAFKA_<NAME> or the stack's file")
     p.set_defaults(func=_produce)
 
-    p = sub.add_parser("export", help="a tenant's stored records as JSON lines (works during "
-                                      "retention, until the purge)")
+    p = sub.add_parser("token", help="a token for a simulated tenant, from the embedded stack's "
+                                     "issuer (for the gateway: Authorization: Bearer <token>)")
     p.add_argument("--tenant", required=True, help="tenant id (uuid)")
-    p.set_defaults(func=_export)
+    p.add_argument("--role", required=True, choices=ROLES)
+    p.add_argument("--ttl", type=float, default=3600.0, help="seconds it is valid (default 3600)")
+    p.add_argument("--write", action="store_true",
+                   help="write a CM connector token file for the tenant instead of printing")
+    p.add_argument("--region", help="with --write: the tenant's region (its gateway)")
+    p.set_defaults(func=_token)
 
-    p = sub.add_parser("process", help="run one pipeline process in the foreground")
-    p.add_argument("name", choices=["pipeline", "cm-connector", "sweeper"])
+    p = sub.add_parser("deadletters", help="refused records of a region (list, or show one)")
+    p.add_argument("action", choices=["list", "show"])
+    p.add_argument("source", nargs="?", help="show: TOPIC:PARTITION:OFFSET of the dead letter")
+    p.add_argument("--region", required=True)
+    p.add_argument("--tenant", help="list: only this tenant's")
+    p.add_argument("--reason", help="list: only this reason")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=_deadletters)
+
+    p = sub.add_parser("process", help="run one process of mdmbus in the foreground")
+    p.add_argument("name", choices=PROCESSES)
+    p.add_argument("--region", help="the region(s) it serves: na, eu, ap, a comma-separated "
+                                    "list, or all (required for pipeline, sweeper, gateway)")
     p.set_defaults(func=_process)
 
     p = sub.add_parser("smoke", help="a round trip through the running stack")
@@ -130,7 +196,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=200.0, help="records per real second")
     p.add_argument("--tenants", type=int, default=24, help="tenants at any time")
     p.add_argument("--metrics-base-port", type=int, default=9101,
-                   help="/metrics of pipeline, cm-connector, sweeper on this port and the next two")
+                   help="/metrics of pipeline, sweeper, gateway, cm-connector on this port and "
+                        "the next three")
     p.add_argument("--no-processes", action="store_true",
                    help="only simulate; the pipeline processes run elsewhere (compose)")
     p.set_defaults(func=_demo)
@@ -148,7 +215,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mdmbus: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # e.g. `mdmbus export ... | head`: the reader had enough
+    except BrokenPipeError:  # e.g. `mdmbus deadletters list ... | head`: the reader had enough
         sys.stderr.close()
         return 0
-

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import sys
 import time
-from typing import IO, Iterable, Iterator
+import uuid
+from typing import IO, AsyncIterator, Iterable, Iterator
 
 from mdmbus.contract import default_registry
 from mdmbus.errors import MdmbusError
@@ -43,7 +45,8 @@ class SendError(MdmbusError):
 
 
 def produce(settings: Settings, source: IO[str], dry_run: bool = False,
-            out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> int:
+            out: IO[str] = sys.stdout, err: IO[str] = sys.stderr,
+            region: str | None = None) -> int:
     """Returns the exit status (module docstring); raises SendError (exit status 3) when Kafka
     cannot be reached."""
     registry = default_registry()
@@ -73,13 +76,18 @@ def produce(settings: Settings, source: IO[str], dry_run: bool = False,
 
     refused: list[KafkaRefusal] = []
     unreachable: KafkaUnreachable | None = None
+    def reject(rejection: Rejection) -> None:
+        rejected[rejection.reason] += 1
+        print(f"line {rejection.line}: rejected ({rejection.reason}): {rejection.message}",
+              file=err)
+
     if dry_run:
         for _ in good_lines():
             pass
         sent = 0
     else:
         try:
-            sent, refused = asyncio.run(_send(settings, good_lines()))
+            sent, refused = asyncio.run(_send(settings, good_lines(), region, reject))
         except KafkaUnreachable as exc:
             sent, unreachable = exc.sent, exc
     for refusal in refused:
@@ -117,16 +125,63 @@ def _lines(source: IO[str]) -> Iterator[str | UnicodeDecodeError]:
             yield exc
 
 
-async def _send(settings: Settings, items: Iterable[Produced]) -> tuple[int, list[KafkaRefusal]]:
+async def _routed(settings: Settings, items: Iterable[Produced], region: str | None,
+                  reject) -> AsyncIterator[Produced]:
+    """Each record addressed to its tenant's region's topic: the region given, or the one the
+    tenant directory holds (looked up a chunk of lines at a time). A record of a tenant the
+    directory does not know, or whose data was deleted, is rejected as the pipeline would."""
+    from mdmbus.services.rules.refusals import Refusal, message
+    from mdmbus.services.stores import directory
+    from mdmbus.identities import role_of
+    from mdmbus.services.stores.pools import open_pool
+    from mdmbus.regions import DIRECTORY_DATABASE
+    from mdmbus.topics import spec_of
+    if region is not None:
+        for item in items:
+            yield item.to(region if spec_of(item.topic).regional else None)
+        return
+    pool = await open_pool(settings, DIRECTORY_DATABASE, role_of("directory-reader"), max_size=1,
+                           application="mdmbus-produce")
+    try:
+        known: dict[str, directory.Entry | None] = {}
+        chunk: list[Produced] = []
+        iterator = iter(items)
+        while True:
+            chunk = list(itertools.islice(iterator, 500))
+            if not chunk:
+                return
+            wanted = {uuid.UUID(i.tenant_id) for i in chunk if i.tenant_id not in known}
+            if wanted:
+                found = await directory.entries(pool, wanted)
+                known.update({str(t): found.get(t) for t in wanted})
+            for item in chunk:
+                spec = spec_of(item.topic)
+                if not spec.regional:
+                    yield item.to(None)
+                    continue
+                entry = known[item.tenant_id]
+                reason = (Refusal.TENANT_NOT_ONBOARDED if entry is None else
+                          Refusal.TENANT_DELETED if entry.state == directory.PURGED else None)
+                if reason is not None:
+                    reject(Rejection(item.line, reason, message(reason)))
+                    continue
+                yield item.to(entry.region)
+    finally:
+        await pool.close()
+
+
+async def _send(settings: Settings, items: Iterable[Produced], region: str | None,
+                reject) -> tuple[int, list[KafkaRefusal]]:
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaError
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
-                                enable_idempotence=True, linger_ms=5)
+    from mdmbus.connections import kafka_options
+    producer = AIOKafkaProducer(**kafka_options(settings, settings.kafka_principal, acks="all",
+                                                enable_idempotence=True, linger_ms=5))
     try:
         try:
             await producer.start()
         except KafkaError as exc:
             raise KafkaUnreachable(exc, 0) from exc
-        return await send_all(producer, items)
+        return await send_all(producer, _routed(settings, items, region, reject))
     finally:
         await producer.stop()

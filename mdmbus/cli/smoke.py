@@ -14,9 +14,12 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
+from mdmbus.connections import kafka_options, pg_connect
 from mdmbus.regions import all_databases
 from mdmbus.settings import Settings
-from mdmbus.topics import SMOKE
+from mdmbus.topics import TopicKind, topic_name
+
+SMOKE = topic_name(TopicKind.SMOKE)
 
 __all__ = ["run_smoke"]
 
@@ -24,7 +27,7 @@ __all__ = ["run_smoke"]
 async def _kafka_round_trip(settings: Settings, count: int) -> float:
     probe = uuid.uuid4().hex.encode()
     start = time.perf_counter()
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(**kafka_options(settings, settings.kafka_principal, acks="all"))
     await producer.start()
     try:
         first = None
@@ -33,7 +36,8 @@ async def _kafka_round_trip(settings: Settings, count: int) -> float:
             first = meta.offset if first is None else first
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_options(settings, settings.kafka_principal,
+                                                enable_auto_commit=False))
     await consumer.start()
     try:
         tp = TopicPartition(SMOKE, 0)
@@ -55,7 +59,7 @@ async def _kafka_round_trip(settings: Settings, count: int) -> float:
 
 async def _database_round_trip(settings: Settings, database: str) -> float:
     start = time.perf_counter()
-    conn = await asyncpg.connect(settings.pg_dsn(database))
+    conn = await pg_connect(settings, database)
     try:
         async with conn.transaction():
             await conn.execute("CREATE TEMP TABLE smoke_probe (id uuid PRIMARY KEY) ON COMMIT DROP")

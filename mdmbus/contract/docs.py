@@ -96,13 +96,19 @@ def _fields(record: Mapping[str, Any]) -> list[str]:
     return rows
 
 
+def _topic(kind: str) -> str:
+    """A topic kind's name as a producer writes it: per region, or the global name."""
+    spec = topics.spec_of(kind)
+    return f"mdm.<region>.{kind}" if spec.regional else spec.name()
+
+
 def _schema_section(spec: KindSpec) -> list[str]:
     fp = int.from_bytes(spec.fingerprint, "little")
     lines = [
         f"### {spec.kind}: `{spec.name}`", "",
         _cell(spec.schema["doc"]), "",
         f"- file: `schemas/avro/{spec.path.name}`",
-        f"- topic: `{spec.topic}`, key: `envelope.{spec.key_field}`",
+        f"- topic: `{_topic(spec.topic)}`, key: `envelope.{spec.key_field}`",
         f"- envelope ids required: {', '.join(f'`{r}`' for r in sorted(spec.requires)) or 'none'}",
         f"- fingerprint: `{spec.fingerprint.hex()}` (wire bytes), {to_signed64(fp)} (signed)",
         "",
@@ -131,8 +137,9 @@ def _example(registry: Registry) -> list[str]:
         "## Worked example", "",
         "A U12 record, as one line of `mdmbus produce` input:", "",
         "```json", line, "```", "",
-        f"goes to topic `{spec.topic}` with key `{key.decode()}` (its tenant id as text) and "
-        f"this {len(value)}-byte value:", "",
+        f"goes, for a tenant onboarded in Germany (region eu), to topic "
+        f"`{topics.topic_name(spec.topic, 'eu')}` with key `{key.decode()}` (its tenant id as "
+        f"text) and this {len(value)}-byte value:", "",
         "```", *_hexdump(value), "```", "",
         f"- `{value[:2].hex(' ')}`: the single-object marker;",
         f"- `{value[2:HEADER_SIZE].hex(' ')}`: CRC-64-AVRO fingerprint of the U12 schema's "
@@ -269,6 +276,26 @@ fingerprint of the schema without its logical types, and write the body with the
 Or use mdmbus's own API (`pip install` this project): `mdmbus.producer.prepare_record(kind,
 record)` returns the topic, key and value after the checks above.
 
+## Regions
+
+Every tenant lives in one region (`na`, `eu`, `ap`), picked once, at onboarding, by its
+country (`mdmbus/data/country_regions.csv`), and recorded in the tenant directory. Each region
+has its own topics, `mdm.<region>.<kind>`; only the tenant lifecycle topic is global. A
+producer writes a tenant's records to the topics of the tenant's region:
+
+- the region never changes, so a producer may keep it once known; it is in the tenant
+  directory (database `mdmbus_directory`: `SELECT region FROM tenant_directory WHERE
+  tenant_id = $1`), in the answer of the gateway's `GET /v1/status`, and it is what the
+  country table says for the tenant's onboarding country;
+- a record sent to another region's topic is refused there [wrong_region] and its body is not
+  kept in that region; a record of a tenant not onboarded [tenant_not_onboarded] or whose data
+  was deleted [tenant_deleted] is refused too (its body is kept for operators for a few days in
+  the first case, not at all in the second);
+- a tenant's own systems (its CM connector, its administrators) do not write to Kafka: they
+  upload through their region's HTTPS gateway (`services/gateway/openapi.yaml`).
+
+`mdmbus produce` looks every tenant up in the directory (or takes `--region`).
+
 ## Topics and keys
 
 | topic | key | kinds |
@@ -281,9 +308,9 @@ def render(registry: Registry) -> str:
     kinds = sorted(registry.kinds.values(), key=lambda s: sort_key(s.kind))
     lines = [_intro().rstrip("\n")]
     for spec_topic in topics.TOPICS:
-        names = [s.kind for s in kinds if s.topic == spec_topic.name]
+        names = [s.kind for s in kinds if s.topic == spec_topic.kind]
         if names:
-            lines.append(f"| `{spec_topic.name}` | `envelope.{spec_topic.key}` | "
+            lines.append(f"| `{_topic(spec_topic.kind)}` | `envelope.{spec_topic.key}` | "
                          f"{', '.join(names)} |")
     lines += ["", *_example(registry), "## The envelope (`mdmbus.Envelope`)", "",
               _cell(registry.envelope["doc"]), "", *_fields(registry.envelope), "",

@@ -39,7 +39,9 @@ class KindSpec:
     kind: str
     #: Avro full name, e.g. "mdmbus.EnrolledDevice".
     name: str
-    topic: str
+    #: The kind of topic its records travel on ("upload", "device.sessions", ...); the topic
+    #: itself is per region: mdmbus.topics.topic_name(spec.topic, region).
+    topic: topics.TopicKind
     #: The envelope field whose value is the Kafka key ("tenant_id" or "device_id").
     key_field: str
     #: Envelope ids that must not be null for this kind (the key field always among them).
@@ -161,17 +163,18 @@ def _check_envelope(path: Path, schema: Mapping[str, Any], envelope: Mapping[str
 
 
 def _spec(path: Path, schema: dict[str, Any], envelope: Mapping[str, Any]) -> KindSpec:
-    kind, topic_name = _meta(path, schema)
+    kind, topic_kind = _meta(path, schema)
     _check_envelope(path, schema, envelope)
     try:
-        key_field = topics.topic(topic_name).key
+        topic = topics.spec_of(topic_kind)
     except KeyError as exc:
-        raise ContractError(f"{path}: unknown topic {topic_name!r}") from exc
+        raise ContractError(f"{path}: unknown topic kind {topic_kind!r}") from exc
+    key_field = topic.key
     requires = {key_field} | set(schema["mdmbus"].get("requires", ()))
     if not requires <= {"tenant_id", *_ENVELOPE_IDS}:
         raise ContractError(f"{path}: \"requires\" may only name envelope ids")
     name = _fullname(schema["name"], schema.get("namespace"))
-    return KindSpec(kind=kind, name=name, topic=topic_name, key_field=key_field,
+    return KindSpec(kind=kind, name=name, topic=topic.kind, key_field=key_field,
                     requires=frozenset(requires - {"tenant_id"}), schema=schema,
                     expanded=expand_references(schema), fingerprint=fingerprint_bytes(schema),
                     path=path)

@@ -4,6 +4,6 @@ Started and stopped by ``mdmbus stack up | down | status``; no container engine 
 """
 
 from mdmbus.stack.errors import StackError
-from mdmbus.stack.stack import down, provision_servers, status, up
+from mdmbus.stack.stack import credentials, down, issuer, provision_servers, status, up
 
-__all__ = ["StackError", "up", "down", "status", "provision_servers"]
+__all__ = ["StackError", "up", "down", "status", "provision_servers", "credentials", "issuer"]

@@ -1,4 +1,6 @@
-"""The embedded Apache Kafka broker: jars from Maven Central, KRaft combined mode, loopback.
+"""The embedded Apache Kafka broker: jars from Maven Central, KRaft combined mode, loopback,
+TLS on every listener (conf/server.properties.in): SCRAM for applications, certificates for the
+broker itself and the provisioning admin, ACLs for everything.
 
 Jars are fetched once by Maven (mdmbus/stack/conf/pom.xml) into a per-user cache, so later starts need
 no network. MDMBUS_KAFKA_HOME runs an existing installation instead; MDMBUS_KAFKA_BOOTSTRAP
@@ -21,7 +23,8 @@ from mdmbus.stack.errors import StackError
 from mdmbus.stack.processes import (ensure_port_free, port_open, read_pid, stop_pid,
                                     wait_until)
 
-__all__ = ["KafkaPaths", "kafka_paths", "ensure_jars", "start", "stop", "running_pid", "describe"]
+__all__ = ["KafkaPaths", "kafka_paths", "ensure_jars", "start", "stop", "running_pid", "describe",
+           "keystore"]
 
 #: The broker's configuration template, logging and the Maven pom (package data).
 CONF = Path(str(files("mdmbus.stack") / "conf"))
@@ -115,13 +118,29 @@ def running_pid(settings: Settings) -> int | None:
     return read_pid(kafka_paths(settings).pidfile)
 
 
-def _render_config(settings: Settings, paths: KafkaPaths) -> None:
+def keystore(settings: Settings) -> Path:
+    """The broker's key and certificate chain in one PEM file (mdmbus/stack/stack.py writes
+    it with the stack's credentials)."""
+    return settings.pki_dir / "broker.pem"
+
+
+def _config_text(settings: Settings, paths: KafkaPaths) -> str:
     text = (CONF / "server.properties.in").read_text()
     for name, value in {"PORT": settings.kafka_port,
                         "CONTROLLER_PORT": settings.kafka_controller_port,
+                        "BROKER_PORT": settings.kafka_mtls_port,
+                        "KEYSTORE": keystore(settings),
+                        "CA_FILE": settings.pki_dir / "ca.crt",
                         "DATA_DIR": paths.data}.items():
         text = text.replace(f"@{name}@", str(value))
-    paths.config.write_text(text)
+    return text
+
+
+def _render_config(settings: Settings, paths: KafkaPaths) -> None:
+    if not keystore(settings).exists():
+        raise StackError(f"the broker's key store {keystore(settings)} is missing: start the "
+                         f"stack with `mdmbus stack up`, which creates it")
+    paths.config.write_text(_config_text(settings, paths))
 
 
 def _jvm(settings: Settings, libs: Path, paths: KafkaPaths) -> list[str]:
@@ -148,9 +167,13 @@ def _format_storage(settings: Settings, libs: Path, paths: KafkaPaths) -> None:
 
 
 def _cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, url-safe base64 without padding."""
+    """A KRaft cluster id: 16 random bytes, url-safe base64 without padding, not starting with
+    "-" (kafka-storage would take it for an option; Kafka's own generator avoids it too)."""
     import base64
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def start(settings: Settings, say=print) -> str:
@@ -164,12 +187,19 @@ def start(settings: Settings, say=print) -> str:
     paths = kafka_paths(settings)
     pid = read_pid(paths.pidfile)
     if pid is not None:
+        if not paths.config.exists() or \
+                paths.config.read_text() != _config_text(settings, paths):
+            raise StackError(f"the running broker (pid {pid}) was started with another "
+                             f"configuration than this version's (an older mdmbus, or other "
+                             f"ports): stop it with `mdmbus stack down`, then start again")
         wait_until(lambda: port_open(settings.kafka_port), settings.start_timeout_s,
                    "Kafka", log=paths.log)
         return f"kafka: already running (pid {pid}) on 127.0.0.1:{settings.kafka_port}"
     ensure_port_free(settings.kafka_port, "Kafka", "MDMBUS_KAFKA_PORT")
     ensure_port_free(settings.kafka_controller_port, "the Kafka controller",
                      "MDMBUS_KAFKA_CONTROLLER_PORT")
+    ensure_port_free(settings.kafka_mtls_port, "the Kafka mutual-TLS listener",
+                     "MDMBUS_KAFKA_BROKER_PORT")
     libs = ensure_jars(settings, say)
     paths.logs.mkdir(parents=True, exist_ok=True)
     _render_config(settings, paths)
@@ -210,5 +240,6 @@ def describe(settings: Settings) -> tuple[bool, str]:
         return False, f"kafka     stopped   127.0.0.1:{settings.kafka_port}"
     up = port_open(settings.kafka_port)
     state = "running" if up else "starting"
-    return up, (f"kafka     {state:<9} 127.0.0.1:{settings.kafka_port} pid {pid}  "
+    return up, (f"kafka     {state:<9} 127.0.0.1:{settings.kafka_port} (SASL_SSL) "
+                f"127.0.0.1:{settings.kafka_mtls_port} (mTLS) pid {pid}  "
                 f"data {paths.data}  log {paths.log}")

@@ -1,7 +1,10 @@
 """The embedded PostgreSQL 15 cluster: initdb in the state directory, loopback only.
 
 initdb refuses to run as root, so as root the cluster is made and run as the ``postgres``
-user. Authentication is ``trust`` on 127.0.0.1 only: a throw-away cluster for one machine.
+user. Every connection is TLS (the stack CA's certificate for 127.0.0.1 and localhost) with a
+scram-sha-256 password, the Unix socket included (a password, no TLS there); nothing else is
+accepted (pg_hba.conf is rewritten at each start). Each service logs in as its own role
+(mdmbus/identities.py); the superuser is for provisioning.
 """
 
 from __future__ import annotations
@@ -92,8 +95,20 @@ def _initdb(paths: PgPaths, settings: Settings) -> None:
                              "as (initdb refuses root): install postgresql-15 or run as a normal "
                              "user") from None
     paths.root.mkdir(parents=True, exist_ok=True)
-    _run([str(bin_dir() / "initdb"), "-D", str(paths.data), "-U", settings.pg_user,
-          "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions"])
+    # initdb wants the superuser's password for scram-sha-256; it reads it from a file only
+    # the server's user can read, removed right after.
+    pwfile = paths.root / ".initdb-password"
+    fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write((settings.pg_password or settings.password("pg", settings.pg_user)) + "\n")
+    if _as_root():
+        shutil.chown(pwfile, RUN_AS, RUN_AS)
+    try:
+        _run([str(bin_dir() / "initdb"), "-D", str(paths.data), "-U", settings.pg_user,
+              "--auth=scram-sha-256", f"--pwfile={pwfile}", "--encoding=UTF8",
+              "--locale=C.UTF-8", "--no-instructions"])
+    finally:
+        pwfile.unlink(missing_ok=True)
     with open(paths.data / "postgresql.auto.conf", "a") as conf:
         conf.write(
             "# mdmbus embedded stack\n"
@@ -103,6 +118,63 @@ def _initdb(paths: PgPaths, settings: Settings) -> None:
             "shared_buffers = '256MB'\n"
             "logging_collector = off\n"
         )
+
+
+#: Who may connect how: TLS and a password over TCP, a password on the socket, nothing else.
+HBA = """# Written by mdmbus at each start (mdmbus/stack/postgres.py); edits here are replaced.
+local   all  all                 scram-sha-256
+hostssl all  all  127.0.0.1/32   scram-sha-256
+hostssl all  all  ::1/128        scram-sha-256
+"""
+
+_SECURITY_CONF = """# mdmbus: TLS and passwords (mdmbus/stack/postgres.py), rewritten at each start
+ssl = on
+ssl_cert_file = 'server.crt'
+ssl_key_file = 'server.key'
+ssl_min_protocol_version = 'TLSv1.2'
+password_encryption = 'scram-sha-256'
+"""
+
+
+def _secure(paths: PgPaths, settings: Settings) -> None:
+    """Before each start: the server's certificate and key in the data directory (owned by the
+    server's user, 0600, as PostgreSQL demands), the TLS settings, pg_hba.conf, and the
+    superuser's password set to the stack's (single-user mode: no login needed, and a cluster
+    made by an older mdmbus with ``trust`` gets a password this way)."""
+    from mdmbus.stack.pki import Pki
+    pki = Pki(settings.pki_dir)
+    password = settings.pg_password or settings.password("pg", settings.pg_user)
+    files = {"server.crt": pki.cert_file("postgres").read_bytes(),
+             "server.key": pki.key_file("postgres").read_bytes(),
+             "pg_hba.conf": HBA.encode(),
+             "mdmbus-security.conf": _SECURITY_CONF.encode()}
+    for name, data in files.items():
+        path = paths.data / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(path, 0o600)
+        if _as_root():
+            shutil.chown(path, RUN_AS, RUN_AS)
+    auto = paths.data / "postgresql.conf"
+    if "include_if_exists = 'mdmbus-security.conf'" not in auto.read_text():
+        with open(auto, "a") as conf:
+            conf.write("include_if_exists = 'mdmbus-security.conf'\n")
+    literal = password.replace("'", "''")
+    cmd = [str(bin_dir() / "postgres"), "--single", "-D", str(paths.data), "-j", "postgres"]
+    if _as_root():
+        cmd = ["runuser", "-u", RUN_AS, "--"] + cmd
+    proc = subprocess.run(cmd, input=f'ALTER ROLE "{settings.pg_user}" PASSWORD \'{literal}\';\n',
+                          capture_output=True, text=True)
+    if proc.returncode != 0 or "ERROR" in proc.stdout + proc.stderr:
+        raise StackError(f"setting the PostgreSQL superuser's password failed: "
+                         f"{(proc.stderr or proc.stdout).strip()[-500:]}")
+
+
+def _read(path: Path) -> str | None:
+    """A file of the data directory (as root it may be readable by the postgres user only)."""
+    proc = _run(["cat", str(path)], check=False)
+    return proc.stdout if proc.returncode == 0 else None
 
 
 def _pg_ctl(paths: PgPaths, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -118,9 +190,15 @@ def running(paths: PgPaths) -> bool:
 def start(settings: Settings) -> str:
     paths = pg_paths(settings)
     if running(paths):
+        hba = paths.data / "pg_hba.conf"
+        if _read(hba) != HBA:
+            raise StackError(f"the running PostgreSQL server ({paths.data}) was started by an "
+                             f"older mdmbus, without TLS and passwords: stop it with `mdmbus "
+                             f"stack down`, then start again")
         return f"postgres: already running on 127.0.0.1:{settings.pg_port}"
     ensure_port_free(settings.pg_port, "PostgreSQL", "MDMBUS_PG_PORT")
     _initdb(paths, settings)
+    _secure(paths, settings)
     # pg_ctl -w waits until the server accepts connections; a stale postmaster.pid from a
     # crash is detected and replaced by the server itself.
     proc = _pg_ctl(paths, "start", "-w", "-t", str(int(settings.start_timeout_s)),
@@ -144,5 +222,6 @@ def describe(settings: Settings) -> tuple[bool, str]:
     """Whether the server runs, and a status line saying where."""
     paths = pg_paths(settings)
     up = running(paths)
-    return up, (f"postgres  {'running' if up else 'stopped':<9} 127.0.0.1:{settings.pg_port}  "
+    return up, (f"postgres  {'running' if up else 'stopped':<9} 127.0.0.1:{settings.pg_port} "
+                f"(TLS, scram)  "
                 f"data {paths.data}  log {paths.log}")

@@ -11,20 +11,41 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
-from mdmbus.regions import all_databases
+from mdmbus.connections import admin_options, kafka_options, pg_connect
+from mdmbus.identities import ADMIN, kafka_acls, kafka_principals
+from mdmbus.regions import REGIONS, all_databases
 from mdmbus.settings import Settings
+from mdmbus.stack import pg_identities
 from mdmbus.stack.errors import StackError
+from mdmbus.stack.kafka_admin import SecureAdmin
 from mdmbus.topics import TOPICS, TopicSpec
 
-__all__ = ["ensure_topics", "ensure_databases", "topic_configs", "existing_databases"]
+__all__ = ["ensure_topics", "ensure_databases", "ensure_schemas", "topic_configs",
+           "existing_databases", "clusters", "ensure_kafka_identities", "ensure_pg_identities"]
 
 
-async def _admin(settings: Settings, deadline_s: float) -> AIOKafkaAdminClient:
-    """An admin client, retried until the broker answers metadata requests or the deadline."""
+def clusters(settings: Settings) -> dict[str, list[tuple[str, TopicSpec]]]:
+    """bootstrap -> the (name, spec) of every topic it holds: the global topics on the global
+    cluster, each region's on its own (the same one on the embedded stack)."""
+    out: dict[str, list[tuple[str, TopicSpec]]] = {}
+    for spec in TOPICS:
+        if spec.regional:
+            for region in REGIONS:
+                out.setdefault(settings.kafka_bootstrap_of(region), []).append(
+                    (spec.name(region), spec))
+        else:
+            out.setdefault(settings.kafka_bootstrap, []).append((spec.name(), spec))
+    return out
+
+
+async def _admin(settings: Settings, deadline_s: float,
+                 bootstrap: str | None = None) -> SecureAdmin:
+    """The provisioning admin's client (connections.admin_options), retried until the broker
+    answers metadata requests or the deadline."""
     end = time.monotonic() + deadline_s
+    bootstrap = bootstrap or settings.kafka_bootstrap
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
-                                    request_timeout_ms=10_000)
+        admin = SecureAdmin(**admin_options(settings, bootstrap, request_timeout_ms=10_000))
         try:
             await admin.start()
             await admin.list_topics()
@@ -32,33 +53,84 @@ async def _admin(settings: Settings, deadline_s: float) -> AIOKafkaAdminClient:
         except (KafkaError, OSError) as exc:
             await admin.close()
             if time.monotonic() > end:
-                raise StackError(f"Kafka at {settings.kafka_bootstrap} does not answer metadata "
+                raise StackError(f"Kafka at {bootstrap} does not answer metadata "
                                  f"requests ({exc!r}); check the broker log") from exc
             await asyncio.sleep(0.5)
 
 
-async def ensure_topics(settings: Settings, specs: Iterable[TopicSpec] = TOPICS) -> list[str]:
-    """Create missing topics and bring existing ones to the declared configuration."""
-    specs = list(specs)
-    admin = await _admin(settings, settings.start_timeout_s)
-    try:
-        existing = set(await admin.list_topics())
-        missing = [s for s in specs if s.name not in existing]
-        if missing:
-            await admin.create_topics(
-                [NewTopic(s.name, s.partitions, 1, topic_configs=dict(s.config)) for s in missing])
-        present = [s for s in specs if s.name in existing]
-        if present:
-            await admin.alter_configs(
-                [ConfigResource(ConfigResourceType.TOPIC, s.name, dict(s.config)) for s in present])
-        return [s.name for s in missing]
-    finally:
-        await admin.close()
+async def ensure_topics(settings: Settings) -> list[str]:
+    """Creates the missing topics on every cluster and brings existing ones to the declared
+    configuration; returns the names created."""
+    created = []
+    for bootstrap, topics in clusters(settings).items():
+        admin = await _admin(settings, settings.start_timeout_s, bootstrap)
+        try:
+            existing = set(await admin.list_topics())
+            missing = [(n, s) for n, s in topics if n not in existing]
+            if missing:
+                await admin.create_topics([NewTopic(n, s.partitions, 1, topic_configs=dict(s.config))
+                                           for n, s in missing])
+            present = [(n, s) for n, s in topics if n in existing]
+            if present:
+                await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, n,
+                                                          dict(s.config)) for n, s in present])
+            created += [n for n, _ in missing]
+        finally:
+            await admin.close()
+    return created
 
 
-async def topic_configs(settings: Settings, names: Iterable[str]) -> dict[str, dict[str, str]]:
+async def ensure_kafka_identities(settings: Settings) -> str:
+    """Every principal of mdmbus/identities.py as a SCRAM user with its password, and exactly
+    the declared ACLs, on every cluster; returns once a principal can log in with them."""
+    created = deleted = 0
+    principals = [p.name for p in kafka_principals()]
+    for bootstrap in clusters(settings):
+        admin = await _admin(settings, settings.start_timeout_s, bootstrap)
+        try:
+            for name in principals:
+                await admin.set_scram_password(name, settings.password("kafka", name))
+            c, d = await admin.sync_acls(kafka_acls())
+            created, deleted = created + c, deleted + d
+        finally:
+            await admin.close()
+        await _until_login(settings, bootstrap, ADMIN, settings.start_timeout_s)
+    if not (created or deleted):
+        return f"{len(principals)} SCRAM users, {len(kafka_acls())} ACLs as declared (no change)"
+    return (f"{len(principals)} SCRAM users, {len(kafka_acls())} ACLs ({created} added, "
+            f"{deleted} removed)")
+
+
+async def _until_login(settings: Settings, bootstrap: str, principal: str,
+                       deadline_s: float) -> None:
+    """A SCRAM user set a moment ago logs in once the broker has applied the controller's
+    record: until then, and until ``deadline_s``, it is retried."""
+    end = time.monotonic() + deadline_s
+    while True:
+        admin = AIOKafkaAdminClient(**kafka_options(settings, principal,
+                                                    request_timeout_ms=10_000,
+                                                    bootstrap_servers=bootstrap))
+        try:
+            await admin.start()
+            return
+        except (KafkaError, OSError) as exc:
+            if time.monotonic() > end:
+                raise StackError(f"{principal} cannot log in to Kafka at {bootstrap} after "
+                                 f"its password was set ({exc!r})") from exc
+            await asyncio.sleep(0.2)
+        finally:
+            await admin.close()
+
+
+async def ensure_pg_identities(settings: Settings) -> str:
+    """Every PostgreSQL role of mdmbus/identities.py with its rights (stack/pg_identities.py)."""
+    return await pg_identities.sync(settings)
+
+
+async def topic_configs(settings: Settings, names: Iterable[str],
+                        bootstrap: str | None = None) -> dict[str, dict[str, str]]:
     """Each topic's effective configuration as the broker reports it."""
-    admin = await _admin(settings, 30)
+    admin = await _admin(settings, 30, bootstrap)
     try:
         responses = await admin.describe_configs(
             [ConfigResource(ConfigResourceType.TOPIC, n) for n in names])
@@ -79,7 +151,7 @@ async def existing_databases(settings: Settings) -> set[str]:
     """Every database on the servers that hold mdmbus's databases."""
     have: set[str] = set()
     for server_of in {settings.pg_server(db): db for db in all_databases()}.values():
-        conn = await asyncpg.connect(settings.pg_dsn(server_of, connect_to="postgres"))
+        conn = await pg_connect(settings, server_of, connect_to="postgres")
         try:
             have |= {r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database")}
         finally:
@@ -102,12 +174,26 @@ async def ensure_databases(settings: Settings, deadline_s: float = 0) -> list[st
     return created
 
 
+async def ensure_schemas(settings: Settings) -> None:
+    """Applies every database's DDL (idempotent) as the database's owner role, which owns the
+    database and its tables and cannot log in (mdmbus/identities.py): provisioning, not the
+    processes, changes tables, and no service role owns one."""
+    from mdmbus.services.stores.schema import ensure_schema
+    for name in all_databases():
+        conn = await pg_connect(settings, name)
+        try:
+            owner = await pg_identities.ensure_owner(conn, name)
+            await ensure_schema(conn, name, owner)
+        finally:
+            await conn.close()
+
+
 async def _pg_connect(settings: Settings, database: str, deadline_s: float) -> asyncpg.Connection:
     """The server of ``database`` (its maintenance database), retried until ``deadline_s``."""
     end = time.monotonic() + deadline_s
     while True:
         try:
-            return await asyncpg.connect(settings.pg_dsn(database, connect_to="postgres"))
+            return await pg_connect(settings, database, connect_to="postgres")
         except (OSError, asyncpg.PostgresError) as exc:
             if time.monotonic() > end:
                 host, port = settings.pg_server(database)

@@ -5,14 +5,47 @@ from __future__ import annotations
 import asyncio
 from typing import Callable
 
+from mdmbus.identities import ADMIN
 from mdmbus.regions import all_databases
 from mdmbus.settings import Settings
-from mdmbus.topics import TOPICS
 from mdmbus.stack import kafka, postgres
 from mdmbus.stack import provision as provisioning
+from mdmbus.stack.credentials import ensure_passwords
+from mdmbus.stack.pki import Pki, write_private
 from mdmbus.stack.processes import ensure_port_free
+from mdmbus.stack.token_issuer import TokenIssuer
+from mdmbus.topics import all_topics
 
-__all__ = ["up", "down", "status", "provision_servers"]
+__all__ = ["up", "down", "status", "provision_servers", "credentials", "issuer"]
+
+
+def issuer(settings: Settings) -> TokenIssuer:
+    """The embedded stack's token issuer (its key and JWKS in <state>/issuer)."""
+    return TokenIssuer(settings.issuer_dir, settings.token_issuer, settings.token_audience)
+
+
+def credentials(settings: Settings) -> list[str]:
+    """Creates what the embedded stack's TLS, logins and tokens need, once: the CA, the
+    servers' certificates (gateway, broker, PostgreSQL), the provisioning admin's client
+    certificate, a password per identity, the token issuer's key; returns the files made."""
+    pki = Pki(settings.pki_dir)
+    made = []
+    # The broker's certificate is also its client certificate (to its controller, to other
+    # brokers); the gateway's and PostgreSQL's authenticate servers only.
+    for name, server, client in (("gateway", True, False), ("broker", True, True),
+                                 ("postgres", True, False), (ADMIN, False, True)):
+        cert, key = pki.ensure(name, server=server, client=client,
+                               hostnames=settings.tls_hostnames)
+        made += [str(cert), str(key)]
+    store = kafka.keystore(settings)
+    chain = Pki(settings.pki_dir).key_file("broker").read_bytes() + \
+        pki.cert_file("broker").read_bytes()
+    if not store.exists() or store.read_bytes() != chain:
+        write_private(store, chain)
+    made.append(str(store))
+    made += [str(p) for p in ensure_passwords(settings)]
+    issuer(settings).ensure()
+    return [str(pki.ca_file), *made, str(settings.issuer_dir / "jwks.json")]
 
 
 def up(settings: Settings, say: Callable[[str], None] = print) -> None:
@@ -25,18 +58,33 @@ def up(settings: Settings, say: Callable[[str], None] = print) -> None:
         ensure_port_free(settings.kafka_port, "Kafka", "MDMBUS_KAFKA_PORT")
         ensure_port_free(settings.kafka_controller_port, "the Kafka controller",
                          "MDMBUS_KAFKA_CONTROLLER_PORT")
+        ensure_port_free(settings.kafka_mtls_port, "the Kafka mutual-TLS listener",
+                         "MDMBUS_KAFKA_BROKER_PORT")
+    credentials(settings)
+    say(f"credentials: certificates in {settings.pki_dir}, passwords in "
+        f"{settings.credentials_dir}, token issuer in {settings.issuer_dir}")
     say(postgres.start(settings))
     say(kafka.start(settings, say))
-    provision_servers(settings, say)
+    provision_servers(settings, say, made_credentials=True)
 
 
-def provision_servers(settings: Settings, say: Callable[[str], None] = print) -> None:
-    """Topics and databases on servers run elsewhere (compose, or your own): no server is
-    started; each is waited for up to MDMBUS_START_TIMEOUT."""
+def provision_servers(settings: Settings, say: Callable[[str], None] = print,
+                      made_credentials: bool = False) -> None:
+    """Topics, databases, schemas, identities and their rights on servers run elsewhere
+    (compose, or your own) or just started: no server is started here; each is waited for up
+    to MDMBUS_START_TIMEOUT."""
+    if not made_credentials:
+        credentials(settings)
+        say(f"credentials: certificates in {settings.pki_dir}, passwords in "
+            f"{settings.credentials_dir}, token issuer in {settings.issuer_dir}")
     created = asyncio.run(provisioning.ensure_databases(settings, settings.start_timeout_s))
     say(f"databases: {'created ' + ', '.join(created) if created else 'all present'}")
+    asyncio.run(provisioning.ensure_schemas(settings))
+    say("schemas: applied")
+    say("database identities: " + asyncio.run(provisioning.ensure_pg_identities(settings)))
     created = asyncio.run(provisioning.ensure_topics(settings))
     say(f"topics: {'created ' + ', '.join(created) if created else 'all present, configs applied'}")
+    say("kafka identities: " + asyncio.run(provisioning.ensure_kafka_identities(settings)))
 
 
 def down(settings: Settings, say: Callable[[str], None] = print) -> None:
@@ -52,7 +100,16 @@ def status(settings: Settings, say: Callable[[str], None] = print) -> bool:
     say(f"state     {settings.state_dir}  (MDMBUS_STATE_DIR)")
     say(kafka_line)
     say(pg_line)
+    pki = Pki(settings.pki_dir)
+    if pki.ca_file.exists():
+        say(f"tls       CA {pki.ca_file}; certificates and keys (0600) in {pki.root}")
+        say(f"logins    passwords (0600) in {settings.credentials_dir}/{{kafka,pg}}/<name>; "
+            f"outside clients: `mdmbus stack client-config --principal NAME`")
+        say(f"tokens    JWKS {settings.jwks_source}  issuer key {issuer(settings).key_file}  "
+            f"(`mdmbus token --tenant ID --role connector`)")
+        say("gateways  " + "  ".join(f"{r} {settings.gateway_url(r)}"
+                                     for r in settings.gateway_ports))
     if kafka_up and pg_up:
-        say(f"topics    {len(TOPICS)} declared: {', '.join(t.name for t in TOPICS)}")
+        say(f"topics    {', '.join(name for name, _ in all_topics())}")
         say(f"databases {', '.join(all_databases())}")
     return kafka_up and pg_up

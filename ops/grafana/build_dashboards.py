@@ -5,12 +5,15 @@
     python ops/grafana/build_dashboards.py --check   # exit 1 if a committed file is stale
 
 Edit this file, not the JSON: tests/unit/test_ops_config.py fails when the committed JSON
-differs from what this script writes. Standard library only; nothing in mdmbus imports it.
+differs from what this script writes. Standard library and mdmbus.topics (read from this
+checkout, for the transit topics' bound); nothing in mdmbus imports this script.
 
 Every panel has a title, a description and a unit, and reads the Prometheus datasource that
 ops/grafana/provisioning/datasources/prometheus.yml provisions under a fixed uid. Queries use
 the metrics of mdmbus/metrics.py, scraped as job="mdmbus" with a `process` label
-(ops/prometheus/prometheus.yml, prometheus.compose.yml).
+(ops/prometheus/prometheus.yml, prometheus.compose.yml; under compose a regional process's
+target also has a `region` label). Labels stay bounded: region, topic, route, status, reason,
+rule, category -- never a tenant, device or record.
 """
 
 from __future__ import annotations
@@ -21,6 +24,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere: mdmbus of this checkout
+    sys.path.insert(0, str(REPO_ROOT))
+
+from mdmbus.topics import TOPICS, TRUNCATE_INTERVAL_S  # noqa: E402  (stdlib-only module)
+
 DATASOURCE_UID = "mdmbus-prometheus"
 DATASOURCE = {"type": "prometheus", "uid": DATASOURCE_UID}
 OUT_DIR = Path(__file__).resolve().parent / "dashboards"
@@ -30,6 +39,12 @@ SCHEMA_VERSION = 39
 #: mdmbus aims at seconds.
 SESSION_EXPIRY_ALLOWED_S = 3600
 SESSION_EXPIRY_TARGET_S = 5
+#: How long a processed copy may stay readable in a transit topic (docs/design.md rule 6):
+#: mdmbus/topics.py's unreadable_s, twice the truncation interval; the transit watch counts the
+#: copies readable longer than that in mdmbus_transit_readable_past_bound.
+TRANSIT_UNREADABLE_S = max(spec.unreadable_s for spec in TOPICS if spec.transit)
+#: What MdmbusRelayPendingTooLong (ops/prometheus/alerts.yml) calls too long a wait for CM.
+RELAY_PENDING_ALERT_S = 3600
 
 RATE = "$__rate_interval"
 
@@ -100,6 +115,11 @@ def stat(title: str, description: str, unit: str, queries: list[tuple[str, str]]
     }
 
 
+def row(title: str) -> Panel:
+    """A (non-collapsed) row: the panels after it, up to the next row, are its panels."""
+    return {"type": "row", "title": title, "collapsed": False, "panels": [], "_size": (24, 1)}
+
+
 def bargauge(title: str, description: str, unit: str, queries: list[tuple[str, str]], *,
              w: int = 12, h: int = 8) -> Panel:
     return {
@@ -125,12 +145,12 @@ def _quantiles(metric: str, by: str, selector: str = "", qs: tuple[float, ...] =
 
 
 def _layout(panels: list[Panel]) -> list[Panel]:
-    """Left to right, top to bottom, 24 columns wide; ids in order."""
+    """Left to right, top to bottom, 24 columns wide; ids in order. A row starts a new line."""
     x = y = row_h = 0
     out = []
     for i, p in enumerate(panels, start=1):
         w, h = p.pop("_size")
-        if x + w > 24:
+        if x + w > 24 or (p["type"] == "row" and x > 0):
             x, y, row_h = 0, y + row_h, 0
         out.append({"id": i, "gridPos": {"h": h, "w": w, "x": x, "y": y}, **p})
         x += w
@@ -158,14 +178,16 @@ def dashboard(uid: str, title: str, description: str, panels: list[Panel],
 def pipeline_overview() -> dict[str, Any]:
     p = [
         stat("Processes up", "Whether Prometheus can scrape each mdmbus process (pipeline, "
-             "cm-connector, sweeper). DOWN raises the MdmbusTargetDown alert.", "none",
-             [('up{job="mdmbus"}', "{{process}}")], w=8,
+             "sweeper, gateway, cm-connector; under compose the first three once per region). "
+             "DOWN raises the MdmbusTargetDown alert.", "none",
+             [('up{job="mdmbus"}', "{{process}} {{region}}")], w=8,
              thresholds=[(None, "red"), (1, "green")],
              mappings=[{"type": "value", "options": {
                  "0": {"text": "DOWN", "color": "red", "index": 0},
                  "1": {"text": "UP", "color": "green", "index": 1}}}]),
-        stat("Dead letters (1 h)", "Records refused and sent to mdm.deadletter over the last "
-             "hour, all reasons.", "short",
+        stat("Dead letters (1 h)", "Records refused over the last hour, every region and "
+             "reason (notices on mdm.<region>.deadletter; bodies listed by `mdmbus deadletters "
+             "list --region R`).", "short",
              [("sum(increase(mdmbus_dead_letters_total[1h]))", "dead letters")], w=4,
              thresholds=[(None, "green"), (1, "yellow")]),
         stat("Store write errors (1 h)", "Store write transactions that failed (and were "
@@ -173,7 +195,8 @@ def pipeline_overview() -> dict[str, Any]:
              [('sum(increase(mdmbus_store_write_batches_total{outcome="error"}[1h]) or 0 * '
                "increase(mdmbus_store_write_batches_total[1h]))", "errors")], w=4,
              thresholds=[(None, "green"), (1, "red")]),
-        stat("Consumer lag", "Messages not yet consumed, all mdmbus consumer groups and topics.",
+        stat("Consumer lag", "Messages not yet consumed, all mdmbus consumer groups "
+             "(mdmbus-<region>-pipeline) and topics.",
              "short", [("sum(mdmbus_consumer_lag_messages)", "lag")], w=4,
              thresholds=[(None, "green"), (1000, "yellow")]),
         stat("Records in", "Records read from the input topics per second, every topic.", "cps",
@@ -189,16 +212,18 @@ def pipeline_overview() -> dict[str, Any]:
                    ]),
         timeseries("Records by kind", "Records read per second by record kind (U1-U14 upload, "
                    "R1-R6 relay, commands, sessions, lifecycle; 'undecodable' for bytes that "
-                   "are no known record).", "cps",
+                   "are no known record), every region.", "cps",
                    [(f"sum by (kind) (rate(mdmbus_records_in_total[{RATE}]))", "{{kind}}")],
                    stack=True),
 
         timeseries("Routed, stored and duplicate records", "Valid records routed to their "
-                   "tenant's region store, new rows durably stored, and replays recognised "
-                   "as already stored (stored once, counted here).", "cps", [
+                   "tenant's region store, new rows durably stored, replays recognised "
+                   "as already stored (stored once, counted here), and records that arrived "
+                   "past their deadline (a command of an expired session: not stored).", "cps", [
                        (f"sum(rate(mdmbus_records_routed_total[{RATE}]))", "routed"),
                        (f"sum(rate(mdmbus_records_stored_total[{RATE}]))", "stored"),
                        (f"sum(rate(mdmbus_records_duplicate_total[{RATE}]))", "duplicate (replay)"),
+                       (f"sum(rate(mdmbus_records_expired_total[{RATE}]))", "expired on arrival"),
                    ]),
         timeseries("Stored records by region and category", "New rows per second in each "
                    "region store, by category (upload, relay, inventory_cache, command, "
@@ -216,19 +241,22 @@ def pipeline_overview() -> dict[str, Any]:
                    + _quantiles("mdmbus_end_to_end_latency_seconds", "category", qs=(0.99,))),
 
         timeseries("Consumer lag by group and topic", "Messages not yet consumed, per consumer "
-                   "group and topic (summed over partitions), measured by the sweeper. "
-                   "MdmbusConsumerLagHigh fires above 1000 for 5 minutes.", "short",
+                   "group (mdmbus-<region>-pipeline) and topic (mdm.<region>.<kind>), summed "
+                   "over partitions, measured by the sweeper. MdmbusConsumerLagHigh fires above "
+                   "1000 for 5 minutes.", "short",
                    [("sum by (group, topic) (mdmbus_consumer_lag_messages)", "{{group}} {{topic}}")],
                    thresholds=[(None, "green"), (1000, "red")]),
-        timeseries("Dead letters by reason", "Records sent to the dead-letter topic per second, "
-                   "by source topic and reason (undecodable, schema or content violations, "
-                   "tenant_not_onboarded, tenant_in_retention, ...).", "cps",
+        timeseries("Dead letters by reason", "Records refused per second, by source topic and "
+                   "reason (undecodable, schema or content violations, tenant_not_onboarded, "
+                   "tenant_in_retention, ...); notices on the source region's "
+                   "mdm.<region>.deadletter.", "cps",
                    [(f"sum by (source_topic, reason) (rate(mdmbus_dead_letters_total[{RATE}]))",
                      "{{source_topic}} {{reason}}")], stack=True),
 
         timeseries("Store write errors by store", "Failed store write transactions per second "
-                   "(retried until the store answers), per store: a region, cm, directory or "
-                   "lifecycle. 0 when healthy; MdmbusStoreWriteFailing fires above 0.", "cps",
+                   "(retried until the store answers), per store: a region, cm, lifecycle (the "
+                   "directory), or all (a process connecting to its stores). 0 when healthy; "
+                   "MdmbusStoreWriteFailing fires above 0.", "cps",
                    [(f'sum by (region) (rate(mdmbus_store_write_batches_total{{outcome="error"}}[{RATE}])'
                      f" or 0 * rate(mdmbus_store_write_batches_total[{RATE}]))", "{{region}}")],
                    thresholds=[(None, "green"), (0.0001, "red")]),
@@ -238,17 +266,51 @@ def pipeline_overview() -> dict[str, Any]:
                      "{{region}} {{outcome}}")]),
 
         timeseries("Relay records downloaded by CM", "Relay records committed to the CM database "
-                   "and acknowledged, per second by kind; each acknowledgement lets the cloud "
-                   "copy be deleted (delete after download).", "cps",
+                   "and acknowledged through the region's gateway, per second by kind; each "
+                   "acknowledgement deletes the cloud copy (delete after download).", "cps",
                    [(f"sum by (kind) (rate(mdmbus_relay_downloaded_total[{RATE}]))", "{{kind}}")],
                    stack=True),
         timeseries("Tenant lifecycle events", "Lifecycle events applied per second by kind "
                    "(onboarded, subscription ended, cancelled, device unenrolled, ...).", "cps",
                    [(f"sum by (kind) (rate(mdmbus_lifecycle_events_total[{RATE}]))", "{{kind}}")],
                    stack=True),
+
+        timeseries("Transit truncations by topic", "Partitions of each transit topic truncated "
+                   "per second by the pipeline (Kafka DeleteRecords up to the committed offset, "
+                   "once a batch is durable in its store): what makes processed copies "
+                   "unreadable (rule 6). A topic with traffic and no truncations keeps its "
+                   "copies readable (MdmbusTransitCopiesReadable).", "ops",
+                   [(f"sum by (topic) (rate(mdmbus_transit_truncations_total[{RATE}]))", "{{topic}}")]),
+        timeseries("Relay records waiting for CM by region", "Relay records stored in each "
+                   "region and not yet downloaded and acknowledged by CM, measured by the "
+                   "sweeper. They are kept until CM acknowledges them; MdmbusRelayPendingTooLong "
+                   "fires when the oldest has waited over an hour.", "short",
+                   [("sum by (region) (mdmbus_relay_pending)", "{{region}}")], stack=True),
+
+        row("Gateway"),
+        timeseries("Gateway requests by route and status", "Requests per second to the "
+                   "regions' gateways (the tenants' and CM's HTTPS door), by route and HTTP "
+                   "status ('aborted': the client went away). MdmbusGatewayErrors fires on 5xx.",
+                   "reqps",
+                   [(f"sum by (route, status) (rate(mdmbus_gateway_requests_total[{RATE}]))",
+                     "{{route}} {{status}}")], stack=True),
+        timeseries("Gateway latency p99 by route", "99th percentile of the gateways' request "
+                   "duration, per route, every region.", "s",
+                   _quantiles("mdmbus_gateway_request_duration_seconds", "route", qs=(0.99,))),
+        timeseries("Tokens refused by reason", "Bearer tokens refused per second by the "
+                   "gateways, by reason (missing, malformed, expired, bad signature, bad claim, "
+                   "...). MdmbusTokensRefusedHigh fires above 1 per second for 10 minutes.", "cps",
+                   [(f"sum by (reason) (rate(mdmbus_gateway_tokens_refused_total[{RATE}]))",
+                     "{{reason}}")], thresholds=[(None, "green"), (1, "red")]),
+        timeseries("Uploads refused by reason", "Records in tenants' uploads refused by the "
+                   "gateways per second, by reason (contract violations, foreign_tenant, "
+                   "wrong_topic, ...); the other records of the batch are accepted.", "cps",
+                   [(f"sum by (reason) (rate(mdmbus_gateway_upload_refused_total[{RATE}]))",
+                     "{{reason}}")], stack=True),
     ]
     return dashboard("mdmbus-pipeline", "mdmbus / Pipeline overview",
-                     "Throughput, latency, lag and errors of the mdmbus pipeline (for SREs).", p)
+                     "Throughput, latency, lag and errors of the mdmbus pipeline and its "
+                     "gateways, every region (for SREs).", p)
 
 
 # --- (b) privacy & retention compliance --------------------------------------------------------
@@ -258,6 +320,7 @@ def compliance() -> dict[str, Any]:
                f"(rate(mdmbus_deletion_lag_seconds_bucket[{RATE}])))")
     session_p99 = (f"histogram_quantile(0.99, sum by (le) "
                    f'(rate(mdmbus_deletion_lag_seconds_bucket{{rule="session_expiry"}}[{RATE}])))')
+    bound = f"{TRANSIT_UNREADABLE_S:g} s"
     p = [
         stat("Rows past deadline", "Rows still stored after their deadline plus the sweep "
              "tolerance, every region and rule. Must be 0: anything else means data is kept "
@@ -280,14 +343,34 @@ def compliance() -> dict[str, Any]:
              [('sum(mdmbus_tenants{state="retention"})', "tenants in retention")], w=6,
              color_mode="value"),
 
+        stat("Processed copies readable in Kafka past their bound (must be 0)", "Copies in the "
+             "transit topics (mdm.<region>.upload, .relay, .device.sessions, .device.commands) "
+             "whose record is durable in its store, yet still readable through Kafka more than "
+             f"{bound} (twice the {TRUNCATE_INTERVAL_S:g} s truncation interval) after they "
+             "were seen committed, every topic. Must be 0 (rule 6: deletion is real; alert "
+             "MdmbusTransitCopiesReadable).", "short",
+             [("sum(mdmbus_transit_readable_past_bound)", "copies past their bound")], w=8,
+             thresholds=[(None, "green"), (1, "red")]),
+        stat("Relay records waiting for CM", "Relay records stored in the region stores and "
+             "not yet downloaded and acknowledged by CM, every region. They are deleted once "
+             "CM acknowledges them (rule 2, delete after download), never before.", "short",
+             [("sum(mdmbus_relay_pending)", "waiting")], w=8, color_mode="value"),
+        stat("Oldest relay record waiting (s)", "How long the oldest relay record not yet "
+             "acknowledged by CM has been stored, every region (0 when none waits). "
+             f"MdmbusRelayPendingTooLong fires above {RELAY_PENDING_ALERT_S} s (an hour): "
+             "the record is kept, not lost.", "s",
+             [("max(mdmbus_relay_pending_oldest_seconds)", "oldest")], w=8,
+             thresholds=[(None, "green"), (RELAY_PENDING_ALERT_S, "yellow")]),
+
         timeseries("Rows past deadline by region and rule", "Rows kept past their deadline "
-                   "(plus tolerance), per region and rule (session_expiry, retention_purge). "
-                   "Must stay 0.", "short",
+                   "(plus tolerance), per region and rule (session_expiry, retention_purge, "
+                   "dead_letter_expiry). Must stay 0.", "short",
                    [("sum by (region, rule) (mdmbus_rows_past_deadline)", "{{region}} {{rule}}")],
                    thresholds=[(None, "green"), (1, "red")]),
         timeseries("Deletions by rule", "Rows deleted per second by each privacy rule: "
                    "session_expiry, delete_after_download, inventory_cache_removal, "
-                   "retention_purge, deletion_request.", "cps",
+                   "retention_purge, deletion_request, dead_letter_expiry (refused records' "
+                   "bodies).", "cps",
                    [(f"sum by (rule) (rate(mdmbus_deletions_total[{RATE}]))", "{{rule}}")],
                    stack=True),
 
@@ -308,7 +391,8 @@ def compliance() -> dict[str, Any]:
                    [("sum by (region, state) (mdmbus_tenants)", "{{region}} {{state}}")],
                    stack=True),
         timeseries("Data held per region", "Rows holding data in each region store (residency: "
-                   "a tenant's data lives only in its region), by category.", "short",
+                   "a tenant's data lives only in its region), by category (dead_letter: bodies "
+                   "of refused records).", "short",
                    [("sum by (region, category) (mdmbus_stored_rows)", "{{region}} {{category}}")],
                    stack=True),
 
@@ -321,15 +405,34 @@ def compliance() -> dict[str, Any]:
                    "(read-only), content violations (minimisation), undecodable bytes.", "cps",
                    [(f"sum by (reason) (rate(mdmbus_dead_letters_total[{RATE}]))", "{{reason}}")],
                    stack=True),
+
+        timeseries("Oldest processed copy still readable, by topic", "Per transit topic, how "
+                   "long the oldest copy already durable in its store and committed has stayed "
+                   "readable through Kafka, measured by the sweeper's transit watch. The "
+                   f"pipeline truncates within seconds; the line is the bound ({bound}, "
+                   "mdmbus/topics.py), past which the copies are counted as readable past "
+                   "their bound (rule 6).", "s",
+                   [("max by (topic) (mdmbus_transit_readable_age_seconds)", "{{topic}}")],
+                   thresholds=[(None, "green"), (TRANSIT_UNREADABLE_S, "red")]),
+        timeseries("Oldest relay record waiting for CM, by region", "How long the oldest relay "
+                   "record of each region store has waited for CM to download and acknowledge "
+                   "it (0 when none waits). Kept until then, deleted at once after (rule 2). "
+                   f"The line: MdmbusRelayPendingTooLong ({RELAY_PENDING_ALERT_S} s).", "s",
+                   [("max by (region) (mdmbus_relay_pending_oldest_seconds)", "{{region}}")],
+                   thresholds=[(None, "green"), (RELAY_PENDING_ALERT_S, "yellow")]),
     ]
     return dashboard("mdmbus-compliance", "mdmbus / Privacy & retention compliance",
-                     "Is anything kept past its deadline, how fast the rules delete, and where "
-                     "each tenant's data lives (for privacy and compliance officers).", p)
+                     "Is anything kept past its deadline or readable in Kafka past its bound, "
+                     "how fast the rules delete, what waits for CM, and where each tenant's "
+                     "data lives (for privacy and compliance officers).", p)
 
 
 # --- (c) per-region store --------------------------------------------------------------------
 
 REGION = 'region=~"$region"'
+#: The region's topics (mdm.<region>.<kind>) and consumer groups (mdmbus-<region>-<process>).
+REGION_TOPIC = 'topic=~"mdm[.]$region[.].+"'
+REGION_GROUP = 'group=~"mdmbus-$region-.+"'
 
 
 def region_board() -> dict[str, Any]:
@@ -353,6 +456,23 @@ def region_board() -> dict[str, Any]:
              "$region.", "s",
              [(f"histogram_quantile(0.99, sum by (le) (rate(mdmbus_store_write_duration_seconds_bucket"
                f"{{{REGION}}}[{RATE}])))", "p99")], w=6, color_mode="value"),
+
+        stat("Copies readable past their bound", "Processed copies in $region's transit topics "
+             f"still readable through Kafka more than {TRANSIT_UNREADABLE_S:g} s after they "
+             "were stored and committed. Must be 0 (rule 6).", "short",
+             [(f"sum(mdmbus_transit_readable_past_bound{{{REGION_TOPIC}}})", "copies")], w=6,
+             thresholds=[(None, "green"), (1, "red")]),
+        stat("Consumer lag", "Messages of $region's topics not yet consumed by the region's "
+             "consumer groups.", "short",
+             [(f"sum(mdmbus_consumer_lag_messages{{{REGION_GROUP}}})", "lag")], w=6,
+             thresholds=[(None, "green"), (1000, "yellow")]),
+        stat("Relay records waiting for CM", "Relay records in the $region store not yet "
+             "downloaded and acknowledged by CM (kept until then).", "short",
+             [(f"sum(mdmbus_relay_pending{{{REGION}}})", "waiting")], w=6, color_mode="value"),
+        stat("Oldest relay record waiting", "How long the oldest relay record of $region has "
+             f"waited for CM (0 when none waits); alert above {RELAY_PENDING_ALERT_S} s.", "s",
+             [(f"max(mdmbus_relay_pending_oldest_seconds{{{REGION}}})", "oldest")], w=6,
+             thresholds=[(None, "green"), (RELAY_PENDING_ALERT_S, "yellow")]),
 
         timeseries("Records routed to $region by category", "Valid records routed to the $region "
                    "store per second, by category.", "cps",
@@ -387,10 +507,33 @@ def region_board() -> dict[str, Any]:
                    "category of data.", "cps",
                    [(f"sum by (category) (rate(mdmbus_deletions_total{{{REGION}}}[{RATE}]))",
                      "{{category}}")], stack=True),
+
+        timeseries("Oldest processed copy still readable in $region, by topic", "Per transit "
+                   "topic of $region, how long the oldest copy already stored and committed has "
+                   f"stayed readable through Kafka. The line is the bound ({TRANSIT_UNREADABLE_S:g} "
+                   "s, mdmbus/topics.py).", "s",
+                   [(f"max by (topic) (mdmbus_transit_readable_age_seconds{{{REGION_TOPIC}}})",
+                     "{{topic}}")],
+                   thresholds=[(None, "green"), (TRANSIT_UNREADABLE_S, "red")]),
+        timeseries("Transit truncations in $region by topic", "Partitions of $region's transit "
+                   "topics truncated per second once their batch was durable (Kafka "
+                   "DeleteRecords).", "ops",
+                   [(f"sum by (topic) (rate(mdmbus_transit_truncations_total{{{REGION_TOPIC}}}[{RATE}]))",
+                     "{{topic}}")]),
+
+        timeseries("Consumer lag in $region by topic", "Messages of $region's topics not yet "
+                   "consumed, per topic (summed over partitions and groups).", "short",
+                   [(f"sum by (topic) (mdmbus_consumer_lag_messages{{{REGION_GROUP}}})", "{{topic}}")],
+                   thresholds=[(None, "green"), (1000, "red")]),
+        timeseries("Relay records waiting for CM in $region", "Relay records of the $region "
+                   "store not yet downloaded and acknowledged by CM; they are deleted at once "
+                   "after (rule 2).", "short",
+                   [(f"sum(mdmbus_relay_pending{{{REGION}}})", "waiting")]),
     ]
     return dashboard("mdmbus-region", "mdmbus / Region store",
-                     "One region's store: what is routed, stored, held and deleted there, and how "
-                     "fast it is written. Pick the region at the top.", p, [variable])
+                     "One region's store: what is routed, stored, held and deleted there, how "
+                     "fast it is written, how long processed copies stay readable in its topics "
+                     "and what waits for CM. Pick the region at the top.", p, [variable])
 
 
 DASHBOARDS = {

@@ -18,7 +18,9 @@ DELETE_AFTER_DOWNLOAD = "delete_after_download"
 RETENTION_PURGE = "retention_purge"
 DELETION_REQUEST = "deletion_request"
 INVENTORY_CACHE = "inventory_cache_removal"
-RULES = (SESSION_EXPIRY, DELETE_AFTER_DOWNLOAD, RETENTION_PURGE, DELETION_REQUEST, INVENTORY_CACHE)
+DEAD_LETTER_EXPIRY = "dead_letter_expiry"
+RULES = (SESSION_EXPIRY, DELETE_AFTER_DOWNLOAD, RETENTION_PURGE, DELETION_REQUEST, INVENTORY_CACHE,
+         DEAD_LETTER_EXPIRY)
 
 
 @dataclass(frozen=True)
@@ -32,10 +34,12 @@ class Deletion:
     #: Real seconds from each row's deadline to its deletion (empty where there is no deadline).
     lags_s: Sequence[float] = field(default_factory=tuple)
     tenant_id: uuid.UUID | None = None
+    #: Rows deleted that had no record id (a dead letter of bytes that never decoded).
+    unidentified: int = 0
 
     @property
     def count(self) -> int:
-        return len(self.record_ids)
+        return len(self.record_ids) + self.unidentified
 
 
 async def audit(conn: asyncpg.Connection, now: dt.datetime, deletions: Iterable[Deletion]) -> None:

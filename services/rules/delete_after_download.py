@@ -1,47 +1,90 @@
-"""Rule 2, delete after download: once CM has durably stored a relay record and acknowledged
-it, the cloud copy is deleted. Not before (the ack is sent after CM's commit) and at once
-after (in the transaction that handles the ack).
+"""Rule 2, delete after download: a relay record stays in the cloud store until CM has
+durably stored it and acknowledged it, however long CM is offline, and is deleted at once
+after. CM downloads its tenant's pending records through the gateway and acknowledges them
+there (services/gateway/); an acknowledgement deletes only relay records of the caller's own
+tenant (the connector acknowledges what it has committed to CM: services/connector/).
 
-The record's id stays as a tombstone (body NULL), so a replay of the relay topic cannot store
-the record again; an ack that arrives before the cloud copy leaves the tombstone first, and the
-primary key makes the two writes wait for each other instead of racing.
-"""
+The record's id stays as a tombstone (its tenant and id, body NULL), so a replay of the relay
+topic or a re-sent record cannot store it again; the tenant's purge deletes the tombstone."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import asyncpg
 
+from mdmbus.categories import Category
 from mdmbus.services.rules.audit import DELETE_AFTER_DOWNLOAD, Deletion, audit
 
-__all__ = ["apply_acks"]
+__all__ = ["pending", "pending_summary", "acknowledge", "AckOutcome"]
 
 
-async def apply_acks(conn: asyncpg.Connection, region: str, now: dt.datetime,
-                     acks: Sequence[tuple[uuid.UUID, uuid.UUID, float]]) -> list[Deletion]:
-    """``acks``: (relay record id, tenant id, real seconds since CM's commit)."""
-    if not acks:
-        return []
-    ids = [a[0] for a in acks]
-    lag_of = {a[0]: a[2] for a in acks}
+async def pending(conn: asyncpg.Connection | asyncpg.Pool, tenant_id: uuid.UUID,
+                  limit: int) -> list[asyncpg.Record]:
+    """The tenant's relay records not downloaded and acknowledged yet, oldest first."""
+    return await conn.fetch(
+        "SELECT record_id, kind, event_time, body FROM records"
+        " WHERE tenant_id = $1 AND category = 'relay' AND held"
+        " ORDER BY stored_at_real, record_id LIMIT $2", tenant_id, limit)
+
+
+async def pending_summary(conn: asyncpg.Connection | asyncpg.Pool,
+                          tenant_id: uuid.UUID | None = None) -> tuple[int, dt.datetime | None]:
+    """(records pending, when the oldest was stored, real time) for a tenant, or for the whole
+    store when ``tenant_id`` is None."""
+    row = await conn.fetchrow(
+        "SELECT count(*) AS n, min(stored_at_real) AS oldest FROM records"
+        " WHERE category = 'relay' AND held AND ($1::uuid IS NULL OR tenant_id = $1)",
+        tenant_id)
+    return row["n"], row["oldest"]
+
+
+@dataclass
+class AckOutcome:
+    #: Deleted now.
+    deleted: list[uuid.UUID] = field(default_factory=list)
+    #: Acknowledged before: deleted already, nothing to do (a repeated acknowledgement).
+    already: list[uuid.UUID] = field(default_factory=list)
+    #: Not a relay record of this tenant: nothing deleted.
+    unknown: list[uuid.UUID] = field(default_factory=list)
+    deletions: list[Deletion] = field(default_factory=list)
+
+
+async def acknowledge(conn: asyncpg.Connection, region: str, tenant_id: uuid.UUID,
+                      record_ids: Sequence[uuid.UUID], now: dt.datetime,
+                      lag_s: float = 0.0) -> AckOutcome:
+    """Deletes each acknowledged relay record of ``tenant_id`` once, with its audit row, in one
+    transaction; ids of another tenant, or unknown ids, delete nothing."""
+    ids = sorted(set(record_ids))
+    outcome = AckOutcome()
+    if not ids:
+        return outcome
     async with conn.transaction():
-        await conn.execute(
-            "INSERT INTO records (record_id, tenant_id, kind, category, event_time, stored_at)"
-            " SELECT a.id, a.tenant, 'acknowledged', 'relay', $3, $3"
-            " FROM unnest($1::uuid[], $2::uuid[]) AS a(id, tenant)"
-            # In record_id order, as write_records inserts: two writers that lock the same ids
-            # in one order wait for each other; in two orders they deadlock.
-            " ORDER BY a.id"
-            " ON CONFLICT (record_id) DO NOTHING",
-            ids, [a[1] for a in acks], now)
-        rows = await conn.fetch(
-            "UPDATE records SET body = NULL, device_id = NULL, deadline = NULL"
-            " WHERE record_id = ANY($1::uuid[]) AND body IS NOT NULL AND category = 'relay'"
-            " RETURNING record_id, tenant_id", ids)
-        deletions = [Deletion(DELETE_AFTER_DOWNLOAD, region, "relay", [r["record_id"] for r in rows],
-                              [lag_of[r["record_id"]] for r in rows])] if rows else []
-        await audit(conn, now, deletions)
-    return deletions
+        deleted = await conn.fetch(
+            "UPDATE records r SET body = NULL, device_id = NULL, session_id = NULL,"
+            " deadline = NULL, deadline_rule = NULL FROM ("
+            # Rows locked in record_id order, as every multi-row writer of records does: two
+            # acknowledgements of the same ids in two orders wait for each other instead of
+            # deadlocking.
+            "  SELECT record_id FROM records WHERE record_id = ANY($1::uuid[])"
+            "  AND tenant_id = $2 AND category = 'relay' AND held"
+            "  ORDER BY record_id FOR UPDATE) doomed"
+            " WHERE r.record_id = doomed.record_id AND r.held"
+            " RETURNING r.record_id", ids, tenant_id)
+        outcome.deleted = sorted(r["record_id"] for r in deleted)
+        rest = sorted(set(ids) - set(outcome.deleted))
+        if rest:
+            known = await conn.fetch(
+                "SELECT record_id FROM records WHERE record_id = ANY($1::uuid[])"
+                " AND tenant_id = $2 AND category = 'relay' AND NOT held", rest, tenant_id)
+            outcome.already = sorted(r["record_id"] for r in known)
+            outcome.unknown = sorted(set(rest) - set(outcome.already))
+        if outcome.deleted:
+            outcome.deletions = [Deletion(DELETE_AFTER_DOWNLOAD, region, Category.RELAY,
+                                          outcome.deleted, [lag_s] * len(outcome.deleted),
+                                          tenant_id)]
+        await audit(conn, now, outcome.deletions)
+    return outcome

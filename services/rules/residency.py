@@ -1,62 +1,51 @@
-"""Rule 1, residency: the tenant's onboarding country picks its region, and each of the
-tenant's rows is written to that region's store only.
-
-The directory of tenants lives in the region stores themselves (a tenant's row is in its own
-region and nowhere else); a processor keeps a cache of tenant -> region, which never changes
-after onboarding. Whether a tenant may still be written is decided by the store at write time.
-"""
+"""Rule 1, residency: the tenant's onboarding country picks its region (mdmbus/regions.py),
+the global directory records it once and for good, and every record of the tenant is stored
+in that region only: a record arriving in another region's topic is refused there and its
+body is not kept."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Iterable
 
-import asyncpg
-
-from mdmbus.regions import REGIONS, region_of_country
+from mdmbus.regions import UnknownCountry, region_of_country
+from mdmbus.services.rules.refusals import Refusal
+from mdmbus.services.stores import directory
 from mdmbus.services.stores.pools import Stores
 
-__all__ = ["TenantDirectory", "onboard"]
+__all__ = ["residency_problem", "onboard"]
 
 
-class TenantDirectory:
-    """tenant id -> region, asked of every region store on a miss, cached per process."""
-
-    def __init__(self, stores: Stores) -> None:
-        self._stores = stores
-        self._region: dict[uuid.UUID, str] = {}
-
-    async def regions_of(self, tenant_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
-        wanted = set(tenant_ids)
-        missing = [t for t in wanted if t not in self._region]
-        if missing:
-            for region in REGIONS:
-                # A purged tenant still routes to its region, where the store refuses its
-                # records as deleted (services/stores/records.py).
-                rows = await self._stores.region(region).fetch(
-                    "SELECT tenant_id FROM tenants WHERE tenant_id = ANY($1::uuid[])"
-                    " UNION SELECT tenant_id FROM purged_tenants WHERE tenant_id = ANY($1::uuid[])",
-                    missing)
-                for row in rows:
-                    self._region[row["tenant_id"]] = region
-        return {t: self._region[t] for t in wanted if t in self._region}
+def residency_problem(topic_region: str, tenant_region: str | None) -> Refusal | None:
+    """Why a record of a tenant living in ``tenant_region`` (None: not in the directory) may
+    not be stored in ``topic_region``, or None."""
+    if tenant_region is None:
+        return Refusal.TENANT_NOT_ONBOARDED
+    if tenant_region != topic_region:
+        return Refusal.WRONG_REGION
+    return None
 
 
-async def onboard(stores: Stores, tenant_id: uuid.UUID, country: str, now: dt.datetime) -> tuple[str, bool]:
-    """Registers the tenant in its region; returns (region, newly onboarded).
-
-    Raises mdmbus.regions.UnknownCountry for a country the region table does not list. A tenant
-    already onboarded keeps its region: residency never moves silently.
-    """
-    region = region_of_country(country)
-    for other in REGIONS:
-        existing = await stores.region(other).fetchval(
-            "SELECT region FROM tenants WHERE tenant_id = $1", tenant_id)
-        if existing is not None:
-            return existing, False
-    conn: asyncpg.Pool = stores.region(region)
-    status = await conn.execute(
-        "INSERT INTO tenants (tenant_id, country, region, onboarded_at) VALUES ($1, $2, $3, $4)"
-        " ON CONFLICT (tenant_id) DO NOTHING", tenant_id, country.upper(), region, now)
-    return region, status.endswith(" 1")
+async def onboard(stores: Stores, tenant: uuid.UUID, country: str,
+                  now: dt.datetime) -> tuple[str | None, Refusal | None]:
+    """Registers the tenant in the directory and in its region's store, if that region is one
+    of ``stores``'; returns (its region, a refusal). Idempotent: an onboarding replayed or sent
+    again changes nothing; a deleted tenant stays deleted; a tenant never moves."""
+    try:
+        region = region_of_country(country)
+    except UnknownCountry:
+        return None, Refusal.UNKNOWN_COUNTRY
+    if region not in stores.regions:
+        return region, None  # another region's pipeline onboards it
+    entry, _ = await directory.claim(stores.directory_of(region), tenant, region,
+                                     country.upper(), now)
+    if entry.state == directory.PURGED:
+        return entry.region, Refusal.TENANT_DELETED
+    if entry.region != region:
+        return entry.region, Refusal.ALREADY_ONBOARDED
+    await stores.region(region).execute(
+        "INSERT INTO tenants (tenant_id, country, region, onboarded_at)"
+        " SELECT $1, $2, $3, $4 WHERE NOT EXISTS"
+        "   (SELECT 1 FROM purged_tenants WHERE tenant_id = $1)"
+        " ON CONFLICT (tenant_id) DO NOTHING", tenant, entry.country, region, now)
+    return region, None

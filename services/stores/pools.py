@@ -1,53 +1,97 @@
-"""Connection pools to every region store and to the CM database, opened once per process."""
+"""Connection pools to the region stores, the tenant directory and the CM database: one
+``Stores`` per process, opened for the regions and databases its job needs, each as the
+process's own role in that region (mdmbus/identities.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterable
 
 import asyncpg
 
-from mdmbus.regions import CM_DATABASE, REGIONS, region_database
+from mdmbus.connections import pg_pool
+from mdmbus.identities import role_of
+from mdmbus.regions import CM_DATABASE, DIRECTORY_DATABASE, REGIONS, region_database
 from mdmbus.settings import Settings
-from mdmbus.services.stores.schema import ensure_cm_schema, ensure_region_schema
 
-__all__ = ["Stores"]
+__all__ = ["Stores", "open_pool"]
+
+
+async def open_pool(settings: Settings, database: str, role: str | None, *, min_size: int = 1,
+                    max_size: int = 4, application: str = "mdmbus") -> asyncpg.Pool:
+    """A pool to ``database`` as ``role`` (None: the provisioning superuser, for operators'
+    tools and tests); ``application`` names the process in pg_stat_activity."""
+    return await pg_pool(settings, database, role, min_size=min_size, max_size=max_size,
+                         application=application)
 
 
 @dataclass
 class Stores:
-    """One pool per region plus the CM pool; ``start`` also applies the schemas."""
+    """The pools a process holds, as ``service`` ("pipeline", "sweeper", "gateway"; None: the
+    superuser). ``start`` opens them; a failure closes what was opened, so the caller may
+    retry.
+
+    The directory is reached through each region's own role (``directory_of``): a region's
+    services may change only their region's tenants there."""
 
     settings: Settings
+    application: str = "mdmbus"
+    service: str | None = None
     regions: dict[str, asyncpg.Pool] = field(default_factory=dict)
+    directories: dict[str, asyncpg.Pool] = field(default_factory=dict)
     cm: asyncpg.Pool | None = None
 
-    async def start(self, *, cm: bool = False, min_size: int = 1, max_size: int = 4) -> "Stores":
-        """Opens every pool; on failure closes what it opened, so a caller may retry."""
+    def _role(self, region: str) -> str | None:
+        return None if self.service is None else role_of(self.service, region)
+
+    async def start(self, regions: Iterable[str] = REGIONS, *, directory: bool = True,
+                    cm: bool = False, min_size: int = 1, max_size: int = 4) -> "Stores":
         try:
-            return await self._open(cm, min_size, max_size)
+            for region in regions:
+                self.regions[region] = await open_pool(
+                    self.settings, region_database(region), self._role(region),
+                    min_size=min_size, max_size=max_size, application=self.application)
+                if directory:
+                    self.directories[region] = await open_pool(
+                        self.settings, DIRECTORY_DATABASE, self._role(region), min_size=1,
+                        max_size=max_size, application=self.application)
+            if cm:
+                self.cm = await open_pool(
+                    self.settings, CM_DATABASE,
+                    None if self.service is None else role_of("cm-connector"),
+                    min_size=min_size, max_size=max_size, application=self.application)
+            return self
         except BaseException:
             await self.close()
             raise
 
-    async def _open(self, cm: bool, min_size: int, max_size: int) -> "Stores":
-        for region in REGIONS:
-            pool = await asyncpg.create_pool(self.settings.pg_dsn(region_database(region)),
-                                             min_size=min_size, max_size=max_size)
-            async with pool.acquire() as conn:
-                await ensure_region_schema(conn)
-            self.regions[region] = pool
-        if cm:
-            self.cm = await asyncpg.create_pool(self.settings.pg_dsn(CM_DATABASE),
-                                                min_size=min_size, max_size=max_size)
-            async with self.cm.acquire() as conn:
-                await ensure_cm_schema(conn)
-        return self
-
     def region(self, region: str) -> asyncpg.Pool:
-        return self.regions[region]
+        try:
+            return self.regions[region]
+        except KeyError:
+            raise KeyError(f"this process holds no pool for region {region!r} "
+                           f"(it serves {', '.join(self.regions) or 'none'})") from None
+
+    def directory_of(self, region: str) -> asyncpg.Pool:
+        """The directory as ``region``'s service: it reads as its policies allow and writes
+        only ``region``'s tenants."""
+        try:
+            return self.directories[region]
+        except KeyError:
+            raise KeyError(f"this process holds no directory pool for region {region!r} "
+                           f"(it serves {', '.join(self.directories) or 'none'})") from None
+
+    @property
+    def directory(self) -> asyncpg.Pool:
+        """The directory for reads every region's role may do (the first region's pool)."""
+        if not self.directories:
+            raise KeyError("this process holds no directory pool")
+        return next(iter(self.directories.values()))
 
     async def close(self) -> None:
-        for pool in list(self.regions.values()) + ([self.cm] if self.cm else []):
-            await pool.close()
+        for pool in [*self.regions.values(), *self.directories.values(), self.cm]:
+            if pool is not None:
+                await pool.close()
         self.regions.clear()
+        self.directories.clear()
         self.cm = None

@@ -23,12 +23,15 @@ COLUMNS = ("record_id", "tenant_id", "kind", "category", "device_id", "session_i
 
 @dataclass(frozen=True, slots=True)
 class StoreRow:
-    record_id: uuid.UUID
-    tenant_id: uuid.UUID
+    """One record as the store takes it. Ids are uuid.UUID or their canonical text (the
+    pipeline passes text: asyncpg encodes either; the store answers with uuid values)."""
+
+    record_id: uuid.UUID | str
+    tenant_id: uuid.UUID | str
     kind: str
     category: str
-    device_id: uuid.UUID | None
-    session_id: uuid.UUID | None
+    device_id: uuid.UUID | str | None
+    session_id: uuid.UUID | str | None
     event_time: dt.datetime
     #: For commands: the fallback used until the session's expiry is known.
     deadline: dt.datetime | None
@@ -50,6 +53,9 @@ class WriteOutcome:
     not_onboarded: list[uuid.UUID]
     #: Rows refused because the tenant's data was purged (retention or deletion request).
     deleted: list[uuid.UUID]
+    #: Rows not stored because they arrived past their deadline (a command of an expired
+    #: session): nothing to keep, nothing to refuse.
+    expired: list[uuid.UUID]
 
 
 _CREATE_INCOMING = """
@@ -60,28 +66,37 @@ CREATE TEMP TABLE IF NOT EXISTS incoming (
 """
 
 _INSERT = """
-WITH ins AS (
-    INSERT INTO records (record_id, tenant_id, kind, category, device_id, session_id,
-                         event_time, stored_at, deadline, deadline_rule, body)
+WITH candidates AS (
     SELECT DISTINCT ON (i.record_id)
            i.record_id, i.tenant_id, i.kind, i.category, i.device_id, i.session_id,
-           i.event_time, $1,
+           i.event_time, i.deadline_rule, i.body,
            CASE WHEN i.category = 'command'
                 THEN COALESCE(s.expires_at, i.deadline) + make_interval(secs => $2)
-                ELSE i.deadline END,
-           i.deadline_rule, i.body
+                ELSE i.deadline END AS deadline
     FROM incoming i
     JOIN tenants t ON t.tenant_id = i.tenant_id AND t.state = 'active'
     LEFT JOIN device_sessions s
            ON i.category = 'command' AND s.device_id = i.device_id AND s.session_id = i.session_id
     ORDER BY i.record_id
+), ins AS (
+    INSERT INTO records (record_id, tenant_id, kind, category, device_id, session_id,
+                         event_time, stored_at, deadline, deadline_rule, body)
+    SELECT record_id, tenant_id, kind, category, device_id, session_id, event_time, $1,
+           deadline, deadline_rule, body
+    FROM candidates
+    -- A record already past its deadline is not stored: a command whose session has expired
+    -- (and a replayed one the sweeper has deleted since) must not come back.
+    WHERE deadline IS NULL OR deadline > $1
+    ORDER BY record_id
     ON CONFLICT (record_id) DO NOTHING
     RETURNING record_id
 )
 SELECT i.record_id, ins.record_id IS NOT NULL AS stored,
+       COALESCE(c.deadline <= $1, false) AS expired,
        COALESCE(t.state, CASE WHEN p.tenant_id IS NOT NULL THEN 'purged' END) AS state
 FROM incoming i
 LEFT JOIN ins ON ins.record_id = i.record_id
+LEFT JOIN candidates c ON c.record_id = i.record_id
 LEFT JOIN tenants t ON t.tenant_id = i.tenant_id
 LEFT JOIN purged_tenants p ON p.tenant_id = i.tenant_id
 """
@@ -90,9 +105,9 @@ LEFT JOIN purged_tenants p ON p.tenant_id = i.tenant_id
 async def write_records(conn: asyncpg.Connection, rows: Sequence[StoreRow], now: dt.datetime,
                         command_grace_s: float = 0.0) -> WriteOutcome:
     """Stores ``rows`` in one transaction; durable when this returns."""
-    stored, duplicates, in_retention, not_onboarded, deleted = [], [], [], [], []
+    stored, duplicates, in_retention, not_onboarded, deleted, expired = [], [], [], [], [], []
     if not rows:
-        return WriteOutcome(stored, duplicates, in_retention, not_onboarded, deleted)
+        return WriteOutcome(stored, duplicates, in_retention, not_onboarded, deleted, expired)
     async with conn.transaction():
         await conn.execute(_CREATE_INCOMING)
         await conn.copy_records_to_table("incoming", records=[r.as_tuple() for r in rows],
@@ -112,6 +127,8 @@ async def write_records(conn: asyncpg.Connection, rows: Sequence[StoreRow], now:
                 in_retention.append(rid)
             elif rec["state"] == "purged":
                 deleted.append(rid)
+            elif rec["expired"]:
+                expired.append(rid)
             else:
                 duplicates.append(rid)
-    return WriteOutcome(stored, duplicates, in_retention, not_onboarded, deleted)
+    return WriteOutcome(stored, duplicates, in_retention, not_onboarded, deleted, expired)

@@ -14,16 +14,17 @@ CREATE TABLE IF NOT EXISTS tenants (
 );
 CREATE INDEX IF NOT EXISTS tenants_purge_at ON tenants (purge_at) WHERE purge_at IS NOT NULL;
 
--- Tenants whose data was purged: the id only, so that late records of a deleted tenant are
--- refused at once as "tenant_deleted" instead of waiting for an onboarding that never comes.
+-- Tenants whose data was purged: the id only, so that late or replayed records of a deleted
+-- tenant are refused at once as "tenant_deleted", in the writing transaction (rule 7).
 CREATE TABLE IF NOT EXISTS purged_tenants (
     tenant_id  uuid PRIMARY KEY,
     purged_at  timestamptz NOT NULL
 );
 
 -- Every stored record, as the single-object-encoded bytes it arrived in (encrypted fields stay
--- opaque: the body is never decoded for storage). body IS NULL marks a deleted record whose id
--- is kept so that a replay from Kafka cannot store it again (delete-after-download).
+-- opaque: the body is never decoded for storage). body IS NULL marks a relay record deleted
+-- after download whose id is kept (with its tenant, nothing else) so that a replay or a
+-- re-send cannot store it again; the tenant's purge deletes it.
 CREATE TABLE IF NOT EXISTS records (
     record_id     uuid PRIMARY KEY,
     tenant_id     uuid NOT NULL,
@@ -38,7 +39,10 @@ CREATE TABLE IF NOT EXISTS records (
     deadline_rule text,
     body          bytea
 );
-CREATE INDEX IF NOT EXISTS records_deadline ON records (deadline) WHERE deadline IS NOT NULL AND body IS NOT NULL;
+-- Whether the row holds data: what the sweeper may know of a row, which may never read a body.
+ALTER TABLE records ADD COLUMN IF NOT EXISTS held boolean GENERATED ALWAYS AS (body IS NOT NULL) STORED;
+DROP INDEX IF EXISTS records_deadline;
+CREATE INDEX IF NOT EXISTS records_deadline_held ON records (deadline) WHERE deadline IS NOT NULL AND held;
 CREATE INDEX IF NOT EXISTS records_tenant ON records (tenant_id);
 CREATE INDEX IF NOT EXISTS records_device ON records (device_id, category) WHERE device_id IS NOT NULL;
 
@@ -67,3 +71,46 @@ CREATE TABLE IF NOT EXISTS deletion_audit (
     max_lag_s       double precision
 );
 CREATE INDEX IF NOT EXISTS deletion_audit_rule ON deletion_audit (rule, deleted_at);
+
+-- Refused records (docs/design.md section 5): the body (private key material redacted) kept for
+-- operators until its deadline, under the same purges as any row of its tenant. No body is
+-- kept for a tenant whose data was deleted, nor for a record that arrived in the wrong region.
+-- One row per source message, so a replayed batch writes nothing twice; notified says whether
+-- the notice on mdm.<region>.deadletter was sent.
+CREATE TABLE IF NOT EXISTS dead_letters (
+    source_topic     text NOT NULL,
+    source_partition integer NOT NULL,
+    source_offset    bigint NOT NULL,
+    reason           text NOT NULL,
+    path             text NOT NULL DEFAULT '',      -- the field at fault, where one is
+    error            text NOT NULL,                 -- the full message (may quote values)
+    tenant_id        uuid,
+    record_id        uuid,
+    kind             text,
+    body             bytea,
+    redacted         boolean NOT NULL DEFAULT false,
+    stored_at        timestamptz NOT NULL,          -- shared (simulated) clock
+    stored_at_real   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    deadline         timestamptz NOT NULL,
+    notified         boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (source_topic, source_partition, source_offset)
+);
+CREATE INDEX IF NOT EXISTS dead_letters_deadline ON dead_letters (deadline);
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS body_kept boolean GENERATED ALWAYS AS (body IS NOT NULL) STORED;
+CREATE INDEX IF NOT EXISTS dead_letters_tenant ON dead_letters (tenant_id) WHERE tenant_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS dead_letters_unnotified ON dead_letters (source_topic) WHERE NOT notified;
+
+-- Erasure receipts of deletion requests (rule 4): ids and counts by category, never data. They
+-- outlive the tenant's purge, as proof that it happened; the gateway serves them again.
+CREATE TABLE IF NOT EXISTS erasure_receipts (
+    receipt_id       uuid PRIMARY KEY,
+    tenant_id        uuid NOT NULL,
+    requested_at     timestamptz NOT NULL,          -- shared (simulated) clock
+    completed_at     timestamptz,
+    counts           jsonb NOT NULL DEFAULT '{}',   -- category -> rows deleted
+    record_ids       jsonb NOT NULL DEFAULT '{}'    -- category -> ids deleted
+);
+CREATE INDEX IF NOT EXISTS erasure_receipts_tenant ON erasure_receipts (tenant_id);
+DROP INDEX IF EXISTS records_relay_pending;
+CREATE INDEX IF NOT EXISTS records_relay_pending_held ON records (tenant_id, stored_at_real)
+    WHERE category = 'relay' AND held;

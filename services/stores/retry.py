@@ -16,10 +16,13 @@ log = logging.getLogger("mdmbus.store")
 
 #: What a store outage looks like from asyncpg: the server unreachable, shutting down or
 #: restarting (class 08 and 57P errors), or a connection that died mid-operation (the
-#: interface and internal client errors it leaves behind).
+#: interface and internal client errors it leaves behind); and a transaction PostgreSQL
+#: aborted to break a lock cycle or a serialization conflict, which succeeds when retried.
 STORE_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError,
                 asyncpg.exceptions.OperatorInterventionError, asyncpg.InterfaceError,
-                asyncpg.exceptions.InternalClientError)
+                asyncpg.exceptions.InternalClientError,
+                asyncpg.exceptions.DeadlockDetectedError,
+                asyncpg.exceptions.SerializationError)
 
 
 async def until_written(write: Callable[[], Awaitable[T]], on_error: Callable[[BaseException], None],

@@ -1,4 +1,5 @@
-"""Applies the store DDL, idempotently and safely when several processes start at once."""
+"""The DDL of every mdmbus database, applied idempotently by provisioning (``mdmbus stack up``,
+``mdmbus provision``), never by the processes: they run without the right to change tables."""
 
 from __future__ import annotations
 
@@ -6,22 +7,26 @@ from importlib.resources import files
 
 import asyncpg
 
-__all__ = ["ensure_region_schema", "ensure_cm_schema"]
+from mdmbus.regions import database_kind
+
+__all__ = ["ensure_schema", "schema_file"]
 
 _LOCK_KEY = 0x6D646D62  # "mdmb": one advisory lock for all mdmbus migrations
 
 
-async def _apply(conn: asyncpg.Connection, sql_file: str) -> None:
-    sql = files(__package__).joinpath(sql_file).read_text(encoding="utf-8")
+def schema_file(database: str) -> str:
+    """The SQL file that defines ``database``."""
+    return f"{database_kind(database)}_schema.sql"
+
+
+async def ensure_schema(conn: asyncpg.Connection, database: str,
+                        owner: str | None = None) -> None:
+    """Creates what is missing in ``database`` (the connection's own database), as ``owner``
+    (a role the connection may become: what it creates belongs to that role)."""
+    sql = files(__package__).joinpath(schema_file(database)).read_text(encoding="utf-8")
     async with conn.transaction():
-        # Two processes creating the same table at once would collide in the catalogue.
+        # Two provisioners creating the same table at once would collide in the catalogue.
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
+        if owner is not None:
+            await conn.execute(f'SET LOCAL ROLE "{owner}"')
         await conn.execute(sql)
-
-
-async def ensure_region_schema(conn: asyncpg.Connection) -> None:
-    await _apply(conn, "region_schema.sql")
-
-
-async def ensure_cm_schema(conn: asyncpg.Connection) -> None:
-    await _apply(conn, "cm_schema.sql")

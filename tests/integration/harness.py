@@ -1,204 +1,272 @@
-"""Runs the pipeline's processes for integration tests, and a workload client to drive them.
+"""What the integration tests drive the system with: the real processes (through the one
+launcher, mdmbus.cli.launcher), and a workload client that produces like the device side and
+the account service do, calls the gateways like tenants do, and reads every store, topic and
+log a rule must hold in.
 
-The processes are real (`mdmbus process ...` subprocesses against the test stack), share one
-accelerated clock with the test, and are stopped at the end of the module that started them.
+The processes share one accelerated clock with the test and are stopped at the end of the
+test or module that started them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.structs import TopicPartition
+from aiokafka.structs import RecordMetadata, TopicPartition
 
-from mdmbus import topics
+from mdmbus.cli.launcher import Launcher
 from mdmbus.clock import Clock
+from mdmbus.connections import kafka_options, pg_pool
 from mdmbus.contract import default_registry
-from mdmbus.regions import CM_DATABASE, REGIONS, region_database
-from mdmbus.settings import Settings
+from mdmbus.identities import ADMIN
+from mdmbus.regions import CM_DATABASE, DIRECTORY_DATABASE, REGIONS, region_database
+from mdmbus.services.connector.client import GatewayClient, client_ssl_context
 from mdmbus.services.simulators.records import RecordFactory
-from mdmbus.services.stores.schema import ensure_cm_schema, ensure_region_schema
+from mdmbus.settings import Settings
+from mdmbus.stack import issuer
+from mdmbus.stack.pki import write_private
+from mdmbus.topics import TopicKind, all_topics, parse_topic, topic_name
+from tests.conftest import wait_for
 
-__all__ = ["Processes", "Workload", "COUNTRY_OF", "end_process"]
+__all__ = ["launcher", "Workload", "COUNTRY_OF", "ALL_PROCESSES"]
 
 COUNTRY_OF = {"na": "US", "eu": "DE", "ap": "JP"}
+#: (name, region) of every process, for tests that run the whole system.
+ALL_PROCESSES = (("pipeline", "all"), ("sweeper", "all"), ("gateway", "all"),
+                 ("cm-connector", None))
 
 
-def end_process(proc: subprocess.Popen, grace_s: float = 30) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within ``grace_s``."""
-    proc.terminate()
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-@dataclass
-class Processes:
-    settings: Settings
-    log_dir: Path
-    speed: float
-    origin: float = field(default_factory=time.time)
-    #: /metrics port of each process (none where not given).
-    metrics_ports: dict[str, int] = field(default_factory=dict)
-    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
-
-    @property
-    def clock(self) -> Clock:
-        return Clock(self.speed, self.origin)
-
-    def env(self) -> dict[str, str]:
-        return dict(os.environ, MDMBUS_CLOCK_SPEED=repr(self.speed),
-                    MDMBUS_CLOCK_ORIGIN=repr(self.origin), MDMBUS_SWEEP_INTERVAL="0.2",
-                    MDMBUS_BATCH_WAIT="0.05", PYTHONUNBUFFERED="1")
-
-    def start(self, *names: str) -> None:
-        for name in names or ("pipeline", "cm-connector", "sweeper"):
-            log = open(self.log_dir / f"{name}.log", "ab")
-            env = self.env()
-            if name in self.metrics_ports:
-                env["MDMBUS_METRICS_PORT"] = str(self.metrics_ports[name])
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "mdmbus", "process", name], env=env,
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        proc = self.procs.pop(name)
-        proc.send_signal(sig)
-        proc.wait(60)
-
-    def stop(self) -> None:
-        for name in list(self.procs):
-            end_process(self.procs.pop(name))
-
-    def assert_alive(self) -> None:
-        for name, proc in self.procs.items():
-            assert proc.poll() is None, f"{name} exited: {self.tail(name)}"
-
-    def tail(self, name: str, lines: int = 40) -> str:
-        path = self.log_dir / f"{name}.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+def launcher(settings: Settings, log_dir: Path, speed: float, origin: float | None = None,
+             **env: str) -> Launcher:
+    """A launcher for the test stack: a fast sweep and batch wait, the CM connector's token
+    directory under ``log_dir``."""
+    tokens = log_dir / "tokens"
+    tokens.mkdir(parents=True, exist_ok=True, mode=0o700)
+    base = dict(os.environ, MDMBUS_SWEEP_INTERVAL="0.2", MDMBUS_BATCH_WAIT="0.05",
+                MDMBUS_CM_TOKENS=str(tokens), **env)
+    return Launcher(log_dir, Clock(speed, origin or time.time()), base)
 
 
 class Workload:
-    """Produces records like the CM side and devices do, and reads what the stores hold."""
+    """Produces records like the device side and the account service, calls the gateways
+    like tenants, and reads what every store holds."""
 
-    def __init__(self, settings: Settings, clock: Clock, seed: int = 0) -> None:
+    def __init__(self, settings: Settings, clock: Clock, seed: int = 0,
+                 tokens_dir: Path | None = None) -> None:
         self.settings = settings
         self.clock = clock
         self.factory = RecordFactory(seed)
         self.contract = default_registry()
+        self.tokens_dir = tokens_dir
         self.producer: AIOKafkaProducer | None = None
         self.pools: dict[str, asyncpg.Pool] = {}
+        #: tenant -> region, of the tenants this workload onboarded.
+        self.region_of: dict[str, str] = {}
+        self._clients: list[GatewayClient] = []
+        self._ssl = client_ssl_context(settings.ca_path)
 
     async def __aenter__(self) -> "Workload":
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap,
+        self.producer = AIOKafkaProducer(**kafka_options(self.settings, ADMIN),
                                          acks="all", enable_idempotence=True, linger_ms=2)
         await self.producer.start()
-        for db in [region_database(r) for r in REGIONS] + [CM_DATABASE]:
-            self.pools[db] = await asyncpg.create_pool(self.settings.pg_dsn(db), min_size=1, max_size=2)
-            async with self.pools[db].acquire() as conn:
-                await (ensure_cm_schema if db == CM_DATABASE else ensure_region_schema)(conn)
+        for db in [*(region_database(r) for r in REGIONS), DIRECTORY_DATABASE, CM_DATABASE]:
+            self.pools[db] = await pg_pool(self.settings, db, None, min_size=1,
+                                                       max_size=3)
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
+        for client in self._clients:
+            await client.close()
         await self.producer.stop()
         for pool in self.pools.values():
             await pool.close()
 
+    # ---------------------------------------------------------------- producing
+
     def make(self, kind: str, tenant: str, **kw: Any) -> dict[str, Any]:
         return self.factory.make(kind, tenant, self.clock.now_ms(), **kw)
 
-    async def send(self, kind: str, record: dict[str, Any]) -> dict[str, Any]:
+    def topic_of(self, kind: str, region: str | None) -> str:
+        spec = self.contract.spec(kind)
+        return topic_name(spec.topic, None if spec.topic == TopicKind.TENANT_LIFECYCLE else region)
+
+    async def send(self, kind: str, record: dict[str, Any], region: str | None = None,
+                   key: bytes | None = ...) -> RecordMetadata:
+        """Sends to the kind's topic in ``region`` (default: the tenant's)."""
+        region = region or self.region_of.get(str(record["envelope"]["tenant_id"]))
         value = self.contract.codec.encode(kind, record)
-        await self.send_raw(self.contract.spec(kind).topic, value, self.contract.key(kind, record))
+        return await self.send_raw(self.topic_of(kind, region), value,
+                                   self.contract.key(kind, record) if key is ... else key)
+
+    async def send_raw(self, topic: str, value: bytes | None, key: bytes | None = None,
+                       headers: list | None = None) -> RecordMetadata:
+        return await self.producer.send_and_wait(topic, value=value, key=key, headers=headers)
+
+    async def produce(self, kind: str, tenant: str, region: str | None = None,
+                      **kw: Any) -> dict[str, Any]:
+        record = self.make(kind, tenant, **kw)
+        await self.send(kind, record, region)
         return record
 
-    async def send_raw(self, topic: str, value: bytes, key: bytes | None = None) -> None:
-        await self.producer.send_and_wait(topic, value=value, key=key)
-
-    async def produce(self, kind: str, tenant: str, **kw: Any) -> dict[str, Any]:
-        return await self.send(kind, self.make(kind, tenant, **kw))
-
-    async def onboard(self, region: str) -> str:
+    async def onboard(self, region: str, country: str | None = None) -> str:
         tenant = self.factory.uuid()
-        await self.produce("tenant_onboarded", tenant, country=COUNTRY_OF[region])
+        self.region_of[tenant] = region
+        await self.produce("tenant_onboarded", tenant, country=country or COUNTRY_OF[region])
         return tenant
+
+    async def onboarded(self, region: str, timeout_s: float = 60) -> str:
+        """A tenant onboarded and applied in ``region``'s store."""
+        tenant = await self.onboard(region)
+        await wait_for(lambda: self.tenant_region(tenant), timeout_s, f"tenant onboarded in {region}")
+        return tenant
+
+    # ---------------------------------------------------------------- tenants' door
+
+    def token(self, tenant: str, role: str, ttl_s: float = 3600) -> str:
+        return issuer(self.settings).issue(tenant, role, ttl_s)
+
+    def client(self, tenant: str, role: str = "connector", region: str | None = None,
+               token: str | None = None) -> GatewayClient:
+        region = region or self.region_of[tenant]
+        client = GatewayClient(self.settings.gateway_url(region),
+                               token or self.token(tenant, role), self._ssl)
+        self._clients.append(client)
+        return client
+
+    def connect_cm(self, tenant: str) -> Path:
+        """Gives the tenant's CM connector its token file (the connector picks it up)."""
+        path = self.tokens_dir / f"{tenant}.json"
+        import json
+        write_private(path, json.dumps({
+            "tenant_id": tenant, "gateway": self.settings.gateway_url(self.region_of[tenant]),
+            "token": self.token(tenant, "connector", 24 * 3600)}).encode())
+        return path
+
+    # ---------------------------------------------------------------- reading the stores
 
     def region_pool(self, region: str) -> asyncpg.Pool:
         return self.pools[region_database(region)]
+
+    @property
+    def directory(self) -> asyncpg.Pool:
+        return self.pools[DIRECTORY_DATABASE]
 
     @property
     def cm(self) -> asyncpg.Pool:
         return self.pools[CM_DATABASE]
 
     async def tenant_region(self, tenant: str) -> str | None:
+        """The region whose store holds the tenant's row (None: none does)."""
         for region in REGIONS:
             if await self.region_pool(region).fetchval(
                     "SELECT 1 FROM tenants WHERE tenant_id = $1", uuid.UUID(tenant)):
                 return region
         return None
 
-    async def stored(self, region: str, record_ids: list[str], with_body: bool = True) -> set[str]:
+    async def directory_state(self, tenant: str) -> str | None:
+        return await self.directory.fetchval(
+            "SELECT state FROM tenant_directory WHERE tenant_id = $1", uuid.UUID(tenant))
+
+    async def stored(self, region: str, record_ids: Iterable[str], with_body: bool = True) -> set[str]:
         rows = await self.region_pool(region).fetch(
             "SELECT record_id FROM records WHERE record_id = ANY($1::uuid[])"
             + (" AND body IS NOT NULL" if with_body else ""), [uuid.UUID(r) for r in record_ids])
         return {str(r["record_id"]) for r in rows}
 
-    async def anywhere(self, record_ids: list[str]) -> dict[str, set[str]]:
+    async def anywhere(self, record_ids: Iterable[str]) -> dict[str, set[str]]:
         """Which region stores hold data (a body) of these records."""
-        return {region: await self.stored(region, record_ids) for region in REGIONS}
+        ids = list(record_ids)
+        return {region: await self.stored(region, ids) for region in REGIONS}
 
-    async def dead_letters(self, start_offsets: dict[TopicPartition, int], want: set[str] | None = None,
-                           timeout_s: float = 60.0) -> list[Any]:
-        """Reads the dead-letter topic from ``start_offsets`` until ``want`` record ids (or
-        keys) have all been seen, or the deadline."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
+    async def dead_letter(self, region: str, meta: RecordMetadata) -> asyncpg.Record | None:
+        """The dead-letter row of the message sent as ``meta`` (its source location)."""
+        return await self.region_pool(region).fetchrow(
+            "SELECT * FROM dead_letters WHERE source_topic = $1 AND source_partition = $2"
+            " AND source_offset = $3", meta.topic, meta.partition, meta.offset)
+
+    async def audited(self, region: str, rule: str, record_ids: Iterable[str]) -> list[str]:
+        """Every audit entry of these ids under ``rule``, one per entry (duplicates show)."""
+        ids = [uuid.UUID(i) for i in record_ids]
+        rows = await self.region_pool(region).fetch(
+            "SELECT record_ids FROM deletion_audit WHERE rule = $1 AND record_ids && $2::uuid[]",
+            rule, ids)
+        wanted = set(ids)
+        return [str(i) for r in rows for i in r["record_ids"] if i in wanted]
+
+    # ---------------------------------------------------------------- reading the topics
+
+    async def end_offsets(self, topic: str) -> dict[TopicPartition, int]:
+        consumer = AIOKafkaConsumer(**kafka_options(self.settings, ADMIN))
+        await consumer.start()
+        try:
+            return await consumer.end_offsets(_partitions(topic))
+        finally:
+            await consumer.stop()
+
+    async def read_all(self, topics: Iterable[str] | None = None) -> list[Any]:
+        """Every message still readable (from each partition's log start to its end) in the
+        given topics, or in every mdmbus topic."""
+        names = list(topics) if topics is not None else [n for n, _ in all_topics()]
+        consumer = AIOKafkaConsumer(**kafka_options(self.settings, ADMIN),
                                     enable_auto_commit=False)
         await consumer.start()
-        out = []
+        out: list[Any] = []
         try:
-            consumer.assign(list(start_offsets))
-            for tp, off in start_offsets.items():
-                consumer.seek(tp, off)
-            deadline = time.monotonic() + timeout_s
-            while time.monotonic() < deadline:
-                batch = await consumer.getmany(timeout_ms=300)
-                for msgs in batch.values():
-                    out.extend(msgs)
-                if want is not None and want <= self._ids_in(out):
-                    break
-                if want is None and not batch:
-                    break
+            tps = [tp for t in names for tp in _partitions(t)]
+            consumer.assign(tps)
+            starts = await consumer.beginning_offsets(tps)
+            ends = await consumer.end_offsets(tps)
+            for tp in tps:
+                consumer.seek(tp, starts[tp])
+            todo = {tp for tp in tps if ends[tp] > starts[tp]}
+            deadline = time.monotonic() + 60
+            while todo and time.monotonic() < deadline:
+                for tp, msgs in (await consumer.getmany(*todo, timeout_ms=500)).items():
+                    out += msgs
+                    if msgs and msgs[-1].offset + 1 >= ends[tp]:
+                        todo.discard(tp)
+                for tp in list(todo):  # truncated meanwhile: nothing more to read there
+                    if await consumer.position(tp) >= ends[tp]:
+                        todo.discard(tp)
         finally:
             await consumer.stop()
         return out
 
-    def _ids_in(self, messages: list[Any]) -> set[str]:
-        ids = set()
-        for m in messages:
-            try:
-                ids.add(str(self.contract.codec.decode(m.value).record["envelope"]["record_id"]))
-            except Exception:
-                ids.add(m.value.hex() if m.value else "")
-        return ids
 
-    async def end_offsets(self, topic: str) -> dict[TopicPartition, int]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap)
+
+def _partitions(topic: str) -> list[TopicPartition]:
+    """The partitions of an mdmbus topic, as the catalogue declares them (a consumer that has
+    not subscribed knows no topic's partitions)."""
+    return [TopicPartition(topic, p) for p in range(parse_topic(topic)[0].partitions)]
+
+
+async def rewind(settings: Settings, group: str, offsets: dict[TopicPartition, int] | None = None,
+                 topics: Iterable[str] = (), timeout_s: float = 60) -> None:
+    """Sets ``group``'s committed offsets (``offsets``, or the log start of every partition of
+    ``topics``). The group's processes must be stopped; a killed member stays in the group
+    until its session times out, so this retries until the broker takes the commit."""
+    from aiokafka.errors import CommitFailedError, KafkaError
+    deadline = time.monotonic() + timeout_s
+    while True:
+        consumer = AIOKafkaConsumer(**kafka_options(settings, ADMIN), group_id=group,
+                                    enable_auto_commit=False)
         await consumer.start()
         try:
-            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or
-                   range(topics.topic(topic).partitions)]
-            return await consumer.end_offsets(tps)
+            tps = list(offsets) if offsets is not None else \
+                [tp for t in topics for tp in _partitions(t)]
+            consumer.assign(tps)
+            target = offsets if offsets is not None else await consumer.beginning_offsets(tps)
+            await consumer.commit(dict(target))
+            return
+        except (CommitFailedError, KafkaError):
+            if time.monotonic() > deadline:
+                raise
         finally:
             await consumer.stop()
+        await asyncio.sleep(0.5)

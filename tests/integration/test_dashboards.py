@@ -1,8 +1,9 @@
 """Every dashboard panel and every alert, evaluated by a real Prometheus scraping the real
 processes while a simulated workload exercises every rule.
 
-The pipeline, the CM connector and the sweeper run as processes (tests/integration/harness.py)
-on a clock a million times faster than real time, each serving /metrics on a free port. The
+The pipeline, the sweeper, the gateway (each for every region) and the CM connector run as
+processes (through the launcher of tests/integration/harness.py) on a clock a million times
+faster than real time, each serving /metrics on a free port. The
 Prometheus server of Debian's `prometheus` package scrapes them every second with a copy of
 ops/prometheus/prometheus.yml (ports substituted) and ops/prometheus/alerts.yml as its rules.
 
@@ -18,7 +19,8 @@ What is checked, through /api/v1/query:
   metric that does not exist (non-zero too where it is a rate of the workload's activity,
   e.g. dead letters). The alerts are written to give 0 when healthy; whether they fire
   at the right thresholds is tested by promtool in tests/unit/test_ops_config.py;
-- the compliance headline reads 0: no row is kept past its deadline.
+- the compliance headlines read 0: no row is kept past its deadline, no processed copy stays
+  readable in Kafka past its bound.
 
 Expressions are polled until they have data or a shared deadline passes (no blind sleeps).
 """
@@ -44,12 +46,14 @@ from typing import Any
 import pytest
 import yaml
 
-from mdmbus import topics
+from mdmbus.cli.launcher import end_process
 from mdmbus.cli.processes import PROCESSES
 from mdmbus.regions import REGIONS
+from mdmbus.services.connector.client import GatewayError
 from mdmbus.services.simulators.records import UPLOAD_KINDS
+from mdmbus.topics import TopicKind, topic_name
 from tests.conftest import wait_for
-from tests.integration.harness import Processes, Workload, end_process
+from tests.integration.harness import ALL_PROCESSES, Workload, launcher
 from tests.unit.test_ops_config import (PROMETHEUS_DIR, alert_rules, dashboard_variables,
                                         label_values_as_promql, load_dashboards, panel_queries,
                                         split_comparison, substitute, variable_queries)
@@ -134,10 +138,10 @@ def ports() -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def pipeline(stack, ports, tmp_path_factory):
-    procs = Processes(stack, tmp_path_factory.mktemp("dashboards"), speed=SPEED,
-                      metrics_ports={name: ports[name] for name in PROCESSES})
+    procs = launcher(stack, tmp_path_factory.mktemp("dashboards"), speed=SPEED)
     try:
-        procs.start()
+        for name, region in ALL_PROCESSES:
+            procs.start(name, region, metrics_port=ports[name])
         yield procs
     finally:
         procs.stop()
@@ -226,6 +230,7 @@ async def _uploads_and_replay(work: Workload, region: str) -> None:
 
 async def _relay(work: Workload, region: str) -> None:
     tenant = await _onboarded(work, region)
+    work.connect_cm(tenant)  # its CM connector downloads them through the gateway
     ids = [(await work.produce(kind, tenant, device_id=work.factory.uuid()))["envelope"]["record_id"]
            for _ in range(2) for kind in ("R1", "R2", "R3", "R4", "R5", "R6")]
     await wait_for(lambda: work.cm.fetchval(
@@ -244,6 +249,10 @@ async def _sessions_and_inventory(work: Workload, region: str) -> None:
                 ["envelope"]["record_id"] for _ in range(4)]
     cached = [(await work.produce("inventory_cache", tenant, device_id=device))["envelope"]["record_id"]
               for _ in range(3)]
+    # A command of a session that is not known: its fallback deadline (15 simulated minutes,
+    # a millisecond here) has passed by the time it is written: not stored.
+    await work.produce("device_command", tenant, device_id=work.factory.uuid(),
+                       session_id=work.factory.uuid())
     await wait_for(lambda: _stored(work, region, cached), 60, f"inventory cached in {region}")
     await work.produce("device_unenrolled", tenant, device_id=device)
     await wait_for(lambda: _gone(work, region, cached), 60, f"inventory cache removed in {region}")
@@ -276,10 +285,39 @@ async def _cancellation(work: Workload, region: str) -> None:
 
 
 async def _invalid(work: Workload) -> None:
-    for i in range(12):  # keys spread over the partitions
-        await work.send_raw(topics.UPLOAD, b"not an avro record %d" % i, key=b"garbage-%d" % i)
-        await work.send_raw(topics.RELAY, b"\xc3\x01garbage %d" % i, key=b"garbage-%d" % i)
-    await work.produce("U9", work.factory.uuid())  # a tenant never onboarded
+    for region in REGIONS:
+        for i in range(4):  # keys spread over the partitions
+            await work.send_raw(topic_name(TopicKind.UPLOAD, region), b"not an avro record %d" % i,
+                                key=b"garbage-%d" % i)
+            await work.send_raw(topic_name(TopicKind.RELAY, region), b"\xc3\x01garbage %d" % i,
+                                key=b"garbage-%d" % i)
+    await work.produce("U9", work.factory.uuid(), region="eu")  # a tenant never onboarded
+
+
+async def _gateway(work: Workload, region: str) -> None:
+    """A tenant's systems at its region's door: uploads (one record refused), status, export,
+    and callers with tokens the gateway refuses."""
+    from mdmbus.contract import to_json
+    tenant = await _onboarded(work, region)
+    records = [work.make(kind, tenant) for kind in ("U1", "U9", "U12")]
+    lines = [{"kind": r["envelope"]["kind"],
+              "record": to_json(work.contract.spec(r["envelope"]["kind"]).expanded, r)}
+             for r in records]
+    foreign = work.make("U1", work.factory.uuid())
+    lines.append({"kind": "U1", "record": to_json(work.contract.spec("U1").expanded, foreign)})
+    answer = await work.client(tenant, "connector").upload(lines)
+    assert len(answer["accepted"]) == 3 and answer["refused"][0]["reason"] == "foreign_tenant"
+    await work.client(tenant, "auditor").status()
+    [line async for line in work.client(tenant, "admin").export()]
+    for token in ("not-a-token", work.token(tenant, "connector", ttl_s=-3600)):
+        try:
+            await work.client(tenant, token=token).status()
+        except GatewayError as exc:
+            assert exc.status == 401
+        else:
+            raise AssertionError("a bad token was accepted")
+    ids = [r["envelope"]["record_id"] for r in records]
+    await wait_for(lambda: _stored(work, region, ids), 60, f"uploads through the {region} gateway")
 
 
 @pytest.fixture(scope="module")
@@ -291,13 +329,15 @@ async def workload(stack, pipeline, prometheus):
     label set touched in one burst (six relay kinds, a replay, the garbage) first appears with
     its final value, and its rate reads 0. The second round, started once Prometheus has
     scraped the first, moves every series the first one created."""
-    async with Workload(stack, pipeline.clock, seed=uuid.uuid4().int) as work:
+    async with Workload(stack, pipeline.clock, seed=uuid.uuid4().int,
+                        tokens_dir=pipeline.log_dir / "tokens") as work:
         for round_ in (1, 2):
             scenarios = [_invalid(work)]
             for region in REGIONS:
                 scenarios += [_uploads_and_replay(work, region), _relay(work, region),
                               _sessions_and_inventory(work, region),
-                              _retention_and_purge(work, region), _cancellation(work, region)]
+                              _retention_and_purge(work, region), _cancellation(work, region),
+                              _gateway(work, region)]
             await asyncio.gather(*scenarios)
             pipeline.assert_alive()
             if round_ == 1:
@@ -332,7 +372,8 @@ def _expressions() -> list[tuple[str, str]]:
 
 
 #: Alerts whose query reads 0 on a healthy pipeline, even with rates over the workload.
-ZERO_WHEN_HEALTHY = {"MdmbusStoreWriteFailing", "MdmbusSessionCommandsPastOneHour"}
+ZERO_WHEN_HEALTHY = {"MdmbusStoreWriteFailing", "MdmbusSessionCommandsPastOneHour",
+                     "MdmbusGatewayErrors"}
 
 
 def _moves(expr: str) -> bool:
@@ -410,3 +451,10 @@ async def test_no_row_is_kept_past_its_deadline(prometheus, workload):
     late = {(s["metric"]["region"], s["metric"]["rule"]): s["value"][1] for s in result
             if float(s["value"][1]) != 0}
     assert not late, f"rows past their deadline (must be 0): {late}"
+
+
+async def test_no_processed_copy_stays_readable_past_its_bound(prometheus, workload):
+    result = await _has_data(prometheus, "sum by (topic) (mdmbus_transit_readable_past_bound)",
+                             workload)
+    readable = {s["metric"]["topic"]: s["value"][1] for s in result if float(s["value"][1]) != 0}
+    assert not readable, f"processed copies readable past their bound (must be 0): {readable}"

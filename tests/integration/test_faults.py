@@ -17,13 +17,16 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from mdmbus import topics
+from mdmbus.cli.launcher import Launcher
+from mdmbus.contract.limits import is_canonical_uuid
+from mdmbus.contract.verdict import Refused, check_message
 from mdmbus.regions import REGIONS
-from mdmbus.stack import kafka, postgres
 from mdmbus.services.rules.compliance import rows_past_deadline
 from mdmbus.services.sweeper import PAST_DEADLINE_TOLERANCE_S
+from mdmbus.stack import kafka, postgres
+from mdmbus.topics import TopicKind, topic_name
 from tests.conftest import wait_for
-from tests.integration.harness import Processes, Workload
+from tests.integration.harness import ALL_PROCESSES, Workload, launcher
 
 pytestmark = pytest.mark.integration
 
@@ -39,16 +42,27 @@ class Load:
 
 @pytest.fixture
 def procs(stack, tmp_path):
-    p = Processes(stack, tmp_path, speed=1.0)
+    p = launcher(stack, tmp_path, speed=1.0)
     yield p
     p.stop()
+
+
+def _start_all(procs) -> None:
+    for name, region in ALL_PROCESSES:
+        procs.start(name, region)
+
+
+def _workload(stack, procs) -> Workload:
+    return Workload(stack, procs.clock, seed=uuid.uuid4().int, tokens_dir=procs.log_dir / "tokens")
 
 
 async def _tenants(work: Workload, per_region: int = 2) -> dict[str, str]:
     tenants = {}
     for region in REGIONS:
         for _ in range(per_region):
-            tenants[await work.onboard(region)] = region
+            tenant = await work.onboard(region)
+            tenants[tenant] = region
+            work.connect_cm(tenant)  # its CM connector downloads its relay records
 
     async def onboarded() -> bool:
         return all([await work.tenant_region(t) == r for t, r in tenants.items()])
@@ -67,12 +81,15 @@ async def _produce(work: Workload, load: Load, count: int, relay_every: int = 10
         kind = f"U{rng.randrange(1, 15)}"
         record = work.make(kind, tenant)
         value = work.contract.codec.encode(kind, record)
-        await _send_retrying(work, topics.UPLOAD, value, work.contract.key(kind, record))
+        region = load.tenants[tenant]
+        await _send_retrying(work, topic_name(TopicKind.UPLOAD, region), value,
+                             work.contract.key(kind, record))
         load.uploads[record["envelope"]["record_id"]] = value
         if i % relay_every == 0:
             relay = work.make(f"R{rng.randrange(1, 7)}", tenant, device_id=work.factory.uuid())
             kind = relay["envelope"]["kind"]
-            await _send_retrying(work, topics.RELAY, work.contract.codec.encode(kind, relay),
+            await _send_retrying(work, topic_name(TopicKind.RELAY, region),
+                                 work.contract.codec.encode(kind, relay),
                                  work.contract.key(kind, relay))
             load.relays[relay["envelope"]["record_id"]] = tenant
         if i % pause_every == 0:
@@ -90,7 +107,7 @@ async def _send_retrying(work: Workload, topic: str, value: bytes, key: bytes) -
     raise AssertionError("the broker did not come back within a minute")
 
 
-async def _check(work: Workload, load: Load, procs: Processes, timeout_s: float = 240) -> None:
+async def _check(work: Workload, load: Load, procs: Launcher, timeout_s: float = 240) -> None:
     """Record by record: every upload stored once with its bytes, every relay in CM and gone
     from the cloud, nothing in a region it does not belong to."""
     by_region: dict[str, list[str]] = {r: [] for r in REGIONS}
@@ -127,17 +144,23 @@ async def _check(work: Workload, load: Load, procs: Processes, timeout_s: float 
                 return False
         return True
     await wait_for(relayed, timeout_s, f"{len(relay_ids)} relay records in CM, gone from the cloud")
-    # Nothing deleted early: each cloud copy went after CM had committed it.
+    # Nothing deleted early: each cloud copy went after CM had received it, and every one of
+    # them was deleted by an acknowledgement, once.
     received = {r["record_id"]: r["received_at"] for r in await work.cm.fetch(
         "SELECT record_id, received_at FROM relayed_records WHERE record_id = ANY($1::uuid[])",
         relay_ids)}
+    deleted_at: dict = {}
     for region in REGIONS:
         for row in await work.region_pool(region).fetch(
                 "SELECT record_ids, deleted_at_real FROM deletion_audit WHERE"
                 " rule = 'delete_after_download' AND record_ids && $1::uuid[]", relay_ids):
             for rid in row["record_ids"]:
                 if rid in received:
-                    assert row["deleted_at_real"] >= received[rid], "deleted before CM had it"
+                    assert rid not in deleted_at, f"{rid} deleted (and audited) twice"
+                    deleted_at[rid] = row["deleted_at_real"]
+    assert set(deleted_at) == set(relay_ids), "a relay record's deletion is not audited"
+    for rid, when in deleted_at.items():
+        assert when >= received[rid], "deleted before CM had it"
     # Nothing kept past its deadline, in any store.
     late = work.clock.now_dt() - dt.timedelta(seconds=PAST_DEADLINE_TOLERANCE_S * work.clock.speed)
     for region in REGIONS:
@@ -148,7 +171,7 @@ def _tenant_of(work: Workload, value: bytes) -> str:
     return str(work.contract.codec.decode(value).record["envelope"]["tenant_id"])
 
 
-async def _run(work: Workload, procs: Processes, count: int, fault) -> Load:
+async def _run(work: Workload, procs: Launcher, count: int, fault) -> Load:
     load = Load(await _tenants(work))
     producing = asyncio.create_task(_produce(work, load, count))
     await fault(load)
@@ -170,22 +193,22 @@ async def _once_stored(work: Workload, load: Load, n: int) -> None:
 
 
 async def test_every_process_killed_at_random_moments_and_restarted(stack, procs):
-    procs.start()
+    _start_all(procs)
     rng = random.Random()
-    async with Workload(stack, procs.clock, seed=uuid.uuid4().int) as work:
+    async with _workload(stack, procs) as work:
         async def fault(load: Load) -> None:
             for round_ in range(3):
                 await _once_stored(work, load, 300 * (round_ + 1))
-                for name in ("pipeline", "cm-connector", "sweeper"):
+                for name, region in ALL_PROCESSES:
                     await asyncio.sleep(rng.random() * 0.5)  # a random moment, not a sync
-                    procs.kill(name, signal.SIGKILL)
-                    procs.start(name)
+                    procs.kill(name if region is None else f"{name}-{region}", signal.SIGKILL)
+                    procs.start(name, region)
         await _run(work, procs, 1500, fault)
 
 
 async def test_broker_stopped_and_restarted_mid_load(stack, procs):
-    procs.start()
-    async with Workload(stack, procs.clock, seed=uuid.uuid4().int) as work:
+    _start_all(procs)
+    async with _workload(stack, procs) as work:
         async def fault(load: Load) -> None:
             await _once_stored(work, load, 200)
             await asyncio.to_thread(kafka.stop, stack)
@@ -194,8 +217,8 @@ async def test_broker_stopped_and_restarted_mid_load(stack, procs):
 
 
 async def test_postgres_stopped_and_restarted_mid_load(stack, procs):
-    procs.start()
-    async with Workload(stack, procs.clock, seed=uuid.uuid4().int) as work:
+    _start_all(procs)
+    async with _workload(stack, procs) as work:
         async def fault(load: Load) -> None:
             await _once_stored(work, load, 200)
             await asyncio.to_thread(postgres.stop, stack)
@@ -207,91 +230,163 @@ async def test_postgres_stopped_and_restarted_mid_load(stack, procs):
         await _run(work, procs, 1200, fault)
 
 
-async def test_scale_out_two_workers_share_partitions_and_survive_losing_one(stack, procs, tmp_path):
-    procs.start("cm-connector", "sweeper")
-    second = Processes(stack, tmp_path / "second", speed=procs.speed, origin=procs.origin)
-    (tmp_path / "second").mkdir()
-    procs.start("pipeline")
-    second.start("pipeline")
-    try:
-        async with Workload(stack, procs.clock, seed=uuid.uuid4().int) as work:
-            async def fault(load: Load) -> None:
-                await _once_stored(work, load, 400)
-                second.kill("pipeline", signal.SIGKILL)  # its partitions move to the other
-            await _run(work, procs, 1500, fault)
-        assert "Setting newly assigned partitions" in procs.tail("pipeline", 400)
-    finally:
-        second.stop()
+async def test_scale_out_two_workers_share_partitions_and_survive_losing_one(stack, procs):
+    """Two workers of every region share its partitions; one is killed mid-load and the other
+    takes its partitions over, storing nothing twice and losing nothing."""
+    for name, region in ALL_PROCESSES:
+        if name != "pipeline":
+            procs.start(name, region)
+    for region in REGIONS:
+        procs.start("pipeline", region, key=f"pipeline-{region}-1")
+        procs.start("pipeline", region, key=f"pipeline-{region}-2")
+    total = 4 * 6  # a region's four record topics, six partitions each
+    async with _workload(stack, procs) as work:
+        async def fault(load: Load) -> None:
+            for region in REGIONS:
+                await wait_for(lambda: all(0 < _assigned(procs, f"pipeline-{region}-{n}", region)
+                                           < total for n in (1, 2)), 60,
+                               f"the two workers of {region} sharing its partitions")
+            await _once_stored(work, load, 400)
+            for region in REGIONS:  # their partitions move to the other worker of the region
+                procs.kill(f"pipeline-{region}-2", signal.SIGKILL)
+        await _run(work, procs, 1500, fault)
+    for region in REGIONS:  # once the killed worker's session has timed out
+        await wait_for(lambda: _assigned(procs, f"pipeline-{region}-1", region) == total, 60,
+                       f"the remaining worker of {region} taking the lost worker's partitions")
+
+
+def _assigned(procs, key: str, region: str) -> int:
+    """How many partitions the worker's latest assignment holds (mdmbus.streams.runtime logs
+    each one)."""
+    lines = [line for line in procs.tail(key, 5000).splitlines() if f"{region}: assigned [" in line]
+    return lines[-1].split(f"{region}: assigned", 1)[1].count("'mdm.") if lines else 0
 
 
 async def test_ten_thousand_poison_messages_mixed_into_valid_traffic(stack, procs):
     """Random, truncated, bit-flipped, wrong-fingerprint, oversized and valid-but-rule-breaking
-    messages among valid ones: no process crashes or stalls, every valid neighbour is stored,
-    and every poison message is a dead letter with its reason (or, for a bit flip that still
-    decodes to a valid record, stored as that record)."""
-    procs.start("pipeline")
+    messages among valid ones, on every region's upload topic: no process crashes or stalls,
+    and every message is accounted for by its source offset: stored as exactly the record its
+    bytes are (a bit flip may still be a valid record), or a dead letter with the reason the
+    contract and the rules give for those bytes."""
+    procs.start("pipeline", "all")
     rng = random.Random(20261124)
-    async with Workload(stack, procs.clock, seed=uuid.uuid4().int) as work:
+    async with _workload(stack, procs) as work:
         load = Load(await _tenants(work, per_region=1))
         tenants = list(load.tenants)
-        start = await work.end_offsets(topics.DEAD_LETTER)
-        codec = work.contract.codec
-        poison_keys: dict[bytes, str] = {}  # key -> expected reason ("*" = any)
-        flipped: list[bytes] = []
-        sent_poison = 0
-        for i in range(12_000):
+        codec, registry = work.contract.codec, work.contract
+        futures = []  # (future of the metadata, value, tenant, expected reason or None)
+        for i in range(14_000):
             tenant = rng.choice(tenants)
-            if i % 6 == 0:
-                record = work.make("U9", tenant)
-                value = codec.encode("U9", record)
-                await work.producer.send(topics.UPLOAD, value=value, key=tenant.encode())
-                load.uploads[record["envelope"]["record_id"]] = value
-                continue
-            key = f"poison-{i}".encode()
-            kind = i % 7
+            topic = topic_name(TopicKind.UPLOAD, load.tenants[tenant])
+            key = tenant.encode()
             base = codec.encode("U1", work.make("U1", tenant))
-            if kind == 0:
-                value, reason = rng.randbytes(rng.randrange(0, 200)), "*"
+            kind = i % 7 if i % 6 else None
+            if kind is None:
+                value = codec.encode("U9", work.make("U9", tenant))
+            elif kind == 0:
+                value = rng.randbytes(rng.randrange(0, 200))
             elif kind == 1:
-                value, reason = base[:rng.randrange(10, len(base) - 1)], "*"
+                value = base[:rng.randrange(10, len(base) - 1)]
             elif kind == 2:
                 b = bytearray(base)
                 b[rng.randrange(10, len(b))] ^= 1 << rng.randrange(8)
-                value, reason = bytes(b), "*"
-                flipped.append(key)
+                value = bytes(b)
             elif kind == 3:
-                value, reason = b"\xc3\x01" + rng.randbytes(8) + base[10:], "unknown_fingerprint"
+                value = b"\xc3\x01" + rng.randbytes(8) + base[10:]
             elif kind == 4:
-                value = base + rng.randbytes(600 * 1024) if i % 500 == 4 else base[:2] + b"\x00" + base[3:]
-                reason = "oversized" if i % 500 == 4 else "*"
+                value = base + rng.randbytes(600 * 1024) if i % 500 == 4 else \
+                    base[:2] + b"\x00" + base[3:]
             elif kind == 5:
-                rec = work.make("U3", tenant, subject_name_format=
-                                "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----")
-                value, reason = codec.encode("U3", rec), "private_key_material"
+                value = codec.encode("U3", work.make("U3", tenant, subject_name_format=
+                                     "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----"))
             else:
                 stranger = work.factory.uuid()
-                value, reason = codec.encode("U1", work.make("U1", stranger)), "tenant_not_onboarded"
-            await work.producer.send(topics.UPLOAD, value=value, key=key)
-            poison_keys[key] = reason
-            sent_poison += 1
+                value = codec.encode("U1", work.make("U1", stranger))
+                key = stranger.encode()
+            # What the contract says of these bytes, as the pipeline will see them.
+            verdict = check_message(registry, value, key, TopicKind.UPLOAD)
+            expected = verdict.reason if isinstance(verdict, Refused) else None
+            futures.append((await work.producer.send(topic, value=value, key=key), value,
+                            expected))
         await work.producer.flush()
-        assert sent_poison >= 10_000
+        sent = [(await f, value, expected) for f, value, expected in futures]
+        # Poison: whatever must not be stored (refused by the contract, or by the rules: a
+        # valid record of a tenant never onboarded).
+        poison = [s for s in sent if s[2] is not None or str(
+            codec.decode(s[1]).record["envelope"]["tenant_id"]) not in load.tenants]
+        assert len(poison) >= 10_000
 
-        await _check(work, load, procs, timeout_s=300)
-        letters: dict[bytes, str] = {}
-
-        async def all_dead() -> bool:
+        async def accounted() -> list | None:
             procs.assert_alive()
-            for m in await work.dead_letters(start, timeout_s=3):
-                if m.key in poison_keys:
-                    letters[m.key] = dict(m.headers)["mdmbus.reason"].decode()
-            missing = set(poison_keys) - set(letters) - set(flipped)
-            return not missing
-        await wait_for(all_dead, 300, "every poison message in the dead letters")
-        for key, reason in poison_keys.items():
-            if key in letters:
-                assert reason in ("*", letters[key]), f"{key!r}: {letters[key]} != {reason}"
-                assert letters[key] != "processing_error", "an input fault reached the code"
-        # A bit flip that still decodes validly was stored as a record, not lost.
-        unaccounted = [k for k in flipped if k not in letters]
-        assert len(unaccounted) < len(flipped) / 2
+            left = await _unaccounted(work, load, sent)
+            return None if left else ["all"]
+        await wait_for(accounted, 300, "every message stored or dead-lettered", 2.0)
+        assert not await _unaccounted(work, load, sent, final=True)
+        # ... and no poison is also in a store: a refused record that decodes (a private key
+        # in a valid record, a tenant never onboarded) is a dead letter only.
+        refused_ids = set()
+        for meta, value, expected in poison:
+            try:
+                refused_ids.add(str(codec.decode(value).record["envelope"]["record_id"]))
+            except Exception:  # bytes that are no record at all have no id to store
+                continue
+        poisoned = {(m.topic, m.partition, m.offset) for m, _, _ in poison}
+        valid_ids = {str(codec.decode(v).record["envelope"]["record_id"]) for m, v, e in sent
+                     if (m.topic, m.partition, m.offset) not in poisoned}
+        refused_ids -= valid_ids  # a flipped copy may keep a valid record's id
+        refused_ids = {i for i in refused_ids if is_canonical_uuid(i)}  # else never a row id
+        stored = await work.anywhere(refused_ids)
+        assert not any(stored.values()), "refused records stored: " + ", ".join(
+            f"{len(ids)} in {region} (e.g. {sorted(ids)[:3]})" for region, ids in stored.items()
+            if ids)
+    procs.assert_alive()
+
+
+async def _unaccounted(work: Workload, load: Load, sent: list, final: bool = False) -> list:
+    """The messages not (yet) where their bytes say they belong; with ``final``, every
+    mismatch is an assertion naming the message."""
+    from collections import defaultdict
+    letters: dict = {}
+    for region in REGIONS:
+        for row in await work.region_pool(region).fetch(
+                "SELECT source_topic, source_partition, source_offset, reason, body, redacted"
+                " FROM dead_letters WHERE source_topic = $1 AND source_offset = ANY($2::bigint[])",
+                topic_name(TopicKind.UPLOAD, region),
+                [m.offset for m, _, _ in sent if m.topic.split(".")[1] == region]):
+            letters[(row["source_topic"], row["source_partition"], row["source_offset"])] = row
+    valid_ids = defaultdict(dict)
+    for meta, value, expected in sent:
+        if expected is None:
+            kind, record = work.contract.codec.decode(value)
+            valid_ids[meta.topic.split(".")[1]][record["envelope"]["record_id"]] = (meta, value)
+    bodies = {}
+    for region, ids in valid_ids.items():
+        for row in await work.region_pool(region).fetch(
+                "SELECT record_id::text AS id, body FROM records WHERE record_id = ANY($1::uuid[])",
+                list(ids)):
+            bodies[row["id"]] = row["body"]
+    left = []
+    for meta, value, expected in sent:
+        source = (meta.topic, meta.partition, meta.offset)
+        letter = letters.get(source)
+        if expected is not None:
+            ok = letter is not None and letter["reason"] == expected
+            if final:
+                assert letter is not None, f"poison at {source} ({expected}) is nowhere"
+                assert letter["reason"] == expected, (source, letter["reason"], expected)
+                assert b"PRIVATE KEY" not in (letter["body"] or b"")
+                assert letter["reason"] != "processing_error", "an input fault reached the code"
+        else:
+            record_id = str(work.contract.codec.decode(value).record["envelope"]["record_id"])
+            tenant = str(work.contract.codec.decode(value).record["envelope"]["tenant_id"])
+            if tenant in load.tenants:  # stored as exactly this record
+                ok = bodies.get(record_id) == value
+                if final:
+                    assert ok, f"valid message at {source} not stored as itself"
+            else:  # a valid record of a tenant never onboarded (e.g. a flipped tenant id)
+                ok = letter is not None and letter["reason"] == "tenant_not_onboarded"
+                if final:
+                    assert ok, (source, letter and letter["reason"])
+        if not ok:
+            left.append(source)
+    return left

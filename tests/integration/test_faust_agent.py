@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from mdmbus.cli.launcher import end_process
+from mdmbus.connections import kafka_options
+from mdmbus.identities import ADMIN
 from tests.conftest import wait_for
-from tests.integration.harness import end_process
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +36,7 @@ async def test_faust_agent_consumes_and_produces_on_the_real_broker(stack, make_
         assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
 
         sent = {f"k{i}".encode(): f"value-{i}".encode() for i in range(200)}
-        producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap)
+        producer = AIOKafkaProducer(**kafka_options(stack, ADMIN))
         await producer.start()
         try:
             for key, value in sent.items():
@@ -43,7 +45,7 @@ async def test_faust_agent_consumes_and_produces_on_the_real_broker(stack, make_
         finally:
             await producer.stop()
 
-        consumer = AIOKafkaConsumer(dst, bootstrap_servers=stack.kafka_bootstrap,
+        consumer = AIOKafkaConsumer(dst, **kafka_options(stack, ADMIN),
                                     auto_offset_reset="earliest", group_id=f"{dst}-reader")
         await consumer.start()
         got: dict[bytes, bytes] = {}

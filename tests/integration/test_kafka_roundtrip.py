@@ -7,6 +7,8 @@ import collections
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from mdmbus.connections import kafka_options
+from mdmbus.identities import ADMIN
 from tests.conftest import wait_for
 
 pytestmark = pytest.mark.integration
@@ -17,7 +19,7 @@ PER_KEY = 100
 
 async def test_ten_thousand_records_come_back_in_order_per_key(stack, make_topic):
     topic = await make_topic("roundtrip", partitions=6)
-    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all",
+    producer = AIOKafkaProducer(**kafka_options(stack, ADMIN), acks="all",
                                 linger_ms=5, enable_idempotence=True)
     await producer.start()
     try:
@@ -29,7 +31,7 @@ async def test_ten_thousand_records_come_back_in_order_per_key(stack, make_topic
     finally:
         await producer.stop()
 
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=stack.kafka_bootstrap,
+    consumer = AIOKafkaConsumer(topic, **kafka_options(stack, ADMIN),
                                 group_id=f"{topic}-reader", auto_offset_reset="earliest",
                                 enable_auto_commit=False)
     await consumer.start()

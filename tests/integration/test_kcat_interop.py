@@ -12,7 +12,7 @@ kcat sends each file named on its command line as one message (the whole file, b
 so binary values need no delimiter. kcat (librdkafka) partitions by CRC32 of the key unless told
 otherwise, which differs from the Java client and aiokafka (murmur2): an outside producer must set
 ``partitioner=murmur2_random`` for a tenant's records to share a partition with mdmbus's own (see
-:func:`test_kcat_record_on_mdm_upload_lands_where_mdmbus_puts_its_tenant`).
+:func:`test_kcat_record_on_an_upload_topic_lands_where_mdmbus_puts_its_tenant`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,11 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -34,11 +38,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from mdmbus import topics
 from mdmbus.canonical import fingerprint_bytes
 from mdmbus.codec import MARKER
+from mdmbus.connections import kafka_options
 from mdmbus.contract import default_registry, validate
+from mdmbus.identities import ADMIN
 from mdmbus.producer import prepare_record
+from mdmbus.topics import TopicKind, topic_name
 from tests.conftest import wait_for
 from tests.unit.examples import der, example, pem
 
@@ -49,15 +55,24 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 #: librdkafka's Java-compatible partitioner; kcat's default (consistent_random) is CRC32-based.
 JAVA_PARTITIONER = ("-X", "topic.partitioner=murmur2_random")
 KINDS = ["U9", "U4", "U10", "R1", "inventory_cache", "device_session", "device_command"]
+#: The topic the kcat record goes to (the eu region's upload topic).
+UPLOAD = topic_name(TopicKind.UPLOAD, "eu")
 
 
-def require_kcat() -> str:
-    """kcat's path; a missing kcat fails the test (in its body, so it reports as FAILED)."""
+def require_kcat(settings) -> list[str]:
+    """kcat's command line, connected as the stack's admin with the settings `mdmbus stack
+    client-config` writes (a client certificate: Debian's kcat cannot log in with SCRAM to
+    Kafka 4); a missing kcat fails the test (in its body, so it reports as FAILED)."""
     path = shutil.which("kcat")
     if path is None:
         pytest.fail("kcat is not on PATH: these tests need the kcat command-line tool (Debian "
                     "package kcat, installed by ./run; or: apt-get install kcat)", pytrace=False)
-    return path
+    config = settings.state_dir / "kcat-admin.conf"
+    if not config.exists():
+        subprocess.run([sys.executable, "-m", "mdmbus", "stack", "client-config", "--principal",
+                        ADMIN, "--auth", "certificate", "--output", str(config)], check=True,
+                       capture_output=True)
+    return [path, "-F", str(config), "-q"]
 
 
 # ---------------------------------------------------------------- records
@@ -172,15 +187,15 @@ async def run(*argv: str, timeout_s: float = 60) -> bytes:
     return out
 
 
-async def kcat_produce(kcat: str, bootstrap: str, topic: str, key: bytes, path: Path) -> None:
+async def kcat_produce(kcat: list[str], topic: str, key: bytes, path: Path) -> None:
     """One message: the whole of ``path`` as the value (kcat sends each named file as one)."""
-    await run(kcat, "-P", "-q", "-b", bootstrap, "-t", topic, "-k", key.decode("ascii"),
+    await run(*kcat, "-P", "-t", topic, "-k", key.decode("ascii"),
               *JAVA_PARTITIONER, str(path))
 
 
-async def kcat_value(kcat: str, bootstrap: str, topic: str, partition: int, offset: int) -> bytes:
+async def kcat_value(kcat: list[str], topic: str, partition: int, offset: int) -> bytes:
     """The raw value of one message, as kcat prints it with the format '%s'."""
-    return await run(kcat, "-C", "-q", "-b", bootstrap, "-t", topic, "-p", str(partition),
+    return await run(*kcat, "-C", "-t", topic, "-p", str(partition),
                      "-o", str(offset), "-c", "1", "-e", "-f", "%s")
 
 
@@ -192,7 +207,7 @@ async def test_fingerprints_match_the_schema_files() -> None:
 
 
 async def test_avro_library_bytes_sent_by_kcat_decode_in_mdmbus(stack, make_topic, tmp_path):
-    kcat = require_kcat()
+    kcat = require_kcat(stack)
     topic = await make_topic("kcat-in", partitions=3)
     tenant = str(uuid.uuid4())
     sent: dict[str, tuple[str, bytes, bytes, dict[str, Any]]] = {}
@@ -202,10 +217,10 @@ async def test_avro_library_bytes_sent_by_kcat_decode_in_mdmbus(stack, make_topi
         key = REGISTRY.key(kind, record)
         path = tmp_path / f"{kind}.bin"
         path.write_bytes(message)
-        await kcat_produce(kcat, stack.kafka_bootstrap, topic, key, path)
+        await kcat_produce(kcat, topic, key, path)
         sent[record["envelope"]["record_id"]] = (kind, key, message, record)
 
-    received = await read_topic(stack.kafka_bootstrap, topic, len(sent))
+    received = await read_topic(stack, topic, len(sent))
     assert len(received) == len(sent)
     for message in received:
         kind, record = REGISTRY.codec.decode(message.value)
@@ -219,8 +234,8 @@ async def test_avro_library_bytes_sent_by_kcat_decode_in_mdmbus(stack, make_topi
         assert message.value == REGISTRY.codec.encode(kind, want)
 
 
-async def test_kcat_record_on_mdm_upload_lands_where_mdmbus_puts_its_tenant(stack, tmp_path):
-    kcat = require_kcat()
+async def test_kcat_record_on_an_upload_topic_lands_where_mdmbus_puts_its_tenant(stack, tmp_path):
+    kcat = require_kcat(stack)
     record = make_record("U9", str(uuid.uuid4()))
     message = avro_write("U9", record)
     key = REGISTRY.key("U9", record)
@@ -228,14 +243,14 @@ async def test_kcat_record_on_mdm_upload_lands_where_mdmbus_puts_its_tenant(stac
     path = tmp_path / "u9.bin"
     path.write_bytes(message)
 
-    partitions = await partitions_of(stack.kafka_bootstrap, topics.UPLOAD)
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, group_id=None,
+    partitions = await partitions_of(stack, UPLOAD)
+    consumer = AIOKafkaConsumer(**kafka_options(stack, ADMIN), group_id=None,
                                 enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(partitions)
         before = await consumer.end_offsets(partitions)
-        await kcat_produce(kcat, stack.kafka_bootstrap, topics.UPLOAD, key, path)
+        await kcat_produce(kcat, UPLOAD, key, path)
         for tp in partitions:
             consumer.seek(tp, before[tp])
         found: list[ConsumerRecord] = []
@@ -247,7 +262,7 @@ async def test_kcat_record_on_mdm_upload_lands_where_mdmbus_puts_its_tenant(stac
                          if m.value and wanted in m.value)
             return bool(found)
 
-        await wait_for(arrived, 30, f"record {wanted.decode()} on {topics.UPLOAD}")
+        await wait_for(arrived, 30, f"record {wanted.decode()} on {UPLOAD}")
     finally:
         await consumer.stop()
 
@@ -261,10 +276,10 @@ async def test_kcat_record_on_mdm_upload_lands_where_mdmbus_puts_its_tenant(stac
 
 
 async def test_mdmbus_messages_read_by_kcat_decode_with_the_avro_library(stack, make_topic):
-    kcat = require_kcat()
+    kcat = require_kcat(stack)
     topic = await make_topic("kcat-out", partitions=3)
     tenant = str(uuid.uuid4())
-    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all",
+    producer = AIOKafkaProducer(**kafka_options(stack, ADMIN), acks="all",
                                 enable_idempotence=True)
     await producer.start()
     written = []
@@ -278,12 +293,12 @@ async def test_mdmbus_messages_read_by_kcat_decode_with_the_avro_library(stack, 
         await producer.stop()
 
     for kind, record, item, partition, offset in written:
-        raw = await kcat_value(kcat, stack.kafka_bootstrap, topic, partition, offset)
+        raw = await kcat_value(kcat, topic, partition, offset)
         assert raw == item.value, f"{kind}: kcat printed other bytes than were sent"
         assert plain(avro_read(kind, raw)) == record, f"{kind}: avro read another record"
 
     # kcat sees the same keys where aiokafka put them.
-    listing = await run(kcat, "-C", "-q", "-b", stack.kafka_bootstrap, "-t", topic,
+    listing = await run(*kcat, "-C", "-t", topic,
                         "-o", "beginning", "-e", "-f", "%p %o %k\\n")
     keys = {(int(p), int(o)): k.encode() for p, o, k in
             (line.split(" ") for line in listing.decode().splitlines())}
@@ -292,8 +307,8 @@ async def test_mdmbus_messages_read_by_kcat_decode_with_the_avro_library(stack, 
 
 # ---------------------------------------------------------------- reading with aiokafka
 
-async def partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def partitions_of(settings, topic: str) -> list[TopicPartition]:
+    admin = AIOKafkaAdminClient(**kafka_options(settings, ADMIN))
     await admin.start()
     try:
         [described] = await admin.describe_topics([topic])
@@ -302,9 +317,9 @@ async def partitions_of(bootstrap: str, topic: str) -> list[TopicPartition]:
     return [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
 
 
-async def read_topic(bootstrap: str, topic: str, count: int) -> list[ConsumerRecord]:
+async def read_topic(settings, topic: str, count: int) -> list[ConsumerRecord]:
     """Every message of a (fresh) topic, once ``count`` of them have arrived."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+    consumer = AIOKafkaConsumer(topic, **kafka_options(settings, ADMIN), group_id=None,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     messages: list[ConsumerRecord] = []
@@ -318,3 +333,40 @@ async def read_topic(bootstrap: str, topic: str, count: int) -> list[ConsumerRec
     finally:
         await consumer.stop()
     return messages
+
+
+async def test_kcat_logs_in_with_scram_as_the_principal_client_config_names(stack, tmp_path):
+    """`mdmbus stack client-config --auth scram` (the default) works for kcat on a librdkafka
+    that speaks SCRAM to Kafka 4 (2.16, the confluent-kafka wheel's, put first on the library
+    path): kcat sees exactly the principal's topics and is refused one it may not read.
+    Debian 12's own librdkafka 2.0.2 is refused over SCRAM; `--auth certificate` is for it
+    (require_kcat above)."""
+    import glob
+
+    import confluent_kafka
+    kcat = require_kcat(stack)[0]
+    [library] = glob.glob(os.path.dirname(confluent_kafka.__file__) + ".libs/librdkafka-*.so.1")
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "librdkafka.so.1").symlink_to(library)
+    env = dict(os.environ, LD_LIBRARY_PATH=str(tmp_path / "lib"))
+    config = tmp_path / "devices-eu.properties"
+    subprocess.run([sys.executable, "-m", "mdmbus", "stack", "client-config", "--principal",
+                    "devices-eu", "--output", str(config)], check=True, capture_output=True)
+    assert "sasl.mechanisms=SCRAM-SHA-512" in config.read_text()
+
+    async def kcat_run(*args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            kcat, "-F", str(config), *args, env=env, stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        return proc.returncode, out.decode(errors="replace")
+
+    status, version = await kcat_run("-V")
+    assert "librdkafka 2.16" in version, version
+    status, listing = await kcat_run("-L")
+    assert status == 0, listing
+    seen = set(re.findall(r'topic "([^"]+)"', listing))
+    assert seen == {topic_name(k, "eu") for k in (TopicKind.RELAY, TopicKind.DEVICE_SESSIONS,
+                                                  TopicKind.DEVICE_COMMANDS)}, listing
+    status, refused = await kcat_run("-C", "-t", UPLOAD, "-o", "beginning", "-e", "-q")
+    assert "Topic authorization failed" in refused, refused

@@ -90,4 +90,6 @@ def test_the_contract_imports_from_the_wheel(installed):
     assert done.returncode == 0, done.stderr
     module, schema, kinds = json.loads(done.stdout)
     assert module.startswith(str(installed["site"])) and schema.startswith(str(installed["site"]))
-    assert kinds == 30
+    # every schema file of the checkout is in the wheel
+    assert kinds == len([p for p in (REPO_ROOT / "schemas" / "avro").glob("*.avsc")
+                         if not p.name.startswith("_")])

@@ -28,8 +28,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from mdmbus.codec import CodecError
+from mdmbus.connections import kafka_options, pg_connect
 from mdmbus.contract import default_registry, to_json
+from mdmbus.identities import ADMIN
 from mdmbus.settings import Settings
+from mdmbus.topics import spec_of as topic_spec
 from tests.conftest import REPO_ROOT
 from tests.conftest import wait_for
 from tests.unit.examples import der, example, pem
@@ -38,7 +41,16 @@ pytestmark = pytest.mark.integration
 
 REGISTRY = default_registry()
 KINDS = sorted(REGISTRY.kinds)
-MDM_TOPICS = sorted({spec.topic for spec in REGISTRY.kinds.values()})
+#: The records go to the eu topics (``--region eu``), and the global lifecycle topic.
+REGION = "eu"
+
+
+def topic_of(kind: str, region: str = REGION) -> str:
+    spec = topic_spec(REGISTRY.spec(kind).topic)
+    return spec.name(region if spec.regional else None)
+
+
+MDM_TOPICS = sorted({topic_of(kind) for kind in REGISTRY.kinds})
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 #: Private keys the bad lines carry; none of their bytes may reach the broker.
@@ -198,9 +210,13 @@ def mixed_batch() -> Batch:
 # ---------------------------------------------------------------- running and reading back
 
 async def run_produce(settings: Settings, *args: str, stdin: bytes | None = None,
-                      bootstrap: str | None = None) -> tuple[int, str, str]:
+                      bootstrap: str | None = None,
+                      region: str | None = REGION) -> tuple[int, str, str]:
+    """``mdmbus produce ARGS`` (with ``--region`` unless ``region`` is None: the directory)."""
     env = dict(os.environ, MDMBUS_KAFKA_BOOTSTRAP=bootstrap or settings.kafka_bootstrap,
                PYTHONUNBUFFERED="1")
+    if region is not None:
+        args = (*args, "--region", region)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "mdmbus", "produce", *args, cwd=REPO_ROOT, env=env,
         stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
@@ -215,26 +231,28 @@ async def run_produce(settings: Settings, *args: str, stdin: bytes | None = None
 
 
 class TopicReader:
-    """Reads every mdm.* topic from the end offsets it had when the reader was opened."""
+    """Reads the topics of one region and the global ones from the end offsets they had when
+    the reader was opened."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+    def __init__(self, settings: Settings, region: str = REGION) -> None:
+        self.settings = settings
+        self.topics = sorted({topic_of(kind, region) for kind in REGISTRY.kinds})
+        self.consumer = AIOKafkaConsumer(**kafka_options(settings, ADMIN), group_id=None,
                                          enable_auto_commit=False,
                                          isolation_level="read_uncommitted")
         self.partitions: list[TopicPartition] = []
         self.start: dict[TopicPartition, int] = {}
 
     async def __aenter__(self) -> "TopicReader":
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        admin = AIOKafkaAdminClient(**kafka_options(self.settings, ADMIN))
         await admin.start()
         try:
-            described = await admin.describe_topics(MDM_TOPICS)
+            described = await admin.describe_topics(self.topics)
         finally:
             await admin.close()
         self.partitions = [TopicPartition(t["topic"], p["partition"])
                            for t in described for p in t["partitions"]]
-        assert {tp.topic for tp in self.partitions} == set(MDM_TOPICS), described
+        assert {tp.topic for tp in self.partitions} == set(self.topics), described
         await self.consumer.start()
         self.consumer.assign(self.partitions)
         self.start = await self.consumer.end_offsets(self.partitions)
@@ -311,7 +329,8 @@ def reason_counts(batch: Batch) -> dict[str, int]:
     return counts
 
 
-def assert_arrived_exactly(batch: Batch, messages: list[ConsumerRecord]) -> None:
+def assert_arrived_exactly(batch: Batch, messages: list[ConsumerRecord],
+                           region: str = REGION) -> None:
     """Our messages are exactly the valid records: right topic, key, value; each once."""
     ours = [m for m in messages if batch.is_ours(m)]
     expected = batch.valid_ids()
@@ -325,7 +344,7 @@ def assert_arrived_exactly(batch: Batch, messages: list[ConsumerRecord]) -> None
         seen[record_id] = message
         line, want_kind, want = expected[record_id]
         assert kind == want_kind, f"line {line}"
-        assert message.topic == REGISTRY.spec(kind).topic, f"line {line}: {kind} on a wrong topic"
+        assert message.topic == topic_of(kind, region), f"line {line}: {kind} on a wrong topic"
         assert message.key == batch.key_of(kind), f"line {line}: key {message.key!r}"
         assert plain(record) == want, f"line {line}: {kind} decoded differently"
         assert message.value == REGISTRY.codec.encode(kind, want), f"line {line}: value bytes"
@@ -353,7 +372,7 @@ async def test_mixed_file_sends_the_valid_lines_and_reports_each_bad_one(stack, 
     path = batch.write(tmp_path / "mixed.jsonl")
     assert len(batch.valid) == len(KINDS) + 1 and len(batch.bad) == 15
 
-    async with TopicReader(stack.kafka_bootstrap) as reader:
+    async with TopicReader(stack) as reader:
         status, stdout, stderr = await run_produce(stack, str(path))
         messages = await reader.read_new()
 
@@ -390,7 +409,7 @@ async def test_dry_run_validates_and_sends_nothing(stack, tmp_path):
     batch = mixed_batch()
     path = batch.write(tmp_path / "mixed.jsonl")
 
-    async with TopicReader(stack.kafka_bootstrap) as reader:
+    async with TopicReader(stack) as reader:
         for args, stdin in [((str(path),), None), (("-",), path.read_bytes())]:
             status, stdout, stderr = await run_produce(stack, "--dry-run", *args, stdin=stdin)
             assert status == 1, f"{args}: exit status {status}\n{stdout}\n{stderr}"
@@ -411,13 +430,13 @@ async def test_dry_run_validates_and_sends_nothing(stack, tmp_path):
 
 async def test_only_valid_lines_exit_zero(stack, tmp_path):
     batch = Batch()
-    for kind in ["U12", "U9", "device_command", "relay_ack", "tenant_onboarded", "R2"]:
+    for kind in ["U12", "U9", "device_command", "device_unenrolled", "tenant_onboarded", "R2"]:
         batch.add_valid(kind)
     batch.add_blank()
     batch.add_valid("device_session", iso_time=True)
     path = batch.write(tmp_path / "valid.jsonl")
 
-    async with TopicReader(stack.kafka_bootstrap) as reader:
+    async with TopicReader(stack) as reader:
         status, stdout, stderr = await run_produce(stack, str(path))
         messages = await reader.read_new()
 
@@ -438,3 +457,37 @@ async def test_unreachable_broker_is_an_error_message_not_a_traceback(settings, 
     assert status == 3, f"exit status {status}\n{stdout}\n{stderr}"  # not 1 (rejected lines)
     assert "Traceback" not in stderr, stderr
     assert f"mdmbus: error: cannot send to Kafka at 127.0.0.1:{port}" in stderr, stderr
+
+
+async def test_without_a_region_each_record_goes_to_its_tenants_region(stack, tmp_path):
+    """The tenant directory routes: a tenant of ap gets mdm.ap.* topics; a tenant the
+    directory does not know, or one whose data was deleted, is rejected as the pipeline would
+    refuse it, and the lines around them are sent."""
+    import uuid as uuid_
+
+    from mdmbus.regions import DIRECTORY_DATABASE
+    here, gone, unknown = Batch(), Batch(), Batch()
+    conn = await pg_connect(stack, DIRECTORY_DATABASE)
+    try:
+        await conn.execute(
+            "INSERT INTO tenant_directory (tenant_id, region, country, state, onboarded_at)"
+            " VALUES ($1, 'ap', 'JP', 'active', now()), ($2, 'na', 'US', 'purged', now())",
+            uuid_.UUID(here.tenant), uuid_.UUID(gone.tenant))
+    finally:
+        await conn.close()
+    lines = Batch(here.tenant, here.device, here.user)
+    lines.add_valid("U12")
+    record = gone.record("U9")
+    lines.add_bad("tenant_deleted", "U9", record)
+    lines.add_valid("device_command")
+    record = unknown.record("R2")
+    lines.add_bad("tenant_not_onboarded", "R2", record)
+    lines.add_valid("U9")
+    path = lines.write(tmp_path / "routed.jsonl")
+    async with TopicReader(stack, region="ap") as reader:
+        status, stdout, stderr = await run_produce(stack, str(path), region=None)
+        messages = await reader.read_new()
+    assert status == 1, f"exit status {status}\n{stdout}\n{stderr}"
+    assert {n: r for n, (r, _) in rejections(stderr).items()} == lines.bad, stderr
+    assert_arrived_exactly(lines, messages, region="ap")
+    assert_nothing_invalid_sent(lines, messages)

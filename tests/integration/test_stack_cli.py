@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from mdmbus.identities import pg_roles
+
 pytestmark = pytest.mark.integration
 
 
@@ -30,6 +32,10 @@ def test_up_twice_is_harmless(stack):
     assert out.returncode == 0, out.stderr
     assert "already running" in out.stdout
     assert "created" not in out.stdout
+    # the identities and their rights were already as declared: nothing granted or revoked
+    assert (f"database identities: {len(pg_roles())} roles, their rights as declared "
+            "(no change)") in out.stdout
+    assert "ACLs as declared (no change)" in out.stdout
 
 
 def test_port_in_use_stops_up_with_one_line_saying_what_to_do(tmp_path):

@@ -1,9 +1,10 @@
 """Rules that change the same rows at once wait for each other and lose nothing.
 
-A record write (``write_records``) and an acknowledgement (``apply_acks``) can both insert the
-same relay record id at once (the ack may overtake the record). PostgreSQL breaks a lock cycle
-only after ``deadlock_timeout`` (1 s) by failing one transaction: no loss (the batch is
-retried), but a second of delay on delete-after-download. Both insert in record_id order.
+Two acknowledgements of the same relay records can arrive at once (a connector retrying, two
+connector instances), in any order of their ids: the second waits for the first and deletes
+nothing twice. Every writer of several rows locks them in record_id order; where a lock cycle
+still happens, PostgreSQL aborts one transaction, which is retried (DeadlockDetectedError is
+one of services/stores/retry.py's STORE_ERRORS).
 
 A purge that waits for a row another transaction is updating must still delete it.
 """
@@ -17,8 +18,9 @@ import uuid
 import asyncpg
 import pytest
 
+from mdmbus.connections import pg_connect
 from mdmbus.regions import region_database
-from mdmbus.services.rules.delete_after_download import apply_acks
+from mdmbus.services.rules.delete_after_download import acknowledge
 from mdmbus.services.rules.retention import purge_tenant
 from tests.conftest import wait_for
 
@@ -34,43 +36,47 @@ async def _waits_for_a_lock(watcher: asyncpg.Connection, pid: int) -> bool:
         "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid) or False
 
 
-async def test_acks_in_any_order_wait_for_a_record_writer_instead_of_deadlocking(stack):
-    dsn = stack.pg_dsn(region_database("eu"))
-    writer, acker, watcher = [await asyncpg.connect(dsn) for _ in range(3)]
+async def test_concurrent_acknowledgements_wait_for_each_other_and_delete_once(stack):
+    holder, acker, watcher = [await pg_connect(stack, region_database("eu")) for _ in range(3)]
     first, second = sorted([uuid.uuid4(), uuid.uuid4()])
     tenant = uuid.uuid4()
     now = dt.datetime.now(dt.timezone.utc)
     try:
-        # The writer holds the lower id, as write_records (ORDER BY record_id) would first.
-        tx = writer.transaction()
+        for rid in (first, second):
+            await watcher.execute(_INSERT_RELAY, rid, tenant, now)
+        # The first acknowledgement holds the lower id (and waits, in the open transaction,
+        # as a slow one would before it takes the higher).
+        tx = holder.transaction()
         await tx.start()
-        await writer.execute(_INSERT_RELAY, first, tenant, now)
-        # Acks arrive in the other order. In that order the acker would take `second`, then
-        # wait for `first`, while the writer waits for `second`: a cycle.
-        acking = asyncio.create_task(apply_acks(
-            acker, "eu", now, [(second, tenant, 0.5), (first, tenant, 0.5)]))
+        await holder.execute("SELECT 1 FROM records WHERE record_id = $1 FOR UPDATE", first)
+        # The second names them the other way round. Locking in that order it would take
+        # `second`, then wait for `first`, while the first waits for `second`: a cycle.
+        acking = asyncio.create_task(acknowledge(acker, "eu", tenant, [second, first], now))
         await wait_for(lambda: _waits_for_a_lock(watcher, acker.get_server_pid()), 10,
-                       "the acknowledgement to wait for the writer's uncommitted row")
-        await writer.execute(_INSERT_RELAY, second, tenant, now)  # a cycle fails here or there
+                       "the second acknowledgement to wait for the first")
+        await holder.execute("SELECT 1 FROM records WHERE record_id = $1 FOR UPDATE", second)
         await tx.commit()
-        deletions = await asyncio.wait_for(acking, 10)
+        outcome = await asyncio.wait_for(acking, 10)
 
-        assert sorted(rid for d in deletions for rid in d.record_ids) == [first, second]
+        assert outcome.deleted == [first, second] and not outcome.unknown
+        assert [d.tenant_id for d in outcome.deletions] == [tenant], "audited with its tenant"
         bodies = await watcher.fetch("SELECT body FROM records WHERE record_id = ANY($1::uuid[])",
                                      [first, second])
         assert [r["body"] for r in bodies] == [None, None], "both cloud copies deleted"
+        again = await acknowledge(acker, "eu", tenant, [first, second], now)
+        assert (again.deleted, again.already) == ([], [first, second]), "deleted once"
     finally:
         await watcher.execute("DELETE FROM records WHERE record_id = ANY($1::uuid[])",
                               [first, second])
-        for conn in (writer, acker, watcher):
+        await watcher.execute("DELETE FROM deletion_audit WHERE tenant_id = $1", tenant)
+        for conn in (holder, acker, watcher):
             await conn.close()
 
 
 async def test_a_purge_deletes_rows_updated_while_it_waited_for_them(stack):
     """The purge deletes by ctid; a row updated meanwhile has a new version its DELETE's
     snapshot cannot see. It must notice and go on, not call the tenant done."""
-    dsn = stack.pg_dsn(region_database("eu"))
-    writer, purger, watcher = [await asyncpg.connect(dsn) for _ in range(3)]
+    writer, purger, watcher = [await pg_connect(stack, region_database("eu")) for _ in range(3)]
     tenant = uuid.uuid4()
     ids = sorted(uuid.uuid4() for _ in range(3))
     now = dt.datetime.now(dt.timezone.utc)
@@ -82,7 +88,7 @@ async def test_a_purge_deletes_rows_updated_while_it_waited_for_them(stack):
             await watcher.execute(_INSERT_RELAY, rid, tenant, now)
         tx = writer.transaction()
         await tx.start()
-        # e.g. apply_acks deleting a relay record's body while the tenant is being purged
+        # e.g. an acknowledgement deleting a relay record's body while the tenant is purged
         await writer.execute("UPDATE records SET body = NULL WHERE record_id = $1", ids[1])
         purging = asyncio.create_task(purge_tenant(purger, "eu", tenant, now,
                                                    "deletion_request", batch=100))

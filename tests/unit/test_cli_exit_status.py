@@ -14,8 +14,21 @@ def test_unreadable_input_file_is_a_usage_error(tmp_path, capsys):
 
 
 def test_malformed_tenant_id_is_a_usage_error(capsys):
-    assert main(["export", "--tenant", "not-a-uuid"]) == 2
+    assert main(["token", "--tenant", "not-a-uuid", "--role", "connector"]) == 2
     assert "'not-a-uuid' is not a uuid" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["process", "pipeline"], "runs per region: give --region"),
+    (["process", "sweeper", "--region", "mars"], "unknown region mars"),
+    (["deadletters", "list", "--region", "na,eu"], "give one region"),
+    (["token", "--tenant", "6f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9", "--role", "connector",
+      "--write"], "--write needs --region"),
+])
+def test_region_arguments_are_checked(argv, says, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("MDMBUS_STATE_DIR", str(tmp_path))
+    assert main(argv) == 2
+    assert says in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv", [["produce", "--no-such-flag"], ["no-such-command"]])

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mdmbus.streams.app import app
-from mdmbus.streams.heap import heap_trimmer
+from mdmbus.heap import heap_trimmer
 
 glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc",
                                 reason="malloc_trim is a glibc call")
@@ -41,5 +40,28 @@ def test_trim_returns_freed_heap_that_free_alone_keeps():
 
 
 def test_the_worker_trims_once_a_minute():
+    from mdmbus.settings import Settings
+    from mdmbus.streams.app import build_app
+    from mdmbus.streams.context import PipelineContext
+    app = build_app(PipelineContext.create(Settings(kafka_security="plaintext"), ("eu",)))
     names = [getattr(task, "__name__", "") for task in app._app_tasks]
     assert ("give_back_freed_heap" in names) == (heap_trimmer() is not None)
+
+
+async def test_every_long_running_process_trims_until_it_is_stopped(monkeypatch):
+    """mdmbus.cli.processes runs trim_until beside the sweeper, the gateway and the CM
+    connector: it trims at each interval and ends as soon as the process is stopped."""
+    import asyncio
+    import time
+
+    from mdmbus import heap
+    calls = []
+    monkeypatch.setattr(heap, "heap_trimmer", lambda: lambda: calls.append(1) or True)
+    stop = asyncio.Event()
+    task = asyncio.create_task(heap.trim_until(stop, interval_s=0.01))
+    deadline = time.monotonic() + 10
+    while len(calls) < 3 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert len(calls) >= 3
+    stop.set()
+    await asyncio.wait_for(task, 5)

@@ -22,7 +22,8 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from mdmbus.metrics import Metrics
-from mdmbus.cli.processes import PROCESSES
+from mdmbus.cli.processes import PROCESSES, REGIONAL
+from mdmbus.regions import REGIONS
 from tests.conftest import REPO_ROOT
 
 PROMETHEUS_DIR = REPO_ROOT / "ops" / "prometheus"
@@ -165,14 +166,58 @@ def test_promtool_accepts_the_alert_rules():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def _mdmbus_job(config: str) -> dict[str, Any]:
+    doc = yaml.safe_load((PROMETHEUS_DIR / config).read_text())
+    (job,) = [j for j in doc["scrape_configs"] if j["job_name"] == "mdmbus"]
+    return job
+
+
+def exported_label_names() -> set[str]:
+    """Every label name a metric of mdmbus/metrics.py has."""
+    metrics = vars(Metrics(CollectorRegistry())).values()
+    return {name for m in metrics for name in getattr(m, "_labelnames", ())}
+
+
 @pytest.mark.parametrize("config", ["prometheus.yml", "prometheus.compose.yml"])
 def test_one_mdmbus_job_with_a_process_label_per_target(config):
     doc = yaml.safe_load((PROMETHEUS_DIR / config).read_text())
     assert doc["rule_files"] == ["alerts.yml"]
-    job = next(j for j in doc["scrape_configs"] if j["job_name"] == "mdmbus")
+    job = _mdmbus_job(config)
     processes = [sc["labels"]["process"] for sc in job["static_configs"]]
-    assert sorted(processes) == sorted(PROCESSES)
+    assert set(processes) == set(PROCESSES)
     assert all(len(sc["targets"]) == 1 for sc in job["static_configs"])
+    targets = [sc["targets"][0] for sc in job["static_configs"]]
+    assert len(targets) == len(set(targets)), "a target is scraped twice"
+
+
+def test_embedded_config_scrapes_each_process_once_for_every_region():
+    """The demo runs each process once (pipeline, sweeper and gateway with --region all): one
+    target each, no region label (the series carry their own)."""
+    job = _mdmbus_job("prometheus.yml")
+    assert sorted(sc["labels"]["process"] for sc in job["static_configs"]) == sorted(PROCESSES)
+    assert all(set(sc["labels"]) == {"process"} for sc in job["static_configs"])
+
+
+def test_compose_config_scrapes_every_process_of_every_region():
+    job = _mdmbus_job("prometheus.compose.yml")
+    got = [(sc["labels"]["process"], sc["labels"].get("region"), sc["targets"][0])
+           for sc in job["static_configs"]]
+    wanted = [(p, r, f"{p}-{r}:9100") for p in REGIONAL for r in REGIONS] + \
+             [(p, None, f"{p}:9100") for p in PROCESSES if p not in REGIONAL]
+    assert sorted(got, key=str) == sorted(wanted, key=str)
+    assert all(set(sc["labels"]) <= {"process", "region"} for sc in job["static_configs"])
+
+
+@pytest.mark.parametrize("config", ["prometheus.yml", "prometheus.compose.yml"])
+def test_target_labels_do_not_overwrite_the_metrics_own_labels(config):
+    """A target label that a metric has too (compose's `region`) must not replace the metric's
+    value (e.g. mdmbus_store_write_batches_total{region="lifecycle"} counted by pipeline-eu):
+    without honor_labels Prometheus would, and move the metric's own value to exported_region."""
+    job = _mdmbus_job(config)
+    shared = {name for sc in job["static_configs"] for name in sc["labels"]} & exported_label_names()
+    if shared:
+        assert job.get("honor_labels") is True, f"{config}: target labels {sorted(shared)} " \
+            "are metric labels too: set honor_labels: true"
 
 
 def test_embedded_config_scrapes_the_ports_the_demo_uses():
@@ -183,6 +228,7 @@ def test_embedded_config_scrapes_the_ports_the_demo_uses():
     job = next(j for j in doc["scrape_configs"] if j["job_name"] == "mdmbus")
     targets = {sc["labels"]["process"]: sc["targets"][0] for sc in job["static_configs"]}
     assert targets == {name: f"127.0.0.1:{port}" for name, port in metrics_ports(base).items()}
+    assert len(targets) == len(job["static_configs"])
 
 
 def test_every_alert_has_severity_summary_description_and_the_expr_convention():
@@ -204,6 +250,10 @@ def test_the_alerts_the_issue_asks_for_exist():
         "consumer lag": r"mdmbus_consumer_lag_messages",
         "store cannot be written": r'mdmbus_store_write_batches_total\{outcome="error"\}',
         "target down": r"^up\{.*\} == 0$",
+        "processed copies readable in Kafka past their bound": r"mdmbus_transit_readable_past_bound",
+        "relay records waiting for CM": r"mdmbus_relay_pending_oldest_seconds",
+        "gateway server errors": r'mdmbus_gateway_requests_total\{status=~"5\.\."\}',
+        "tokens refused": r"rate\(mdmbus_gateway_tokens_refused_total\[5m\]\)",
     }
     for what, pattern in wanted.items():
         assert any(re.search(pattern, e) for e in exprs.values()), f"no alert on {what}"
@@ -220,16 +270,41 @@ _PROMTOOL_TESTS = [{
         {"series": 'mdmbus_store_write_batches_total{region="na",outcome="ok"}', "values": "0+10x20"},
         {"series": 'mdmbus_store_write_batches_total{region="eu",outcome="ok"}', "values": "0+10x20"},
         {"series": 'mdmbus_store_write_batches_total{region="eu",outcome="error"}', "values": "0+1x20"},
-        {"series": 'mdmbus_dead_letters_total{source_topic="mdm.upload",reason="undecodable"}',
+        {"series": 'mdmbus_dead_letters_total{source_topic="mdm.eu.upload",reason="undecodable"}',
          "values": "0+60x60"},
-        {"series": 'mdmbus_dead_letters_total{source_topic="mdm.relay",reason="schema"}',
+        {"series": 'mdmbus_dead_letters_total{source_topic="mdm.na.relay",reason="schema"}',
          "values": "0+1x60"},
-        {"series": 'mdmbus_consumer_lag_messages{group="mdmbus-pipeline",topic="mdm.upload",partition="0"}',
+        {"series": 'mdmbus_consumer_lag_messages{group="mdmbus-eu-pipeline",topic="mdm.eu.upload",partition="0"}',
          "values": "3000x30"},
-        {"series": 'mdmbus_consumer_lag_messages{group="mdmbus-cm-connector",topic="mdm.relay",partition="0"}',
+        {"series": 'mdmbus_consumer_lag_messages{group="mdmbus-na-pipeline",topic="mdm.na.relay",partition="0"}',
          "values": "10x30"},
-        {"series": 'up{job="mdmbus",process="sweeper",instance="sweeper:9100"}', "values": "1 1 0x20"},
-        {"series": 'up{job="mdmbus",process="pipeline",instance="pipeline:9100"}', "values": "1x20"},
+        # Compose's targets (a region label on the regional processes) and the embedded ones.
+        {"series": 'up{job="mdmbus",process="sweeper",region="eu",instance="sweeper-eu:9100"}',
+         "values": "1 1 0x20"},
+        {"series": 'up{job="mdmbus",process="pipeline",region="eu",instance="pipeline-eu:9100"}',
+         "values": "1x20"},
+        {"series": 'up{job="mdmbus",process="cm-connector",instance="cm-connector:9100"}',
+         "values": "1x20"},
+        {"series": 'up{job="mdmbus",process="gateway",instance="127.0.0.1:9103"}', "values": "1x20"},
+        # Transit copies: eu's uploads readable past their bound from 45 s on; na's relay never.
+        {"series": 'mdmbus_transit_readable_past_bound{topic="mdm.eu.upload"}', "values": "0 0 0 5x20"},
+        {"series": 'mdmbus_transit_readable_past_bound{topic="mdm.na.relay"}', "values": "0x20"},
+        # Relay records waiting for CM: eu's oldest passes the hour at 15 s and keeps ageing;
+        # na's are downloaded within two minutes.
+        {"series": 'mdmbus_relay_pending_oldest_seconds{region="eu"}', "values": "3600+15x60"},
+        {"series": 'mdmbus_relay_pending_oldest_seconds{region="na"}', "values": "120x60"},
+        # Gateways: eu answers some uploads with 503, na only with 2xx (and a 401).
+        {"series": 'mdmbus_gateway_requests_total{region="eu",route="upload",status="200"}',
+         "values": "0+10x60"},
+        {"series": 'mdmbus_gateway_requests_total{region="eu",route="upload",status="503"}',
+         "values": "0+1x60"},
+        {"series": 'mdmbus_gateway_requests_total{region="na",route="relay_download",status="200"}',
+         "values": "0+10x60"},
+        {"series": 'mdmbus_gateway_requests_total{region="na",route="relay_download",status="401"}',
+         "values": "0+45x60"},
+        # Tokens: 3 expired ones a second (above 1), 0.2 malformed ones (below).
+        {"series": 'mdmbus_gateway_tokens_refused_total{reason="expired"}', "values": "0+45x60"},
+        {"series": 'mdmbus_gateway_tokens_refused_total{reason="malformed"}', "values": "0+3x60"},
         # Session commands: every deletion between 5 and 10 s late (p99 above the 5 s target),
         # then from minute 5 on also some later than the hour.
         *({"series": f'mdmbus_deletion_lag_seconds_bucket{{rule="session_expiry",le="{le}"}}',
@@ -246,22 +321,36 @@ _PROMTOOL_TESTS = [{
         {"eval_time": "4m", "alertname": "MdmbusStoreWriteFailing", "exp_alerts": [
             {"exp_labels": {"severity": "critical", "region": "eu"}}]},
         {"eval_time": "14m", "alertname": "MdmbusDeadLettersHigh", "exp_alerts": [
-            {"exp_labels": {"severity": "warning", "source_topic": "mdm.upload",
+            {"exp_labels": {"severity": "warning", "source_topic": "mdm.eu.upload",
                             "reason": "undecodable"}}]},
         {"eval_time": "4m", "alertname": "MdmbusDeadLettersHigh", "exp_alerts": []},
         {"eval_time": "6m", "alertname": "MdmbusConsumerLagHigh", "exp_alerts": [
-            {"exp_labels": {"severity": "warning", "group": "mdmbus-pipeline", "topic": "mdm.upload"}}]},
+            {"exp_labels": {"severity": "warning", "group": "mdmbus-eu-pipeline",
+                            "topic": "mdm.eu.upload"}}]},
         {"eval_time": "2m", "alertname": "MdmbusConsumerLagHigh", "exp_alerts": []},
         {"eval_time": "30s", "alertname": "MdmbusTargetDown", "exp_alerts": []},
         {"eval_time": "2m", "alertname": "MdmbusTargetDown", "exp_alerts": [
             {"exp_labels": {"severity": "critical", "job": "mdmbus", "process": "sweeper",
-                            "instance": "sweeper:9100"}}]},
+                            "region": "eu", "instance": "sweeper-eu:9100"}}]},
         {"eval_time": "4m", "alertname": "MdmbusSessionCommandsPastOneHour", "exp_alerts": []},
         {"eval_time": "7m", "alertname": "MdmbusSessionCommandsPastOneHour", "exp_alerts": [
             {"exp_labels": {"severity": "critical"}}]},
         {"eval_time": "5m", "alertname": "MdmbusSessionCommandsDeletedLate", "exp_alerts": []},
         {"eval_time": "12m", "alertname": "MdmbusSessionCommandsDeletedLate", "exp_alerts": [
             {"exp_labels": {"severity": "warning"}}]},
+        {"eval_time": "30s", "alertname": "MdmbusTransitCopiesReadable", "exp_alerts": []},
+        {"eval_time": "90s", "alertname": "MdmbusTransitCopiesReadable", "exp_alerts": []},
+        {"eval_time": "3m", "alertname": "MdmbusTransitCopiesReadable", "exp_alerts": [
+            {"exp_labels": {"severity": "critical", "topic": "mdm.eu.upload"}}]},
+        {"eval_time": "10m", "alertname": "MdmbusRelayPendingTooLong", "exp_alerts": []},
+        {"eval_time": "11m", "alertname": "MdmbusRelayPendingTooLong", "exp_alerts": [
+            {"exp_labels": {"severity": "warning", "region": "eu"}}]},
+        {"eval_time": "4m", "alertname": "MdmbusGatewayErrors", "exp_alerts": []},
+        {"eval_time": "6m", "alertname": "MdmbusGatewayErrors", "exp_alerts": [
+            {"exp_labels": {"severity": "warning", "region": "eu"}}]},
+        {"eval_time": "9m", "alertname": "MdmbusTokensRefusedHigh", "exp_alerts": []},
+        {"eval_time": "12m", "alertname": "MdmbusTokensRefusedHigh", "exp_alerts": [
+            {"exp_labels": {"severity": "warning", "reason": "expired"}}]},
     ],
 }]
 
@@ -306,6 +395,9 @@ def test_every_panel_has_title_unit_description_and_the_fixed_datasource():
         for p in panels(d):
             where = f"{file} panel {p.get('id')} {p.get('title')!r}"
             assert str(p.get("title", "")).strip(), f"{where}: no title"
+            if p.get("type") == "row":  # a heading that groups panels (checked on their own)
+                assert not p.get("targets"), f"{where}: a row has no query"
+                continue
             assert str(p.get("description", "")).strip(), f"{where}: no description"
             assert str(p.get("fieldConfig", {}).get("defaults", {}).get("unit", "")).strip(), \
                 f"{where}: no unit"
@@ -345,6 +437,7 @@ def test_the_helpers_see_through_strings_and_suffixes():
     assert "mdmbus_deletion_lag_seconds_bucket" in exported_series_names()
     assert "mdmbus_deletions_total" in exported_series_names()
     assert "mdmbus_deletions" not in exported_series_names()
+    assert {"region", "topic", "route"} <= exported_label_names()
     assert substitute('rate(x{region=~"$region"}[$__rate_interval])', {"region": "eu"}) == \
         'rate(x{region=~"eu"}[5m])'
     assert split_comparison("up{job=\"mdmbus\"} == 0") == ('up{job="mdmbus"}', "==", 0.0)

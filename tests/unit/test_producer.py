@@ -25,7 +25,8 @@ def test_good_line_becomes_topic_key_and_value() -> None:
     record = example("U9")
     item = parse_line(_line("U9", record), 1)
     assert isinstance(item, Produced)
-    assert (item.topic, item.key, item.kind) == ("mdm.upload", TENANT.encode(), "U9")
+    assert (item.topic, item.key, item.kind) == ("upload", TENANT.encode(), "U9")
+    assert item.to("eu").topic == "mdm.eu.upload" and item.tenant_id == TENANT
     kind, decoded = REGISTRY.codec.decode(item.value)
     assert kind == "U9" and decoded["device_name"] == record["device_name"]
 
@@ -33,7 +34,13 @@ def test_good_line_becomes_topic_key_and_value() -> None:
 def test_device_topics_are_keyed_by_device() -> None:
     item = parse_line(_line("device_session", example("device_session")), 1)
     assert isinstance(item, Produced)
-    assert (item.topic, item.key) == ("mdm.device.sessions", DEVICE.encode())
+    assert (item.topic, item.key) == ("device.sessions", DEVICE.encode())
+    assert item.to("ap").topic == "mdm.ap.device.sessions"
+
+
+def test_lifecycle_records_go_to_the_one_global_topic() -> None:
+    item = parse_line(_line("tenant_onboarded", example("tenant_onboarded")), 1)
+    assert isinstance(item, Produced) and item.to(None).topic == "mdm.tenant.lifecycle"
 
 
 def test_json_form_timestamps_and_bytes() -> None:
@@ -147,7 +154,7 @@ def _produce_with(monkeypatch, producer_class, lines: list[str]) -> tuple[int, s
     from mdmbus.settings import Settings
     monkeypatch.setattr(aiokafka, "AIOKafkaProducer", producer_class)
     out, err = io.StringIO(), io.StringIO()
-    status = produce(Settings(), io.StringIO("".join(lines)), out=out, err=err)
+    status = produce(Settings(kafka_security="plaintext"), io.StringIO("".join(lines)), out=out, err=err, region="eu")
     return status, out.getvalue(), err.getvalue()
 
 

@@ -17,7 +17,7 @@ from tests.unit.examples import example
 REGISTRY = default_registry()
 CATEGORY_IDS = [f"U{i}" for i in range(1, 15)] + [f"R{i}" for i in range(1, 7)]
 KINDS = sorted(REGISTRY.kinds)
-TOPIC_OF = {"U": topics.UPLOAD, "R": topics.RELAY}
+TOPIC_OF = {"U": topics.TopicKind.UPLOAD, "R": topics.TopicKind.RELAY}
 
 
 def _files() -> list[Any]:
@@ -33,7 +33,7 @@ def test_every_design_id_has_exactly_one_schema() -> None:
 
 def test_other_categories_exist() -> None:
     expected = {"inventory_cache", "device_session", "device_command", "device_command_result",
-                "relay_ack", "tenant_onboarded", "tenant_subscription_ended",
+                "tenant_onboarded", "tenant_subscription_ended",
                 "tenant_subscription_cancelled", "tenant_deletion_requested",
                 "device_unenrolled"}
     assert set(KINDS) == set(CATEGORY_IDS) | expected
@@ -87,9 +87,9 @@ def test_topic_key_and_namespace(kind: str) -> None:
     assert spec.schema["mdmbus"]["id"] == kind
     if kind in CATEGORY_IDS:
         assert spec.topic == TOPIC_OF[kind[0]]
-    expected_key = "device_id" if spec.topic in (topics.DEVICE_SESSIONS,
-                                                 topics.DEVICE_COMMANDS) else "tenant_id"
-    assert spec.key_field == expected_key == topics.topic(spec.topic).key
+    expected_key = "device_id" if spec.topic in (topics.TopicKind.DEVICE_SESSIONS,
+                                                 topics.TopicKind.DEVICE_COMMANDS) else "tenant_id"
+    assert spec.key_field == expected_key == topics.spec_of(spec.topic).key
     if expected_key == "device_id":
         assert "device_id" in spec.requires
 

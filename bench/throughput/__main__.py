@@ -1,0 +1,129 @@
+"""``python -m bench.throughput``: the run, in order (see bench/throughput/__init__.py)."""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+from mdmbus.clock import Clock
+from mdmbus.regions import REGIONS
+from mdmbus.settings import Settings
+from bench import throughput
+from bench.support import (RecordMix, check_stack, delete_tenants, forget_rows, onboard_tenants,
+                           open_stores, parser as make_parser, run_cli, say)
+from bench.throughput import baselines as bl
+from bench.throughput.drain import DrainResult, drain
+from bench.throughput.produce import build_load, produce
+from bench.throughput.profile import prefix, stages, summarize
+from bench.throughput.report import report
+
+__all__ = ["main", "run"]
+
+
+async def run(args: argparse.Namespace) -> None:
+    settings = Settings.from_env()
+    region = args.region
+    await check_stack(settings, [region])
+    workers = [int(w) for w in args.workers.split(",") if w.strip()]
+    if args.seed is None:
+        args.seed = random.SystemRandom().getrandbits(32)
+    print(f"load: {args.n:,} upload records of {args.tenants} tenants of {region} (seed "
+          f"{args.seed}); MDMBUS_BATCH_SIZE={settings.batch_size} MDMBUS_BATCH_WAIT="
+          f"{settings.batch_wait_s} s; Kafka {settings.kafka_bootstrap}, PostgreSQL "
+          f"{settings.pg_host}:{settings.pg_port}")
+    stores = await open_stores(settings, [region])
+    rng = random.Random(args.seed)
+    clock = Clock(1.0, time.time())
+    tenants = await onboard_tenants(stores, args.tenants, clock.now_dt(), rng, [region])
+    try:
+        await stores.region(region).execute("VACUUM ANALYZE records")
+        say(f"building {args.n:,} records in memory ...")
+        load = build_load(RecordMix(tenants, seed=args.seed), args.n, clock, region,
+                          rows=args.baseline)
+        say(f"  {load.bytes / load.count:.0f} bytes each on average")
+
+        baselines: dict[str, bl.Baseline] = {}
+        runs: list[DrainResult] = []
+        for i, w in enumerate(workers):
+            if i:
+                await forget_rows(stores, tenants)
+            first_run = i == 0
+            produced = await produce(settings, load, index=first_run and args.baseline,
+                                     label=f"produced for {w} worker(s)")
+            say(f"  produced at {produced.count / produced.seconds:,.0f} records/s")
+            if first_run and args.baseline:
+                say("baseline: consume-only and the consume -> COPY loop on the same bytes, "
+                    "before the workers read (and truncate) them ...")
+                baselines[bl.CONSUME] = await bl.consume_only(settings, stores, produced)
+                baselines[bl.LOOP] = await bl.consume_copy(settings, stores, load, produced,
+                                                           settings.batch_size)
+            runs.append(await drain(settings, stores, tenants, region, produced, w,
+                                    f"{w} worker{'s' if w > 1 else ''}", stall_s=args.stall))
+        if args.baseline:
+            say("baseline: COPY-only ...")
+            baselines[bl.COPY] = await bl.copy_only(settings, stores, load, settings.batch_size)
+            await bl.drop_scratch(stores, region)
+            # the order the report prints them in
+            baselines = {k: baselines[k] for k in (bl.CONSUME, bl.COPY, bl.LOOP)}
+
+        profile_path = None
+        if args.profile:
+            await forget_rows(stores, tenants)
+            n = min(args.profile_n, load.count)
+            profile_path = (settings.state_dir / "bench-logs" /
+                            f"throughput-{time.strftime('%Y%m%d-%H%M%S')}.cprofile")
+            produced = await produce(settings, load, first=load.count - n,
+                                     label="produced for the profiled worker")
+            runs.append(await drain(settings, stores, tenants, region, produced, 1,
+                                    f"1 worker under cProfile (last {n:,} records)",
+                                    prefix=prefix(profile_path), stall_s=args.stall))
+        steps: list[tuple[str, float, float]] = []
+        if args.stages:
+            say(f"timing the pipeline's batch steps in this process on {args.stages:,} "
+                "records ...")
+            await forget_rows(stores, tenants)
+            steps = await stages(settings, stores, load, args.stages)
+        report(settings, load, baselines, runs, steps)
+        if profile_path is not None:
+            if profile_path.exists():
+                summarize(profile_path)
+            else:
+                print(f"\nno profile was written to {profile_path} (see the worker's log)")
+    finally:
+        if not args.keep:
+            say("cleaning up: the run's rows, tenants and scratch table ...")
+            await delete_tenants(stores, tenants)
+            await bl.drop_scratch(stores, region)
+            await stores.region(region).execute("VACUUM ANALYZE records")
+        await stores.close()
+
+
+def main() -> None:
+    parser = make_parser("bench.throughput", throughput.__doc__)
+    parser.add_argument("--n", "--records", dest="n", type=int, default=1_000_000,
+                        help="upload records in the load (default 1,000,000)")
+    parser.add_argument("--region", choices=REGIONS, default="eu",
+                        help="the region of every tenant of the load, and of the workers")
+    parser.add_argument("--workers", default="1,2",
+                        help="a drain for each of these numbers of workers (default 1,2)")
+    parser.add_argument("--tenants", type=int, default=300)
+    parser.add_argument("--no-baseline", dest="baseline", action="store_false",
+                        help="skip the raw baseline (and do not keep the rows for it)")
+    parser.add_argument("--profile", action="store_true",
+                        help="one more drain, one worker under cProfile; print its profile")
+    parser.add_argument("--profile-n", type=int, default=100_000, metavar="N",
+                        help="the profiled drain takes the last N records of the load")
+    parser.add_argument("--stages", type=int, default=20_000, metavar="N",
+                        help="time the pipeline's batch steps one by one in this process on N "
+                             "of the records (0: skip)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="of the tenants and records (default: a fresh one each run)")
+    parser.add_argument("--stall", type=float, default=120.0,
+                        help="give up after this many seconds without progress")
+    parser.add_argument("--keep", action="store_true", help="leave rows and tenants in place")
+    run_cli(run, parser)
+
+
+if __name__ == "__main__":
+    main()

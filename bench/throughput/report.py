@@ -1,0 +1,137 @@
+"""The throughput run's tables: the baseline, each drain against it (and the targets), the CPU
+per record of every process beside the baseline's, where it goes, and n workers estimated from
+the CPU per record ("measured on paper")."""
+
+from __future__ import annotations
+
+import math
+import os
+
+from mdmbus.settings import Settings
+from bench.support import table
+from bench.throughput.baselines import CLIENT, CONSUME, COPY, LOOP, Baseline
+from bench.throughput.drain import WORKERS, DrainResult
+from bench.throughput.produce import Load
+
+__all__ = ["report", "TARGETS"]
+
+#: mdmbus / baseline, by workers (the issue's targets; the code is not tuned to them).
+TARGETS = {1: 0.4, 2: 0.5}
+
+
+def _metered(cpu: list[tuple[str, float, float]]) -> list[tuple[str, float, float]]:
+    return [row for row in cpu if not row[0].startswith(("rest of", "machine"))]
+
+
+def report(settings: Settings, load: Load, baselines: dict[str, Baseline],
+           runs: list[DrainResult], stages: list[tuple[str, float, float]],
+           cores: int | None = None) -> None:
+    cores = cores or os.cpu_count() or 1
+    base = float("nan")
+    base_cpu = float("nan")
+    if CONSUME in baselines and COPY in baselines:
+        consume, copy = baselines[CONSUME], baselines[COPY]
+        base = min(consume.rate, copy.rate)
+        serial = 1 / (1 / consume.rate + 1 / copy.rate)
+        # The ideal pipeline's CPU: reading (client + broker) plus writing (client + PostgreSQL).
+        base_cpu = consume.cpu_us() + copy.cpu_us()
+        rows = [(b.name, b.rate, b.cpu_us(CLIENT), b.cpu_us("kafka broker"),
+                 b.cpu_us("postgres"), b.cpu_us()) for b in baselines.values()]
+        rows.append(("= baseline: min(consume-only, COPY-only)", base, float("nan"),
+                     float("nan"), float("nan"), base_cpu))
+        rows.append(("  (serial sum: 1/(1/consume + 1/COPY))", serial, float("nan"),
+                     float("nan"), float("nan"), float("nan")))
+        table(["raw baseline (no decode/validate/route)", "records/s", "client us/rec",
+               "broker us/rec", "postgres us/rec", "all us/rec"], rows,
+              title=f"Baseline on the same {load.count:,} messages of {load.topic} "
+                    f"({load.bytes / max(1, load.count):.0f} bytes each), batches of "
+                    f"{settings.batch_size} (CPU microseconds a record, by process; the "
+                    f"baseline's CPU = consume-only's + COPY-only's)")
+    loop = baselines[LOOP].rate if LOOP in baselines else float("nan")
+
+    measured = [r for r in runs if not r.profiled]
+    table(["mdmbus pipeline, workers of one region", "stored", "start-up s", "first->last s",
+           "records/s", "p10-p90 rec/s", "/ baseline", "target", "/ loop"],
+          [(r.label, r.stored, r.startup, r.last - r.first, r.rate, r.steady_rate,
+            r.rate / base, "(profiled)" if r.profiled else _target(r.workers, r.rate / base),
+            r.rate / loop)
+           for r in runs],
+          title=f"End to end: {load.topic} -> durable rows in the {load.region} store "
+                "(rate: rows stored / first to last stored_at_real)")
+    one = next((r for r in measured if r.workers == 1), None)
+    two = next((r for r in measured if r.workers == 2), None)
+    if one and two:
+        print(f"2 workers / 1 worker: {two.rate / one.rate:.2f}x")
+    for r in measured:
+        target = TARGETS.get(r.workers)
+        if target is not None and not math.isnan(base):
+            ratio = r.rate / base
+            print(f"target mdmbus / baseline >= {target} with {r.workers} worker(s): "
+                  f"{ratio:.3f} -> {'met' if ratio >= target else 'NOT met'}")
+
+    for r in runs:
+        n = max(1, r.cpu_records)
+        rows = [(what, s, c, 1e6 * s / n) for what, s, c in r.cpu]
+        table(["process", "CPU s", "cores", "CPU us/record"], rows,
+              title=f"Where the CPU went while {r.label} drained the topic (first commit to "
+                    f"last: {n:,} records; 'cores' = CPU s / wall s)")
+    if measured:
+        rows = []
+        for r in measured:
+            rows.append((r.label, r.cpu_us(WORKERS), r.cpu_us("postgres"),
+                         r.cpu_us("kafka broker"), r.cpu_us(), r.cpu_us() / base_cpu))
+        rows.append(("raw baseline (consume-only + COPY-only)", float("nan"),
+                     baselines[COPY].cpu_us("postgres") if COPY in baselines else float("nan"),
+                     baselines[CONSUME].cpu_us("kafka broker") if CONSUME in baselines
+                     else float("nan"), base_cpu, 1.0))
+        table(["CPU microseconds a record", "worker(s)", "postgres", "broker", "all",
+               "/ baseline's"], rows,
+              title="CPU a record summed over every process (the workers, PostgreSQL's "
+                    "backends, the broker; for the baseline its client in place of workers)")
+
+    if stages:
+        rows = [(name, cpu, wall) for name, cpu, wall in stages]
+        if one and one.cpu_records:
+            worker = one.cpu_us(WORKERS)
+            own = sum(cpu for name, cpu, _ in stages if "PostgreSQL" not in name)
+            rows.append(("worker process in the 1-worker drain (measured above)", worker,
+                         float("nan")))
+            rows.append(("=> runtime, Kafka client, commit, truncation, faust (difference)",
+                         worker - own, float("nan")))
+        table(["the pipeline's batch steps, in this process", "CPU us/rec", "wall us/rec"],
+              rows, title="The pipeline's own steps timed one by one (BatchTemplate, "
+                          "MDMBUS_BATCH_SIZE batches, no overlap of fetch and write)")
+
+    if one and one.cpu_records:
+        _on_paper(one, base, base_cpu, cores)
+
+
+def _target(workers: int, ratio: float) -> str:
+    target = TARGETS.get(workers)
+    if target is None or math.isnan(ratio):
+        return "-"
+    return f">= {target}: {'met' if ratio >= target else 'NOT met'}"
+
+
+def _on_paper(one: DrainResult, base: float, base_cpu: float, cores: int) -> None:
+    """n workers from the 1-worker drain's CPU a record: each worker saturating a core of its
+    own, PostgreSQL and the broker given the cores they need; and what this machine's cores
+    allow for the whole system."""
+    worker_us = one.cpu_us(WORKERS)
+    all_us = one.cpu_us()
+    rows = []
+    for n in (1, 2, 4, 8):
+        rate = n * 1e6 / worker_us
+        rows.append((n, rate, rate * all_us / 1e6, rate / base))
+    table(["workers", "records/s", "cores needed", "/ baseline"], rows,
+          title=f"Measured on paper: n workers of one region, each saturating one core at "
+                f"{worker_us:.1f} us a record (the 1-worker drain), PostgreSQL and the broker "
+                f"given the cores they need ({all_us - worker_us:.1f} us a record); "
+                f"'/ baseline' against the baseline measured here")
+    print(f"on this machine ({cores} cores), all processes together: at most "
+          f"{cores * 1e6 / all_us:,.0f} records/s ({all_us:.1f} CPU us a record) -> "
+          f"{cores * 1e6 / all_us / base:.2f} of the baseline")
+    if not math.isnan(base_cpu):
+        print(f"CPU-bound ratio (the baseline's CPU a record / mdmbus's, 1 worker): "
+              f"{base_cpu / all_us:.2f} -- the ratio on a machine where both run out of cores, "
+              "not out of fsyncs")

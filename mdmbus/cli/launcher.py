@@ -1,0 +1,94 @@
+"""The one process launcher: starts mdmbus processes as subprocesses (``python -m mdmbus
+process NAME --region R``) sharing one clock, each with its log file and, optionally, a
+/metrics port. The demo, the benchmarks and the tests all start processes through it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from mdmbus.clock import Clock
+
+__all__ = ["Launcher", "end_process"]
+
+
+def end_process(proc: subprocess.Popen, grace_s: float = 30) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``grace_s``."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@dataclass
+class Launcher:
+    log_dir: Path
+    clock: Clock
+    #: The environment every process gets (the caller's MDMBUS_* settings), before the clock.
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def environment(self, metrics_port: int | None = None,
+                    extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        env = dict(self.env, MDMBUS_CLOCK_SPEED=repr(self.clock.speed),
+                   MDMBUS_CLOCK_ORIGIN=repr(self.clock.origin), PYTHONUNBUFFERED="1")
+        if metrics_port is not None:
+            env["MDMBUS_METRICS_PORT"] = str(metrics_port)
+        env.update(extra or {})
+        return env
+
+    def start(self, name: str, region: str | None = "all", *, key: str | None = None,
+              metrics_port: int | None = None, env: Mapping[str, str] | None = None,
+              prefix: tuple[str, ...] = ()) -> str:
+        """Starts ``name`` (for ``region``; None for a process without one) and returns its
+        key (``name-region`` unless given). ``prefix`` wraps the command (e.g. a profiler)."""
+        key = key or (name if region is None else f"{name}-{region}")
+        if key in self.procs and self.procs[key].poll() is None:
+            raise RuntimeError(f"{key} is already running (pid {self.procs[key].pid})")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        argv = [*prefix, sys.executable, "-m", "mdmbus", "process", name]
+        if region is not None:
+            argv += ["--region", region]
+        log = open(self.log_dir / f"{key}.log", "ab")
+        try:
+            self.procs[key] = subprocess.Popen(
+                argv, env=self.environment(metrics_port, env), stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        finally:
+            log.close()
+        return key
+
+    def kill(self, key: str, sig: int = signal.SIGKILL) -> None:
+        """Sends ``sig`` and waits for the process to end."""
+        proc = self.procs.pop(key)
+        proc.send_signal(sig)
+        proc.wait(60)
+
+    def stop(self, *keys: str) -> None:
+        """Ends the given processes (all by default): SIGTERM, then SIGKILL after 30 s."""
+        for key in keys or list(self.procs):
+            proc = self.procs.pop(key, None)
+            if proc is not None:
+                end_process(proc)
+
+    def exited(self) -> dict[str, int]:
+        """The processes that have ended, with their exit status."""
+        return {k: p.returncode for k, p in self.procs.items() if p.poll() is not None}
+
+    def assert_alive(self) -> None:
+        for key, status in self.exited().items():
+            raise AssertionError(f"{key} exited with {status}:\n{self.tail(key)}")
+
+    def tail(self, key: str, lines: int = 40) -> str:
+        path = self.log_dir / f"{key}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

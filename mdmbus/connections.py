@@ -1,0 +1,107 @@
+"""Every connection mdmbus opens, authenticated: the one place a Kafka client or a PostgreSQL
+pool gets its identity, its password and its TLS context.
+
+Kafka: SCRAM-SHA-512 over TLS with the principal's password, verifying the broker's
+certificate against the stack's CA (MDMBUS_CA_FILE); the provisioning admin of the embedded
+stack by its certificate over mutual TLS instead (it creates the SCRAM users). PostgreSQL:
+scram-sha-256 over TLS with the role's password, verifying the server's certificate. Who may do
+what once connected is mdmbus/identities.py.
+"""
+
+from __future__ import annotations
+
+import ssl
+from functools import lru_cache
+from typing import Any
+
+import asyncpg
+
+from mdmbus.errors import ConfigError
+from mdmbus.identities import ADMIN
+from mdmbus.settings import Settings
+
+__all__ = ["kafka_options", "admin_options", "faust_credentials", "ca_context", "pg_pool",
+           "pg_connect"]
+
+
+@lru_cache(maxsize=16)
+def _context(ca_file: str, cert: str | None = None, key: str | None = None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert:
+        context.load_cert_chain(cert, key)
+    return context
+
+
+def ca_context(settings: Settings) -> ssl.SSLContext:
+    """A client TLS context that trusts the configured CA only and checks host names."""
+    if not settings.ca_path.is_file():
+        raise ConfigError(f"the CA certificate {settings.ca_path} does not exist: run `mdmbus "
+                          f"stack up` (it creates it), or set MDMBUS_CA_FILE to your CA's")
+    return _context(str(settings.ca_path))
+
+
+def kafka_options(settings: Settings, principal: str, region: str | None = None,
+                  **extra: Any) -> dict[str, Any]:
+    """The keyword arguments of an aiokafka client acting as ``principal`` on the cluster of
+    ``region`` (None: the global cluster)."""
+    bootstrap = settings.kafka_bootstrap if region is None else settings.kafka_bootstrap_of(region)
+    options: dict[str, Any] = {"bootstrap_servers": bootstrap}
+    if settings.kafka_security == "sasl_ssl":
+        options.update(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+                       sasl_plain_username=principal,
+                       sasl_plain_password=settings.password("kafka", principal),
+                       ssl_context=ca_context(settings))
+    options.update(extra)
+    return options
+
+
+def admin_options(settings: Settings, bootstrap: str | None = None, **extra: Any) -> dict[str, Any]:
+    """The provisioning admin's client options: its certificate on a mutual-TLS listener
+    (which works before any SCRAM user exists): the embedded broker's, or the one
+    MDMBUS_KAFKA_ADMIN_BOOTSTRAP names; else, on a cluster of your own, the SCRAM principal
+    ``admin``."""
+    if not settings.kafka_admin_bootstrap and (
+            settings.kafka_external or settings.kafka_region_bootstraps
+            or settings.kafka_security != "sasl_ssl"):
+        options = kafka_options(settings, ADMIN, **extra)
+        if bootstrap:
+            options["bootstrap_servers"] = bootstrap
+        return options
+    pki = settings.pki_dir
+    return {"bootstrap_servers": settings.kafka_admin_bootstrap
+            or f"127.0.0.1:{settings.kafka_mtls_port}",
+            "security_protocol": "SSL",
+            "ssl_context": _context(str(settings.ca_path), str(pki / f"{ADMIN}.crt"),
+                                    str(pki / f"{ADMIN}.key")), **extra}
+
+
+def faust_credentials(settings: Settings, principal: str) -> Any:
+    """faust's broker_credentials for ``principal`` (None without security)."""
+    if settings.kafka_security != "sasl_ssl":
+        return None
+    import faust
+    return faust.SASLCredentials(username=principal,
+                                 password=settings.password("kafka", principal),
+                                 mechanism="SCRAM-SHA-512", ssl_context=ca_context(settings))
+
+
+def _ssl(settings: Settings) -> ssl.SSLContext | bool:
+    return ca_context(settings) if settings.pg_tls else False
+
+
+async def pg_pool(settings: Settings, database: str, role: str | None, *, min_size: int = 1,
+                  max_size: int = 4, application: str = "mdmbus") -> asyncpg.Pool:
+    """A pool to ``database`` as ``role`` (None: the provisioning superuser); ``application``
+    names the process in pg_stat_activity."""
+    return await asyncpg.create_pool(settings.pg_dsn(database, role), ssl=_ssl(settings),
+                                     min_size=min_size, max_size=max_size,
+                                     server_settings={"application_name": application[:63]})
+
+
+async def pg_connect(settings: Settings, database: str, role: str | None = None,
+                     connect_to: str | None = None, **kw: Any) -> asyncpg.Connection:
+    """One connection to ``database`` (or ``connect_to`` on its server) as ``role`` (default:
+    the provisioning superuser)."""
+    return await asyncpg.connect(settings.pg_dsn(database, role, connect_to), ssl=_ssl(settings),
+                                 **kw)

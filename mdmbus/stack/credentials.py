@@ -1,0 +1,44 @@
+"""The embedded stack's passwords: one per Kafka principal and PostgreSQL role of
+mdmbus/identities.py, and the PostgreSQL superuser's, generated once into
+<state>/credentials/{kafka,pg}/<name> (mode 0600, directories 0700).
+
+A password given in the environment (MDMBUS_PASSWORD_<KIND>_<NAME>, compose's .env) wins over
+the file, and no file is written for it. Provisioning sets each password on the servers, so a
+changed file or variable takes effect at the next `mdmbus stack up` / `mdmbus provision`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from mdmbus.identities import kafka_principals, pg_roles
+from mdmbus.settings import Settings
+from mdmbus.stack.pki import write_private
+
+__all__ = ["ensure_passwords", "identities"]
+
+
+def identities(settings: Settings) -> list[tuple[str, str]]:
+    """(kind, name) of every identity with a password: the Kafka principals, the PostgreSQL
+    login roles and the PostgreSQL superuser that provisions them."""
+    return ([("kafka", p.name) for p in kafka_principals()]
+            + [("pg", r.name) for r in pg_roles()] + [("pg", settings.pg_user)])
+
+
+def ensure_passwords(settings: Settings) -> list[Path]:
+    """Generates the passwords that are neither in the environment nor on disk; returns the
+    files written."""
+    written = []
+    for kind, name in identities(settings):
+        variable = f"MDMBUS_PASSWORD_{kind}_{name}".upper().replace("-", "_")
+        if kind == "pg" and name == settings.pg_user and settings.pg_password:
+            continue
+        path = settings.credentials_dir / kind / name
+        if settings.passwords.get(variable) or path.exists():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        settings.credentials_dir.chmod(0o700)
+        write_private(path, (secrets.token_urlsafe(24) + "\n").encode())
+        written.append(path)
+    return written

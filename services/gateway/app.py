@@ -1,0 +1,493 @@
+"""The gateway's HTTP application for one region (aiohttp): the routes of openapi.yaml.
+
+Every request carries a bearer token (tokens.py); the token's tenant is the only tenant the
+request can read, write or delete, and a tenant living in another region is sent to its own
+region's gateway. Answers never hold anything of another tenant, errors included: a record
+naming another tenant is refused without echoing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import json
+import logging
+import struct
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import asyncpg
+from aiohttp import web
+
+from mdmbus.clock import Clock
+from mdmbus.codec import CodecError
+from mdmbus.contract import Registry, ValidationError, from_json, to_json
+from mdmbus.contract.limits import MAX_RECORD_BYTES, is_canonical_uuid
+from mdmbus.contract.verdict import Refused, check_message
+from mdmbus.metrics import Metrics
+from mdmbus.producer import prepare_record
+from mdmbus.services.export import export_records
+from mdmbus.services.gateway.access import allowed
+from mdmbus.services.gateway.tokens import Caller, TokenError, TokenVerifier
+from mdmbus.services.rules import delete_after_download as relay
+from mdmbus.services.stores import directory
+from mdmbus.services.stores.retry import STORE_ERRORS
+from mdmbus.settings import Settings
+from mdmbus.topics import TopicKind, topic_name
+
+__all__ = ["Gateway", "Limits", "build_app", "LIMITS"]
+
+log = logging.getLogger("mdmbus.gateway")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may hold (stated in openapi.yaml, enforced here)."""
+
+    #: Bytes of a request body; larger bodies get 413 before they are read.
+    request_bytes: int = 8 * 1024 * 1024
+    #: Records in one upload, ids in one acknowledgement.
+    records: int = 5000
+    #: Relay records in one download.
+    download: int = 1000
+    #: Seconds a client has to send its body; a slower one gets 408
+    #: (MDMBUS_GATEWAY_BODY_TIMEOUT).
+    body_seconds: float = 30.0
+    #: Seconds a relay download waits for a record when none is pending.
+    wait_seconds: float = 30.0
+    #: Seconds a deletion request waits for the erasure to complete before answering 202.
+    erasure_seconds: float = 30.0
+
+
+LIMITS = Limits()
+#: Content types of an upload.
+NDJSON = "application/x-ndjson"
+AVRO_BATCH = "application/vnd.mdmbus.avro-batch"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.code, self.extra = status, code, extra
+
+
+@dataclass
+class Gateway:
+    """What one region's gateway holds: its stores, producers, verifier, metrics."""
+
+    settings: Settings
+    region: str
+    pool: asyncpg.Pool
+    directory_pool: asyncpg.Pool
+    #: A started AIOKafkaProducer on the region's cluster (uploads) and the global one
+    #: (deletion requests on the lifecycle topic).
+    producer: Any
+    lifecycle_producer: Any
+    verifier: TokenVerifier
+    metrics: Metrics
+    contract: Registry
+    clock: Clock
+    limits: Limits = field(default_factory=Limits)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def caller(self, request: web.Request, route: str) -> Caller:
+        try:
+            caller = self.verifier.verify(request.headers.get("Authorization"))
+        except TokenError as exc:
+            self.metrics.gateway_tokens_refused.labels(exc.reason).inc()
+            raise ApiError(401, "invalid_token", str(exc), reason=exc.reason) from None
+        if not allowed(route, caller.role):
+            raise ApiError(403, "forbidden", f"role {caller.role!r} may not call {route}")
+        return caller
+
+    @contextlib.asynccontextmanager
+    async def as_tenant(self, pool: asyncpg.Pool,
+                        tenant: uuid.UUID) -> AsyncIterator[asyncpg.Connection]:
+        """A connection that sees and changes only ``tenant``'s rows: the gateway's role is
+        held to the tenant named by ``mdmbus.tenant`` by row-level security
+        (mdmbus/identities.py), so a query that forgot its tenant filter finds nothing of
+        another tenant. The setting is the session's, one round trip, and is undone when the
+        connection goes back to the pool (asyncpg resets every released connection with
+        RESET ALL, and closes one it cannot reset)."""
+        async with pool.acquire() as conn:
+            await conn.execute("SELECT set_config('mdmbus.tenant', $1, false)", str(tenant))
+            yield conn
+
+    async def entry(self, caller: Caller, *, purged_ok: bool = False) -> directory.Entry:
+        """The caller's tenant, which must live in this region."""
+        async with self.as_tenant(self.directory_pool, caller.tenant) as conn:
+            entry = (await directory.entries(conn, [caller.tenant])).get(caller.tenant)
+        if entry is None:
+            raise ApiError(403, "tenant_not_onboarded", "the token's tenant is not onboarded")
+        if entry.region != self.region:
+            raise ApiError(421, "wrong_region",
+                           f"this tenant's data lives in region {entry.region}: call "
+                           f"{self.settings.gateway_url(entry.region)}", region=entry.region,
+                           gateway=self.settings.gateway_url(entry.region))
+        if entry.state == directory.PURGED and not purged_ok:
+            raise ApiError(410, "tenant_deleted", "this tenant's data has been deleted")
+        return entry
+
+    async def body(self, request: web.Request) -> bytes:
+        if request.content_length is not None and request.content_length > self.limits.request_bytes:
+            raise ApiError(413, "request_too_large",
+                           f"a request body may hold {self.limits.request_bytes} bytes")
+        try:
+            async with asyncio.timeout(self.limits.body_seconds):
+                return await request.read()
+        except TimeoutError:
+            raise ApiError(408, "request_timeout",
+                           f"the body did not arrive within {self.limits.body_seconds:g} s") from None
+        except web.HTTPRequestEntityTooLarge:
+            raise ApiError(413, "request_too_large",
+                           f"a request body may hold {self.limits.request_bytes} bytes") from None
+
+    # ------------------------------------------------------------------ upload
+
+    def _records_of(self, body: bytes, content_type: str) -> list[tuple[int, Any]]:
+        """(index, item) of each record in the body: a JSON line's parsed value or an Avro
+        message's bytes; a line that is not JSON becomes an ApiError-free refusal later."""
+        if content_type == NDJSON:
+            items = []
+            for line in body.split(b"\n"):
+                if line.strip():
+                    items.append((len(items), line))
+            return items
+        if content_type == AVRO_BATCH:
+            items, pos = [], 0
+            while pos < len(body):
+                if pos + 4 > len(body):
+                    raise ApiError(400, "bad_framing", "an Avro batch is a sequence of 4-byte "
+                                   "big-endian lengths, each followed by one message")
+                (size,) = struct.unpack_from(">I", body, pos)
+                pos += 4
+                if pos + size > len(body):
+                    raise ApiError(400, "bad_framing", f"message {len(items)} is cut short")
+                items.append((len(items), body[pos:pos + size]))
+                pos += size
+            return items
+        raise ApiError(415, "unsupported_media_type",
+                       f"upload {NDJSON} (one {{\"kind\", \"record\"}} a line) or {AVRO_BATCH}")
+
+    def _verdict(self, item: bytes, avro: bool) -> tuple[str, dict, bytes] | tuple[str, str]:
+        """(kind, record, value) of a valid record, or (reason, message) of a refusal."""
+        if avro:
+            verdict = check_message(self.contract, item, None, None)
+            if isinstance(verdict, Refused) and verdict.reason != "missing_key":
+                return verdict.reason, _safe_message(verdict.reason, verdict.path)
+            kind, record = verdict.decoded if isinstance(verdict, Refused) else verdict
+            return kind, record, item
+        if len(item) > 4 * MAX_RECORD_BYTES:  # its JSON cannot encode under the limit
+            return "oversized", f"a record may hold {MAX_RECORD_BYTES} bytes encoded"
+        try:
+            line = json.loads(item)
+        except ValueError:
+            return "invalid_json", "not a JSON value"
+        if not isinstance(line, dict) or set(line) != {"kind", "record"}:
+            return "invalid_line", 'expected an object with exactly "kind" and "record"'
+        kind = line["kind"]
+        try:
+            record = from_json(self.contract.spec(kind).expanded, line["record"])
+            produced = prepare_record(kind, record, self.contract)
+        except ValidationError as exc:
+            return exc.reason, _safe_message(exc.reason, exc.path)
+        except CodecError:
+            return "schema_mismatch", "the record does not fit its schema"
+        return kind, record, produced.value
+
+    async def upload(self, request: web.Request) -> web.Response:
+        caller = self.caller(request, "upload")
+        entry = await self.entry(caller)
+        if entry.state != directory.ACTIVE:
+            raise ApiError(403, "tenant_in_retention", "the tenant is in its read-only retention "
+                           "period: no new writes", read_only_until=_iso(entry.read_only_until))
+        content_type = request.content_type
+        items = self._records_of(await self.body(request), content_type)
+        if len(items) > self.limits.records:
+            raise ApiError(413, "too_many_records", f"an upload may hold {self.limits.records} "
+                           "records")
+        topic = topic_name(TopicKind.UPLOAD, self.region)
+        accepted, refused, futures = [], [], []
+        for index, item in items:
+            verdict = self._verdict(item, content_type == AVRO_BATCH)
+            if len(verdict) == 2:
+                refused.append({"index": index, "reason": verdict[0], "message": verdict[1]})
+                continue
+            kind, record, value = verdict
+            if str(record["envelope"]["tenant_id"]) != str(caller.tenant):
+                refused.append({"index": index, "reason": "foreign_tenant", "message":
+                                "the record names a tenant other than the token's"})
+                continue
+            if self.contract.spec(kind).topic != TopicKind.UPLOAD:
+                refused.append({"index": index, "reason": "wrong_topic", "message":
+                                f"{kind} records are not uploaded by tenants"})
+                continue
+            futures.append(await self.producer.send(topic, value=value,
+                                                    key=self.contract.key(kind, record)))
+            accepted.append({"index": index, "record_id": str(record["envelope"]["record_id"]),
+                             "kind": kind})
+        await asyncio.gather(*futures)  # acks=all: accepted means durable in Kafka
+        for r in refused:
+            self.metrics.gateway_upload_refused.labels(self.region, r["reason"]).inc()
+        return web.json_response({"accepted": accepted, "refused": refused},
+                                 status=200 if not refused else 207)
+
+    # ------------------------------------------------------------------ relay
+
+    async def relay_download(self, request: web.Request) -> web.Response:
+        caller = self.caller(request, "relay_download")
+        await self.entry(caller)
+        limit = _int_param(request, "limit", 100, 1, self.limits.download)
+        wait = _float_param(request, "wait", 0.0, 0.0, self.limits.wait_seconds)
+        deadline = time.monotonic() + wait
+        while True:
+            async with self.as_tenant(self.pool, caller.tenant) as conn:
+                rows = await relay.pending(conn, caller.tenant, limit)
+            if rows or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+        return web.json_response({"records": [
+            {"record_id": str(r["record_id"]), "kind": r["kind"],
+             "event_time": _iso(r["event_time"]),
+             "value": base64.b64encode(r["body"]).decode("ascii")} for r in rows]})
+
+    async def relay_ack(self, request: web.Request) -> web.Response:
+        caller = self.caller(request, "relay_ack")
+        await self.entry(caller)
+        body = _json(await self.body(request))
+        ids_in = body.get("record_ids") if isinstance(body, dict) else None
+        if not isinstance(ids_in, list) or len(ids_in) > self.limits.records:
+            raise ApiError(400, "bad_request", f"expected {{\"record_ids\": [...]}} with at most "
+                           f"{self.limits.records} ids")
+        ids = [uuid.UUID(v) for v in ids_in if is_canonical_uuid(v)]
+        malformed = [str(v) for v in ids_in if not is_canonical_uuid(v)]
+        lag = 0.0
+        committed = body.get("cm_committed_at")
+        if isinstance(committed, str):
+            try:
+                lag = max(0.0, time.time() - dt.datetime.fromisoformat(committed).timestamp())
+            except ValueError:
+                raise ApiError(400, "bad_request", "cm_committed_at is not ISO-8601") from None
+        async with self.as_tenant(self.pool, caller.tenant) as conn:
+            outcome = await relay.acknowledge(conn, self.region, caller.tenant, ids,
+                                              self.clock.now_dt(), lag)
+        self.metrics.count_deletions(outcome.deletions)
+        return web.json_response({
+            "deleted": [str(i) for i in outcome.deleted],
+            "already_deleted": [str(i) for i in outcome.already],
+            "refused": [{"record_id": str(i), "reason": "not_pending_for_tenant"}
+                        for i in outcome.unknown]
+                       + [{"record_id": v[:40], "reason": "not_a_uuid"} for v in malformed]})
+
+    # ------------------------------------------------------------------ export, status
+
+    async def export(self, request: web.Request) -> web.StreamResponse:
+        caller = self.caller(request, "export")
+        await self.entry(caller)
+        response = web.StreamResponse(headers={"Content-Type": NDJSON})
+        await response.prepare(request)
+        count = 0
+        async with self.as_tenant(self.pool, caller.tenant) as conn, \
+                conn.transaction(readonly=True):
+            async for kind, record in export_records(conn, caller.tenant, self.contract):
+                line = {"kind": kind, "record": to_json(self.contract.spec(kind).expanded, record)}
+                await response.write(json.dumps(line).encode() + b"\n")
+                count += 1
+        await response.write_eof()
+        log.info("exported %d records of a tenant in %s", count, self.region)
+        return response
+
+    async def status(self, request: web.Request) -> web.Response:
+        caller = self.caller(request, "status")
+        entry = await self.entry(caller, purged_ok=True)
+        async with self.as_tenant(self.pool, caller.tenant) as conn:
+            rows = {r["category"]: r["n"] for r in await conn.fetch(
+                "SELECT category, count(*) AS n FROM records WHERE tenant_id = $1"
+                " AND held GROUP BY category", caller.tenant)}
+            pending, oldest = await relay.pending_summary(conn, caller.tenant)
+        return web.json_response({
+            "tenant_id": str(caller.tenant), "region": entry.region, "state": entry.state,
+            "read_only_until": _iso(entry.read_only_until), "purge_at": _iso(entry.purge_at),
+            "rows": rows, "relay_pending": pending,
+            "relay_oldest_pending_s": None if oldest is None else round(
+                (dt.datetime.now(dt.timezone.utc) - oldest).total_seconds(), 3)})
+
+    # ------------------------------------------------------------------ deletion
+
+    async def deletion_request(self, request: web.Request) -> web.Response:
+        """A cancellation with a deletion request: sent on the lifecycle topic, applied by the
+        region's pipeline at once (the one path every deletion takes); answered with the
+        erasure receipt once the purge is done (202 with its location if it takes longer)."""
+        caller = self.caller(request, "deletion_request")
+        await self.entry(caller)  # onboarded here, and not deleted yet
+        receipt_id = uuid.uuid4()
+        now = self.clock.now_dt()
+        record = {"envelope": {"record_id": str(receipt_id), "tenant_id": str(caller.tenant),
+                               "device_id": None, "user_id": None, "event_time": now,
+                               "kind": "tenant_subscription_cancelled"},
+                  "deletion_requested": True}
+        produced = prepare_record("tenant_subscription_cancelled", record, self.contract)
+        async with self.as_tenant(self.pool, caller.tenant) as conn:
+            await conn.execute(
+                "INSERT INTO erasure_receipts (receipt_id, tenant_id, requested_at)"
+                " VALUES ($1, $2, $3)", receipt_id, caller.tenant, now)
+        await self.lifecycle_producer.send_and_wait(
+            topic_name(TopicKind.TENANT_LIFECYCLE), value=produced.value, key=produced.key)
+        deadline = time.monotonic() + self.limits.erasure_seconds
+        while time.monotonic() < deadline:
+            receipt = await self._receipt(caller.tenant, receipt_id)
+            if receipt is not None and receipt["completed_at"] is not None:
+                return web.json_response(receipt)
+            await asyncio.sleep(0.1)
+        return web.json_response({"receipt_id": str(receipt_id), "status": "in_progress",
+                                  "location": f"/v1/erasure-receipts/{receipt_id}"}, status=202)
+
+    async def _receipt(self, tenant: uuid.UUID, receipt_id: uuid.UUID) -> dict | None:
+        """The receipt, completed from the deletion audit once the tenant is purged."""
+        async with self.as_tenant(self.pool, tenant) as conn:
+            row = await conn.fetchrow("SELECT * FROM erasure_receipts WHERE receipt_id = $1"
+                                      " AND tenant_id = $2", receipt_id, tenant)
+        if row is None:
+            return None
+        if row["completed_at"] is None:
+            async with self.as_tenant(self.directory_pool, tenant) as conn:
+                entry = (await directory.entries(conn, [tenant])).get(tenant)
+            if entry is None or entry.state != directory.PURGED:
+                return _receipt_json(row)
+            counts: dict[str, int] = {}
+            ids: dict[str, list[str]] = {}
+            async with self.as_tenant(self.pool, tenant) as conn:
+                for audit in await conn.fetch(
+                        "SELECT category, row_count, record_ids FROM deletion_audit"
+                        " WHERE tenant_id = $1 AND rule = 'deletion_request' ORDER BY id",
+                        tenant):
+                    counts[audit["category"]] = counts.get(audit["category"], 0) \
+                        + audit["row_count"]
+                    ids.setdefault(audit["category"], []).extend(
+                        str(i) for i in audit["record_ids"])
+                row = await conn.fetchrow(
+                    "UPDATE erasure_receipts SET completed_at = $2, counts = $3::jsonb,"
+                    " record_ids = $4::jsonb WHERE receipt_id = $1 RETURNING *", receipt_id,
+                    self.clock.now_dt(), json.dumps(counts), json.dumps(ids))
+        return _receipt_json(row)
+
+    async def erasure_receipt(self, request: web.Request) -> web.Response:
+        caller = self.caller(request, "erasure_receipt")
+        await self.entry(caller, purged_ok=True)
+        try:
+            receipt_id = uuid.UUID(request.match_info["receipt_id"])
+        except ValueError:
+            raise ApiError(404, "not_found", "no such receipt") from None
+        receipt = await self._receipt(caller.tenant, receipt_id)
+        if receipt is None:
+            raise ApiError(404, "not_found", "no such receipt")
+        return web.json_response(receipt, status=200 if receipt["completed_at"] else 202)
+
+
+def _receipt_json(row: asyncpg.Record) -> dict:
+    counts = json.loads(row["counts"]) if isinstance(row["counts"], str) else row["counts"]
+    ids = json.loads(row["record_ids"]) if isinstance(row["record_ids"], str) else row["record_ids"]
+    return {"receipt_id": str(row["receipt_id"]), "tenant_id": str(row["tenant_id"]),
+            "requested_at": _iso(row["requested_at"]), "completed_at": _iso(row["completed_at"]),
+            "status": "completed" if row["completed_at"] else "in_progress",
+            "deleted": counts, "record_ids": ids}
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.astimezone(dt.timezone.utc).isoformat()
+
+
+def _safe_message(reason: str, path: str) -> str:
+    """A refusal's text without the record's values (which may be another tenant's)."""
+    return f"{reason} at {path}" if path else reason
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise ApiError(400, "invalid_json", "the body is not JSON") from None
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    try:
+        value = default if raw is None else int(raw)
+    except ValueError:
+        raise ApiError(400, "bad_request", f"{name} must be a whole number") from None
+    if not low <= value <= high:
+        raise ApiError(400, "bad_request", f"{name} must be between {low} and {high}")
+    return value
+
+
+def _float_param(request: web.Request, name: str, default: float, low: float, high: float) -> float:
+    raw = request.query.get(name)
+    try:
+        value = default if raw is None else float(raw)
+    except ValueError:
+        raise ApiError(400, "bad_request", f"{name} must be a number") from None
+    if not low <= value <= high:
+        raise ApiError(400, "bad_request", f"{name} must be between {low:g} and {high:g}")
+    return value
+
+
+#: (method, path, route name) of every route: the one list openapi.yaml is checked against.
+ROUTES = (
+    ("POST", "/v1/records", "upload"),
+    ("GET", "/v1/relay", "relay_download"),
+    ("POST", "/v1/relay/ack", "relay_ack"),
+    ("GET", "/v1/export", "export"),
+    ("GET", "/v1/status", "status"),
+    ("POST", "/v1/deletion-request", "deletion_request"),
+    ("GET", "/v1/erasure-receipts/{receipt_id}", "erasure_receipt"),
+)
+
+
+def build_app(gateway: Gateway) -> web.Application:
+    """The aiohttp application of one region's gateway."""
+    m = gateway.metrics
+
+    @web.middleware
+    async def errors(request: web.Request, handler: Callable[[web.Request],
+                                                             Awaitable[web.StreamResponse]]):
+        route = getattr(request.match_info.route, "name", None) or "unknown"
+        started = time.perf_counter()
+        try:
+            response = await handler(request)
+        except ApiError as exc:
+            headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} \
+                if exc.status == 401 else None
+            response = web.json_response({"error": exc.code, "message": str(exc), **exc.extra},
+                                         status=exc.status, headers=headers)
+        except web.HTTPException as exc:
+            response = web.json_response({"error": exc.reason.lower().replace(" ", "_"),
+                                          "message": exc.text or exc.reason}, status=exc.status)
+        except (ConnectionResetError, asyncio.CancelledError):
+            # The client went away (aiohttp's ClientConnectionResetError, a ConnectionResetError
+            # and so an OSError): before STORE_ERRORS, which would call it a store outage.
+            m.gateway_requests.labels(gateway.region, route, "aborted").inc()
+            raise
+        except STORE_ERRORS as exc:  # the region store away or a lock cycle broken: retry
+            log.warning("%s %s: store unavailable (%s)", request.method, route,
+                        type(exc).__name__)
+            response = web.json_response({"error": "store_unavailable", "message":
+                                          "the region store is unavailable; retry later"},
+                                         status=503, headers={"Retry-After": "1"})
+        except Exception:
+            log.exception("%s %s failed", request.method, route)
+            response = web.json_response({"error": "internal", "message": "internal error"},
+                                         status=500)
+        m.gateway_requests.labels(gateway.region, route, str(response.status)).inc()
+        m.gateway_request_seconds.labels(gateway.region, route).observe(
+            time.perf_counter() - started)
+        return response
+
+    app = web.Application(middlewares=[errors], client_max_size=gateway.limits.request_bytes)
+    for method, path, name in ROUTES:
+        app.router.add_route(method, path, getattr(gateway, name), name=name)
+    return app

@@ -1,0 +1,87 @@
+"""``mdmbus process gateway --region R``: one HTTPS server per region (TLS with the configured
+certificate; the embedded stack's CA issues it), stopped by SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import Sequence
+
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+
+from mdmbus.clock import Clock
+from mdmbus.connections import kafka_options
+from mdmbus.contract import default_registry
+from mdmbus.errors import ConfigError
+from mdmbus.identities import principal_of
+from mdmbus.metrics import Metrics
+from mdmbus.services.gateway.app import Gateway, Limits, build_app
+from mdmbus.services.gateway.tokens import REFUSALS, TokenVerifier
+from mdmbus.services.stores.pools import Stores
+from mdmbus.services.stores.retry import until_written
+from mdmbus.settings import Settings
+
+__all__ = ["run", "server_ssl_context"]
+
+log = logging.getLogger("mdmbus.gateway")
+
+
+def server_ssl_context(settings: Settings) -> ssl.SSLContext:
+    cert = settings.gateway_cert or str(settings.pki_dir / "gateway.crt")
+    key = settings.gateway_key or str(settings.pki_dir / "gateway.key")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+async def run(settings: Settings, regions: Sequence[str], stop: asyncio.Event,
+              metrics: Metrics) -> None:
+    stores = await until_written(
+        lambda: Stores(settings, f"mdmbus-gateway-{'-'.join(regions)}", "gateway").start(regions),
+        lambda exc: metrics.store_batches.labels("all", "error").inc())
+    verifier = TokenVerifier(settings.jwks_source, settings.token_issuer,
+                             settings.token_audience, settings.token_algorithms)
+    for reason in REFUSALS:  # every refusal reason reads 0 until it happens
+        metrics.gateway_tokens_refused.labels(reason)
+    # As the first region's gateway: every region's gateway may write deletion requests.
+    lifecycle = AIOKafkaProducer(**kafka_options(settings, principal_of("gateway", regions[0]),
+                                                 acks="all", enable_idempotence=True))
+    producers = {r: AIOKafkaProducer(**kafka_options(settings, principal_of("gateway", r), r,
+                                                     acks="all", enable_idempotence=True,
+                                                     linger_ms=2))
+                 for r in regions}
+    await lifecycle.start()
+    for producer in producers.values():
+        await producer.start()
+    runners = []
+    try:
+        tls = server_ssl_context(settings)
+        contract, clock = default_registry(), Clock.from_settings(settings)
+        for region in regions:
+            gateway = Gateway(settings, region, stores.region(region), stores.directory_of(region),
+                              producers[region], lifecycle, verifier, metrics, contract, clock,
+                              Limits(body_seconds=settings.gateway_body_timeout_s))
+            runner = web.AppRunner(build_app(gateway), access_log=None, shutdown_timeout=5)
+            await runner.setup()
+            site = web.TCPSite(runner, settings.gateway_addr, settings.gateway_ports[region],
+                               ssl_context=tls)
+            runners.append(runner)
+            try:
+                await site.start()
+            except OSError as exc:
+                raise ConfigError(
+                    f"the gateway of {region} cannot listen on {settings.gateway_addr}:"
+                    f"{settings.gateway_ports[region]} ({exc.strerror}); another process holds "
+                    f"it, or set MDMBUS_GATEWAY_PORT_{region.upper()}") from None
+            log.info("gateway of %s on https://%s:%d", region, settings.gateway_addr,
+                     settings.gateway_ports[region])
+        await stop.wait()
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+        for producer in [lifecycle, *producers.values()]:
+            await producer.stop()
+        await stores.close()

@@ -1,0 +1,107 @@
+"""Refused records in a region store (docs/design.md section 5): one row per source message,
+the body redacted of private key material and kept until its deadline, or not kept at all
+(a deleted tenant's record, a record in the wrong region). Written in the batch's transaction,
+so a replayed batch writes nothing twice; the notice on the dead-letter topic is sent after,
+and marked sent."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+from typing import Sequence
+
+import asyncpg
+
+__all__ = ["DeadLetter", "Source", "insert", "unnotified", "mark_notified", "listing", "fetch"]
+
+#: Where a refused message came from: (topic, partition, offset), its identity here.
+Source = tuple[str, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    topic: str
+    partition: int
+    offset: int
+    reason: str
+    path: str
+    error: str
+    tenant_id: uuid.UUID | None
+    record_id: uuid.UUID | None
+    kind: str | None
+    #: None: no body is kept (rule 7, or the wrong region).
+    body: bytes | None
+    redacted: bool
+
+    @property
+    def source(self) -> Source:
+        return (self.topic, self.partition, self.offset)
+
+
+async def insert(conn: asyncpg.Connection, letters: Sequence[DeadLetter], now: dt.datetime,
+                 deadline: dt.datetime) -> list[Source]:
+    """Stores the letters not stored yet; returns the sources of those newly stored. A body
+    whose tenant was purged in this store is dropped here, in the writing transaction."""
+    if not letters:
+        return []
+    cols = list(zip(*((d.topic, d.partition, d.offset, d.reason, d.path, d.error, d.tenant_id,
+                       d.record_id, d.kind, d.body, d.redacted) for d in letters)))
+    rows = await conn.fetch(
+        "INSERT INTO dead_letters (source_topic, source_partition, source_offset, reason, path,"
+        " error, tenant_id, record_id, kind, body, redacted, stored_at, deadline)"
+        " SELECT l.t, l.p, l.o, l.reason, l.path, l.error, l.tenant, l.rid, l.kind,"
+        "   CASE WHEN g.tenant_id IS NULL THEN l.body END, l.redacted, $12, $13"
+        " FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::text[],"
+        "   $7::uuid[], $8::uuid[], $9::text[], $10::bytea[], $11::bool[])"
+        "   AS l(t, p, o, reason, path, error, tenant, rid, kind, body, redacted)"
+        " LEFT JOIN purged_tenants g ON g.tenant_id = l.tenant"
+        " ORDER BY l.t, l.p, l.o"
+        " ON CONFLICT DO NOTHING"
+        " RETURNING source_topic, source_partition, source_offset", *cols, now, deadline)
+    return [(r["source_topic"], r["source_partition"], r["source_offset"]) for r in rows]
+
+
+async def unnotified(conn: asyncpg.Connection | asyncpg.Pool,
+                     sources: Sequence[Source]) -> list[asyncpg.Record]:
+    """The letters among ``sources`` whose notice was not sent yet (a replay finds those a
+    crash left unsent)."""
+    if not sources:
+        return []
+    t, p, o = zip(*sources)
+    return await conn.fetch(
+        "SELECT d.source_topic, d.source_partition, d.source_offset, d.reason, d.path,"
+        " d.tenant_id, d.record_id, d.kind, d.body_kept, d.deadline"
+        " FROM dead_letters d JOIN unnest($1::text[], $2::int[], $3::bigint[]) AS s(t, p, o)"
+        "   ON (d.source_topic, d.source_partition, d.source_offset) = (s.t, s.p, s.o)"
+        " WHERE NOT d.notified ORDER BY 1, 2, 3", list(t), list(p), list(o))
+
+
+async def mark_notified(conn: asyncpg.Connection | asyncpg.Pool, sources: Sequence[Source]) -> None:
+    if not sources:
+        return
+    t, p, o = zip(*sources)
+    await conn.execute(
+        "UPDATE dead_letters d SET notified = true FROM unnest($1::text[], $2::int[],"
+        " $3::bigint[]) AS s(t, p, o)"
+        " WHERE (d.source_topic, d.source_partition, d.source_offset) = (s.t, s.p, s.o)",
+        list(t), list(p), list(o))
+
+
+async def listing(conn: asyncpg.Connection | asyncpg.Pool, *, tenant: uuid.UUID | None = None,
+                  reason: str | None = None, limit: int = 50) -> list[asyncpg.Record]:
+    """The newest letters (without bodies), optionally of one tenant or reason."""
+    return await conn.fetch(
+        "SELECT source_topic, source_partition, source_offset, reason, path, tenant_id,"
+        " record_id, kind, body_kept, length(body) AS body_bytes, redacted,"
+        " stored_at_real, deadline FROM dead_letters"
+        " WHERE ($1::uuid IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR reason = $2)"
+        " ORDER BY stored_at_real DESC, source_topic, source_partition, source_offset LIMIT $3",
+        tenant, reason, limit)
+
+
+async def fetch(conn: asyncpg.Connection | asyncpg.Pool, source: Source) -> asyncpg.Record | None:
+    """One letter with its body and full error."""
+    return await conn.fetchrow(
+        "SELECT * FROM dead_letters WHERE source_topic = $1 AND source_partition = $2"
+        " AND source_offset = $3", *source)

@@ -1,0 +1,83 @@
+"""The record processor: upload, relay and command records, stored in their region in one
+idempotent transaction a batch (services/stores/records.py). The store decides, in that
+transaction, whether the tenant may still be written (rules 4 and 7)."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from mdmbus.categories import Category, category_of
+from mdmbus.services.rules.refusals import Refusal, keeps_body, message
+from mdmbus.services.rules.session_expiry import COMMAND_FALLBACK
+from mdmbus.services.stores.records import StoreRow, write_records
+from mdmbus.streams.batch import Processor, Written, residency_route
+from mdmbus.streams.classify import Accepted, tenant_uuid
+from mdmbus.streams.context import PipelineContext
+
+__all__ = ["records_processor"]
+
+
+def _row(a: Accepted) -> StoreRow:
+    env = a.record["envelope"]
+    category = category_of(a.kind)
+    deadline = rule = None
+    if category is Category.COMMAND:
+        # Until its session is known (the store joins it in), a command keeps a fallback.
+        deadline, rule = env["event_time"] + COMMAND_FALLBACK, "session_expiry"
+    # The ids go to the store as the contract's canonical text (asyncpg encodes text into a
+    # uuid column in C); only the tenant, shared by many records, is made a uuid.UUID.
+    return StoreRow(env["record_id"], tenant_uuid(env["tenant_id"]), a.kind, category,
+                    env.get("device_id"), a.record.get("session_id"), env["event_time"],
+                    deadline, rule, a.value)
+
+
+async def _write(ctx: PipelineContext, region: str | None, items: list[Accepted]) -> Written:
+    m = ctx.metrics
+    rows = [_row(a) for a in items]
+    for category, n in Counter(row.category for row in rows).items():
+        m.records_routed.labels(region, category).inc(n)
+    started = time.perf_counter()
+    try:
+        async with ctx.stores.region(region).acquire() as conn:
+            outcome = await write_records(conn, rows, ctx.clock.now_dt(),
+                                          ctx.settings.command_grace_s)
+    except Exception:
+        m.store_batches.labels(region, "error").inc()
+        raise
+    m.store_write_seconds.labels(region).observe(time.perf_counter() - started)
+    m.store_batches.labels(region, "ok").inc()
+
+    now = ctx.clock.now()
+    # The store answers with uuid values; the rows hold their ids as text.
+    by_id = {row.record_id: row for row in rows}
+    stored_ids = [str(rid) for rid in outcome.stored]
+    stored: Counter[str] = Counter()
+    latency = {}  # one labelled child per category, not a label lookup per record
+    for rid in stored_ids:
+        row = by_id[rid]
+        stored[row.category] += 1
+        if row.category not in latency:
+            latency[row.category] = m.end_to_end_seconds.labels(row.category)
+        latency[row.category].observe(
+            max(0.0, ctx.clock.to_real_seconds(now - row.event_time.timestamp())))
+    for category, n in stored.items():
+        m.records_stored.labels(region, category).inc(n)
+    for category, n in Counter(by_id[str(rid)].category for rid in outcome.duplicates).items():
+        m.records_duplicate.labels(region, category).inc(n)
+    for category, n in Counter(by_id[str(rid)].category for rid in outcome.expired).items():
+        m.records_expired.labels(region, category).inc(n)
+
+    written = Written()
+    if outcome.in_retention or outcome.not_onboarded or outcome.deleted:
+        index = {row.record_id: a for row, a in zip(rows, items)}
+        for ids, reason in ((outcome.in_retention, Refusal.TENANT_IN_RETENTION),
+                            (outcome.not_onboarded, Refusal.TENANT_NOT_ONBOARDED),
+                            (outcome.deleted, Refusal.TENANT_DELETED)):
+            written.refused += [index[str(rid)].refuse(reason, message(reason), keeps_body(reason))
+                                for rid in ids]
+    return written
+
+
+def records_processor() -> Processor:
+    return Processor(route=residency_route, write=_write)
