@@ -156,8 +156,9 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def _floors(series: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Each whole minute's lowest sample (time, MB), in order; a minute the samples cover
-    less than 90 % of (the run's last, partial one) is left out: it may not hold a trim."""
+    """Each whole minute's lowest sample (time, MB), in order. A minute the samples do not
+    cover from end to end (within one sampling step at each end: the run's last, partial
+    minute) is left out: it may not hold a trim."""
     lowest: dict[int, tuple[float, float]] = {}
     span: dict[int, tuple[float, float]] = {}
     for t, mb in series:
@@ -166,8 +167,9 @@ def _floors(series: list[tuple[float, float]]) -> list[tuple[float, float]]:
             lowest[minute] = (t, mb)
         first, _ = span.get(minute, (t, t))
         span[minute] = (first, t)
-    step = min((b[0] - a[0] for a, b in zip(series, series[1:])), default=0.0)
-    return [lowest[m] for m in sorted(lowest) if span[m][1] - span[m][0] + step >= 0.9]
+    step = max((b[0] - a[0] for a, b in zip(series, series[1:])), default=1.0) + 1e-9
+    return [lowest[m] for m in sorted(lowest)
+            if span[m][0] - m <= step and m + 1 - span[m][1] <= step]
 
 
 def main() -> None:

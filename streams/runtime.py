@@ -183,13 +183,26 @@ class RegionRuntime(Service):
         if self.truncator is not None and self.consumer is not None:
             adopt, self._adopt = self._adopt, set()
             try:
-                await self.truncator.adopt(adopt & self.consumer.assignment())
-            except KafkaError as exc:
+                self._adopt |= await self.truncator.adopt(adopt & self.consumer.assignment())
+            except Exception as exc:  # noqa: BLE001 -- the timer goes on; adopted next time
                 log.warning("%s: committed offsets not read (%s); retried", self.region, exc)
                 self._adopt |= adopt
+            # A revocation may have come during any await here (this does not hold the write
+            # lock, so as not to hold batches up behind the broker's admin calls): what is no
+            # longer this worker's is left to its new owner before each step.
+            self._drop_unassigned()
             await self.truncator.truncate(force=True)
-            await self.truncator.roll_idle(self.ctx.producers[self.region],
-                                           self.consumer.highwater)
+            self._drop_unassigned()
+            await self.truncator.roll_idle(self.ctx.producers[self.region], self._highwater)
+
+    def _drop_unassigned(self) -> None:
+        stale = self.truncator.partitions() - self.consumer.assignment()
+        if stale:
+            self.truncator.forget(stale)
+
+    def _highwater(self, tp) -> int | None:
+        """The partition's end as the consumer last saw it; None once it is not assigned."""
+        return self.consumer.highwater(tp) if tp in self.consumer.assignment() else None
 
     async def _fetched(self, fetching: asyncio.Future) -> tuple[Prepared, Checkpoint] | None:
         try:

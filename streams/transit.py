@@ -56,17 +56,27 @@ class Truncator:
             if parse_topic(tp.topic)[0].transit and offset > self._committed.get(tp, -1):
                 self._committed[tp] = offset
 
-    async def adopt(self, partitions) -> None:
+    async def adopt(self, partitions) -> set[TopicPartition]:
         """Partitions just assigned to this consumer: what its group committed before (by this
         process before a restart, or by their previous owner before a rebalance) may not have
         been truncated yet, and no new commit may come if the partition stays idle; so the
-        group's committed offsets are taken as this truncator's own."""
+        group's committed offsets are taken as this truncator's own.
+
+        Returns the partitions the broker did not answer for, to adopt later: an OffsetFetch
+        refused as a whole (the coordinator loading or moving) comes back from aiokafka as an
+        empty answer, not as an error."""
         todo = [tp for tp in partitions if parse_topic(tp.topic)[0].transit]
         if not todo:
-            return
+            return set()
         offsets = await self.admin.list_consumer_group_offsets(
             group_name(self.process, self.region), partitions=todo)
         self.committed({tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0})
+        return set(todo) - set(offsets)
+
+    def partitions(self) -> set[TopicPartition]:
+        """Every partition this truncator holds state for."""
+        return set(self._committed) | set(self._truncated) | set(self._idle_since) | \
+            set(self._marked_end)
 
     def forget(self, partitions) -> None:
         """Partitions this consumer no longer owns: their new owner truncates them."""
