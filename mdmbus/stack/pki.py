@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -43,12 +44,15 @@ _USAGE = dict(content_commitment=False, key_encipherment=False, data_enciphermen
               key_agreement=False, encipher_only=False, decipher_only=False)
 
 
-def _still_good(cert_file: Path, common_name: str, usages: set, names: set) -> bool:
-    """Whether the certificate in ``cert_file`` is for ``common_name``, with exactly these
-    extended usages and host names, and valid for 30 more days."""
+def _still_good(cert_file: Path, ca_file: Path, common_name: str, usages: set,
+                names: set) -> bool:
+    """Whether the certificate in ``cert_file`` was issued by the CA in ``ca_file`` (a CA made
+    again leaves every older certificate unverifiable), is for ``common_name``, with exactly
+    these extended usages and host names, and valid for 30 more days."""
     try:
         cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
-    except ValueError:
+        cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_file.read_bytes()))
+    except (ValueError, TypeError, InvalidSignature):
         return False
     if cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value != common_name:
         return False
@@ -117,7 +121,7 @@ class Pki:
         names = {x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost"),
                  *(x509.DNSName(h) for h in hostnames)} if server else set()
         if cert_file.exists() and key_file.exists() and _still_good(
-                cert_file, common_name or name, set(usages), names):
+                cert_file, self.ca_file, common_name or name, set(usages), names):
             return cert_file, key_file
         ca_key = serialization.load_pem_private_key((self.root / "ca.key").read_bytes(), None)
         ca_cert = x509.load_pem_x509_certificate(self.ca_file.read_bytes())
