@@ -186,6 +186,21 @@ class Settings:
     gateway_urls: Mapping[str, str] = field(default_factory=dict)
     #: Seconds a client has to send a request's body before the gateway answers 408.
     gateway_body_timeout_s: float = 30.0
+    #: Isolation at the door (services/gateway/guards.py): seconds a request waits for a
+    #: database connection before 503 with Retry-After; seconds one write to a client may take
+    #: (an export nobody reads is cut); seconds a new connection has to send its first
+    #: request's headers; seconds an idle kept-alive connection stays open; connections open
+    #: at once per gateway process; requests in flight per tenant and kind of route.
+    gateway_acquire_timeout_s: float = 2.0
+    gateway_write_timeout_s: float = 30.0
+    gateway_header_timeout_s: float = 10.0
+    gateway_keepalive_s: float = 15.0
+    gateway_max_connections: int = 1000
+    gateway_tenant_slots: Mapping[str, int] = field(default_factory=lambda: {
+        "write": 4, "relay": 4, "export": 2, "read": 8, "delete": 1})
+    #: JSON nested deeper than this (upload lines, acknowledgements, produce lines) is refused
+    #: with its own reason instead of exhausting the parser's recursion.
+    json_max_depth: int = 64
     #: Host names the stack's server certificates name besides 127.0.0.1 and localhost
     #: (compose: the gateways' service names).
     tls_hostnames: tuple[str, ...] = ()
@@ -200,6 +215,9 @@ class Settings:
     token_issuer: str = "https://mdmbus.local/issuer"
     token_audience: str = "mdmbus-gateway"
     token_algorithms: tuple[str, ...] = ("ES256",)
+    #: The longest lifetime (exp - iat, seconds) a token may claim; a longer one is refused
+    #: whatever its signature, so a leaked long-lived token cannot outlast a rotation.
+    token_max_lifetime_s: float = 24 * 3600.0
     #: The CM connector: a directory of token files, one per tenant it serves (empty:
     #: <state>/cm/tokens).
     cm_tokens_dir: str = ""
@@ -322,11 +340,11 @@ class Settings:
             state_dir=_path(env, "MDMBUS_STATE_DIR", _default_state_dir(env)),
             clock_speed=_float(env, "MDMBUS_CLOCK_SPEED", cls.clock_speed),
             clock_origin=_nonneg(env, "MDMBUS_CLOCK_ORIGIN", cls.clock_origin),
-            batch_size=_int(env, "MDMBUS_BATCH_SIZE", cls.batch_size),
+            batch_size=int(_number(env, "MDMBUS_BATCH_SIZE", cls.batch_size, int, minimum=1)),
             batch_wait_s=_float(env, "MDMBUS_BATCH_WAIT", cls.batch_wait_s),
             unknown_tenant_wait_s=_nonneg(env, "MDMBUS_UNKNOWN_TENANT_WAIT",
                                           cls.unknown_tenant_wait_s),
-            sweep_batch=_int(env, "MDMBUS_SWEEP_BATCH", cls.sweep_batch),
+            sweep_batch=int(_number(env, "MDMBUS_SWEEP_BATCH", cls.sweep_batch, int, minimum=1)),
             sweep_interval_s=_float(env, "MDMBUS_SWEEP_INTERVAL", cls.sweep_interval_s),
             retention_days=_float(env, "MDMBUS_RETENTION_DAYS", cls.retention_days),
             purge_after_retention_days=_float(env, "MDMBUS_PURGE_AFTER_DAYS",
@@ -339,6 +357,22 @@ class Settings:
             gateway_urls={r: u for r, u in _per_region(env, "MDMBUS_GATEWAY_URL", {}).items() if u},
             gateway_body_timeout_s=_float(env, "MDMBUS_GATEWAY_BODY_TIMEOUT",
                                           cls.gateway_body_timeout_s),
+            gateway_acquire_timeout_s=_float(env, "MDMBUS_GATEWAY_ACQUIRE_TIMEOUT",
+                                             cls.gateway_acquire_timeout_s),
+            gateway_write_timeout_s=_float(env, "MDMBUS_GATEWAY_WRITE_TIMEOUT",
+                                           cls.gateway_write_timeout_s),
+            gateway_header_timeout_s=_float(env, "MDMBUS_GATEWAY_HEADER_TIMEOUT",
+                                            cls.gateway_header_timeout_s),
+            gateway_keepalive_s=_float(env, "MDMBUS_GATEWAY_KEEPALIVE", cls.gateway_keepalive_s),
+            gateway_max_connections=int(_number(env, "MDMBUS_GATEWAY_MAX_CONNECTIONS",
+                                                cls.gateway_max_connections, int, minimum=1)),
+            gateway_tenant_slots={k: int(_number(env, f"MDMBUS_GATEWAY_SLOTS_{k.upper()}", v,
+                                                 int, minimum=1))
+                                  for k, v in cls().gateway_tenant_slots.items()},
+            json_max_depth=int(_number(env, "MDMBUS_JSON_MAX_DEPTH", cls.json_max_depth, int,
+                                       minimum=2)),
+            token_max_lifetime_s=_float(env, "MDMBUS_TOKEN_MAX_LIFETIME",
+                                        cls.token_max_lifetime_s),
             tls_hostnames=tuple(h.strip() for h in env.get("MDMBUS_TLS_HOSTNAMES", "").split(",")
                                 if h.strip()),
             gateway_cert=env.get("MDMBUS_GATEWAY_CERT", ""),

@@ -36,6 +36,7 @@ from mdmbus.services.stores.retry import STORE_ERRORS
 from mdmbus.streams.batch import BatchTemplate, Prepared
 from mdmbus.streams.commit import Checkpoint
 from mdmbus.streams.context import PipelineContext
+from mdmbus.streams.deletion_requests import deletion_requests_processor
 from mdmbus.streams.records import records_processor
 from mdmbus.streams.sessions import sessions_processor
 from mdmbus.streams.transit import Truncator
@@ -53,6 +54,7 @@ RECORD_TOPICS = {
     TopicKind.RELAY: records_processor,
     TopicKind.DEVICE_COMMANDS: records_processor,
     TopicKind.DEVICE_SESSIONS: sessions_processor,
+    TopicKind.DELETION_REQUESTS: deletion_requests_processor,
 }
 
 #: What became of a batch (RegionRuntime._write).
