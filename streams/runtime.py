@@ -32,7 +32,7 @@ from mode import Service
 
 from mdmbus.connections import kafka_options
 from mdmbus.identities import principal_of
-from mdmbus.services.stores.retry import STORE_ERRORS
+from mdmbus.services.stores.retry import STORE_ERRORS, check_outage
 from mdmbus.streams.batch import BatchTemplate, Prepared
 from mdmbus.streams.commit import Checkpoint
 from mdmbus.streams.context import PipelineContext
@@ -229,6 +229,7 @@ class RegionRuntime(Service):
                 self._backoff = _BACKOFF_START_S
                 return WRITTEN
             except STORE_ERRORS as exc:
+                check_outage(exc)
                 log.warning("%s: store not writable (%s); pausing for %.1f s, offsets held",
                             self.region, exc, self._backoff)
                 return STORE_DOWN

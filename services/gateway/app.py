@@ -38,7 +38,7 @@ from mdmbus.services.gateway.guards import (ROUTE_KINDS, SlotsFull, StoreBusy, T
 from mdmbus.services.gateway.tokens import Caller, TokenError, TokenVerifier
 from mdmbus.services.rules import delete_after_download as relay
 from mdmbus.services.stores import directory
-from mdmbus.services.stores.retry import STORE_ERRORS
+from mdmbus.services.stores.retry import STORE_ERRORS, outage
 from mdmbus.settings import Settings
 from mdmbus.topics import TopicKind, topic_name
 
@@ -548,6 +548,9 @@ def build_app(gateway: Gateway) -> web.Application:
             m.gateway_requests.labels(gateway.region, route, "aborted").inc()
             raise
         except STORE_ERRORS as exc:  # the region store away or a lock cycle broken: retry
+            if not outage(exc):  # a certificate no longer trusted: a fault, said as one
+                log.error("%s %s: the region store cannot be reached as configured: %s",
+                          request.method, route, exc)
             log.warning("%s %s: store unavailable (%s)", request.method, route,
                         type(exc).__name__)
             response = web.json_response({"error": "store_unavailable", "message":
