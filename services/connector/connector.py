@@ -48,7 +48,7 @@ SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::timesta
 ORDER BY 2, 1
 ON CONFLICT (tenant_id, record_id) DO NOTHING
 """
-#: The ids of the batch CM now holds with the bytes downloaded; in the writing transaction.
+#: The ids of the batch CM holds with the bytes downloaded, once the INSERT has committed.
 _HELD_AS_SENT = """
 SELECT r.record_id::text FROM relayed_records r
 JOIN unnest($1::uuid[], $2::uuid[], $3::bytea[]) AS b(record_id, tenant_id, body)
@@ -98,7 +98,9 @@ class TenantConnector:
         columns = [list(c) for c in zip(*rows)]
 
         async def write() -> set[str]:
-            async with self.cm.acquire() as conn, conn.transaction():
+            async with self.cm.acquire() as conn:
+                # The INSERT commits on its own; what CM then holds, read after the commit, is
+                # what may be acknowledged.
                 await conn.execute(_INSERT, *columns)
                 held = {r[0] for r in await conn.fetch(_HELD_AS_SENT, columns[0], columns[1],
                                                        columns[5])}

@@ -67,11 +67,18 @@ class Limits:
 
 
 LIMITS = Limits()
+#: Bytes an export gathers before it writes them to the client.
+_CHUNK_BYTES = 64 * 1024
 #: Where a request keeps its tenant's slot until the error middleware releases it.
 _SLOT = "mdmbus.tenant_slot"
 #: Content types of an upload.
 NDJSON = "application/x-ndjson"
 AVRO_BATCH = "application/vnd.mdmbus.avro-batch"
+
+
+class ClientGone(Exception):
+    """The client went away, or stopped reading, in the middle of an answer: counted as
+    aborted, never as a store outage (aiohttp's errors for it are OSErrors too)."""
 
 
 class ApiError(Exception):
@@ -353,10 +360,15 @@ class Gateway:
             async with self.as_tenant(self.pool, caller.tenant) as conn:
                 page, after = await export_page(conn, caller.tenant, after,
                                                 contract=self.contract)
-            chunk = b"".join(json.dumps({"kind": kind, "record": to_json(
-                self.contract.spec(kind).expanded, record)}).encode() + b"\n"
-                for kind, record in page)
-            await self._write(request, response, chunk)
+            chunk: list[bytes] = []
+            for kind, record in page:
+                chunk.append(json.dumps({"kind": kind, "record": to_json(
+                    self.contract.spec(kind).expanded, record)}).encode() + b"\n")
+                if sum(map(len, chunk)) >= _CHUNK_BYTES:  # a client that left is seen soon
+                    await self._write(request, response, b"".join(chunk))
+                    chunk = []
+            if chunk:
+                await self._write(request, response, b"".join(chunk))
             count += len(page)
             if after is None:
                 break
@@ -367,15 +379,21 @@ class Gateway:
     async def _write(self, request: web.Request, response: web.StreamResponse,
                      chunk: bytes) -> None:
         """One write to the client, bounded: a client that stops reading is cut (its
-        connection aborted), so its buffers and its tenant's slot come back."""
+        connection aborted), so its buffers and its tenant's slot come back. A client that
+        left is noticed here: asyncio discards writes to a broken connection without an error,
+        and tells the protocol only when the loop runs, hence the check and the yield."""
+        if request.transport is None or request.transport.is_closing():
+            raise ClientGone("the client went away")
         try:
             async with asyncio.timeout(self.settings.gateway_write_timeout_s):
                 await response.write(chunk)
         except TimeoutError:
             if request.transport is not None:
                 request.transport.abort()
-            raise ConnectionResetError("the client did not read within the write timeout") \
-                from None
+            raise ClientGone("the client did not read within the write timeout") from None
+        except ConnectionError as exc:  # aiohttp: "Connection lost" while draining, and kin
+            raise ClientGone(f"the client went away ({type(exc).__name__})") from None
+        await asyncio.sleep(0)
 
     async def status(self, request: web.Request) -> web.Response:
         caller = self.caller(request, "status")
@@ -542,7 +560,7 @@ def build_app(gateway: Gateway) -> web.Application:
         except web.HTTPException as exc:
             response = web.json_response({"error": exc.reason.lower().replace(" ", "_"),
                                           "message": exc.text or exc.reason}, status=exc.status)
-        except (ConnectionResetError, asyncio.CancelledError):
+        except (ClientGone, ConnectionResetError, asyncio.CancelledError):
             # The client went away (aiohttp's ClientConnectionResetError, a ConnectionResetError
             # and so an OSError): before STORE_ERRORS, which would call it a store outage.
             m.gateway_requests.labels(gateway.region, route, "aborted").inc()

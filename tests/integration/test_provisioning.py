@@ -26,7 +26,9 @@ async def test_every_declared_topic_has_its_partitions_and_config(stack):
     finally:
         await admin.close()
     configs = await provision.topic_configs(stack, NAMES)
-    assert len(NAMES) == 5 * len(REGIONS) + 2  # five per region, the lifecycle and smoke topics
+    # six per region (upload, relay, sessions, commands, dead letters, deletion requests), the
+    # lifecycle and smoke topics
+    assert len(NAMES) == 6 * len(REGIONS) + 2
     for name, spec in TOPICS:
         assert described[name]["error_code"] == 0, name
         assert len(described[name]["partitions"]) == spec.partitions, name
@@ -97,7 +99,7 @@ async def test_every_topic_bounds_how_long_its_copies_stay_readable_and_on_disk(
             assert spec.unreadable_s == spec.removed_s == spec.bound_s
     transit = {spec.kind for _, spec in TOPICS if spec.transit}
     assert transit == {TopicKind.UPLOAD, TopicKind.RELAY, TopicKind.DEVICE_SESSIONS,
-                       TopicKind.DEVICE_COMMANDS}
+                       TopicKind.DEVICE_COMMANDS, TopicKind.DELETION_REQUESTS}
     # Temporary commands must be gone within an hour of the session's expiry; a command is
     # written before its session expires, so its copy must be off the disk within the hour.
     for region in REGIONS:
