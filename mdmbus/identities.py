@@ -22,7 +22,8 @@ from mdmbus.topics import TOPICS, TopicKind, topic_name
 __all__ = ["Op", "Pattern", "Resource", "Acl", "KafkaPrincipal", "kafka_principals",
            "kafka_acls", "principal_of", "role_of", "PgRole", "pg_roles", "Grant", "pg_grants",
            "Policy", "pg_policies", "pg_sequences", "pg_database_privileges", "SUPER_USERS",
-           "ADMIN", "TABLES", "policy_name", "owner_of"]
+           "ADMIN", "TABLES", "policy_name", "owner_of", "pg_functions", "CERTIFICATE",
+           "PASSWORD", "certificate_name"]
 
 
 # ================================================================= Kafka
@@ -163,13 +164,26 @@ TABLES = {
 }
 
 
+#: How a login role authenticates: services by a client certificate of the stack's CA whose
+#: common name is the role (pg_hba ``cert``), which nothing the role can do in the database
+#: changes; operators' roles by a password (scram-sha-256).
+CERTIFICATE = "certificate"
+PASSWORD = "password"
+
+
 @dataclass(frozen=True)
 class PgRole:
-    """A login role: which databases it connects to, what for."""
+    """A login role: which databases it connects to, what for, how it logs in."""
 
     name: str
     databases: tuple[str, ...]
     purpose: str
+    login: str = PASSWORD
+
+
+def certificate_name(role: str) -> str:
+    """The file name (without .crt/.key) of a service role's client certificate."""
+    return f"pg-{role}"
 
 
 @dataclass(frozen=True, order=True)
@@ -234,18 +248,20 @@ def pg_roles() -> list[PgRole]:
         out += [
             PgRole(role_of("pipeline", r), (db, DIRECTORY_DATABASE),
                    f"the {r} pipeline: writes records, sessions, dead letters, applies the "
-                   f"lifecycle of {r}'s tenants"),
+                   f"lifecycle of {r}'s tenants", CERTIFICATE),
             PgRole(role_of("sweeper", r), (db, DIRECTORY_DATABASE),
-                   f"the {r} sweeper: deletes by deadline and purges, never reads a body"),
+                   f"the {r} sweeper: deletes by deadline and purges, never reads a body",
+                   CERTIFICATE),
             PgRole(role_of("gateway", r), (db, DIRECTORY_DATABASE),
-                   f"the {r} gateway: the caller's tenant only (row-level security)"),
+                   f"the {r} gateway: the caller's tenant only (row-level security); "
+                   f"acknowledges through a function, changes no record", CERTIFICATE),
             PgRole(role_of("reader", r), (db,),
                    f"operators' read-only access to {r}'s store (dead letters, exports)"),
         ]
     out.append(PgRole(role_of("directory-reader"), (DIRECTORY_DATABASE,),
                       "tenant id -> region for producers (`mdmbus produce`)"))
     out.append(PgRole(role_of("cm-connector"), (CM_DATABASE,),
-                      "the CM side: writes the records it downloaded"))
+                      "the CM side: writes the records it downloaded", CERTIFICATE))
     return out
 
 
@@ -292,10 +308,9 @@ def pg_grants() -> list[Grant]:
         grants += _all(db, sweeper, ("deletion_audit",), "INSERT")
         grants += [Grant(d, "tenant_directory", sweeper, "SELECT"),
                    Grant(d, "tenant_directory", sweeper, "UPDATE", ("state", "purged_at"))]
-        # The gateway: the caller's tenant's rows (policies below).
+        # The gateway: the caller's tenant's rows (policies below); it changes no record
+        # itself: an acknowledgement is a function (pg_functions) that can only delete.
         grants += [Grant(db, "records", gateway, "SELECT"),
-                   Grant(db, "records", gateway, "UPDATE",
-                         ("body", "device_id", "session_id", "deadline", "deadline_rule")),
                    Grant(db, "deletion_audit", gateway, "SELECT"),
                    Grant(db, "deletion_audit", gateway, "INSERT")]
         grants += _all(db, gateway, ("erasure_receipts",), "SELECT", "INSERT", "UPDATE")
@@ -324,6 +339,9 @@ def pg_policies() -> list[Policy]:
         for service in ("pipeline", "sweeper"):
             for table in ("records", "deletion_audit"):
                 out.append(Policy(db, table, role_of(service, r), "every_row", "ALL", "true"))
+        # The functions of pg_functions run as the tables' owner, which row-level security
+        # (forced) holds to its policies like anyone: each function names its tenant itself.
+        out.append(Policy(db, "records", owner_of(db), "definer_functions", "ALL", "true"))
         region = f"region = '{r}'"
         out += [
             Policy(DIRECTORY_DATABASE, "tenant_directory", role_of("pipeline", r), "every_row",
@@ -349,6 +367,32 @@ def pg_sequences() -> list[Grant]:
         for service in ("pipeline", "sweeper", "gateway"):
             out.append(Grant(region_database(r), "deletion_audit_id_seq", role_of(service, r),
                              "USAGE"))
+    return sorted(out)
+
+
+#: The functions of a region store that change records on a service's behalf: owned by the
+#: tables' owner (SECURITY DEFINER, search_path fixed), defined in
+#: services/stores/region_functions.sql. Each can only delete data or turn a relay record into
+#: its tombstone; none writes a body or moves a deadline later.
+_FUNCTIONS = {
+    "acknowledge_relay": "delete after download: the named relay records of one tenant that "
+                         "are still pending for CM become tombstones (body, device, session "
+                         "and deadline cleared); any other id (an upload, a command, an "
+                         "inventory cache entry, another tenant's record) is left as it is",
+    "purge_tenant_records": "a batch of one tenant's records deleted (retention purge, "
+                            "deletion request)",
+}
+
+
+def pg_functions() -> list[Grant]:
+    """(database, function, role, EXECUTE): who may call the store's functions; nobody else,
+    PUBLIC included."""
+    out = []
+    for r in REGIONS:
+        db = region_database(r)
+        out.append(Grant(db, "acknowledge_relay", role_of("gateway", r), "EXECUTE"))
+        for service in ("pipeline", "sweeper"):
+            out.append(Grant(db, "purge_tenant_records", role_of(service, r), "EXECUTE"))
     return sorted(out)
 
 

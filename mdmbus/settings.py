@@ -152,6 +152,10 @@ class Settings:
     cache_dir: Path = field(default_factory=lambda: _default_cache_dir(os.environ))
     #: Run-time state of the embedded stack: data, logs, pid files.
     state_dir: Path = field(default_factory=lambda: _default_state_dir(os.environ))
+    #: Every log file (Kafka's, PostgreSQL's, the processes') rolls over at this size; this
+    #: many rolled files are kept besides the current one.
+    log_max_bytes: int = 50 * 1024 * 1024
+    log_backups: int = 5
 
     #: Shared clock: simulated seconds per real second (see mdmbus.clock).
     clock_speed: float = 1.0
@@ -320,6 +324,10 @@ class Settings:
             metrics_addr=env.get("MDMBUS_METRICS_ADDR", cls.metrics_addr),
             cache_dir=_path(env, "MDMBUS_CACHE_DIR", _default_cache_dir(env)),
             state_dir=_path(env, "MDMBUS_STATE_DIR", _default_state_dir(env)),
+            log_max_bytes=int(_number(env, "MDMBUS_LOG_MAX_BYTES", cls.log_max_bytes, int,
+                                      minimum=64 * 1024)),
+            log_backups=int(_number(env, "MDMBUS_LOG_BACKUPS", cls.log_backups, int,
+                                    minimum=1)),
             clock_speed=_float(env, "MDMBUS_CLOCK_SPEED", cls.clock_speed),
             clock_origin=_nonneg(env, "MDMBUS_CLOCK_ORIGIN", cls.clock_origin),
             batch_size=_int(env, "MDMBUS_BATCH_SIZE", cls.batch_size),
