@@ -125,12 +125,14 @@ def _initdb(paths: PgPaths, settings: Settings) -> None:
 
 def _hba() -> str:
     """Who may connect how. Services (mdmbus/identities.py, login "certificate") by a client
-    certificate of the stack's CA whose common name is their role, over TLS, and nothing else:
-    they have no password, so the socket's and the password lines refuse them. Everyone else
+    certificate of the stack's CA whose common name is their role, over TLS, and nothing else
+    (not the socket; and they have no password). A password they were given anyway opens
+    nothing. Everyone else
     (operators' roles, the superuser) by a SCRAM password, over TLS or on the socket."""
     from mdmbus.identities import CERTIFICATE, pg_roles
     services = ",".join(r.name for r in pg_roles() if r.login == CERTIFICATE)
     return f"""# Written by mdmbus at each start (mdmbus/stack/postgres.py); edits here are replaced.
+local   all  {services}                 reject
 local   all  all                 scram-sha-256
 hostssl all  {services}  127.0.0.1/32   cert
 hostssl all  {services}  ::1/128        cert

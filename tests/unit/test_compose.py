@@ -618,15 +618,16 @@ def test_pg_hba_enforces_tls_and_scram_as_the_embedded_server_does(compose, repo
     assert rules, "an empty pg_hba.conf lets nobody in"
     for rule in rules:
         assert rule[0] in ("local", "hostssl"), f"{rule}: TCP without TLS, or an include"
-        assert rule[-1] in ("scram-sha-256", "cert"), \
+        assert rule[-1] in ("scram-sha-256", "cert", "reject"), \
             f"{rule}: a SCRAM password or a client certificate, nothing weaker"
         assert rule[-1] != "cert" or rule[0] == "hostssl", rule
     assert any(rule[0] == "hostssl" for rule in rules)
     embedded = _hba_rules(postgres.HBA)
     assert {(r[0], r[-1]) for r in rules} == {(r[0], r[-1]) for r in embedded}
     # The same roles log in by certificate only, there as here, and they come first.
-    assert {r[2] for r in rules if r[-1] == "cert"} == \
-        {r[2] for r in embedded if r[-1] == "cert"}
+    for method in ("cert", "reject"):
+        assert {r[2] for r in rules if r[-1] == method} == \
+            {r[2] for r in embedded if r[-1] == method}
     first_password = min(i for i, r in enumerate(rules) if r[0] == "hostssl" and r[-1] != "cert")
     assert all(r[-1] == "cert" for r in rules[:first_password] if r[0] == "hostssl")
 
