@@ -63,7 +63,13 @@ async def test_an_acknowledgement_deletes_only_the_callers_pending_relay_records
     async with Workload(stack, system.clock, seed=uuid.uuid4().int) as work:
         a, b = await work.onboarded(region), await work.onboarded(region)
         device, session = work.factory.uuid(), work.factory.uuid()
-        await work.produce("device_session", a, device_id=device, session_id=session)
+        await work.produce("device_session", a, device_id=device, session_id=session,
+                           event_type="START", expires_at=work.clock.now_ms() + 3_600_000)
+
+        async def session_open() -> bool:
+            return bool(await work.region_pool(region).fetchval(
+                "SELECT count(*) FROM device_sessions WHERE device_id = $1", uuid.UUID(device)))
+        await wait_for(session_open, STORED_S, "A's device session opened")
         a_uploads = [(await work.produce(k, a))["envelope"]["record_id"]
                      for k in ("U1", "U9", "U12")]
         a_commands = [(await work.produce("device_command", a, device_id=device,
