@@ -60,7 +60,11 @@ class Launcher:
         key = key or (name if region is None else f"{name}-{region}")
         if key in self.procs and self.procs[key].poll() is None:
             raise RuntimeError(f"{key} is already running (pid {self.procs[key].pid})")
-        self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        previous = os.umask(0o077)  # the log directory and its parents: private
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        finally:
+            os.umask(previous)
         argv = [*prefix, sys.executable, "-m", "mdmbus", "process", name]
         if region is not None:
             argv += ["--region", region]
