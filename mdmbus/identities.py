@@ -430,12 +430,20 @@ def markdown() -> str:
         may = "; ".join(rights) or ("everything (super user)" if principal.name in SUPER_USERS
                                     else "nothing")
         out.append(f"| `{principal.name}` | {principal.purpose} | {may} |")
-    out += ["", "## PostgreSQL roles (scram-sha-256 over TLS)", "",
+    out += ["", "## PostgreSQL roles", "",
             "Each database and its tables belong to an owner role (`mdmbus_na_owner`, ...) that "
             "cannot log in: provisioning runs the migrations as it, from the superuser; no "
             "service owns a table. Columns in parentheses limit a privilege to them. Row-level "
-            "security: see below.",
-            "", "| role | what for | databases | may |", "|---|---|---|---|"]
+            "security and the store's functions: see below.", "",
+            "How a role logs in: a *certificate* role (every service) only over TLS with a "
+            "client certificate of the stack's CA whose common name is the role "
+            "(`pg_hba.conf`: `hostssl ... cert`; never on the Unix socket) and has no password "
+            "at all, so nothing it can do in the database (setting a password on itself "
+            "included) opens another door or locks itself out; a *password* role (operators' "
+            "tools) with scram-sha-256 over TLS or on the socket. No role but the superuser "
+            "sets a password, its own included (the server's password guard, "
+            "`mdmbus/stack/conf/mdmbus_guard.c`).",
+            "", "| role | logs in by | what for | databases | may |", "|---|---|---|---|---|"]
     grants = pg_grants() + pg_sequences()
     temporary = {(db, role) for db, role, p in pg_database_privileges() if p == "TEMPORARY"}
     for role in pg_roles():
@@ -449,8 +457,11 @@ def markdown() -> str:
             tables = "; ".join(f"`{t}` {', '.join(p)}" for t, p in by_table.items())
             temp = ", TEMPORARY tables" if (db, role.name) in temporary else ""
             rights.append(f"**{db}**{temp}: {tables}")
-        out.append(f"| `{role.name}` | {role.purpose} | {', '.join(role.databases)} | "
-                   f"{'<br>'.join(rights)} |")
+        calls = [f"EXECUTE `{g.table}()`" for g in pg_functions() if g.role == role.name]
+        if calls:
+            rights.append(", ".join(calls))
+        out.append(f"| `{role.name}` | {role.login} | {role.purpose} | "
+                   f"{', '.join(role.databases)} | {'<br>'.join(rights)} |")
     out += ["", "## Row-level security", "",
             "Tables with a policy have row-level security enabled and forced; a role sees and "
             "changes only the rows its policies allow. The gateway names its caller's tenant "
@@ -460,6 +471,39 @@ def markdown() -> str:
         rows = p.using if p.check is None or p.check == p.using else \
             f"{p.using}; writes: {p.check}"
         out.append(f"| {p.database} | `{p.table}` | `{p.role}` | {p.command} | `{rows}` |")
+    out += ["", "## The store's functions", "",
+            "Changes a service may make to records but holds no privilege for run as functions "
+            "of each region store (`services/stores/region_functions.sql`), owned by the tables' "
+            "owner (SECURITY DEFINER, `search_path` fixed to `pg_catalog, pg_temp`, every name "
+            "schema-qualified), EXECUTE revoked from PUBLIC. They can only delete data or turn "
+            "a pending relay record into its tombstone: none writes a body or moves a deadline "
+            "later, whatever arguments it is given.", "",
+            "| function | does | may be called by |", "|---|---|---|"]
+    for name, does in _FUNCTIONS.items():
+        callers = sorted({g.role for g in pg_functions() if g.table == name})
+        out.append(f"| `{name}` | {does} | {', '.join(f'`{c}`' for c in callers)} |")
+    out += ["", "## What a stolen service credential can still do", "",
+            "Row-level security holds a role to its policies, but the gateway's policies key on "
+            "a setting (`mdmbus.tenant`) that the session sets itself, from the tenant in the "
+            "caller's verified token: the database cannot check the token. So whoever holds a "
+            "region's gateway certificate and key can, in that region's store, read every "
+            "tenant's records, deletion audit and erasure receipts (naming each tenant in "
+            "turn), write erasure receipts and audit rows, and call `acknowledge_relay` for any "
+            "tenant: that deletes (tombstones) relay records still pending for CM, as an "
+            "acknowledgement would, before CM has them. It cannot change a body or a deadline, "
+            "touch an upload, a command or an inventory cache entry, purge a tenant, reach "
+            "another region's store, change its own or anyone's password, or log in with a "
+            "password instead of the certificate. Closing the rest needs the tenant to be "
+            "proved to the database (a per-request credential), which costs a login per "
+            "request; the gateway's key is kept 0600 in a 0700 state directory instead. A "
+            "stolen key stays good until its certificate expires (825 days): the server keeps "
+            "no revocation list, so revoking it means making the CA again (remove "
+            "`pki/ca.crt` and `pki/ca.key`, then `mdmbus stack credentials` issues every "
+            "certificate anew) and restarting the stack and its processes.",
+            "",
+            "The pipeline's credential writes its region's store in full (it stores every "
+            "record), and the sweeper's deletes by deadline and purges: each, stolen, can "
+            "delete its region's data, which is its job, and not write it elsewhere."]
     return "\n".join(out) + "\n"
 
 
