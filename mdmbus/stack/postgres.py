@@ -289,5 +289,5 @@ def describe(settings: Settings) -> tuple[bool, str]:
     paths = pg_paths(settings)
     up = running(paths)
     return up, (f"postgres  {'running' if up else 'stopped':<9} 127.0.0.1:{settings.pg_port} "
-                f"(TLS, scram)  "
+                f"(TLS; services by certificate, operators by scram)  "
                 f"data {paths.data}  log {paths.log}")
