@@ -8,6 +8,7 @@ umask 077; the broker's log rolls over at the configured cap.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import uuid
 from pathlib import Path
@@ -16,8 +17,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.protocol.metadata import MetadataRequest
 
-from mdmbus.connections import kafka_options
-from mdmbus.regions import REGIONS
+from mdmbus.connections import kafka_options, pg_connect
+from mdmbus.regions import REGIONS, region_database
 from mdmbus.stack.kafka import kafka_paths, running_pid
 from mdmbus.stack.postgres import pg_paths
 from tests.conftest import wait_for
@@ -116,6 +117,7 @@ async def test_the_state_directory_is_its_owners_alone_after_the_processes_ran(s
     assert list(data.glob(f"mdm.{REGIONS[0]}.relay-*/*.log")), "no record segment seen"
     assert (kafka_paths(stack).logs / "server.log").exists()
     assert (logs / "sweeper-all.log").stat().st_size > 0
+    shutil.rmtree(logs)
 
 
 async def test_the_brokers_log_rolls_over_at_its_cap(stack):
@@ -158,3 +160,23 @@ async def test_the_brokers_log_rolls_over_at_its_cap(stack):
         assert size <= cap + 64 * 1024, f"{f.name}: {size} bytes, cap {cap}"
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f"{f.name}: {oct(f.stat().st_mode)}"
     assert "Denied" in rolled.read_text(errors="replace"), "the rolled file is not the log"
+
+
+async def test_postgresql_collects_its_log_into_private_files_rolled_at_the_cap(stack):
+    """What the running server loaded: the log collector on, a new file at the stack's cap,
+    files 0600, in its data directory; and the file it writes now is within the cap."""
+    conn = await pg_connect(stack, region_database(REGIONS[0]))
+    try:
+        loaded = {r["name"]: (r["setting"], r["unit"]) for r in await conn.fetch(
+            "SELECT name, setting, unit FROM pg_settings WHERE name = ANY($1::text[])",
+            ["logging_collector", "log_rotation_size", "log_file_mode", "log_directory"])}
+        current = await conn.fetchval("SELECT pg_current_logfile()")
+    finally:
+        await conn.close()
+    assert loaded["logging_collector"][0] == "on", loaded
+    assert loaded["log_rotation_size"] == (str(stack.log_max_bytes // 1024), "kB"), loaded
+    assert loaded["log_file_mode"][0] == "0600", loaded
+    path = pg_paths(stack).data / current
+    assert path.parent == pg_paths(stack).data / "log", current
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.stat().st_size <= stack.log_max_bytes + 64 * 1024
