@@ -125,10 +125,9 @@ def _initdb(paths: PgPaths, settings: Settings) -> None:
 
 def _hba() -> str:
     """Who may connect how. Services (mdmbus/identities.py, login "certificate") by a client
-    certificate of the stack's CA whose common name is their role, over TLS, and nothing else
-    (not the socket; and they have no password). A password they were given anyway opens
-    nothing. Everyone else
-    (operators' roles, the superuser) by a SCRAM password, over TLS or on the socket."""
+    certificate of the stack's CA whose common name is their role, over TLS, and by nothing
+    else: not on the socket, and a password they were given anyway opens nothing. Everyone
+    else (operators' roles, the superuser) by a SCRAM password, over TLS or on the socket."""
     from mdmbus.identities import CERTIFICATE, pg_roles
     services = ",".join(r.name for r in pg_roles() if r.login == CERTIFICATE)
     return f"""# Written by mdmbus at each start (mdmbus/stack/postgres.py); edits here are replaced.
@@ -144,8 +143,8 @@ hostssl all  all  ::1/128        scram-sha-256
 HBA = _hba()
 
 #: Server logs: collected by the server into log/ under its data directory (0600), a new file
-#: at the size cap (MDMBUS_LOG_MAX_BYTES) and at least daily; at most MDMBUS_LOG_BACKUPS + 1
-#: of them are kept (pruned at each start).
+#: at the size cap (MDMBUS_LOG_MAX_BYTES) and at least daily. PostgreSQL keeps every file it
+#: rolled; the oldest beyond MDMBUS_LOG_BACKUPS + 1 are removed at each start.
 _LOG_CONF = """# mdmbus: server logs (mdmbus/stack/postgres.py), rewritten at each start
 logging_collector = on
 log_directory = 'log'
