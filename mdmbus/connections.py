@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 
 from mdmbus.errors import ConfigError
-from mdmbus.identities import ADMIN
+from mdmbus.identities import ADMIN, CERTIFICATE, certificate_name, pg_roles
 from mdmbus.settings import Settings
 
 __all__ = ["kafka_options", "admin_options", "faust_credentials", "ca_context", "pg_pool",
@@ -86,15 +86,39 @@ def faust_credentials(settings: Settings, principal: str) -> Any:
                                  mechanism="SCRAM-SHA-512", ssl_context=ca_context(settings))
 
 
-def _ssl(settings: Settings) -> ssl.SSLContext | bool:
-    return ca_context(settings) if settings.pg_tls else False
+_CERTIFICATE_ROLES = frozenset(r.name for r in pg_roles() if r.login == CERTIFICATE)
+
+
+def _ssl(settings: Settings, role: str | None = None) -> ssl.SSLContext | bool:
+    if not settings.pg_tls:
+        return False
+    if role in _CERTIFICATE_ROLES:
+        name = certificate_name(role)
+        cert, key = settings.pki_dir / f"{name}.crt", settings.pki_dir / f"{name}.key"
+        if not (cert.is_file() and key.is_file()):
+            raise ConfigError(f"PostgreSQL role {role} logs in by certificate, and {cert} or "
+                              f"{key} does not exist: run `mdmbus stack credentials` (or "
+                              f"`mdmbus stack up`), which issues it")
+        ca_context(settings)  # the same check of the CA file and its message
+        return _context(str(settings.ca_path), str(cert), str(key))
+    return ca_context(settings)
+
+
+def _dsn(settings: Settings, database: str, role: str | None,
+         connect_to: str | None = None) -> str:
+    """A certificate role's DSN carries no password (it has none); others' settings.pg_dsn."""
+    if role in _CERTIFICATE_ROLES:
+        from urllib.parse import quote
+        host, port = settings.pg_server(database)
+        return f"postgresql://{quote(role, safe='')}@{host}:{port}/{connect_to or database}"
+    return settings.pg_dsn(database, role, connect_to)
 
 
 async def pg_pool(settings: Settings, database: str, role: str | None, *, min_size: int = 1,
                   max_size: int = 4, application: str = "mdmbus") -> asyncpg.Pool:
     """A pool to ``database`` as ``role`` (None: the provisioning superuser); ``application``
     names the process in pg_stat_activity."""
-    return await asyncpg.create_pool(settings.pg_dsn(database, role), ssl=_ssl(settings),
+    return await asyncpg.create_pool(_dsn(settings, database, role), ssl=_ssl(settings, role),
                                      min_size=min_size, max_size=max_size,
                                      server_settings={"application_name": application[:63]})
 
@@ -103,5 +127,5 @@ async def pg_connect(settings: Settings, database: str, role: str | None = None,
                      connect_to: str | None = None, **kw: Any) -> asyncpg.Connection:
     """One connection to ``database`` (or ``connect_to`` on its server) as ``role`` (default:
     the provisioning superuser)."""
-    return await asyncpg.connect(settings.pg_dsn(database, role, connect_to), ssl=_ssl(settings),
-                                 **kw)
+    return await asyncpg.connect(_dsn(settings, database, role, connect_to),
+                                 ssl=_ssl(settings, role), **kw)

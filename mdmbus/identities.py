@@ -22,7 +22,8 @@ from mdmbus.topics import TOPICS, TopicKind, topic_name
 __all__ = ["Op", "Pattern", "Resource", "Acl", "KafkaPrincipal", "kafka_principals",
            "kafka_acls", "principal_of", "role_of", "PgRole", "pg_roles", "Grant", "pg_grants",
            "Policy", "pg_policies", "pg_sequences", "pg_database_privileges", "SUPER_USERS",
-           "ADMIN", "TABLES", "policy_name", "owner_of"]
+           "ADMIN", "TABLES", "policy_name", "owner_of", "pg_functions", "CERTIFICATE",
+           "PASSWORD", "certificate_name"]
 
 
 # ================================================================= Kafka
@@ -164,13 +165,26 @@ TABLES = {
 }
 
 
+#: How a login role authenticates: services by a client certificate of the stack's CA whose
+#: common name is the role (pg_hba ``cert``), which nothing the role can do in the database
+#: changes; operators' roles by a password (scram-sha-256).
+CERTIFICATE = "certificate"
+PASSWORD = "password"
+
+
 @dataclass(frozen=True)
 class PgRole:
-    """A login role: which databases it connects to, what for."""
+    """A login role: which databases it connects to, what for, how it logs in."""
 
     name: str
     databases: tuple[str, ...]
     purpose: str
+    login: str = PASSWORD
+
+
+def certificate_name(role: str) -> str:
+    """The file name (without .crt/.key) of a service role's client certificate."""
+    return f"pg-{role}"
 
 
 @dataclass(frozen=True, order=True)
@@ -235,18 +249,20 @@ def pg_roles() -> list[PgRole]:
         out += [
             PgRole(role_of("pipeline", r), (db, DIRECTORY_DATABASE),
                    f"the {r} pipeline: writes records, sessions, dead letters, applies the "
-                   f"lifecycle of {r}'s tenants"),
+                   f"lifecycle of {r}'s tenants", CERTIFICATE),
             PgRole(role_of("sweeper", r), (db, DIRECTORY_DATABASE),
-                   f"the {r} sweeper: deletes by deadline and purges, never reads a body"),
+                   f"the {r} sweeper: deletes by deadline and purges, never reads a body",
+                   CERTIFICATE),
             PgRole(role_of("gateway", r), (db, DIRECTORY_DATABASE),
-                   f"the {r} gateway: the caller's tenant only (row-level security)"),
+                   f"the {r} gateway: the caller's tenant only (row-level security); "
+                   f"acknowledges through a function, changes no record", CERTIFICATE),
             PgRole(role_of("reader", r), (db,),
                    f"operators' read-only access to {r}'s store (dead letters, exports)"),
         ]
     out.append(PgRole(role_of("directory-reader"), (DIRECTORY_DATABASE,),
                       "tenant id -> region for producers (`mdmbus produce`)"))
     out.append(PgRole(role_of("cm-connector"), (CM_DATABASE,),
-                      "the CM side: writes the records it downloaded"))
+                      "the CM side: writes the records it downloaded", CERTIFICATE))
     return out
 
 
@@ -293,10 +309,9 @@ def pg_grants() -> list[Grant]:
         grants += _all(db, sweeper, ("deletion_audit",), "INSERT")
         grants += [Grant(d, "tenant_directory", sweeper, "SELECT"),
                    Grant(d, "tenant_directory", sweeper, "UPDATE", ("state", "purged_at"))]
-        # The gateway: the caller's tenant's rows (policies below).
+        # The gateway: the caller's tenant's rows (policies below); it changes no record
+        # itself: an acknowledgement is a function (pg_functions) that can only delete.
         grants += [Grant(db, "records", gateway, "SELECT"),
-                   Grant(db, "records", gateway, "UPDATE",
-                         ("body", "device_id", "session_id", "deadline", "deadline_rule")),
                    Grant(db, "deletion_audit", gateway, "SELECT"),
                    Grant(db, "deletion_audit", gateway, "INSERT")]
         grants += _all(db, gateway, ("erasure_receipts",), "SELECT", "INSERT", "UPDATE")
@@ -328,6 +343,9 @@ def pg_policies() -> list[Policy]:
         for service in ("pipeline", "sweeper"):
             for table in ("records", "deletion_audit"):
                 out.append(Policy(db, table, role_of(service, r), "every_row", "ALL", "true"))
+        # The functions of pg_functions run as the tables' owner, which row-level security
+        # (forced) holds to its policies like anyone: each function names its tenant itself.
+        out.append(Policy(db, "records", owner_of(db), "definer_functions", "ALL", "true"))
         region = f"region = '{r}'"
         out += [
             Policy(DIRECTORY_DATABASE, "tenant_directory", role_of("pipeline", r), "every_row",
@@ -353,6 +371,32 @@ def pg_sequences() -> list[Grant]:
         for service in ("pipeline", "sweeper", "gateway"):
             out.append(Grant(region_database(r), "deletion_audit_id_seq", role_of(service, r),
                              "USAGE"))
+    return sorted(out)
+
+
+#: The functions of a region store that change records on a service's behalf: owned by the
+#: tables' owner (SECURITY DEFINER, search_path fixed), defined in
+#: services/stores/region_functions.sql. Each can only delete data or turn a relay record into
+#: its tombstone; none writes a body or moves a deadline later.
+_FUNCTIONS = {
+    "acknowledge_relay": "delete after download: the named relay records of one tenant that "
+                         "are still pending for CM become tombstones (body, device, session "
+                         "and deadline cleared); any other id (an upload, a command, an "
+                         "inventory cache entry, another tenant's record) is left as it is",
+    "purge_tenant_records": "a batch of one tenant's records deleted (retention purge, "
+                            "deletion request)",
+}
+
+
+def pg_functions() -> list[Grant]:
+    """(database, function, role, EXECUTE): who may call the store's functions; nobody else,
+    PUBLIC included."""
+    out = []
+    for r in REGIONS:
+        db = region_database(r)
+        out.append(Grant(db, "acknowledge_relay", role_of("gateway", r), "EXECUTE"))
+        for service in ("pipeline", "sweeper"):
+            out.append(Grant(db, "purge_tenant_records", role_of(service, r), "EXECUTE"))
     return sorted(out)
 
 
@@ -390,12 +434,20 @@ def markdown() -> str:
         may = "; ".join(rights) or ("everything (super user)" if principal.name in SUPER_USERS
                                     else "nothing")
         out.append(f"| `{principal.name}` | {principal.purpose} | {may} |")
-    out += ["", "## PostgreSQL roles (scram-sha-256 over TLS)", "",
+    out += ["", "## PostgreSQL roles", "",
             "Each database and its tables belong to an owner role (`mdmbus_na_owner`, ...) that "
             "cannot log in: provisioning runs the migrations as it, from the superuser; no "
             "service owns a table. Columns in parentheses limit a privilege to them. Row-level "
-            "security: see below.",
-            "", "| role | what for | databases | may |", "|---|---|---|---|"]
+            "security and the store's functions: see below.", "",
+            "How a role logs in: a *certificate* role (every service) only over TLS with a "
+            "client certificate of the stack's CA whose common name is the role "
+            "(`pg_hba.conf`: `hostssl ... cert`; never on the Unix socket) and has no password "
+            "at all, so nothing it can do in the database (setting a password on itself "
+            "included) opens another door or locks itself out; a *password* role (operators' "
+            "tools) with scram-sha-256 over TLS or on the socket. No role but the superuser "
+            "sets a password, its own included (the server's password guard, "
+            "`mdmbus/stack/conf/mdmbus_guard.c`).",
+            "", "| role | logs in by | what for | databases | may |", "|---|---|---|---|---|"]
     grants = pg_grants() + pg_sequences()
     temporary = {(db, role) for db, role, p in pg_database_privileges() if p == "TEMPORARY"}
     for role in pg_roles():
@@ -409,8 +461,11 @@ def markdown() -> str:
             tables = "; ".join(f"`{t}` {', '.join(p)}" for t, p in by_table.items())
             temp = ", TEMPORARY tables" if (db, role.name) in temporary else ""
             rights.append(f"**{db}**{temp}: {tables}")
-        out.append(f"| `{role.name}` | {role.purpose} | {', '.join(role.databases)} | "
-                   f"{'<br>'.join(rights)} |")
+        calls = [f"EXECUTE `{g.table}()`" for g in pg_functions() if g.role == role.name]
+        if calls:
+            rights.append(", ".join(calls))
+        out.append(f"| `{role.name}` | {role.login} | {role.purpose} | "
+                   f"{', '.join(role.databases)} | {'<br>'.join(rights)} |")
     out += ["", "## Row-level security", "",
             "Tables with a policy have row-level security enabled and forced; a role sees and "
             "changes only the rows its policies allow. The gateway names its caller's tenant "
@@ -422,6 +477,39 @@ def markdown() -> str:
         rows = p.using if p.check is None or p.check == p.using else \
             f"{p.using}; writes: {p.check}"
         out.append(f"| {p.database} | `{p.table}` | `{p.role}` | {p.command} | `{rows}` |")
+    out += ["", "## The store's functions", "",
+            "Changes a service may make to records but holds no privilege for run as functions "
+            "of each region store (`services/stores/region_functions.sql`), owned by the tables' "
+            "owner (SECURITY DEFINER, `search_path` fixed to `pg_catalog, pg_temp`, every name "
+            "schema-qualified), EXECUTE revoked from PUBLIC. They can only delete data or turn "
+            "a pending relay record into its tombstone: none writes a body or moves a deadline "
+            "later, whatever arguments it is given.", "",
+            "| function | does | may be called by |", "|---|---|---|"]
+    for name, does in _FUNCTIONS.items():
+        callers = sorted({g.role for g in pg_functions() if g.table == name})
+        out.append(f"| `{name}` | {does} | {', '.join(f'`{c}`' for c in callers)} |")
+    out += ["", "## What a stolen service credential can still do", "",
+            "Row-level security holds a role to its policies, but the gateway's policies key on "
+            "a setting (`mdmbus.tenant`) that the session sets itself, from the tenant in the "
+            "caller's verified token: the database cannot check the token. So whoever holds a "
+            "region's gateway certificate and key can, in that region's store, read every "
+            "tenant's records, deletion audit and erasure receipts (naming each tenant in "
+            "turn), write erasure receipts and audit rows, and call `acknowledge_relay` for any "
+            "tenant: that deletes (tombstones) relay records still pending for CM, as an "
+            "acknowledgement would, before CM has them. It cannot change a body or a deadline, "
+            "touch an upload, a command or an inventory cache entry, purge a tenant, reach "
+            "another region's store, change its own or anyone's password, or log in with a "
+            "password instead of the certificate. Closing the rest needs the tenant to be "
+            "proved to the database (a per-request credential), which costs a login per "
+            "request; the gateway's key is kept 0600 in a 0700 state directory instead. A "
+            "stolen key stays good until its certificate expires (825 days): the server keeps "
+            "no revocation list, so revoking it means making the CA again (remove "
+            "`pki/ca.crt` and `pki/ca.key`, then `mdmbus stack credentials` issues every "
+            "certificate anew) and restarting the stack and its processes.",
+            "",
+            "The pipeline's credential writes its region's store in full (it stores every "
+            "record), and the sweeper's deletes by deadline and purges: each, stolen, can "
+            "delete its region's data, which is its job, and not write it elsewhere."]
     return "\n".join(out) + "\n"
 
 

@@ -211,6 +211,10 @@ class Settings:
     state_dir: Path = _setting(read=lambda env: _path(env, "MDMBUS_STATE_DIR",
                                                       _default_state_dir(env)),
                                factory=lambda: _default_state_dir(os.environ))
+    #: Every log file (Kafka's, PostgreSQL's, the processes') rolls over at this size; this
+    #: many rolled files are kept besides the current one.
+    log_max_bytes: int = whole("MDMBUS_LOG_MAX_BYTES", 50 * 1024 * 1024, minimum=64 * 1024)
+    log_backups: int = whole("MDMBUS_LOG_BACKUPS", 5, minimum=1)
 
     #: Shared clock: simulated seconds per real second (see mdmbus.clock).
     clock_speed: float = positive("MDMBUS_CLOCK_SPEED", 1.0)

@@ -4,6 +4,7 @@ the demo. Each command's work is in a module of its own here; this one only pars
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from mdmbus.errors import MdmbusError, UsageError
@@ -205,6 +206,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Whatever mdmbus and the servers it starts create (data, logs, credentials) is readable
+    # by its owner only.
+    os.umask(0o077)
     args = _parser().parse_args(argv)
     try:
         settings = Settings.from_env()

@@ -1,6 +1,9 @@
 """The one process launcher: starts mdmbus processes as subprocesses (``python -m mdmbus
 process NAME --region R``) sharing one clock, each with its log file and, optionally, a
-/metrics port. The demo, the benchmarks and the tests all start processes through it."""
+/metrics port. The demo, the benchmarks and the tests all start processes through it.
+
+Each process runs with umask 077; its output goes through a pipe into its log file, which
+is 0600 and rolls over at MDMBUS_LOG_MAX_BYTES (mdmbus/logfiles.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +16,9 @@ from pathlib import Path
 from typing import Mapping
 
 from mdmbus.clock import Clock
+from mdmbus.errors import MdmbusError
+from mdmbus.logfiles import LogPump
+from mdmbus.settings import Settings
 
 __all__ = ["Launcher", "end_process"]
 
@@ -35,6 +41,7 @@ class Launcher:
     #: The environment every process gets (the caller's MDMBUS_* settings), before the clock.
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    pumps: dict[str, LogPump] = field(default_factory=dict)
 
     def environment(self, metrics_port: int | None = None,
                     extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -53,17 +60,24 @@ class Launcher:
         key = key or (name if region is None else f"{name}-{region}")
         if key in self.procs and self.procs[key].poll() is None:
             raise RuntimeError(f"{key} is already running (pid {self.procs[key].pid})")
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        previous = os.umask(0o077)  # the log directory and its parents: private
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        finally:
+            os.umask(previous)
         argv = [*prefix, sys.executable, "-m", "mdmbus", "process", name]
         if region is not None:
             argv += ["--region", region]
-        log = open(self.log_dir / f"{key}.log", "ab")
+        environment = self.environment(metrics_port, env)
         try:
-            self.procs[key] = subprocess.Popen(
-                argv, env=self.environment(metrics_port, env), stdout=log,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        finally:
-            log.close()
+            limits = Settings.from_env(environment)
+        except MdmbusError:  # a test's deliberately bad setting: the process says so itself
+            limits = Settings()
+        self.procs[key] = subprocess.Popen(
+            argv, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True, umask=0o077)
+        self.pumps[key] = LogPump(self.procs[key].stdout, self.log_dir / f"{key}.log",
+                                  limits.log_max_bytes, limits.log_backups)
         return key
 
     def kill(self, key: str, sig: int = signal.SIGKILL) -> None:
@@ -71,6 +85,7 @@ class Launcher:
         proc = self.procs.pop(key)
         proc.send_signal(sig)
         proc.wait(60)
+        self._drain(key)
 
     def stop(self, *keys: str) -> None:
         """Ends the given processes (all by default): SIGTERM, then SIGKILL after 30 s."""
@@ -78,6 +93,12 @@ class Launcher:
             proc = self.procs.pop(key, None)
             if proc is not None:
                 end_process(proc)
+            self._drain(key)
+
+    def _drain(self, key: str) -> None:
+        pump = self.pumps.pop(key, None)
+        if pump is not None:
+            pump.join()
 
     def exited(self) -> dict[str, int]:
         """The processes that have ended, with their exit status."""

@@ -148,6 +148,8 @@ def _jvm(settings: Settings, libs: Path, paths: KafkaPaths) -> list[str]:
             "-XX:+UseG1GC", "-Djava.awt.headless=true",
             f"-Dkafka.logs.dir={paths.logs}",
             f"-Dlog4j2.configurationFile={CONF / 'log4j2.properties'}",
+            f"-Dmdmbus.log.max.bytes={settings.log_max_bytes}",
+            f"-Dmdmbus.log.backups={settings.log_backups}",
             "-cp", f"{libs}/*"]
 
 
@@ -159,7 +161,7 @@ def _format_storage(settings: Settings, libs: Path, paths: KafkaPaths) -> None:
     proc = subprocess.run(
         _jvm(settings, libs, paths) + ["kafka.tools.StorageTool", "format", "-t", cluster_id,
                                        "-c", str(paths.config)],
-        capture_output=True, text=True,
+        capture_output=True, text=True, umask=0o077,
     )
     if proc.returncode != 0:
         raise StackError(f"formatting Kafka storage in {paths.data} failed: "
@@ -204,11 +206,14 @@ def start(settings: Settings, say=print) -> str:
     paths.logs.mkdir(parents=True, exist_ok=True)
     _render_config(settings, paths)
     _format_storage(settings, libs, paths)
-    with open(paths.stdout, "ab") as out:
+    # umask 077: segments, __cluster_metadata (the SCRAM hashes) and logs are the owner's
+    # alone. stdout.log gets what the JVM prints before log4j runs (and a crash's dump).
+    fd = os.open(paths.stdout, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "ab") as out:
         proc = subprocess.Popen(
             _jvm(settings, libs, paths) + ["kafka.Kafka", str(paths.config)],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=paths.root,
+            start_new_session=True, cwd=paths.root, umask=0o077,
         )
     paths.pidfile.write_text(f"{proc.pid}\n")
     wait_until(lambda: port_open(settings.kafka_port), settings.start_timeout_s, "Kafka",

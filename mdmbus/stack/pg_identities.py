@@ -16,13 +16,15 @@ from typing import Iterable
 
 import asyncpg
 
-from mdmbus.identities import (Grant, PgRole, Policy, TABLES, pg_database_privileges, pg_grants,
-                               owner_of, pg_policies, pg_roles, pg_sequences, policy_name)
+from mdmbus.identities import (CERTIFICATE, Grant, PgRole, Policy, TABLES,
+                               pg_database_privileges, pg_functions, pg_grants, owner_of,
+                               pg_policies, pg_roles, pg_sequences, policy_name)
 from mdmbus.regions import all_databases, database_kind
 from mdmbus.settings import Settings
 
-__all__ = ["sync", "read_grants", "read_sequence_grants", "read_policies", "read_connect",
-           "read_roles", "ensure_owner", "MAINTENANCE", "TEMPLATE"]
+__all__ = ["sync", "read_grants", "read_sequence_grants", "read_function_grants",
+           "read_policies", "read_connect", "read_roles", "ensure_owner", "MAINTENANCE",
+           "TEMPLATE"]
 
 #: The server's maintenance database and the template new databases copy: no service
 #: connects to either (template0 accepts no connection at all).
@@ -99,6 +101,18 @@ async def read_sequence_grants(conn: asyncpg.Connection, database: str) -> set[G
     return {Grant(database, r["relname"], r["grantee"], r["privilege_type"]) for r in rows}
 
 
+async def read_function_grants(conn: asyncpg.Connection, database: str) -> set[Grant]:
+    """EXECUTE on the functions of the public schema, held by anyone but their owner (PUBLIC
+    included: a new function is PUBLIC's to call until revoked)."""
+    rows = await conn.fetch(
+        "SELECT p.proname, coalesce(r.rolname, 'PUBLIC') AS grantee, a.privilege_type"
+        " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace,"
+        " aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a"
+        " LEFT JOIN pg_roles r ON r.oid = a.grantee"
+        " WHERE n.nspname = 'public' AND a.grantee <> p.proowner")
+    return {Grant(database, r["proname"], r["grantee"], r["privilege_type"]) for r in rows}
+
+
 async def read_policies(conn: asyncpg.Connection) -> dict[str, dict]:
     """Row-level security as the server holds it: table -> {"enabled", "forced", "policies":
     {policy name: (roles, command, permissive)}}, for every table of the public schema."""
@@ -123,16 +137,20 @@ def _grant_sql(g: Grant, verb: str) -> str:
 
 
 async def _sync_roles(conn: asyncpg.Connection, settings: Settings, roles: list[PgRole]) -> int:
-    """Creates the missing login roles; sets every role's attributes and password."""
+    """Creates the missing login roles; sets every role's attributes and password. A role
+    that logs in by certificate has no password at all (PASSWORD NULL): none it could set
+    itself would open a door either (pg_hba.conf accepts only its certificate)."""
     existing = await read_roles(conn, [r.name for r in roles])
     for role in roles:
         if role.name not in existing:
             await conn.execute(f"CREATE ROLE {_ident(role.name)}")
+        password = "NULL" if role.login == CERTIFICATE else \
+            _literal(settings.password("pg", role.name))
         # A service role owns nothing, creates nothing and is subject to row-level security.
         await conn.execute(
             f"ALTER ROLE {_ident(role.name)} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE"
             f" NOREPLICATION NOBYPASSRLS NOINHERIT CONNECTION LIMIT 64"
-            f" PASSWORD {_literal(settings.password('pg', role.name))}")
+            f" PASSWORD {password}")
     return len(roles) - len(existing)
 
 
@@ -181,6 +199,16 @@ async def _sync_tables(conn: asyncpg.Connection, database: str) -> tuple[int, in
             revoked += 1
         for g in sorted(want_seq - have_seq):
             await conn.execute(f"GRANT {g.privilege} ON SEQUENCE {_ident(g.table)} TO "
+                               f"{_ident(g.role)}")
+            granted += 1
+        want_fn = {g for g in pg_functions() if g.database == database}
+        have_fn = await read_function_grants(conn, database)
+        for g in sorted(have_fn - want_fn):
+            await conn.execute(f"REVOKE {g.privilege} ON FUNCTION {_ident(g.table)} FROM "
+                               f"{'PUBLIC' if g.role == 'PUBLIC' else _ident(g.role)}")
+            revoked += 1
+        for g in sorted(want_fn - have_fn):
+            await conn.execute(f"GRANT {g.privilege} ON FUNCTION {_ident(g.table)} TO "
                                f"{_ident(g.role)}")
             granted += 1
         # Nobody but the owner creates in the schema; everyone may use it (to reach the

@@ -1,10 +1,12 @@
 """The embedded PostgreSQL 15 cluster: initdb in the state directory, loopback only.
 
 initdb refuses to run as root, so as root the cluster is made and run as the ``postgres``
-user. Every connection is TLS (the stack CA's certificate for 127.0.0.1 and localhost) with a
-scram-sha-256 password, the Unix socket included (a password, no TLS there); nothing else is
-accepted (pg_hba.conf is rewritten at each start). Each service logs in as its own role
-(mdmbus/identities.py); the superuser is for provisioning.
+user. Every TCP connection is TLS (the stack CA's certificate for 127.0.0.1 and localhost).
+Each service logs in as its own role (mdmbus/identities.py) by a client certificate of the
+stack's CA, which nothing it can do in the database changes; operators' roles and the
+superuser (for provisioning) by a scram-sha-256 password, over TLS or on the Unix socket (a
+password, no TLS there); nothing else is accepted (pg_hba.conf is rewritten at each start).
+Every server process runs with umask 077; its logs roll over at a size cap.
 """
 
 from __future__ import annotations
@@ -76,7 +78,9 @@ def pg_paths(settings: Settings) -> PgPaths:
 def _run(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
     if _as_root():
         cmd = ["runuser", "-u", RUN_AS, "--"] + cmd
-    proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    # umask 077: whatever the server and its tools create is the server user's alone.
+    proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          umask=0o077)
     if check and proc.returncode != 0:
         raise StackError(f"{Path(cmd[cmd.index('--') + 1] if '--' in cmd else cmd[0]).name} "
                          f"failed: {(proc.stderr or proc.stdout).strip()}")
@@ -116,38 +120,66 @@ def _initdb(paths: PgPaths, settings: Settings) -> None:
             f"unix_socket_directories = '{paths.root}'\n"
             "max_connections = 200\n"
             "shared_buffers = '256MB'\n"
-            "logging_collector = off\n"
         )
 
 
-#: Who may connect how: TLS and a password over TCP, a password on the socket, nothing else.
-HBA = """# Written by mdmbus at each start (mdmbus/stack/postgres.py); edits here are replaced.
+def _hba() -> str:
+    """Who may connect how. Services (mdmbus/identities.py, login "certificate") by a client
+    certificate of the stack's CA whose common name is their role, over TLS, and by nothing
+    else: not on the socket, and a password they were given anyway opens nothing. Everyone
+    else (operators' roles, the superuser) by a SCRAM password, over TLS or on the socket."""
+    from mdmbus.identities import CERTIFICATE, pg_roles
+    services = ",".join(r.name for r in pg_roles() if r.login == CERTIFICATE)
+    return f"""# Written by mdmbus at each start (mdmbus/stack/postgres.py); edits here are replaced.
+local   all  {services}                 reject
 local   all  all                 scram-sha-256
+hostssl all  {services}  127.0.0.1/32   cert
+hostssl all  {services}  ::1/128        cert
 hostssl all  all  127.0.0.1/32   scram-sha-256
 hostssl all  all  ::1/128        scram-sha-256
+"""
+
+
+HBA = _hba()
+
+#: Server logs: collected by the server into log/ under its data directory (0600), a new file
+#: at the size cap (MDMBUS_LOG_MAX_BYTES) and at least daily. PostgreSQL keeps every file it
+#: rolled; the oldest beyond MDMBUS_LOG_BACKUPS + 1 are removed at each start.
+_LOG_CONF = """# mdmbus: server logs (mdmbus/stack/postgres.py), rewritten at each start
+logging_collector = on
+log_directory = 'log'
+log_filename = 'postgresql-%Y%m%d-%H%M%S.log'
+log_file_mode = 0600
+log_rotation_size = '{kib}kB'
+log_rotation_age = '1d'
+log_truncate_on_rotation = off
 """
 
 _SECURITY_CONF = """# mdmbus: TLS and passwords (mdmbus/stack/postgres.py), rewritten at each start
 ssl = on
 ssl_cert_file = 'server.crt'
 ssl_key_file = 'server.key'
+ssl_ca_file = 'ca.crt'
 ssl_min_protocol_version = 'TLSv1.2'
 password_encryption = 'scram-sha-256'
 """
 
 
-def _secure(paths: PgPaths, settings: Settings) -> None:
-    """Before each start: the server's certificate and key in the data directory (owned by the
-    server's user, 0600, as PostgreSQL demands), the TLS settings, pg_hba.conf, and the
-    superuser's password set to the stack's (single-user mode: no login needed, and a cluster
-    made by an older mdmbus with ``trust`` gets a password this way)."""
+def _write_files(paths: PgPaths, settings: Settings) -> None:
+    """The server's certificate, key and the CA it checks client certificates against, in the
+    data directory (owned by the server's user, 0600, as PostgreSQL demands), the TLS and
+    logging settings, the password guard (pg_guard.py) and pg_hba.conf."""
+    from mdmbus.stack.pg_guard import ensure_guard
     from mdmbus.stack.pki import Pki
     pki = Pki(settings.pki_dir)
-    password = settings.pg_password or settings.password("pg", settings.pg_user)
+    guard = ensure_guard(bin_dir(), paths.root / "lib", RUN_AS if _as_root() else None)
+    kib = max(settings.log_max_bytes // 1024, 1)
     files = {"server.crt": pki.cert_file("postgres").read_bytes(),
              "server.key": pki.key_file("postgres").read_bytes(),
+             "ca.crt": pki.ca_file.read_bytes(),
              "pg_hba.conf": HBA.encode(),
-             "mdmbus-security.conf": _SECURITY_CONF.encode()}
+             "mdmbus-security.conf": (_SECURITY_CONF + _LOG_CONF.format(kib=kib)
+                                      + f"shared_preload_libraries = '{guard}'\n").encode()}
     for name, data in files.items():
         path = paths.data / name
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -156,15 +188,44 @@ def _secure(paths: PgPaths, settings: Settings) -> None:
         os.chmod(path, 0o600)
         if _as_root():
             shutil.chown(path, RUN_AS, RUN_AS)
+    # A cluster made by an older mdmbus switched the log collector off in postgresql.auto.conf,
+    # which is read last: that line goes (the file is edited in place, its owner kept).
+    auto_conf = paths.data / "postgresql.auto.conf"
+    text = auto_conf.read_text()
+    if "logging_collector" in text:
+        with open(auto_conf, "r+") as f:
+            f.seek(0)
+            f.write("".join(line for line in text.splitlines(keepends=True)
+                            if not line.startswith("logging_collector")))
+            f.truncate()
     auto = paths.data / "postgresql.conf"
     if "include_if_exists = 'mdmbus-security.conf'" not in auto.read_text():
         with open(auto, "a") as conf:
             conf.write("include_if_exists = 'mdmbus-security.conf'\n")
+    _prune_logs(paths, settings.log_backups + 1)
+
+
+def _prune_logs(paths: PgPaths, keep: int) -> None:
+    """The oldest server logs beyond the ``keep`` newest (names sort by time)."""
+    logs = sorted((paths.data / "log").glob("postgresql-*.log"))
+    for old in logs[:-keep] if keep > 0 else logs:
+        try:
+            old.unlink()
+        except PermissionError:  # as root, the files are the server user's: ask it
+            _run(["rm", "-f", str(old)], check=False)
+
+
+def _secure(paths: PgPaths, settings: Settings) -> None:
+    """Before each start: the files of ``_write_files``, and the superuser's password set to
+    the stack's (single-user mode: no login needed, and a cluster made by an older mdmbus with
+    ``trust`` gets a password this way)."""
+    password = settings.pg_password or settings.password("pg", settings.pg_user)
+    _write_files(paths, settings)
     literal = password.replace("'", "''")
     cmd = [str(bin_dir() / "postgres"), "--single", "-D", str(paths.data), "-j", "postgres"]
     if _as_root():
         cmd = ["runuser", "-u", RUN_AS, "--"] + cmd
-    proc = subprocess.run(cmd, input=f'ALTER ROLE "{settings.pg_user}" PASSWORD \'{literal}\';\n',
+    proc = subprocess.run(cmd, umask=0o077, input=f'ALTER ROLE "{settings.pg_user}" PASSWORD \'{literal}\';\n',
                           capture_output=True, text=True)
     if proc.returncode != 0 or "ERROR" in proc.stdout + proc.stderr:
         raise StackError(f"setting the PostgreSQL superuser's password failed: "
@@ -191,16 +252,20 @@ def start(settings: Settings) -> str:
     paths = pg_paths(settings)
     if running(paths):
         hba = paths.data / "pg_hba.conf"
-        if _read(hba) != HBA:
-            raise StackError(f"the running PostgreSQL server ({paths.data}) was started by an "
-                             f"older mdmbus, without TLS and passwords: stop it with `mdmbus "
-                             f"stack down`, then start again")
+        held = _read(hba)
+        if held != HBA:
+            raise StackError(f"the running PostgreSQL server ({paths.data}) was started by "
+                             f"another mdmbus version, with other login rules (an older one: "
+                             f"without TLS and passwords, or without client certificates for "
+                             f"the services): stop it with `mdmbus stack down`, then start "
+                             f"again")
         return f"postgres: already running on 127.0.0.1:{settings.pg_port}"
     ensure_port_free(settings.pg_port, "PostgreSQL", "MDMBUS_PG_PORT")
     _initdb(paths, settings)
     _secure(paths, settings)
     # pg_ctl -w waits until the server accepts connections; a stale postmaster.pid from a
     # crash is detected and replaced by the server itself.
+    # -l: what the server says before its log collector runs (start-up failures).
     proc = _pg_ctl(paths, "start", "-w", "-t", str(int(settings.start_timeout_s)),
                    "-l", str(paths.log), "-o", f"-p {settings.pg_port}", check=False)
     if proc.returncode != 0 or not port_open(settings.pg_port):
@@ -223,5 +288,5 @@ def describe(settings: Settings) -> tuple[bool, str]:
     paths = pg_paths(settings)
     up = running(paths)
     return up, (f"postgres  {'running' if up else 'stopped':<9} 127.0.0.1:{settings.pg_port} "
-                f"(TLS, scram)  "
+                f"(TLS; services by certificate, operators by scram)  "
                 f"data {paths.data}  log {paths.log}")

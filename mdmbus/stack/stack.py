@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
 
 from mdmbus.identities import ADMIN
 from mdmbus.regions import all_databases
 from mdmbus.settings import Settings
 from mdmbus.stack import kafka, postgres
 from mdmbus.stack import provision as provisioning
-from mdmbus.stack.credentials import ensure_passwords
+from mdmbus.stack.credentials import ensure_passwords, ensure_pg_certificates
 from mdmbus.stack.pki import Pki, write_private
 from mdmbus.stack.processes import ensure_port_free
 from mdmbus.stack.token_issuer import TokenIssuer
@@ -44,13 +47,48 @@ def credentials(settings: Settings) -> list[str]:
         write_private(store, chain)
     made.append(str(store))
     made += [str(p) for p in ensure_passwords(settings)]
+    made += [str(p) for p in ensure_pg_certificates(settings)]
     issuer(settings).ensure()
     return [str(pki.ca_file), *made, str(settings.issuer_dir / "jwks.json")]
 
 
+@contextmanager
+def _private_umask() -> Iterator[None]:
+    """umask 077 while the stack is made: what it creates, and the servers it starts, are
+    their owner's alone (the ``mdmbus`` command sets it anyway; a library caller may not)."""
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def _tighten(root: Path) -> None:
+    """Takes every right of group and others from what is under ``root`` (a state directory
+    made by an older mdmbus, with 0755 directories and 0644 files). Files that vanish or
+    belong to someone else meanwhile are skipped."""
+    for directory, dirs, names in os.walk(root):
+        for path in [directory, *(os.path.join(directory, n) for n in dirs + names)]:
+            try:
+                mode = os.lstat(path).st_mode
+                if mode & 0o077 and not os.path.islink(path):
+                    os.chmod(path, mode & 0o7700)
+            except (FileNotFoundError, PermissionError):
+                continue
+
+
 def up(settings: Settings, say: Callable[[str], None] = print) -> None:
     """Idempotent: what runs is left running, what is missing is started or created."""
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    with _private_umask():
+        _up(settings, say)
+
+
+def _up(settings: Settings, say: Callable[[str], None]) -> None:
+    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _tighten(settings.state_dir)
+    pg_root = postgres.pg_paths(settings).root
+    if not pg_root.is_relative_to(settings.state_dir):
+        _tighten(pg_root)
     # Check every port before starting anything, so a clash leaves nothing half-started.
     if not postgres.running(postgres.pg_paths(settings)):
         ensure_port_free(settings.pg_port, "PostgreSQL", "MDMBUS_PG_PORT")
@@ -74,7 +112,8 @@ def provision_servers(settings: Settings, say: Callable[[str], None] = print,
     (compose, or your own) or just started: no server is started here; each is waited for up
     to MDMBUS_START_TIMEOUT."""
     if not made_credentials:
-        credentials(settings)
+        with _private_umask():
+            credentials(settings)
         say(f"credentials: certificates in {settings.pki_dir}, passwords in "
             f"{settings.credentials_dir}, token issuer in {settings.issuer_dir}")
     created = asyncio.run(provisioning.ensure_databases(settings, settings.start_timeout_s))

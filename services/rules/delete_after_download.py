@@ -2,7 +2,8 @@
 durably stored it and acknowledged it, however long CM is offline, and is deleted at once
 after. CM downloads its tenant's pending records through the gateway and acknowledges them
 there (services/gateway/); an acknowledgement deletes only relay records of the caller's own
-tenant (the connector acknowledges what it has committed to CM: services/connector/).
+tenant still pending for CM, never an upload, a command or an inventory cache entry (the
+connector acknowledges what it has committed to CM: services/connector/).
 
 The record's id stays as a tombstone (its tenant and id, body NULL), so a replay of the relay
 topic or a re-sent record cannot store it again; the tenant's purge deletes the tombstone."""
@@ -63,17 +64,11 @@ async def acknowledge(conn: asyncpg.Connection, region: str, tenant_id: uuid.UUI
     if not ids:
         return outcome
     async with conn.transaction():
-        deleted = await conn.fetch(
-            "UPDATE records r SET body = NULL, device_id = NULL, session_id = NULL,"
-            " deadline = NULL, deadline_rule = NULL FROM ("
-            # Rows locked in record_id order, as every multi-row writer of records does: two
-            # acknowledgements of the same ids in two orders wait for each other instead of
-            # deadlocking.
-            "  SELECT record_id FROM records WHERE record_id = ANY($1::uuid[])"
-            "  AND tenant_id = $2 AND category = 'relay' AND held"
-            "  ORDER BY record_id FOR UPDATE) doomed"
-            " WHERE r.tenant_id = $2 AND r.record_id = doomed.record_id AND r.held"
-            " RETURNING r.record_id", ids, tenant_id)
+        # The store's function (services/stores/region_functions.sql): the caller holds no
+        # UPDATE on records, and the function turns only this tenant's pending relay records
+        # into tombstones, whatever ids it is given.
+        deleted = await conn.fetch("SELECT public.acknowledge_relay($2, $1::uuid[]) AS record_id",
+                                   ids, tenant_id)
         outcome.deleted = sorted(r["record_id"] for r in deleted)
         rest = sorted(set(ids) - set(outcome.deleted))
         if rest:

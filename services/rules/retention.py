@@ -54,8 +54,7 @@ async def end_subscription(stores: Stores, region: str, tenant_id: uuid.UUID, no
                 # In record_id order, as every writer of several rows locks them.
                 "  SELECT record_id FROM records WHERE tenant_id = $1 AND held"
                 "  AND (deadline IS NULL OR deadline > $2) ORDER BY record_id FOR UPDATE) t"
-                " WHERE r.tenant_id = $1 AND r.record_id = t.record_id",
-                tenant_id, purge_at, RETENTION_PURGE)
+                " WHERE r.record_id = t.record_id", tenant_id, purge_at, RETENTION_PURGE)
             await conn.execute(
                 "UPDATE dead_letters SET deadline = $2 WHERE tenant_id = $1 AND deadline > $2",
                 tenant_id, purge_at)
@@ -80,13 +79,11 @@ async def purge_tenant(conn: asyncpg.Connection, region: str, tenant_id: uuid.UU
     while True:
         async with conn.transaction():
             rows = await conn.fetch(
-                # By primary key, from the tenant index; the sweeper purges too, and it may
-                # read no body and lock no row (mdmbus/identities.py). A row updated while
-                # the delete waited for it is still deleted (its key did not change).
-                "DELETE FROM records r WHERE r.tenant_id = $1 AND r.record_id = ANY(ARRAY("
-                "  SELECT record_id FROM records WHERE tenant_id = $1 LIMIT $2))"
-                " RETURNING r.record_id, r.category, NOT r.held AS tombstone",
-                tenant_id, batch)
+                # The store's function (services/stores/region_functions.sql): by primary
+                # key, from the tenant index; it can only delete. A row updated while the
+                # delete waited for it is still deleted (its key did not change).
+                "SELECT record_id, category, tombstone"
+                " FROM public.purge_tenant_records($1, $2)", tenant_id, batch)
             by_category: dict[str, list[uuid.UUID]] = {}
             for row in rows:
                 if not row["tombstone"]:  # a tombstone holds no data; its data was counted already

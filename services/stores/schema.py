@@ -24,6 +24,10 @@ async def ensure_schema(conn: asyncpg.Connection, database: str,
     """Creates what is missing in ``database`` (the connection's own database), as ``owner``
     (a role the connection may become: what it creates belongs to that role)."""
     sql = files(__package__).joinpath(schema_file(database)).read_text(encoding="utf-8")
+    # Then the kind's functions, if it has any (after the tables they use).
+    functions = files(__package__).joinpath(f"{database_kind(database)}_functions.sql")
+    if functions.is_file():
+        sql += "\n" + functions.read_text(encoding="utf-8")
     async with conn.transaction():
         # Two provisioners creating the same table at once would collide in the catalogue.
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)

@@ -590,7 +590,7 @@ def test_every_postgres_server_has_the_embedded_servers_tls_and_password_setting
     for name, service in _postgres_services(compose).items():
         settings = _pg_settings(service)
         for key, value in embedded.items():
-            if key in ("ssl_cert_file", "ssl_key_file"):
+            if key in ("ssl_cert_file", "ssl_key_file", "ssl_ca_file"):
                 volume, path = _in_volume(service, settings[key])
                 assert (volume, path) in installed and path == value, f"{name}: {key}"
             else:
@@ -618,10 +618,18 @@ def test_pg_hba_enforces_tls_and_scram_as_the_embedded_server_does(compose, repo
     assert rules, "an empty pg_hba.conf lets nobody in"
     for rule in rules:
         assert rule[0] in ("local", "hostssl"), f"{rule}: TCP without TLS, or an include"
-        assert rule[-1] == "scram-sha-256", f"{rule}: a SCRAM password, nothing weaker"
+        assert rule[-1] in ("scram-sha-256", "cert", "reject"), \
+            f"{rule}: a SCRAM password or a client certificate, nothing weaker"
+        assert rule[-1] != "cert" or rule[0] == "hostssl", rule
     assert any(rule[0] == "hostssl" for rule in rules)
     embedded = _hba_rules(postgres.HBA)
     assert {(r[0], r[-1]) for r in rules} == {(r[0], r[-1]) for r in embedded}
+    # The same roles log in by certificate only, there as here, and they come first.
+    for method in ("cert", "reject"):
+        assert {r[2] for r in rules if r[-1] == method} == \
+            {r[2] for r in embedded if r[-1] == method}
+    first_password = min(i for i, r in enumerate(rules) if r[0] == "hostssl" and r[-1] != "cert")
+    assert all(r[-1] == "cert" for r in rules[:first_password] if r[0] == "hostssl")
 
 
 # mdmbus-certs, and where every secret comes from -----------------------------------------------
