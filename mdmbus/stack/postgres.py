@@ -62,17 +62,45 @@ def pg_paths(settings: Settings) -> PgPaths:
     if _as_root():
         if pointer.exists():
             root = Path(pointer.read_text().strip())
+            if root.is_relative_to(settings.state_dir) and root.exists() \
+                    and not _runs_as_postgres(root):
+                root = _move_out(settings, root)
+                pointer.write_text(f"{root}\n")
         else:
             root.mkdir(parents=True, exist_ok=True)
             shutil.chown(root, RUN_AS, RUN_AS)
             if not _runs_as_postgres(root):
                 # A parent directory (e.g. /root) is closed to the postgres user.
-                tag = hashlib.sha1(str(settings.state_dir).encode()).hexdigest()[:10]
-                root = Path("/var/tmp") / f"mdmbus-pg-{tag}"
+                root = _outside(settings)
                 root.mkdir(parents=True, exist_ok=True)
                 shutil.chown(root, RUN_AS, RUN_AS)
             pointer.write_text(f"{root}\n")
     return PgPaths(root, root / "data", root / "postgres.log")
+
+
+def _outside(settings: Settings) -> Path:
+    tag = hashlib.sha1(str(settings.state_dir).encode()).hexdigest()[:10]
+    return Path("/var/tmp") / f"mdmbus-pg-{tag}"
+
+
+def _move_out(settings: Settings, root: Path) -> Path:
+    """A cluster made inside the state directory when that was open to the postgres user
+    (0755): the state directory is its owner's alone now (0700), so the cluster moves where a
+    new one would be made. ``mv`` keeps the files' owner and modes, across file systems too."""
+    target = _outside(settings)
+    if target.exists() and any(target.iterdir()):
+        raise StackError(f"the PostgreSQL cluster in {root} must move out of the state directory "
+                         f"(now closed to the postgres user), but {target} is not empty: remove "
+                         f"it, or move the cluster there yourself")
+    if target.exists():
+        target.rmdir()
+    subprocess.run(["mv", str(root), str(target)], check=True)
+    # The socket directory was written at initdb as the cluster's old place.
+    conf = target / "data" / "postgresql.auto.conf"
+    if conf.exists():
+        conf.write_text(conf.read_text().replace(f"unix_socket_directories = '{root}'",
+                                                 f"unix_socket_directories = '{target}'"))
+    return target
 
 
 def _run(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
