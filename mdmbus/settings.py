@@ -200,6 +200,12 @@ class Settings:
     token_issuer: str = "https://mdmbus.local/issuer"
     token_audience: str = "mdmbus-gateway"
     token_algorithms: tuple[str, ...] = ("ES256",)
+    #: The privacy center's sign-in: an identity provider's OpenID Connect authorization and
+    #: token endpoints and the page's client id there (empty: the embedded stack's provider,
+    #: served by each gateway under /oidc/).
+    oidc_authorization_url: str = ""
+    oidc_token_url: str = ""
+    oidc_client_id: str = ""
     #: The CM connector: a directory of token files, one per tenant it serves (empty:
     #: <state>/cm/tokens).
     cm_tokens_dir: str = ""
@@ -349,6 +355,9 @@ class Settings:
             token_audience=env.get("MDMBUS_TOKEN_AUDIENCE", cls.token_audience),
             token_algorithms=tuple(a.strip() for a in env.get(
                 "MDMBUS_TOKEN_ALGORITHMS", ",".join(cls.token_algorithms)).split(",") if a.strip()),
+            oidc_authorization_url=env.get("MDMBUS_OIDC_AUTHORIZATION_URL", ""),
+            oidc_token_url=env.get("MDMBUS_OIDC_TOKEN_URL", ""),
+            oidc_client_id=env.get("MDMBUS_OIDC_CLIENT_ID", ""),
             cm_tokens_dir=env.get("MDMBUS_CM_TOKENS", ""),
             kafka_security=_choice(env, "MDMBUS_KAFKA_SECURITY", cls.kafka_security,
                                    ("sasl_ssl", "plaintext")),

@@ -1,0 +1,116 @@
+"""What a region store holds of one tenant, by category, with the deadline that ends each and
+the rule that sets it: the read queries behind the gateway's ``GET /v1/holdings`` and
+``GET /v1/erasure-receipts`` (the privacy center shows their answers, nothing else).
+
+Counts, dates and rule names only: no body, no field of a record, no dead letter's error text
+(which may quote values). Every query names its tenant and runs on a connection held to that
+tenant by row-level security (the gateway's ``as_tenant``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from typing import Any
+
+import asyncpg
+
+from mdmbus.categories import Category
+from mdmbus.services.rules.audit import (DEAD_LETTER_EXPIRY, DELETE_AFTER_DOWNLOAD,
+                                         RETENTION_PURGE)
+
+__all__ = ["lifecycle", "records_held", "dead_letters_held", "cm_downloads", "receipts",
+           "UNTIL_PURGE"]
+
+#: The rule named for a row without a deadline of its own: it goes with the tenant's purge.
+UNTIL_PURGE = RETENTION_PURGE
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.astimezone(dt.timezone.utc).isoformat()
+
+
+async def lifecycle(conn: asyncpg.Connection, tenant: uuid.UUID) -> dict[str, Any] | None:
+    """The tenant's lifecycle dates from the directory (None: not in it)."""
+    row = await conn.fetchrow(
+        "SELECT state, onboarded_at, ended_at, read_only_until, purge_at, purged_at"
+        " FROM tenant_directory WHERE tenant_id = $1", tenant)
+    if row is None:
+        return None
+    return {"state": row["state"], "onboarded_at": _iso(row["onboarded_at"]),
+            "subscription_ended_at": _iso(row["ended_at"]),
+            "read_only_until": _iso(row["read_only_until"]), "purge_at": _iso(row["purge_at"]),
+            "purged_at": _iso(row["purged_at"])}
+
+
+async def records_held(conn: asyncpg.Connection, tenant: uuid.UUID,
+                       purge_at: dt.datetime | None) -> dict[str, list[dict[str, Any]]]:
+    """Held rows of ``records`` by category and kind: count, oldest (stored, shared clock),
+    the next deadline and its rule. A row without a deadline is kept until the tenant's purge:
+    its next deadline is the purge date once the subscription has ended, none before."""
+    rows = await conn.fetch(
+        "SELECT category, kind, count(*) AS n, min(stored_at) AS oldest,"
+        " min(deadline) AS next_deadline,"
+        " (array_agg(deadline_rule ORDER BY deadline) FILTER (WHERE deadline IS NOT NULL))[1]"
+        "   AS next_rule,"
+        " bool_or(deadline IS NULL) AS some_until_purge"
+        " FROM records WHERE tenant_id = $1 AND held GROUP BY category, kind"
+        " ORDER BY category, kind", tenant)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        deadline, rule = r["next_deadline"], r["next_rule"]
+        if r["some_until_purge"] and (deadline is None or (purge_at is not None
+                                                           and purge_at < deadline)):
+            deadline, rule = purge_at, UNTIL_PURGE
+        out.setdefault(r["category"], []).append({
+            "kind": r["kind"], "count": r["n"], "oldest": _iso(r["oldest"]),
+            "next_deadline": _iso(deadline), "rule": rule})
+    return out
+
+
+async def dead_letters_held(conn: asyncpg.Connection,
+                            tenant: uuid.UUID) -> list[dict[str, Any]]:
+    """The tenant's refused records by reason: count, oldest, next deadline (the body's
+    keeping time) and how many still keep a body (redacted of private keys)."""
+    rows = await conn.fetch(
+        "SELECT reason, count(*) AS n, min(stored_at) AS oldest, min(deadline) AS next_deadline,"
+        " count(*) FILTER (WHERE body_kept) AS bodies"
+        " FROM dead_letters WHERE tenant_id = $1 GROUP BY reason ORDER BY reason", tenant)
+    return [{"reason": r["reason"], "count": r["n"], "oldest": _iso(r["oldest"]),
+             "next_deadline": _iso(r["next_deadline"]), "rule": DEAD_LETTER_EXPIRY,
+             "bodies_kept": r["bodies"]} for r in rows]
+
+
+async def cm_downloads(conn: asyncpg.Connection, tenant: uuid.UUID,
+                       now_real: dt.datetime) -> dict[str, Any]:
+    """Relay records waiting for CM: how many, the oldest's age in real seconds (the pending
+    time CM's connector controls), and when CM last acknowledged one."""
+    row = await conn.fetchrow(
+        "SELECT count(*) AS n, min(stored_at_real) AS oldest FROM records"
+        " WHERE tenant_id = $1 AND category = $2 AND held", tenant, Category.RELAY.value)
+    last = await conn.fetchrow(
+        "SELECT max(deleted_at) AS at, max(deleted_at_real) AS at_real FROM deletion_audit"
+        " WHERE tenant_id = $1 AND rule = $2", tenant, DELETE_AFTER_DOWNLOAD)
+    oldest = row["oldest"]
+    return {"pending": row["n"],
+            "oldest_pending_age_s": None if oldest is None
+            else round(max(0.0, (now_real - oldest).total_seconds()), 3),
+            "last_acknowledged_at": _iso(last["at"]),
+            "rule": DELETE_AFTER_DOWNLOAD}
+
+
+def receipt_json(row: asyncpg.Record) -> dict[str, Any]:
+    counts = json.loads(row["counts"]) if isinstance(row["counts"], str) else row["counts"]
+    ids = json.loads(row["record_ids"]) if isinstance(row["record_ids"], str) \
+        else row["record_ids"]
+    return {"receipt_id": str(row["receipt_id"]), "tenant_id": str(row["tenant_id"]),
+            "requested_at": _iso(row["requested_at"]), "completed_at": _iso(row["completed_at"]),
+            "status": "completed" if row["completed_at"] else "in_progress",
+            "deleted": counts, "record_ids": ids}
+
+
+async def receipts(conn: asyncpg.Connection, tenant: uuid.UUID) -> list[dict[str, Any]]:
+    """The tenant's erasure receipts, newest first (they outlive its purge)."""
+    rows = await conn.fetch("SELECT * FROM erasure_receipts WHERE tenant_id = $1"
+                            " ORDER BY requested_at DESC, receipt_id", tenant)
+    return [receipt_json(r) for r in rows]
