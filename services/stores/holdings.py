@@ -17,13 +17,18 @@ import asyncpg
 
 from mdmbus.categories import Category
 from mdmbus.services.rules.audit import (DEAD_LETTER_EXPIRY, DELETE_AFTER_DOWNLOAD,
-                                         RETENTION_PURGE)
+                                         INVENTORY_CACHE, RETENTION_PURGE, SESSION_EXPIRY)
 
 __all__ = ["lifecycle", "records_held", "dead_letters_held", "cm_downloads", "receipts",
-           "UNTIL_PURGE"]
+           "UNDATED_RULE"]
 
-#: The rule named for a row without a deadline of its own: it goes with the tenant's purge.
-UNTIL_PURGE = RETENTION_PURGE
+#: Category -> the rule that ends a row without a dated deadline: an event, not a date (CM's
+#: acknowledgement, the device un-enrolling, its session ending), or else the tenant's purge,
+#: which ends every row at the latest once its subscription has ended.
+UNDATED_RULE = {Category.UPLOAD.value: RETENTION_PURGE,
+                Category.RELAY.value: DELETE_AFTER_DOWNLOAD,
+                Category.INVENTORY_CACHE.value: INVENTORY_CACHE,
+                Category.COMMAND.value: SESSION_EXPIRY}
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -46,22 +51,22 @@ async def lifecycle(conn: asyncpg.Connection, tenant: uuid.UUID) -> dict[str, An
 async def records_held(conn: asyncpg.Connection, tenant: uuid.UUID,
                        purge_at: dt.datetime | None) -> dict[str, list[dict[str, Any]]]:
     """Held rows of ``records`` by category and kind: count, oldest (stored, shared clock),
-    the next deadline and its rule. A row without a deadline is kept until the tenant's purge:
-    its next deadline is the purge date once the subscription has ended, none before."""
+    the next deadline and its rule. A row without a dated deadline waits for its category's
+    event (UNDATED_RULE); the tenant's purge date, once set, bounds every row."""
     rows = await conn.fetch(
         "SELECT category, kind, count(*) AS n, min(stored_at) AS oldest,"
         " min(deadline) AS next_deadline,"
         " (array_agg(deadline_rule ORDER BY deadline) FILTER (WHERE deadline IS NOT NULL))[1]"
-        "   AS next_rule,"
-        " bool_or(deadline IS NULL) AS some_until_purge"
+        "   AS next_rule"
         " FROM records WHERE tenant_id = $1 AND held GROUP BY category, kind"
         " ORDER BY category, kind", tenant)
     out: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         deadline, rule = r["next_deadline"], r["next_rule"]
-        if r["some_until_purge"] and (deadline is None or (purge_at is not None
-                                                           and purge_at < deadline)):
-            deadline, rule = purge_at, UNTIL_PURGE
+        if deadline is None:
+            rule = UNDATED_RULE.get(r["category"], RETENTION_PURGE)
+        if purge_at is not None and (deadline is None or purge_at < deadline):
+            deadline, rule = purge_at, RETENTION_PURGE
         out.setdefault(r["category"], []).append({
             "kind": r["kind"], "count": r["n"], "oldest": _iso(r["oldest"]),
             "next_deadline": _iso(deadline), "rule": rule})

@@ -24,9 +24,15 @@ function showSignIn(message) {
   document.title = "Sign in · Privacy center · mdmbus";
 }
 
-function signOut(message) {
-  showSignIn(message || "You are signed out.");
-  $("signin-button").focus();
+const SIGNED_OUT = {
+  yes: "You are signed out.",
+  expired: "Your session has expired. Sign in again.",
+};
+
+/** Forgets the token and everything shown, by loading the page afresh. */
+function signOut(reason = "yes") {
+  api = null;
+  location.replace(`/privacy/?signed_out=${reason}`);
 }
 
 function save(name, blob) {
@@ -153,17 +159,20 @@ async function main() {
     return;
   }
   if (!token) {
-    showSignIn("");
+    const reason = new URLSearchParams(location.search).get("signed_out");
+    if (reason) history.replaceState(null, "", "/privacy/");
+    showSignIn(SIGNED_OUT[reason] || "");
+    if (reason) $("signin-button").focus();
     if (location.hash === "#signin") {
       history.replaceState(null, "", "/privacy/");
       await startSignIn(config);
     }
     return;
   }
-  api = new Api(token, () => signOut("Your session has expired. Sign in again."));
+  api = new Api(token, () => signOut("expired"));
   const exp = claimsOf(token).exp;
   if (exp) {
-    expiryTimer = setTimeout(() => signOut("Your session has expired. Sign in again."),
+    expiryTimer = setTimeout(() => signOut("expired"),
       Math.max(0, exp * 1000 - Date.now()));
   }
   try {

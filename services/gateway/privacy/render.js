@@ -19,6 +19,14 @@ export const RULES = {
   deletion_request: "deleted at the tenant's request",
 };
 
+// What ends a row whose deadline is an event, not a date yet.
+const UNDATED = {
+  retention_purge: "set when the subscription ends",
+  delete_after_download: "when CM acknowledges it",
+  inventory_cache_removal: "when the device un-enrolls",
+  session_expiry: "when the session ends",
+};
+
 const STATES = { active: "Active", retention: "Read-only retention", purged: "Purged (deleted)" };
 
 export function el(tag, attrs = {}, ...children) {
@@ -131,8 +139,7 @@ export function renderHoldings(h) {
         el("td", {}, text(`${base}.${by}`, item[by])),
         el("td", { className: "num" }, count(`${base}.count`, item.count)),
         el("td", {}, time(`${base}.oldest`, item.oldest)),
-        el("td", {}, time(`${base}.next_deadline`, item.next_deadline,
-          item.rule === "retention_purge" ? "once the subscription ends" : "none")),
+        el("td", {}, time(`${base}.next_deadline`, item.next_deadline, UNDATED[item.rule] || "none")),
         el("td", {}, rule(`${base}.rule`, item.rule))));
     });
   }
