@@ -59,7 +59,7 @@ async def records_held(conn: asyncpg.Connection, tenant: uuid.UUID,
         " (array_agg(deadline_rule ORDER BY deadline) FILTER (WHERE deadline IS NOT NULL))[1]"
         "   AS next_rule"
         " FROM records WHERE tenant_id = $1 AND held GROUP BY category, kind"
-        " ORDER BY category, kind", tenant)
+        " ORDER BY category, length(kind), kind", tenant)
     out: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         deadline, rule = r["next_deadline"], r["next_rule"]
