@@ -379,6 +379,35 @@ async def test_the_page_shows_every_number_the_api_answers(stack, work, api, fir
     _shot(browser, "privacy-center-holdings.png", "holdings")
 
 
+async def test_an_ended_subscription_is_drawn_as_its_90_and_30_days(stack, work, api, browser):
+    t = Tenant(await work.onboarded(REGION, timeout_s=90))
+    await _produce(work, t, "uploads", "U4", 2)
+    await _stored(work, t)
+    await work.produce("tenant_subscription_ended", t.id)
+    token = work.token(t.id, "auditor")
+
+    async def in_retention() -> dict | None:
+        h = await api.json("/v1/holdings", token)
+        return h if h["lifecycle"]["state"] == "retention" else None
+    h = await wait_for(in_retention, 60, "the tenant in retention")
+    life = h["lifecycle"]
+    ended, ro, purge = (dt.datetime.fromisoformat(life[k]) for k in
+                        ("subscription_ended_at", "read_only_until", "purge_at"))
+    assert (ro - ended, purge - ro) == (dt.timedelta(days=90), dt.timedelta(days=30))
+    [uploads] = h["held"]["uploads"]
+    assert (uploads["next_deadline"], uploads["rule"]) == (life["purge_at"], "retention_purge")
+    _sign_in(browser, _link(stack, t, "auditor"))
+    assert {k: v for k, (v, _) in browser.shown_values().items()
+            if k != "cm.oldest_pending_age_s"} == _expected(h)
+    assert browser.visible("timeline")
+    label = browser.js("return document.getElementById('timeline-track').getAttribute('aria-label')")
+    assert _utc(life["read_only_until"]) in label and _utc(life["purge_at"]) in label
+    widths = browser.js("return [...document.querySelectorAll('#timeline-track .seg')]"
+                        ".map(e => e.getBoundingClientRect().width);")
+    assert widths[0] == pytest.approx(3 * widths[1], rel=0.02), "90 days against 30"
+    _shot(browser, "privacy-center-timeline.png", "tenant")
+
+
 async def test_the_export_is_the_apis_export(stack, work, api, first, browser):
     _sign_in(browser, _link(stack, first, "admin"))
     browser.driver.find_element(By.ID, "export-button").click()
