@@ -501,8 +501,7 @@ def build_app(gateway: Gateway) -> web.Application:
             time.perf_counter() - started)
         return response
 
-    app = web.Application(middlewares=[privacy_center.headers, errors],
-                          client_max_size=gateway.limits.request_bytes)
+    app = web.Application(middlewares=[errors], client_max_size=gateway.limits.request_bytes)
     for method, path, name in ROUTES:
         app.router.add_route(method, path, getattr(gateway, name), name=name)
     privacy_center.add_routes(app, gateway)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import urllib.parse
 from importlib.resources import files
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -42,17 +42,13 @@ def content_security_policy(settings: Settings) -> str:
             "form-action 'self'; frame-ancestors 'none'")
 
 
-@web.middleware
-async def headers(request: web.Request,
-                  handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                  ) -> web.StreamResponse:
-    response = await handler(request)
+async def headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Set on every answer just before its headers go out (streamed ones included)."""
     response.headers["Content-Security-Policy"] = request.app[_POLICY]
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Referrer-Policy"] = "no-referrer"
-    return response
 
 
 def _client_config(settings: Settings, provider: EmbeddedProvider | None) -> dict:
@@ -69,6 +65,7 @@ def add_routes(app: web.Application, gateway: "Gateway") -> None:
     stack's OpenID Connect provider."""
     settings = gateway.settings
     app[_POLICY] = content_security_policy(settings)
+    app.on_response_prepare.append(headers)
     provider = None if settings.oidc_authorization_url else \
         EmbeddedProvider(settings, gateway.region)
     if provider is not None:

@@ -474,6 +474,7 @@ async def test_every_answer_is_safe_in_a_browser(stack, work, api, first):
     for path, who in (("/privacy/", None), ("/privacy/app.js", None),
                       ("/privacy/config.json", None), ("/v1/holdings", token),
                       ("/v1/erasure-receipts", token), ("/v1/status", token),
+                      ("/v1/export", token), ("/privacy/nothing-here", None),
                       ("/oidc/login?ticket=nothing", None), ("/v1/holdings", None)):
         _, headers, _ = await api.call("GET", path, who)
         csp = headers["Content-Security-Policy"]
