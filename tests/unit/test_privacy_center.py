@@ -1,6 +1,6 @@
-"""The privacy center without a browser: one-time login links (mdmbus/stack/login_links.py):
-single use, short-lived, stored hashed;
-and the privacy center's file list (what the gateway serves is what the package ships)."""
+"""The privacy center without a browser: one-time login links (mdmbus/stack/login_links.py)
+are single use, short-lived and stored hashed; the files served are the ones the package ships;
+a configured identity provider replaces the embedded one."""
 
 from __future__ import annotations
 
