@@ -10,9 +10,12 @@ screenshots there."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.parse
@@ -23,6 +26,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from selenium.webdriver.common.keys import Keys
 
 from mdmbus.cli.launcher import Launcher
 from mdmbus.cli.login_link import make_login_link
@@ -305,8 +309,6 @@ async def _session_cookie(api: Api, stack: Settings, tenant: Tenant) -> str:
 
 
 async def test_the_code_flow_needs_pkce_and_each_step_works_once(stack, api, first):
-    import base64
-    import hashlib
     redirect = stack.gateway_url(REGION) + "/privacy/"
     verifier = base64.urlsafe_b64encode(os.urandom(40)).rstrip(b"=").decode()
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()) \
@@ -455,8 +457,9 @@ async def test_an_auditor_sees_no_export_or_deletion_and_a_connector_is_refused(
 
 
 async def test_an_expired_session_goes_back_to_sign_in(stack, first, browser):
-    _sign_in(browser, _link(stack, first, "admin", session_ttl_s=3))
-    browser.wait("return !document.getElementById('signin').hidden", 15, "the sign-in view")
+    # Long enough to see the page signed in first, on a slow machine too.
+    _sign_in(browser, _link(stack, first, "admin", session_ttl_s=8))
+    browser.wait("return !document.getElementById('signin').hidden", 20, "the sign-in view")
     assert "expired" in browser.text() and first.id not in browser.driver.page_source
 
 
@@ -483,7 +486,6 @@ async def test_every_answer_is_safe_in_a_browser(stack, work, api, first):
         assert headers["Cache-Control"] == "no-store", path
     root = Path(__file__).resolve().parents[2] / "services" / "gateway" / "privacy"
     html = (root / "index.html").read_text(encoding="utf-8")
-    import re
     assert all('src="/privacy/' in tag for tag in re.findall(r"<script[^>]*>", html))
     assert not re.search(r"<script[^>]*>\s*[^<\s]", html), "no inline script"
     assert not re.search(r"\son\w+=|\sstyle=", html), "no inline handler or style"
@@ -506,7 +508,7 @@ async def test_deletion_behind_a_typed_confirmation_gives_the_receipt(stack, wor
     assert not button.is_enabled(), "enabled only by the exact tenant id"
     box.send_keys(t.id[-1])
     assert button.is_enabled()
-    button.click()
+    box.send_keys(Keys.ENTER)  # from the keyboard
     browser.wait("return !document.getElementById('receipt').hidden && document.querySelector("
                  "'[data-key=\"tenant.state\"]').dataset.value === 'purged'", 90,
                  "the receipt and the tenant purged")
