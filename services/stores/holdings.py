@@ -9,7 +9,6 @@ tenant by row-level security (the gateway's ``as_tenant``)."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import uuid
 from typing import Any
 
@@ -19,7 +18,7 @@ from mdmbus.categories import Category
 from mdmbus.services.rules.audit import (DEAD_LETTER_EXPIRY, DELETE_AFTER_DOWNLOAD,
                                          INVENTORY_CACHE, RETENTION_PURGE, SESSION_EXPIRY)
 
-__all__ = ["lifecycle", "records_held", "dead_letters_held", "cm_downloads", "receipts",
+__all__ = ["lifecycle", "records_held", "dead_letters_held", "cm_downloads", "receipt_ids",
            "UNDATED_RULE"]
 
 #: Category -> the rule that ends a row without a dated deadline: an event, not a date (CM's
@@ -104,18 +103,8 @@ async def cm_downloads(conn: asyncpg.Connection, tenant: uuid.UUID,
             "rule": DELETE_AFTER_DOWNLOAD}
 
 
-def receipt_json(row: asyncpg.Record) -> dict[str, Any]:
-    counts = json.loads(row["counts"]) if isinstance(row["counts"], str) else row["counts"]
-    ids = json.loads(row["record_ids"]) if isinstance(row["record_ids"], str) \
-        else row["record_ids"]
-    return {"receipt_id": str(row["receipt_id"]), "tenant_id": str(row["tenant_id"]),
-            "requested_at": _iso(row["requested_at"]), "completed_at": _iso(row["completed_at"]),
-            "status": "completed" if row["completed_at"] else "in_progress",
-            "deleted": counts, "record_ids": ids}
-
-
-async def receipts(conn: asyncpg.Connection, tenant: uuid.UUID) -> list[dict[str, Any]]:
+async def receipt_ids(conn: asyncpg.Connection, tenant: uuid.UUID) -> list[uuid.UUID]:
     """The tenant's erasure receipts, newest first (they outlive its purge)."""
-    rows = await conn.fetch("SELECT * FROM erasure_receipts WHERE tenant_id = $1"
+    rows = await conn.fetch("SELECT receipt_id FROM erasure_receipts WHERE tenant_id = $1"
                             " ORDER BY requested_at DESC, receipt_id", tenant)
-    return [receipt_json(r) for r in rows]
+    return [r["receipt_id"] for r in rows]
