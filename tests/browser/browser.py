@@ -100,6 +100,7 @@ class Browser:
 
     def signed_in(self, timeout_s: float = 30) -> None:
         self.wait("return !document.getElementById('center').hidden"
+                  " && !document.getElementById('center').hasAttribute('aria-busy')"
                   " && document.querySelectorAll('#holdings-table tbody tr').length > 0",
                   timeout_s, "the signed-in page")
 

@@ -510,8 +510,9 @@ async def test_deletion_behind_a_typed_confirmation_gives_the_receipt(stack, wor
     assert button.is_enabled()
     box.send_keys(Keys.ENTER)  # from the keyboard
     browser.wait("return !document.getElementById('receipt').hidden && document.querySelector("
-                 "'[data-key=\"tenant.state\"]').dataset.value === 'purged'", 90,
-                 "the receipt and the tenant purged")
+                 "'[data-key=\"tenant.state\"]').dataset.value === 'purged'"
+                 " && !document.getElementById('center').hasAttribute('aria-busy')", 90,
+                 "the receipt, and the page shown again with the tenant purged")
     shown = browser.shown_values()
     assert shown["receipt.status"][0] == "completed"
     assert shown["receipt.deleted.upload"][0] == "3"

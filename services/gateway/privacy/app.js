@@ -51,7 +51,17 @@ function saveReceipt(receipt) {
     new Blob([JSON.stringify(receipt, null, 2) + "\n"], { type: "application/json" }));
 }
 
+/** Loads and shows everything; #center is aria-busy until all of it is shown. */
 async function refresh() {
+  $("center").setAttribute("aria-busy", "true");
+  try {
+    await load();
+  } finally {
+    $("center").removeAttribute("aria-busy");
+  }
+}
+
+async function load() {
   const { body: h } = await api.get("/v1/holdings");
   current = h;
   renderTenant(h);
