@@ -280,6 +280,7 @@ _RECORD_META = ("record_id", "tenant_id", "category", "deadline", "deadline_rule
                 "stored_at_real")
 _LETTER_META = ("source_topic", "source_partition", "source_offset", "tenant_id", "record_id",
                 "deadline", "body_kept")
+_LETTER_COUNTS = ("tenant_id", "reason", "stored_at", "deadline", "body_kept")
 
 
 def _all(database: str, role: str, tables: tuple[str, ...], *privileges: str) -> list[Grant]:
@@ -313,7 +314,9 @@ def pg_grants() -> list[Grant]:
         # itself: an acknowledgement is a function (pg_functions) that can only delete.
         grants += [Grant(db, "records", gateway, "SELECT"),
                    Grant(db, "deletion_audit", gateway, "SELECT"),
-                   Grant(db, "deletion_audit", gateway, "INSERT")]
+                   Grant(db, "deletion_audit", gateway, "INSERT"),
+                   # the privacy center's counts of refused records: never a body or an error
+                   Grant(db, "dead_letters", gateway, "SELECT", _LETTER_COUNTS)]
         grants += _all(db, gateway, ("erasure_receipts",), "SELECT", "INSERT", "UPDATE")
         grants += [Grant(d, "tenant_directory", gateway, "SELECT")]
         grants += _all(db, reader, TABLES["region"], "SELECT")
@@ -337,11 +340,11 @@ def pg_policies() -> list[Policy]:
     for r in REGIONS:
         db = region_database(r)
         gateway = role_of("gateway", r)
-        for table in ("records", "deletion_audit", "erasure_receipts"):
+        for table in ("records", "deletion_audit", "erasure_receipts", "dead_letters"):
             out.append(Policy(db, table, gateway, "caller_tenant_only", "ALL", tenant))
             out.append(Policy(db, table, role_of("reader", r), "every_row", "SELECT", "true"))
         for service in ("pipeline", "sweeper"):
-            for table in ("records", "deletion_audit"):
+            for table in ("records", "deletion_audit", "dead_letters"):
                 out.append(Policy(db, table, role_of(service, r), "every_row", "ALL", "true"))
         # The functions of pg_functions run as the tables' owner, which row-level security
         # (forced) holds to its policies like anyone: each function names its tenant itself.

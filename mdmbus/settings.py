@@ -288,6 +288,12 @@ class Settings:
     #: The longest lifetime (exp - iat, seconds) a token may claim; a longer one is refused
     #: whatever its signature, so a leaked long-lived token cannot outlast a rotation.
     token_max_lifetime_s: float = positive("MDMBUS_TOKEN_MAX_LIFETIME", 24 * 3600.0)
+    #: The privacy center's sign-in: an identity provider's OpenID Connect authorization and
+    #: token endpoints and the page's client id there (empty: the embedded stack's provider,
+    #: served by each gateway under /oidc/).
+    oidc_authorization_url: str = text("MDMBUS_OIDC_AUTHORIZATION_URL")
+    oidc_token_url: str = text("MDMBUS_OIDC_TOKEN_URL")
+    oidc_client_id: str = text("MDMBUS_OIDC_CLIENT_ID")
     #: The CM connector: a directory of token files, one per tenant it serves (empty:
     #: <state>/cm/tokens).
     cm_tokens_dir: str = text("MDMBUS_CM_TOKENS")

@@ -80,6 +80,9 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
 def _token(args: argparse.Namespace, settings: Settings) -> int:
     from mdmbus.cli.tokens import issue_token
     region = _one_region(args.region) if args.region else None
+    if args.login_link:
+        from mdmbus.cli.login_link import login_link
+        return login_link(settings, args.tenant, args.role, args.ttl, region)
     return issue_token(settings, args.tenant, args.role, args.ttl, region, args.write)
 
 
@@ -168,7 +171,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ttl", type=float, default=3600.0, help="seconds it is valid (default 3600)")
     p.add_argument("--write", action="store_true",
                    help="write a CM connector token file for the tenant instead of printing")
-    p.add_argument("--region", help="with --write: the tenant's region (its gateway)")
+    p.add_argument("--region", help="with --write: the tenant's region (its gateway); with "
+                                    "--login-link: its region (default: looked up)")
+    p.add_argument("--login-link", action="store_true",
+                   help="print a one-time sign-in link to the privacy center of the tenant's "
+                        "gateway instead (single use, valid 10 minutes; --ttl: of the session)")
     p.set_defaults(func=_token)
 
     p = sub.add_parser("deadletters", help="refused records of a region (list, or show one)")

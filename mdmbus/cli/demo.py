@@ -20,6 +20,7 @@ import time
 import asyncpg
 from prometheus_client import CollectorRegistry
 
+from mdmbus.cli.demo_privacy import print_privacy_center
 from mdmbus.cli.launcher import Launcher
 from mdmbus.clock import Clock
 from mdmbus.connections import pg_pool
@@ -119,6 +120,7 @@ async def _demo(settings: Settings, speed: float, duration: float | None, rate: 
         # The processes run elsewhere (compose) on MDMBUS_CLOCK_SPEED/ORIGIN: share their clock.
         clock = Clock.from_settings(settings)
     demo = _Demo(settings, clock, dt.datetime.now(dt.timezone.utc))
+    world_since = clock.now_dt()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -154,6 +156,9 @@ async def _demo(settings: Settings, speed: float, duration: float | None, rate: 
     await _wait_for_gateways(settings, stop)
     tasks = [asyncio.create_task(world.run(stop)),
              asyncio.create_task(_count_dead_letters(demo, stop))]
+    if launcher.procs:
+        tasks.append(asyncio.create_task(
+            print_privacy_center(settings, directory, world_since, stop)))
     status = 0
     try:
         end = None if duration is None else loop.time() + duration

@@ -17,6 +17,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "deletion_request": frozenset({"admin"}),
     "erasure_receipt": frozenset({"admin", "auditor"}),
     "status": frozenset({"connector", "admin", "auditor"}),
+    "holdings": frozenset({"admin", "auditor"}),
+    "erasure_receipts": frozenset({"admin", "auditor"}),
 }
 
 

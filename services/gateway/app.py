@@ -32,6 +32,7 @@ from mdmbus.contract.verdict import Refused, check_message
 from mdmbus.metrics import Metrics
 from mdmbus.producer import prepare_record
 from mdmbus.services.export import export_page
+from mdmbus.services.gateway import privacy_api, privacy_center
 from mdmbus.services.gateway.access import allowed
 from mdmbus.services.gateway.guards import (ROUTE_KINDS, SlotsFull, StoreBusy, TenantSlots,
                                             bounded_acquire)
@@ -481,6 +482,17 @@ class Gateway:
             raise ApiError(404, "not_found", "no such receipt")
         return web.json_response(receipt, status=200 if receipt["completed_at"] else 202)
 
+    # ------------------------------------------------------------------ privacy center reads
+
+    async def holdings(self, request: web.Request) -> web.Response:
+        caller = self.caller(request, "holdings")
+        return await privacy_api.holdings(self, caller, await self.entry(caller, purged_ok=True))
+
+    async def erasure_receipts(self, request: web.Request) -> web.Response:
+        caller = self.caller(request, "erasure_receipts")
+        await self.entry(caller, purged_ok=True)
+        return await privacy_api.erasure_receipts(self, caller)
+
 
 def _receipt_json(row: asyncpg.Record) -> dict:
     counts = json.loads(row["counts"]) if isinstance(row["counts"], str) else row["counts"]
@@ -533,6 +545,8 @@ ROUTES = (
     ("GET", "/v1/status", "status"),
     ("POST", "/v1/deletion-request", "deletion_request"),
     ("GET", "/v1/erasure-receipts/{receipt_id}", "erasure_receipt"),
+    ("GET", "/v1/holdings", "holdings"),
+    ("GET", "/v1/erasure-receipts", "erasure_receipts"),
 )
 
 
@@ -590,4 +604,5 @@ def build_app(gateway: Gateway) -> web.Application:
     app = web.Application(middlewares=[errors], client_max_size=gateway.limits.request_bytes)
     for method, path, name in ROUTES:
         app.router.add_route(method, path, getattr(gateway, name), name=name)
+    privacy_center.add_routes(app, gateway)
     return app

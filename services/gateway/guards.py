@@ -29,6 +29,7 @@ __all__ = ["TenantSlots", "SlotsFull", "bounded_acquire", "StoreBusy", "Connecti
 ROUTE_KINDS = {
     "upload": "write", "relay_download": "relay", "relay_ack": "relay", "export": "export",
     "status": "read", "erasure_receipt": "read", "deletion_request": "delete",
+    "holdings": "read", "erasure_receipts": "read",
 }
 
 

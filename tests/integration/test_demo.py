@@ -26,8 +26,11 @@ def test_demo_runs_every_rule_and_keeps_nothing_past_its_deadline(stack):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
     metrics_seen = None
     lines = []
+    signed_in = None
     for line in proc.stdout:
         lines.append(line)
+        if signed_in is None and "/oidc/login?ticket=" in line:
+            signed_in = _open_login_link(stack, line.strip())
         if metrics_seen is None and line.startswith("  stored rows by region"):
             # While it runs, each process serves its metrics where the demo said.
             with urllib.request.urlopen(f"http://127.0.0.1:{base}/metrics", timeout=5) as r:
@@ -50,3 +53,20 @@ def test_demo_runs_every_rule_and_keeps_nothing_past_its_deadline(stack):
     for reason in ("private_key_material", "wrong_region"):
         assert reason in letters, f"the demo never showed a {reason} dead letter:\n{final}"
     assert "demo: stopped" in out
+    assert re.search(r"demo: privacy center at https://127\.0\.0\.1:\d+/privacy/", out)
+    assert signed_in == (200, 400), "the printed login link opens the page, once"
+
+
+def _open_login_link(stack, link: str) -> tuple[int, int]:
+    """(status of the link opened, of the link opened again)."""
+    import ssl
+    import urllib.error
+    tls = ssl.create_default_context(cafile=str(stack.ca_path))
+    statuses = []
+    for _ in range(2):
+        try:
+            with urllib.request.urlopen(link, context=tls, timeout=10) as r:
+                statuses.append(r.status)
+        except urllib.error.HTTPError as exc:
+            statuses.append(exc.code)
+    return statuses[0], statuses[1]
