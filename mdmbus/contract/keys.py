@@ -271,10 +271,10 @@ def _hex_key_in(data: bytes, cut_ok: bool) -> bool:
 
 
 def _armour_in(data: bytes) -> bool:
-    if b"-----" in data and (b"PRIVATE KEY-----" in data or _PRIVATE_B.search(data)):
+    if b"-" in data and (b"PRIVATE KEY-----" in data or _PRIVATE_B.search(data)
+                         or b"openssh-key-v1\x00" in data or b"PuTTY-User-Key-File-" in data):
         return True
-    if (b"openssh-key-v1\x00" in data or b"PuTTY-User-Key-File-" in data
-            or b"b3BlbnNzaC1rZXktdjE" in data):
+    if b"b3BlbnNzaC1rZXktdjE" in data:
         return True
     return b"LS0t" in data and (_B64_WORDS[0] in data or _B64_WORDS[1] in data
                                 or _B64_WORDS[2] in data)
