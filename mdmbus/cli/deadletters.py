@@ -45,8 +45,8 @@ def list_dead_letters(settings: Settings, region: str, tenant: str | None, reaso
             print(f"{source:<34} {r['reason']:<22} {r['path'][:24]:<24} "
                   f"{str(r['tenant_id'] or '-'):<36} {body:<6} {r['body_basis']:<11} "
                   f"{r['deadline']:%Y-%m-%d %H:%M}")
-        print(f"{len(rows)} dead letters (newest first; `mdmbus deadletters show --region "
-              f"{region} SOURCE` shows one)")
+        print(f"{len(rows)} dead letters (newest first; `mdmbus deadletters show SOURCE "
+              f"--region {region}` shows one)")
         return 0
     return asyncio.run(run())
 
