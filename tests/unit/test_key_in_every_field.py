@@ -134,7 +134,7 @@ def test_the_enumeration_reaches_fields_at_every_depth() -> None:
                      ("R1", "compliance.noncompliant_settings.[]"),
                      ("tenant_onboarded", "country")]:
         assert expected in names
-    assert len(REGISTRY.kinds) == 29
+    assert len(REGISTRY.kinds) >= 29  # every kind of schemas/avro, as of this writing
     flagged = {(k, ".".join(p)) for k, p, leaf, meta in ALL_FIELDS if leaf == "flagged"}
     assert flagged == OPAQUE | {PUBLIC_ONLY}
 
