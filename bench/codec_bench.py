@@ -20,6 +20,7 @@ from typing import Callable
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from mdmbus.contract import default_registry, validate
+from mdmbus.contract.verdict import check_message
 from bench.support import parser as make_parser, run_cli
 
 __all__ = ["main"]
@@ -92,6 +93,22 @@ async def run(args: argparse.Namespace) -> None:
             validate(KIND, r, registry)
 
     validate_rate = _best(contract_validate, args.records, args.rounds)
+
+    # The verdict every reader gives (decode + content checks, the private-key scan included),
+    # on these records and on records whose text fields are long enough to hold a key.
+    long_text = [dict(r, friendly_name=("Alice's phone, second floor, desk 12. " * 8)[:300],
+                      os="Windows Phone 8.1 " + "x" * 120) for r in records]
+    long_messages = [codec.encode(KIND, r) for r in long_text]
+
+    def verdict_of(batch: list[bytes]) -> Callable[[], None]:
+        def check() -> None:
+            for m in batch:
+                check_message(registry, m, None, None)
+        return check
+
+    verdict_rate = _best(verdict_of(messages), args.records, args.rounds)
+    verdict_long_rate = _best(verdict_of(long_messages), args.records, args.rounds)
+    scan_cost = _scan_cost(registry, messages, long_messages, args.rounds)
     size = sum(map(len, messages)) / len(messages)
     print(f"{KIND} records, {size:.0f} bytes each, {args.records} records x {args.rounds} rounds "
           "(best round)")
@@ -99,7 +116,41 @@ async def run(args: argparse.Namespace) -> None:
     for name, p, c, overhead in rows:
         print(f"{name:8}{p:16,.0f}{c:14,.0f}{overhead:9.1f}%")
     print(f"(for scale: contract validate() of decoded records {validate_rate:,.0f} rec/s)")
+    print(f"verdict check_message(): {verdict_rate:,.0f} rec/s ({1e6 / verdict_rate:.2f} us/rec); "
+          f"with 300 + 137 character text fields: {verdict_long_rate:,.0f} rec/s "
+          f"({1e6 / verdict_long_rate:.2f} us/rec)")
+    print("private-key scan's own cost (verdict with it minus without, same process, "
+          "interleaved): " + ", ".join(f"{name} {cost:+.2f} us/rec" for name, cost in scan_cost))
     print("target: overhead <= 15%:", "met" if all(r[3] <= 15 for r in rows) else "NOT met")
+
+
+def _scan_cost(registry, messages: list[bytes], long_messages: list[bytes],
+               rounds: int) -> list[tuple[str, float]]:
+    """Per record, what the unarmoured-key scan (mdmbus.contract.keys.private_key_form) adds
+    to the verdict: the verdict timed with it and with it replaced by a no-op, round by round
+    in turns, so a busy machine slows both alike (CPU time, best round of each)."""
+    from mdmbus.contract import content
+
+    real = content.private_key_form
+
+    def cpu(batch: list[bytes]) -> float:
+        start = time.process_time()
+        for m in batch:
+            check_message(registry, m, None, None)
+        return (time.process_time() - start) / len(batch) * 1e6
+
+    out = []
+    for name, batch in (("short text", messages), ("long text", long_messages)):
+        with_scan, without = float("inf"), float("inf")
+        for _ in range(rounds * 2):
+            with_scan = min(with_scan, cpu(batch))
+            content.private_key_form = lambda value, fragment=False: None
+            try:
+                without = min(without, cpu(batch))
+            finally:
+                content.private_key_form = real
+        out.append((name, with_scan - without))
+    return out
 
 
 def main() -> None:

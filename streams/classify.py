@@ -14,8 +14,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable, Protocol, Sequence
 
-from mdmbus import codec
-from mdmbus.contract import Registry, redact
+from mdmbus.contract import Registry
+from mdmbus.contract.retention import Kept, keep, keep_valid, safe_text
 from mdmbus.contract.verdict import OVERSIZED, Refused, check_message
 from mdmbus.metrics import Metrics
 from mdmbus.topics import MARKER_HEADER, TopicKind, parse_topic
@@ -56,9 +56,10 @@ class Accepted:
     def refuse(self, reason: str, error: str, keep_body: bool = True) -> "Rejected":
         """A valid record a rule refused (its tenant in retention, deleted, elsewhere)."""
         env = self.record["envelope"]
-        return Rejected(reason, error, "", self.value if keep_body else None, False, self.key,
+        kept = keep_valid(self.value, keep_body)
+        return Rejected(reason, error, "", kept.body, False, self.key,
                         self.topic, self.partition, self.offset, self.region, self.tenant_id,
-                        as_uuid(env["record_id"]), self.kind)
+                        as_uuid(env["record_id"]), self.kind, kept)
 
 
 @dataclass(slots=True)
@@ -66,9 +67,8 @@ class Rejected:
     reason: str
     error: str
     path: str
-    #: What a dead letter keeps: the original bytes, a redacted re-encoding when the record
-    #: carried private key material (the secret is stored nowhere), the first KiB of an
-    #: oversized value, or None (nothing kept).
+    #: What a dead letter keeps (mdmbus.contract.retention): the original bytes once scanned
+    #: whole, a redacted re-encoding, the first KiB of a clean oversized value, or None.
     body: bytes | None
     redacted: bool
     key: bytes | None
@@ -79,6 +79,8 @@ class Rejected:
     tenant_id: uuid.UUID | None = None
     record_id: uuid.UUID | None = None
     kind: str | None = None
+    #: Why ``body`` is what it is, with the arrived message's length and digest.
+    kept: Kept | None = None
 
 
 def as_uuid(value: Any) -> uuid.UUID:
@@ -130,20 +132,13 @@ def classify(registry: Registry, message: Message) -> Accepted | Rejected:
     if not isinstance(verdict, Refused):
         return Accepted(verdict.kind, verdict.record, value, key, message.topic,
                         message.partition, message.offset, spec.kind, region)
-    body, redacted = value, False
     kind, record = verdict.decoded if verdict.decoded is not None else (None, None)
-    if verdict.reason == OVERSIZED:
-        body = value[:1024]
-    elif verdict.reason == "private_key_material" and verdict.decoded is not None:
-        try:
-            body = registry.codec.encode(kind, redact(kind, record, registry))
-        except codec.CodecError:
-            body = None
-        redacted = True
+    kept = keep(registry, value, verdict.decoded, verdict.reason == OVERSIZED,
+                verdict.reason == "private_key_material")
     tenant, record_id = _ids(record, key, spec.kind)
-    return Rejected(verdict.reason, verdict.error, verdict.path, body, redacted, key,
-                    message.topic, message.partition, message.offset, region, tenant, record_id,
-                    kind)
+    return Rejected(verdict.reason, safe_text(verdict.error), safe_text(verdict.path), kept.body,
+                    kept.redacted, key, message.topic, message.partition, message.offset, region,
+                    tenant, record_id, kind, kept)
 
 
 def classify_all(registry: Registry, metrics: Metrics, messages: Iterable[Message]

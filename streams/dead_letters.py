@@ -15,6 +15,7 @@ import json
 from collections import Counter, defaultdict
 from typing import Sequence
 
+from mdmbus.contract.retention import NOT_KEPT, WITHHELD
 from mdmbus.services.rules.dead_letters import dead_letter_deadline
 from mdmbus.services.rules.refusals import keeps_body
 from mdmbus.services.stores import dead_letters as store
@@ -61,12 +62,22 @@ async def record_refusals(ctx: PipelineContext, rejected: Sequence[Rejected]) ->
         for region, letters in by_region.items()))
 
 
+def _letter(r: Rejected) -> store.DeadLetter:
+    """The row of a refusal: its body only where the rule keeps one and it was scanned
+    (mdmbus.contract.retention), with why, and the arrived message's length and digest."""
+    kept = r.kept
+    basis = kept.basis if kept is not None else NOT_KEPT
+    body = r.body if keeps_body(r.reason) and kept is not None else None
+    if body is None and basis != WITHHELD:
+        basis = NOT_KEPT
+    return store.DeadLetter(r.topic, r.partition, r.offset, r.reason, r.path, r.error,
+                            r.tenant_id, r.record_id, r.kind, body, r.redacted and body is not None,
+                            basis, kept.length if kept else 0, kept.sha256 if kept else None)
+
+
 async def _region(ctx: PipelineContext, region: str, rejected: Sequence[Rejected]) -> None:
     now = ctx.clock.now_dt()
-    letters = [store.DeadLetter(r.topic, r.partition, r.offset, r.reason, r.path, r.error,
-                                r.tenant_id, r.record_id, r.kind,
-                                r.body if keeps_body(r.reason) else None, r.redacted)
-               for r in rejected]
+    letters = [_letter(r) for r in rejected]
     async with ctx.stores.region(region).acquire() as conn, conn.transaction():
         new = await store.insert(conn, letters, now,
                                  dead_letter_deadline(now, ctx.settings.dead_letter_days))

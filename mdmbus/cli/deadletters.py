@@ -1,6 +1,7 @@
 """`mdmbus deadletters list|show`: the refused records of a region, for operators. Listing
-shows ids, reasons and fields, never bodies; `show` prints one record decoded (private key
-material was redacted before it was stored)."""
+shows ids, reasons, fields and what was kept, never bodies; `show` prints one letter: its body
+decoded where one was kept, and why it was kept or not (a body is stored only once scanned
+whole for private key material: mdmbus.contract.retention)."""
 
 from __future__ import annotations
 
@@ -36,14 +37,16 @@ def list_dead_letters(settings: Settings, region: str, tenant: str | None, reaso
             rows = await listing(conn, tenant=tenant_id, reason=reason, limit=limit)
         finally:
             await conn.close()
-        print(f"{'source':<34} {'reason':<22} {'field':<24} {'tenant':<36} body   deadline")
+        print(f"{'source':<34} {'reason':<22} {'field':<24} {'tenant':<36} body   "
+              f"{'kept as':<11} deadline")
         for r in rows:
             source = f"{r['source_topic']}:{r['source_partition']}:{r['source_offset']}"
             body = f"{r['body_bytes']}B" if r["body_kept"] else "none"
             print(f"{source:<34} {r['reason']:<22} {r['path'][:24]:<24} "
-                  f"{str(r['tenant_id'] or '-'):<36} {body:<6} {r['deadline']:%Y-%m-%d %H:%M}")
-        print(f"{len(rows)} dead letters (newest first; `mdmbus deadletters show --region "
-              f"{region} SOURCE` shows one)")
+                  f"{str(r['tenant_id'] or '-'):<36} {body:<6} {r['body_basis']:<11} "
+                  f"{r['deadline']:%Y-%m-%d %H:%M}")
+        print(f"{len(rows)} dead letters (newest first; `mdmbus deadletters show SOURCE "
+              f"--region {region}` shows one)")
         return 0
     return asyncio.run(run())
 
@@ -51,6 +54,7 @@ def list_dead_letters(settings: Settings, region: str, tenant: str | None, reaso
 def show_dead_letter(settings: Settings, region: str, source: str) -> int:
     from mdmbus.codec import CodecError
     from mdmbus.contract import default_registry, to_json
+    from mdmbus.contract.retention import BASES
     from mdmbus.services.stores.dead_letters import fetch
     topic, _, rest = source.rpartition(":")
     topic, _, partition = topic.rpartition(":")
@@ -69,6 +73,7 @@ def show_dead_letter(settings: Settings, region: str, source: str) -> int:
             raise UsageError(f"no dead letter {source} in region {region}")
         out = {k: (str(v) if v is not None and not isinstance(v, (int, bool, str)) else v)
                for k, v in dict(row).items() if k not in ("body",)}
+        out["body_basis_means"] = BASES.get(row["body_basis"], row["body_basis"])
         body = row["body"]
         if body is not None:
             registry = default_registry()

@@ -16,7 +16,7 @@ from typing import Any
 from mdmbus.contract import errors as e
 from mdmbus.contract.limits import is_canonical_uuid
 from mdmbus.contract.keys import (PRIVATE, has_certificate_marker, has_private_key_marker,
-                                  public_key_problem)
+                                  private_key_form, public_key_problem)
 
 __all__ = ["flag", "scan_text", "check_public_key", "compile_decoded_check", "INT_RANGE",
            "DecodedCheck", "FullCheck"]
@@ -35,8 +35,13 @@ def flag(field: Mapping[str, Any], name: str) -> bool:
 
 
 def scan_text(value: str | bytes, path: str) -> None:
+    """Refuse private key material in any form (PEM, or DER raw, base64 or hex encoded) and
+    certificate bodies. A value too short to hold a key costs a length comparison."""
     if has_private_key_marker(value):
         raise e.PrivateKeyMaterialError("holds a PEM private key", path)
+    form = private_key_form(value)
+    if form is not None:
+        raise e.PrivateKeyMaterialError(f"holds private key material ({form})", path)
     if has_certificate_marker(value):
         raise e.CertificateBodyError("holds a certificate body; only the public-key-only field "
                                      "of U10 may carry a certificate", path)
@@ -46,7 +51,7 @@ def check_public_key(value: Any, path: str) -> None:
     if not isinstance(value, (bytes, bytearray)):
         raise e.SchemaMismatchError(f"expected bytes, got {type(value).__name__}", path)
     problem = public_key_problem(bytes(value))
-    if problem == PRIVATE:
+    if problem == PRIVATE or private_key_form(bytes(value)) is not None:
         raise e.PrivateKeyMaterialError("holds private key material; only a public key or a "
                                         "certificate is allowed", path)
     if problem:

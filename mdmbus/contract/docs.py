@@ -240,8 +240,11 @@ not belong on is refused [wrong_topic].
 and nothing else [schema_mismatch]: upper case, braces, no hyphens or a `urn:uuid:` prefix are
 refused, since two spellings of one id would be two keys.
 
-**Content rules** beyond the schema types: no fields beyond the schema [unknown_field]; no PEM
-private key in any field [private_key_material] and no PEM certificate (any label ending in
+**Content rules** beyond the schema types: no fields beyond the schema [unknown_field]; no
+private key in any string or bytes field but the opaque ones [private_key_material]: PEM armour,
+or the DER of a PKCS#1, PKCS#8 (plain or encrypted), SEC 1 or PKCS#12 key, raw, base64 or hex,
+with or without line breaks (public keys and certificates are not private keys); no PEM
+certificate (any label ending in
 `CERTIFICATE`: `CERTIFICATE`, `TRUSTED CERTIFICATE`, `X509 CERTIFICATE`, ...) in any field but
 U10's public-key field [certificate_body]; U10's `scep_challenge_encryption_certificate` must be
 a public key or a certificate, PEM or DER [not_public_key]; U7 `email` (even an empty one) only

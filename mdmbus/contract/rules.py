@@ -9,7 +9,9 @@ What is checked beyond Avro types (docs/design.md rule 5, minimisation):
 - no field the schema does not have (fastavro would silently drop it; we refuse the record);
 - uuid fields hold lower-case canonical uuids (they are Kafka keys; "ABC..." and "abc..." must
   not land on different partitions); timestamps given as datetimes carry a time zone;
-- no string or bytes field holds a PEM private key header, and none holds a PEM certificate
+- no string or bytes field holds private key material: a PEM private key header, or the DER of
+  a private key (PKCS#1, PKCS#8 plain or encrypted, SEC 1, PKCS#12) raw, base64 or hex encoded
+  (mdmbus.contract.keys); and none holds a PEM certificate
   except the field marked ``"mdmbus": {"public_key_only": true}`` (U10's SCEP challenge
   encryption certificate), which must be a public key or certificate (PEM or DER);
 - fields marked ``"mdmbus": {"opaque": true}`` (encrypted content and keys, binary packages)
@@ -28,7 +30,7 @@ from typing import Any
 from mdmbus.contract import errors as e
 from mdmbus.contract.content import (INT_RANGE, check_public_key, compile_decoded_check, flag,
                                      scan_text)
-from mdmbus.contract.keys import PRIVATE, has_private_key_marker, public_key_problem
+from mdmbus.contract.keys import PRIVATE, holds_private_key, public_key_problem
 from mdmbus.contract.limits import COUNTRY_CODE, is_canonical_uuid
 from mdmbus.contract.registry import Registry, default_registry
 
@@ -270,9 +272,9 @@ def _check_relations(kind: str, requires: Iterable[str], record: Mapping[str, An
 def _redact_value(value: Any, schema: Any) -> Any:
     """Copy ``value``; ``schema`` is its expanded schema node, or None where it does not fit."""
     if isinstance(value, str):
-        return REDACTED if has_private_key_marker(value) else value
+        return REDACTED if holds_private_key(value, fragment=True) else value
     if isinstance(value, (bytes, bytearray)):
-        return REDACTED.encode() if has_private_key_marker(value) else bytes(value)
+        return REDACTED.encode() if holds_private_key(value, fragment=True) else bytes(value)
     if isinstance(schema, list):
         branches = [b for b in schema if b != "null"]
         schema = branches[0] if len(branches) == 1 else None
@@ -294,7 +296,7 @@ def _redact_field(value: Any, field: Mapping[str, Any] | None) -> Any:
     if flag(field, "opaque") and isinstance(value, (bytes, bytearray, type(None))):
         return value  # opaque: never looked into (and encrypted, so no key shows through)
     if flag(field, "public_key_only") and isinstance(value, (bytes, bytearray)):
-        if public_key_problem(bytes(value)) == PRIVATE:
+        if public_key_problem(bytes(value)) == PRIVATE or holds_private_key(value, fragment=True):
             return REDACTED.encode()
         return bytes(value)
     return _redact_value(value, field["type"])

@@ -30,9 +30,15 @@ class DeadLetter:
     tenant_id: uuid.UUID | None
     record_id: uuid.UUID | None
     kind: str | None
-    #: None: no body is kept (rule 7, or the wrong region).
+    #: None: no body is kept (rule 7, the wrong region, or key material that could not be cut
+    #: out: mdmbus.contract.retention).
     body: bytes | None
     redacted: bool
+    #: Why the body is kept or not (mdmbus.contract.retention.BASES).
+    basis: str = "not_kept"
+    #: Length and hex SHA-256 of the message as it arrived.
+    message_bytes: int = 0
+    message_sha256: str | None = None
 
     @property
     def source(self) -> Source:
@@ -46,15 +52,20 @@ async def insert(conn: asyncpg.Connection, letters: Sequence[DeadLetter], now: d
     if not letters:
         return []
     cols = list(zip(*((d.topic, d.partition, d.offset, d.reason, d.path, d.error, d.tenant_id,
-                       d.record_id, d.kind, d.body, d.redacted) for d in letters)))
+                       d.record_id, d.kind, d.body, d.redacted, d.basis, d.message_bytes,
+                       d.message_sha256) for d in letters)))
     rows = await conn.fetch(
         "INSERT INTO dead_letters (source_topic, source_partition, source_offset, reason, path,"
-        " error, tenant_id, record_id, kind, body, redacted, stored_at, deadline)"
+        " error, tenant_id, record_id, kind, body, redacted, body_basis, message_bytes,"
+        " message_sha256, stored_at, deadline)"
         " SELECT l.t, l.p, l.o, l.reason, l.path, l.error, l.tenant, l.rid, l.kind,"
-        "   CASE WHEN g.tenant_id IS NULL THEN l.body END, l.redacted, $12, $13"
+        "   CASE WHEN g.tenant_id IS NULL THEN l.body END, l.redacted,"
+        "   CASE WHEN g.tenant_id IS NULL OR l.body IS NULL THEN l.basis ELSE 'not_kept' END,"
+        "   l.len, l.sha, $15, $16"
         " FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::text[],"
-        "   $7::uuid[], $8::uuid[], $9::text[], $10::bytea[], $11::bool[])"
-        "   AS l(t, p, o, reason, path, error, tenant, rid, kind, body, redacted)"
+        "   $7::uuid[], $8::uuid[], $9::text[], $10::bytea[], $11::bool[], $12::text[],"
+        "   $13::int[], $14::text[])"
+        "   AS l(t, p, o, reason, path, error, tenant, rid, kind, body, redacted, basis, len, sha)"
         " LEFT JOIN purged_tenants g ON g.tenant_id = l.tenant"
         " ORDER BY l.t, l.p, l.o"
         " ON CONFLICT DO NOTHING"
@@ -93,7 +104,7 @@ async def listing(conn: asyncpg.Connection | asyncpg.Pool, *, tenant: uuid.UUID 
     """The newest letters (without bodies), optionally of one tenant or reason."""
     return await conn.fetch(
         "SELECT source_topic, source_partition, source_offset, reason, path, tenant_id,"
-        " record_id, kind, body_kept, length(body) AS body_bytes, redacted,"
+        " record_id, kind, body_kept, length(body) AS body_bytes, redacted, body_basis,"
         " stored_at_real, deadline FROM dead_letters"
         " WHERE ($1::uuid IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR reason = $2)"
         " ORDER BY stored_at_real DESC, source_topic, source_partition, source_offset LIMIT $3",

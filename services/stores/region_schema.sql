@@ -122,6 +122,12 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 CREATE INDEX IF NOT EXISTS dead_letters_deadline ON dead_letters (deadline);
 ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS body_kept boolean GENERATED ALWAYS AS (body IS NOT NULL) STORED;
+-- Why the body is kept or not (mdmbus.contract.retention: scanned, redacted, raw_scanned,
+-- withheld, not_kept), and the length and SHA-256 of the message as it arrived: a body is kept
+-- only once scanned whole for private key material.
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS body_basis text NOT NULL DEFAULT 'not_kept';
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS message_bytes integer NOT NULL DEFAULT 0;
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS message_sha256 text;
 CREATE INDEX IF NOT EXISTS dead_letters_tenant ON dead_letters (tenant_id) WHERE tenant_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS dead_letters_unnotified ON dead_letters (source_topic) WHERE NOT notified;
 

@@ -209,9 +209,12 @@ class Workload:
         finally:
             await consumer.stop()
 
-    async def read_all(self, topics: Iterable[str] | None = None) -> list[Any]:
+    async def read_all(self, topics: Iterable[str] | None = None,
+                       timeout_s: float = 60) -> list[Any]:
         """Every message still readable (from each partition's log start to its end) in the
-        given topics, or in every mdmbus topic."""
+        given topics, or in every mdmbus topic. Raises :class:`IncompleteRead` if some
+        partition could not be read to its end within ``timeout_s``: a "nothing readable"
+        check on a partial read would pass without having looked."""
         names = list(topics) if topics is not None else [n for n, _ in all_topics()]
         consumer = AIOKafkaConsumer(**kafka_options(self.settings, ADMIN),
                                     enable_auto_commit=False)
@@ -225,7 +228,7 @@ class Workload:
             for tp in tps:
                 consumer.seek(tp, starts[tp])
             todo = {tp for tp in tps if ends[tp] > starts[tp]}
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + timeout_s
             while todo and time.monotonic() < deadline:
                 for tp, msgs in (await consumer.getmany(*todo, timeout_ms=500)).items():
                     out += msgs
@@ -234,10 +237,19 @@ class Workload:
                 for tp in list(todo):  # truncated meanwhile: nothing more to read there
                     if await consumer.position(tp) >= ends[tp]:
                         todo.discard(tp)
+            if todo:
+                where = {f"{tp.topic}[{tp.partition}]": f"{await consumer.position(tp)}/{ends[tp]}"
+                         for tp in sorted(todo)}
+                raise IncompleteRead(f"not read to the end in {timeout_s:.0f} s "
+                                     f"(position/end): {where}")
         finally:
             await consumer.stop()
         return out
 
+
+
+class IncompleteRead(AssertionError):
+    """A reader could not read every partition to its end: what it returns would be partial."""
 
 
 def _partitions(topic: str) -> list[TopicPartition]:

@@ -101,8 +101,13 @@ async def found_in_topics(work: Workload, values: list[str]) -> list[str]:
 
 
 def found_in_logs(system, values: list[str]) -> list[str]:
+    """Where any of ``values`` appears in the processes' logs. Fails when there is no log to
+    search (a wrong directory would otherwise find nothing, and pass)."""
+    logs = sorted(system.log_dir.glob("*.log"))
+    if not logs or not any(log.stat().st_size for log in logs):
+        raise AssertionError(f"no process log to search in {system.log_dir}")
     hits = []
-    for log in system.log_dir.glob("*.log"):
+    for log in logs:
         text = log.read_text(errors="replace")
         hits += [f"{log.name}: {v}" for v in values if v in text]
     return hits

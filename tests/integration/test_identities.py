@@ -64,6 +64,7 @@ from mdmbus.stack.pg_identities import (MAINTENANCE, read_connect, read_grants, 
                                         read_roles, read_sequence_grants)
 from mdmbus.topics import all_topics
 from tests.conftest import wait_for
+from tests.integration.rights_table import (KAFKA, PG, SEQUENCE_USERS, kafka_may, pg_may)
 
 pytestmark = pytest.mark.integration
 
@@ -87,19 +88,11 @@ _IMPLIES = {Op.DESCRIBE: {Op.READ, Op.WRITE, Op.DELETE},
 
 
 def allows(principal: str, resource: Resource, name: str, op: Op) -> bool:
-    """Whether the declaration lets ``principal`` do ``op`` on the resource ``name``, as
-    Kafka's StandardAuthorizer decides it (literal, wildcard and prefixed patterns; READ,
-    WRITE and DELETE imply DESCRIBE; ALTER_CONFIGS implies DESCRIBE_CONFIGS)."""
-    wanted = {op} | _IMPLIES.get(op, set())
-    for acl in ACLS:
-        if acl.principal != f"User:{principal}" or acl.resource != resource \
-                or acl.op not in wanted:
-            continue
-        if acl.pattern == Pattern.PREFIXED and name.startswith(acl.name):
-            return True
-        if acl.pattern == Pattern.LITERAL and acl.name in (name, "*"):
-            return True
-    return False
+    """Whether ``principal`` may do ``op`` on the resource ``name``: the hand-written table
+    (tests/integration/rights_table.py), not the declaration under test, with Kafka's
+    StandardAuthorizer's rules (literal and prefixed patterns; READ, WRITE and DELETE imply
+    DESCRIBE)."""
+    return kafka_may(principal, resource.name, name, op.name)
 
 
 def _error_name(code: int) -> str:
@@ -204,6 +197,39 @@ async def test_broker_holds_exactly_the_declared_acls_and_every_scram_user(kafka
     # allow.everyone.if.no.acl.found=false and super.users are not readable (DescribeConfigs
     # hides them): the matrices below show them at work (mdm.smoke has no ACL at all).
     assert not any(a.name == "mdm.smoke" for a in ACLS)
+
+
+async def test_broker_holds_exactly_the_rights_of_the_hand_written_table(kafka):
+    """The broker's ACLs, read back, against tests/integration/rights_table.py: a right the
+    declaration gained by mistake shows here even though the broker holds what was declared."""
+    held = {(a.principal.removeprefix("User:"), a.resource.name, a.name, a.pattern.name,
+             a.op.name) for a in await kafka.admin.acls()}
+    assert held == set(KAFKA), (
+        "".join(f"  held, not in the table: {a}\n" for a in sorted(held - KAFKA))
+        + "".join(f"  in the table, not held: {a}\n" for a in sorted(KAFKA - held)))
+
+
+async def test_the_gateway_writes_no_relay_or_device_record(kafka, stack):
+    """The gateway serves relay records from the store; a WRITE on a relay topic would let it
+    forge records that reach CM. Its principal's producer is refused on every relay, device
+    and dead-letter topic of every region."""
+    problems = []
+    for region in REGIONS:
+        principal = f"gateway-{region}"
+        client = AIOKafkaProducer(**kafka_options(stack, principal, request_timeout_ms=10_000))
+        await client.start()
+        try:
+            for kind in ("relay", "device.sessions", "device.commands", "deadletter"):
+                for r in REGIONS:
+                    topic = f"mdm.{r}.{kind}"
+                    try:
+                        await asyncio.wait_for(client.send_and_wait(topic, JUNK, partition=0), 15)
+                    except TopicAuthorizationFailedError:
+                        continue
+                    problems.append(f"{principal} wrote to {topic}")
+        finally:
+            await client.stop()
+    assert not problems, problems
 
 
 # ================================================================= Kafka: every pair
@@ -882,6 +908,26 @@ async def test_postgres_holds_exactly_the_declared_rights(stack):
     assert not problems, "\n".join(problems)
 
 
+async def test_postgres_holds_exactly_the_rights_of_the_hand_written_table(stack):
+    """Every table privilege held by a login role, read back, against rights_table.py."""
+    held: dict[tuple[str, str, str, str], tuple[str, ...] | None] = {}
+    for database in all_databases():
+        conn = await pg_connect(stack, database)
+        try:
+            for g in await read_grants(conn, database):
+                held[(g.database, g.table, g.role, g.privilege)] = tuple(g.columns) or None
+            sequence = {(g.database, g.role) for g in await read_sequence_grants(conn, database)}
+        finally:
+            await conn.close()
+        want = {(d, r) for d, r in SEQUENCE_USERS if d == database}
+        assert sequence == want, f"{database}: sequence users {sequence}, table says {want}"
+    problems = [f"held, not in the table: {k} {v}" for k, v in sorted(held.items())
+                if PG.get(k, "absent") != v]
+    problems += [f"in the table, not held: {k} {v}" for k, v in sorted(PG.items())
+                 if held.get(k, "absent") != v]
+    assert not problems, "\n".join(problems)
+
+
 def _policy_problems(database: str, held: dict[str, dict]) -> list[str]:
     declared = defaultdict(dict)
     for p in pg_policies():
@@ -965,15 +1011,10 @@ async def _columns(stack, database: str) -> dict[str, list[tuple[str, bool]]]:
     return out
 
 
-_GRANTS: dict[tuple[str, str, str, str], list[tuple[str, ...]]] = defaultdict(list)
-for _g in pg_grants():
-    _GRANTS[(_g.database, _g.table, _g.role, _g.privilege)].append(_g.columns)
-
-
 def _declared(role: str, database: str, table: str, privilege: str, column: str | None) -> bool:
-    """Whether a declared grant covers the pair (a grant without columns covers them all)."""
-    return any(not columns or column in columns
-               for columns in _GRANTS.get((database, table, role, privilege), ()))
+    """Whether the hand-written table (rights_table.py) gives the pair (a grant without
+    columns covers them all)."""
+    return pg_may(role, database, table, privilege, column)
 
 
 def _probes(table: str, columns: list[tuple[str, bool]]) -> list[tuple[str, str | None, str]]:
@@ -1017,7 +1058,7 @@ async def test_every_undeclared_table_and_column_privilege_is_refused(stack):
                     elif not allowed and not out.refused:
                         problems.append(f"{what}: NOT declared, but {out}")
             if database_kind(database) == "region":
-                allowed = any(g.role == role and g.database == database for g in pg_sequences())
+                allowed = (database, role) in SEQUENCE_USERS
                 out = await attempt(conn, "SELECT nextval('deletion_audit_id_seq')")
                 if (allowed and out.error is not None) or (not allowed and not out.refused):
                     problems.append(f"{role} USAGE deletion_audit_id_seq on {database}: "

@@ -1,0 +1,171 @@
+"""The gateway's bearer-token check (services/gateway/tokens.py) on tokens made here with PyJWT
+and cryptography: what it accepts, and every way a token must be refused, with the reason
+label it is refused under. The caller's tenant and role come from the verified token only."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from pathlib import Path
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from mdmbus.services.gateway.tokens import REFUSALS, Caller, TokenError, TokenVerifier
+
+ISSUER = "https://issuer.test/mdmbus"
+AUDIENCE = "mdmbus-gateway"
+TENANT = "6f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9"
+
+
+def _jwk(key: ec.EllipticCurvePrivateKey, kid: str) -> dict:
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    return dict(jwk, kid=kid, use="sig", alg="ES256")
+
+
+@pytest.fixture
+def keys(tmp_path: Path):
+    key = ec.generate_private_key(ec.SECP256R1())
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": [_jwk(key, "k1")]}))
+    return key, path
+
+
+def _claims(**over) -> dict:
+    now = int(time.time())
+    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "connector@tenant", "tid": TENANT,
+              "roles": ["connector"], "iat": now, "nbf": now, "exp": now + 600}
+    claims.update(over)
+    return {k: v for k, v in claims.items() if v is not ...}
+
+
+def _token(key, claims: dict | None = None, kid: str | None = "k1", alg: str = "ES256") -> str:
+    headers = {"kid": kid} if kid is not None else {}
+    return jwt.encode(claims or _claims(), key, algorithm=alg, headers=headers)
+
+
+def _verifier(path: Path) -> TokenVerifier:
+    return TokenVerifier(str(path), ISSUER, AUDIENCE, ["ES256"], leeway_s=30)
+
+
+def _refusal(verifier: TokenVerifier, header: str | None) -> str:
+    with pytest.raises(TokenError) as caught:
+        verifier.verify(header)
+    assert caught.value.reason in REFUSALS
+    return caught.value.reason
+
+
+def test_a_valid_token_names_its_tenant_role_and_subject(keys) -> None:
+    key, path = keys
+    caller = _verifier(path).verify(f"Bearer {_token(key)}")
+    assert caller == Caller(uuid.UUID(TENANT), "connector", "connector@tenant")
+    # The scheme is case-insensitive; surrounding blanks are not part of the token.
+    assert _verifier(path).verify(f"bearer   {_token(key)}  ").tenant == uuid.UUID(TENANT)
+
+
+@pytest.mark.parametrize("header, reason", [
+    (None, "missing"), ("", "missing"), ("Basic dXNlcjpwYXNz", "malformed"),
+    ("Bearer", "malformed"), ("Bearer    ", "malformed"), ("Bearer not.a.jwt", "malformed"),
+    ("Bearer " + "a" * 40, "malformed"),
+])
+def test_absent_and_malformed_headers_are_refused(keys, header, reason) -> None:
+    assert _refusal(_verifier(keys[1]), header) == reason
+
+
+def test_an_unsigned_token_is_refused(keys) -> None:
+    token = jwt.encode(_claims(), None, algorithm="none")
+    assert _refusal(_verifier(keys[1]), f"Bearer {token}") == "algorithm_not_allowed"
+
+
+def test_an_hmac_token_keyed_with_the_public_key_is_refused(keys) -> None:
+    """Algorithm confusion: HS256 "signed" with the issuer's public key as the secret."""
+    key, path = keys
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    def part(value: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+    signing_input = f"{part({'alg': 'HS256', 'typ': 'JWT', 'kid': 'k1'})}.{part(_claims())}"
+    mac = hmac.new(public, signing_input.encode(), hashlib.sha256).digest()
+    token = f"{signing_input}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+    assert _refusal(_verifier(path), f"Bearer {token}") == "algorithm_not_allowed"
+
+
+def test_an_rsa_token_is_refused_where_only_es256_is_allowed(keys) -> None:
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    token = _token(other, alg="RS256")
+    assert _refusal(_verifier(keys[1]), f"Bearer {token}") == "algorithm_not_allowed"
+
+
+def test_a_token_signed_by_another_key_under_the_issuers_key_id_is_refused(keys) -> None:
+    stolen_kid = _token(ec.generate_private_key(ec.SECP256R1()), kid="k1")
+    assert _refusal(_verifier(keys[1]), f"Bearer {stolen_kid}") == "bad_signature"
+
+
+def test_a_token_whose_claims_were_changed_after_signing_is_refused(keys) -> None:
+    """A stolen token rewritten for another tenant (or role) no longer verifies."""
+    key, path = keys
+    head, payload, signature = _token(key).split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    for change in ({"tid": str(uuid.uuid4())}, {"roles": ["admin"]}):
+        forged = base64.urlsafe_b64encode(json.dumps(dict(claims, **change)).encode()).rstrip(b"=")
+        token = f"{head}.{forged.decode()}.{signature}"
+        assert _refusal(_verifier(path), f"Bearer {token}") == "bad_signature"
+
+
+def test_an_unknown_key_id_is_refused_and_no_key_id_needs_a_single_key(keys, tmp_path) -> None:
+    key, path = keys
+    assert _refusal(_verifier(path), f"Bearer {_token(key, kid='k9')}") == "unknown_key"
+    assert _verifier(path).verify(f"Bearer {_token(key, kid=None)}").role == "connector"
+    second = ec.generate_private_key(ec.SECP256R1())
+    path.write_text(json.dumps({"keys": [_jwk(key, "k1"), _jwk(second, "k2")]}))
+    assert _refusal(_verifier(path), f"Bearer {_token(key, kid=None)}") == "unknown_key"
+
+
+def test_a_rotated_key_set_is_read_again(keys) -> None:
+    key, path = keys
+    verifier = _verifier(path)
+    assert verifier.verify(f"Bearer {_token(key)}")
+    new = ec.generate_private_key(ec.SECP256R1())
+    path.write_text(json.dumps({"keys": [_jwk(new, "k2")]}) + " " * 7)  # size changes too
+    assert verifier.verify(f"Bearer {_token(new, kid='k2')}").tenant == uuid.UUID(TENANT)
+    assert _refusal(verifier, f"Bearer {_token(key)}") == "unknown_key"
+
+
+@pytest.mark.parametrize("claims, reason", [
+    ({"exp": int(time.time()) - 31}, "expired"),
+    ({"nbf": int(time.time()) + 120}, "not_yet_valid"),
+    ({"iss": "https://elsewhere.test/"}, "wrong_issuer"),
+    ({"aud": "another-service"}, "wrong_audience"),
+    *(({name: ...}, "missing_claim") for name in ("exp", "nbf", "iat", "iss", "aud", "tid",
+                                                  "roles", "sub")),
+    ({"tid": TENANT.upper()}, "bad_claim"),
+    ({"tid": "not-a-tenant"}, "bad_claim"),
+    ({"tid": 42}, "bad_claim"),
+    ({"roles": []}, "bad_claim"),
+    ({"roles": ["superuser"]}, "bad_claim"),
+    ({"roles": ["connector", "admin"]}, "bad_claim"),
+])
+def test_claims_that_are_wrong_or_missing_are_refused(keys, claims, reason) -> None:
+    key, path = keys
+    assert _refusal(_verifier(path), f"Bearer {_token(key, _claims(**claims))}") == reason
+
+
+def test_the_leeway_is_thirty_seconds_and_no_more(keys) -> None:
+    key, path = keys
+    late = _token(key, _claims(exp=int(time.time()) - 20))
+    assert _verifier(path).verify(f"Bearer {late}").role == "connector"
+    assert _refusal(_verifier(path), f"Bearer {_token(key, _claims(exp=int(time.time()) - 40))}") \
+        == "expired"
+
+
+def test_one_role_as_text_or_among_unknown_ones_is_that_role(keys) -> None:
+    key, path = keys
+    assert _verifier(path).verify(f"Bearer {_token(key, _claims(roles='admin'))}").role == "admin"
+    mixed = _token(key, _claims(roles=["auditor", "something-else"]))
+    assert _verifier(path).verify(f"Bearer {mixed}").role == "auditor"
