@@ -7,13 +7,14 @@ this table.
 Reading guide, per region r (na, eu, ap):
 
 Kafka
-- ``pipeline-r`` reads, truncates (DELETE) and appends markers to (WRITE) its four transit
-  topics, writes dead-letter notices, reads the tenant lifecycle, and uses groups named
-  ``mdmbus-r-...``.
+- ``pipeline-r`` reads, truncates (DELETE) and appends markers to (WRITE) its five transit
+  topics (uploads, relay, device sessions and commands, deletion requests), writes dead-letter
+  notices, reads the tenant lifecycle, and uses groups named ``mdmbus-r-...``.
 - ``sweeper-r`` sees offsets only: DESCRIBE of the transit and dead-letter topics and groups.
-- ``gateway-r`` writes tenants' uploads and lifecycle events (deletion requests); nothing on
-  relay, device or dead-letter topics: it serves relay records from the store, never forges
-  them.
+- ``gateway-r`` writes tenants' uploads and deletion requests, each to its own region's topic;
+  never the global lifecycle topic (onboarding, subscription ends and cancellations are the
+  account service's), nothing on relay, device or dead-letter topics: it serves relay records
+  from the store, never forges them.
 - ``devices-r`` (the cloud's device side) writes relay, device-session and device-command
   records; reads nothing.
 - ``accounts`` writes the tenant lifecycle only.
@@ -23,10 +24,12 @@ PostgreSQL (S = SELECT, I = INSERT, U = UPDATE, D = DELETE; columns where limite
   tenant rows SIU and lifecycle refusals SI;
 - sweeper: deadlines and ids of records and dead letters (never a body) and D of both, tenants
   and sessions SD, purged tenants SI, audit I, the directory S and U of state/purged_at;
-- gateway: records S and U of the columns an acknowledgement or a deletion changes, audit SI,
-  receipts SIU, the directory S;
+- gateway: records S only (acknowledgements go through the owner's function), dead letters S
+  of the counting columns (never a body or an error text), audit SI, receipts SIU, the
+  directory S;
 - reader (operators): every region table S;
-- directory reader (producers): the directory S; the CM connector: relayed records SI.
+- directory reader (producers): the directory S; the CM connector: relayed records and
+  conflicts SI.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ __all__ = ["KAFKA", "kafka_may", "pg_may", "PG", "SEQUENCE_USERS", "REGION_NAMES
 #: The regions, by name (not read from mdmbus.regions either).
 REGION_NAMES = ("na", "eu", "ap")
 
-_TRANSIT = ("upload", "relay", "device.sessions", "device.commands")
+_TRANSIT = ("upload", "relay", "device.sessions", "device.commands", "deletion.requests")
 
 
 def _kafka() -> set[tuple[str, str, str, str, str]]:
@@ -55,7 +58,7 @@ def _kafka() -> set[tuple[str, str, str, str, str]]:
             (f"sweeper-{r}", "TOPIC", f"mdm.{r}.deadletter", "LITERAL", "DESCRIBE"),
             (f"sweeper-{r}", "GROUP", f"mdmbus-{r}-", "PREFIXED", "DESCRIBE"),
             (f"gateway-{r}", "TOPIC", f"mdm.{r}.upload", "LITERAL", "WRITE"),
-            (f"gateway-{r}", "TOPIC", "mdm.tenant.lifecycle", "LITERAL", "WRITE"),
+            (f"gateway-{r}", "TOPIC", f"mdm.{r}.deletion.requests", "LITERAL", "WRITE"),
             (f"devices-{r}", "TOPIC", f"mdm.{r}.relay", "LITERAL", "WRITE"),
             (f"devices-{r}", "TOPIC", f"mdm.{r}.device.sessions", "LITERAL", "WRITE"),
             (f"devices-{r}", "TOPIC", f"mdm.{r}.device.commands", "LITERAL", "WRITE"),
@@ -87,7 +90,7 @@ _SWEEPER_RECORD_COLUMNS = ("category", "deadline", "deadline_rule", "held", "rec
                            "stored_at_real", "tenant_id")
 _SWEEPER_LETTER_COLUMNS = ("body_kept", "deadline", "record_id", "source_offset",
                            "source_partition", "source_topic", "tenant_id")
-_GATEWAY_RECORD_UPDATE = ("body", "deadline", "deadline_rule", "device_id", "session_id")
+_GATEWAY_LETTER_COLUMNS = ("body_kept", "deadline", "reason", "stored_at", "tenant_id")
 _ALL = None  # every column
 
 
@@ -125,7 +128,7 @@ def _pg() -> dict[tuple[str, str, str, str], tuple[str, ...] | None]:
         grant(d, sweeper, "tenant_directory", "U", ("purged_at", "state"))
 
         grant(db, gateway, "records", "S")
-        grant(db, gateway, "records", "U", _GATEWAY_RECORD_UPDATE)
+        grant(db, gateway, "dead_letters", "S", _GATEWAY_LETTER_COLUMNS)
         grant(db, gateway, "deletion_audit", "SI")
         grant(db, gateway, "erasure_receipts", "SIU")
         grant(d, gateway, "tenant_directory", "S")
@@ -136,6 +139,7 @@ def _pg() -> dict[tuple[str, str, str, str], tuple[str, ...] | None]:
     grant(d, "mdmbus_directory_reader", "tenant_directory", "S")
     grant(d, "mdmbus_directory_reader", "lifecycle_refusals", "S")
     grant("mdmbus_cm", "mdmbus_cm_connector", "relayed_records", "SI")
+    grant("mdmbus_cm", "mdmbus_cm_connector", "relay_conflicts", "SI")
     return out
 
 

@@ -19,7 +19,8 @@ def test_the_declared_kafka_acls_are_the_table() -> None:
 def test_no_gateway_principal_may_write_a_relay_device_or_dead_letter_topic() -> None:
     for a in kafka_acls():
         if a.principal.startswith("User:gateway-") and a.op.name in ("WRITE", "ALL"):
-            assert a.name.endswith(".upload") or a.name == "mdm.tenant.lifecycle", a
+            region = a.principal.removeprefix("User:gateway-")
+            assert a.name in (f"mdm.{region}.upload", f"mdm.{region}.deletion.requests"), a
 
 
 def test_the_declared_postgres_grants_are_the_table() -> None:

@@ -9,7 +9,8 @@ import itertools
 from mdmbus.services.gateway.access import ALLOWED, ROLES, allowed
 
 #: route -> roles, by hand: CM connectors move relay data and upload; admins upload, export and
-#: delete; auditors only read; everyone sees the status.
+#: delete; auditors only read; everyone sees the status; the privacy center's reads (what is
+#: held, past receipts) are for admins and auditors, never a connector.
 TABLE = {
     "upload": {"connector", "admin"},
     "relay_download": {"connector"},
@@ -18,6 +19,8 @@ TABLE = {
     "deletion_request": {"admin"},
     "erasure_receipt": {"admin", "auditor"},
     "status": {"connector", "admin", "auditor"},
+    "holdings": {"admin", "auditor"},
+    "erasure_receipts": {"admin", "auditor"},
 }
 
 
