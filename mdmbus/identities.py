@@ -258,11 +258,13 @@ def pg_database_privileges() -> list[tuple[str, str, str]]:
     return sorted(out)
 
 
-#: Columns of records the sweeper may read: no body, ever.
+#: Columns of records the sweeper may read: no body, ever. It re-wraps data keys under a new
+#: KEK (services/rotation.py), so it reads and writes the wrapped keys and their KEK ids.
 _RECORD_META = ("record_id", "tenant_id", "category", "deadline", "deadline_rule", "held",
-                "stored_at_real")
+                "stored_at_real", "wrapped_key", "kek_id")
 _LETTER_META = ("source_topic", "source_partition", "source_offset", "tenant_id", "record_id",
-                "deadline", "body_kept")
+                "deadline", "body_kept", "wrapped_key", "kek_id")
+_WRAPPED = ("wrapped_key", "kek_id")
 
 
 def _all(database: str, role: str, tables: tuple[str, ...], *privileges: str) -> list[Grant]:
@@ -284,8 +286,10 @@ def pg_grants() -> list[Grant]:
         grants += _all(d, pipeline, ("lifecycle_refusals",), "SELECT", "INSERT")
         # The sweeper: what a deadline or a purge needs, no body.
         grants += [Grant(db, "records", sweeper, "SELECT", _RECORD_META),
+                   Grant(db, "records", sweeper, "UPDATE", _WRAPPED),
                    Grant(db, "records", sweeper, "DELETE"),
                    Grant(db, "dead_letters", sweeper, "SELECT", _LETTER_META),
+                   Grant(db, "dead_letters", sweeper, "UPDATE", _WRAPPED),
                    Grant(db, "dead_letters", sweeper, "DELETE")]
         grants += _all(db, sweeper, ("tenants", "device_sessions"), "SELECT", "DELETE")
         grants += _all(db, sweeper, ("purged_tenants",), "SELECT", "INSERT")
@@ -295,7 +299,8 @@ def pg_grants() -> list[Grant]:
         # The gateway: the caller's tenant's rows (policies below).
         grants += [Grant(db, "records", gateway, "SELECT"),
                    Grant(db, "records", gateway, "UPDATE",
-                         ("body", "device_id", "session_id", "deadline", "deadline_rule")),
+                         ("body", "device_id", "session_id", "deadline", "deadline_rule")
+                         + _WRAPPED),
                    Grant(db, "deletion_audit", gateway, "SELECT"),
                    Grant(db, "deletion_audit", gateway, "INSERT")]
         grants += _all(db, gateway, ("erasure_receipts",), "SELECT", "INSERT", "UPDATE")

@@ -177,6 +177,14 @@ class Settings:
     dead_letter_days: float = 7.0
     #: Prometheus /metrics port of this process (0: none).
     metrics_port: int = 0
+    #: Key-encryption keys (docs/design.md section 9): the file keyrings' directory (empty:
+    #: <state>/keyring), how often a new KEK becomes current (simulated hours), at most once
+    #: per how many real seconds (an accelerated clock would otherwise rotate continuously),
+    #: and how long (real seconds) a retired KEK's data keys may take to be re-wrapped.
+    keyring_dir: str = ""
+    kek_rotation_hours: float = 24.0
+    kek_rotation_min_interval_s: float = 10.0
+    kek_rewrap_allowance_s: float = 60.0
 
     #: The tenants' HTTPS gateway: where it listens, a port per region, and the URL clients
     #: use for each region (MDMBUS_GATEWAY_URL_<REGION>; default https://127.0.0.1:<port>).
@@ -249,6 +257,10 @@ class Settings:
                 return ""
             raise ConfigError(f"no password for {kind} identity {name!r}: set {variable}, or run "
                               f"`mdmbus stack up` (it writes {path})") from None
+
+    @property
+    def keyring_path(self) -> Path:
+        return Path(self.keyring_dir) if self.keyring_dir else self.state_dir / "keyring"
 
     @property
     def pki_dir(self) -> Path:
@@ -334,6 +346,12 @@ class Settings:
             command_grace_s=_nonneg(env, "MDMBUS_COMMAND_GRACE", cls.command_grace_s),
             dead_letter_days=_float(env, "MDMBUS_DEAD_LETTER_DAYS", cls.dead_letter_days),
             metrics_port=_int(env, "MDMBUS_METRICS_PORT", cls.metrics_port),
+            keyring_dir=env.get("MDMBUS_KEYRING_DIR", ""),
+            kek_rotation_hours=_float(env, "MDMBUS_KEK_ROTATION_HOURS", cls.kek_rotation_hours),
+            kek_rotation_min_interval_s=_nonneg(env, "MDMBUS_KEK_ROTATION_MIN_INTERVAL",
+                                                cls.kek_rotation_min_interval_s),
+            kek_rewrap_allowance_s=_float(env, "MDMBUS_KEK_REWRAP_ALLOWANCE",
+                                          cls.kek_rewrap_allowance_s),
             gateway_addr=env.get("MDMBUS_GATEWAY_ADDR", cls.gateway_addr),
             gateway_ports=_ports(env, "MDMBUS_GATEWAY_PORT", cls().gateway_ports),
             gateway_urls={r: u for r, u in _per_region(env, "MDMBUS_GATEWAY_URL", {}).items() if u},

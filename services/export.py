@@ -10,6 +10,7 @@ from typing import Any, AsyncIterator
 import asyncpg
 
 from mdmbus.contract import Registry, default_registry
+from mdmbus.services.stores.sealing import open_record
 
 __all__ = ["export_records"]
 
@@ -20,7 +21,8 @@ async def export_records(conn: asyncpg.Connection, tenant_id: uuid.UUID,
     """Yields (kind, record) for every record of the tenant held in this region store, from a
     server-side cursor (in the caller's transaction), so an export of any size streams."""
     contract = contract or default_registry()
-    async for row in conn.cursor("SELECT body FROM records WHERE tenant_id = $1"
+    async for row in conn.cursor("SELECT tenant_id, record_id, body, wrapped_key, kek_id"
+                                 " FROM records WHERE tenant_id = $1"
                                  " AND held ORDER BY event_time, record_id",
                                  tenant_id, prefetch=200):
-        yield contract.codec.decode(row["body"])
+        yield contract.codec.decode(open_record(row))

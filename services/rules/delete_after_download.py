@@ -4,8 +4,9 @@ after. CM downloads its tenant's pending records through the gateway and acknowl
 there (services/gateway/); an acknowledgement deletes only relay records of the caller's own
 tenant (the connector acknowledges what it has committed to CM: services/connector/).
 
-The record's id stays as a tombstone (its tenant and id, body NULL), so a replay of the relay
-topic or a re-sent record cannot store it again; the tenant's purge deletes the tombstone."""
+The record's id stays as a tombstone (its tenant and id; body and wrapped data key NULL), so a
+replay of the relay topic or a re-sent record cannot store it again; the tenant's purge deletes
+the tombstone."""
 
 from __future__ import annotations
 
@@ -18,17 +19,21 @@ import asyncpg
 
 from mdmbus.categories import Category
 from mdmbus.services.rules.audit import DELETE_AFTER_DOWNLOAD, Deletion, audit
+from mdmbus.services.stores.sealing import open_record
 
 __all__ = ["pending", "pending_summary", "acknowledge", "AckOutcome"]
 
 
 async def pending(conn: asyncpg.Connection | asyncpg.Pool, tenant_id: uuid.UUID,
-                  limit: int) -> list[asyncpg.Record]:
-    """The tenant's relay records not downloaded and acknowledged yet, oldest first."""
-    return await conn.fetch(
-        "SELECT record_id, kind, event_time, body FROM records"
+                  limit: int) -> list[dict]:
+    """The tenant's relay records not downloaded and acknowledged yet, oldest first, each
+    body opened (record_id, kind, event_time, body)."""
+    rows = await conn.fetch(
+        "SELECT record_id, kind, event_time, body, tenant_id, wrapped_key, kek_id FROM records"
         " WHERE tenant_id = $1 AND category = 'relay' AND held"
         " ORDER BY stored_at_real, record_id LIMIT $2", tenant_id, limit)
+    return [{"record_id": r["record_id"], "kind": r["kind"], "event_time": r["event_time"],
+             "body": open_record(r)} for r in rows]
 
 
 async def pending_summary(conn: asyncpg.Connection | asyncpg.Pool,
@@ -64,7 +69,8 @@ async def acknowledge(conn: asyncpg.Connection, region: str, tenant_id: uuid.UUI
         return outcome
     async with conn.transaction():
         deleted = await conn.fetch(
-            "UPDATE records r SET body = NULL, device_id = NULL, session_id = NULL,"
+            "UPDATE records r SET body = NULL, wrapped_key = NULL, kek_id = NULL,"
+            " device_id = NULL, session_id = NULL,"
             " deadline = NULL, deadline_rule = NULL FROM ("
             # Rows locked in record_id order, as every multi-row writer of records does: two
             # acknowledgements of the same ids in two orders wait for each other instead of

@@ -13,6 +13,10 @@ from typing import Sequence
 
 import asyncpg
 
+from mdmbus.crypto.envelope import letter_aad, seal_batch
+from mdmbus.crypto.keyring import Kek
+from mdmbus.services.stores.sealing import open_letter
+
 __all__ = ["DeadLetter", "Source", "insert", "unnotified", "mark_notified", "listing", "fetch"]
 
 #: Where a refused message came from: (topic, partition, offset), its identity here.
@@ -39,26 +43,42 @@ class DeadLetter:
         return (self.topic, self.partition, self.offset)
 
 
+def _sealed(letters: Sequence[DeadLetter], kek: Kek) -> list[tuple[bytes | None, ...]]:
+    """(sealed body, wrapped data key, KEK id) of each letter; Nones where no body is kept."""
+    kept = [d for d in letters if d.body is not None]
+    sealed = iter(seal_batch(kek, [(letter_aad(d.topic, d.partition, d.offset, d.tenant_id,
+                                                d.record_id), d.body) for d in kept]))
+    return [(None, None, None) if d.body is None else (*next(sealed), kek.id) for d in letters]
+
+
 async def insert(conn: asyncpg.Connection, letters: Sequence[DeadLetter], now: dt.datetime,
-                 deadline: dt.datetime) -> list[Source]:
-    """Stores the letters not stored yet; returns the sources of those newly stored. A body
-    whose tenant was purged in this store is dropped here, in the writing transaction."""
+                 deadline: dt.datetime, *, kek: Kek) -> list[Source]:
+    """Stores the letters not stored yet, each body sealed under a data key of its own wrapped
+    by ``kek``; returns the sources of those newly stored. A body whose tenant was purged in
+    this store is dropped here, in the writing transaction."""
     if not letters:
         return []
     cols = list(zip(*((d.topic, d.partition, d.offset, d.reason, d.path, d.error, d.tenant_id,
-                       d.record_id, d.kind, d.body, d.redacted) for d in letters)))
+                       d.record_id, d.kind, body, d.redacted, wrapped, kek_id)
+                      for d, (body, wrapped, kek_id) in zip(letters, _sealed(letters, kek)))))
+    *cols, wrapped_keys, kek_ids = cols
     rows = await conn.fetch(
         "INSERT INTO dead_letters (source_topic, source_partition, source_offset, reason, path,"
-        " error, tenant_id, record_id, kind, body, redacted, stored_at, deadline)"
+        " error, tenant_id, record_id, kind, body, redacted, stored_at, deadline,"
+        " wrapped_key, kek_id)"
         " SELECT l.t, l.p, l.o, l.reason, l.path, l.error, l.tenant, l.rid, l.kind,"
-        "   CASE WHEN g.tenant_id IS NULL THEN l.body END, l.redacted, $12, $13"
+        "   CASE WHEN g.tenant_id IS NULL THEN l.body END, l.redacted, $12, $13,"
+        "   CASE WHEN g.tenant_id IS NULL THEN l.wrapped END,"
+        "   CASE WHEN g.tenant_id IS NULL THEN l.kek END"
         " FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::text[],"
-        "   $7::uuid[], $8::uuid[], $9::text[], $10::bytea[], $11::bool[])"
-        "   AS l(t, p, o, reason, path, error, tenant, rid, kind, body, redacted)"
+        "   $7::uuid[], $8::uuid[], $9::text[], $10::bytea[], $11::bool[], $14::bytea[],"
+        "   $15::text[])"
+        "   AS l(t, p, o, reason, path, error, tenant, rid, kind, body, redacted, wrapped, kek)"
         " LEFT JOIN purged_tenants g ON g.tenant_id = l.tenant"
         " ORDER BY l.t, l.p, l.o"
         " ON CONFLICT DO NOTHING"
-        " RETURNING source_topic, source_partition, source_offset", *cols, now, deadline)
+        " RETURNING source_topic, source_partition, source_offset", *cols, now, deadline,
+        wrapped_keys, kek_ids)
     return [(r["source_topic"], r["source_partition"], r["source_offset"]) for r in rows]
 
 
@@ -100,8 +120,13 @@ async def listing(conn: asyncpg.Connection | asyncpg.Pool, *, tenant: uuid.UUID 
         tenant, reason, limit)
 
 
-async def fetch(conn: asyncpg.Connection | asyncpg.Pool, source: Source) -> asyncpg.Record | None:
-    """One letter with its body and full error."""
-    return await conn.fetchrow(
+async def fetch(conn: asyncpg.Connection | asyncpg.Pool, source: Source) -> dict | None:
+    """One letter with its body (opened) and full error; never its wrapped data key."""
+    row = await conn.fetchrow(
         "SELECT * FROM dead_letters WHERE source_topic = $1 AND source_partition = $2"
         " AND source_offset = $3", *source)
+    if row is None:
+        return None
+    out = {k: v for k, v in row.items() if k not in ("wrapped_key", "kek_id")}
+    out["body"] = open_letter(row)
+    return out
