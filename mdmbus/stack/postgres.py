@@ -121,11 +121,14 @@ def _initdb(paths: PgPaths, settings: Settings) -> None:
 
 
 #: Who may connect how: TLS and a password over TCP, a password on the socket, nothing else.
-HBA = """# Written by mdmbus at each start (mdmbus/stack/postgres.py); edits here are replaced.
+#: Base backups and WAL streaming (pg_basebackup, pg_receivewal) only on the socket, and only
+#: for a role with the REPLICATION attribute (the superuser; no service has it).
+_HBA_BEFORE_REPLICATION = """# Written by mdmbus at each start (mdmbus/stack/postgres.py); edits here are replaced.
 local   all  all                 scram-sha-256
 hostssl all  all  127.0.0.1/32   scram-sha-256
 hostssl all  all  ::1/128        scram-sha-256
 """
+HBA = _HBA_BEFORE_REPLICATION + "local   replication  all         scram-sha-256\n"
 
 _SECURITY_CONF = """# mdmbus: TLS and passwords (mdmbus/stack/postgres.py), rewritten at each start
 ssl = on
@@ -191,7 +194,7 @@ def start(settings: Settings) -> str:
     paths = pg_paths(settings)
     if running(paths):
         hba = paths.data / "pg_hba.conf"
-        if _read(hba) != HBA:
+        if _read(hba) not in (HBA, _HBA_BEFORE_REPLICATION):
             raise StackError(f"the running PostgreSQL server ({paths.data}) was started by an "
                              f"older mdmbus, without TLS and passwords: stop it with `mdmbus "
                              f"stack down`, then start again")
