@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from mdmbus.errors import MdmbusError
 
 __all__ = ["Keyring", "FileKeyring", "KeyringStatus", "Kek", "KeyUnavailable", "WrapError",
-           "keyrings", "REFRESH_S", "KEK_BYTES", "NONCE_BYTES"]
+           "keyrings", "read_status", "REFRESH_S", "KEK_BYTES", "NONCE_BYTES"]
 
 #: How often (real seconds) a process re-reads a keyring's manifest at most.
 REFRESH_S = 0.2
@@ -220,8 +220,8 @@ class FileKeyring:
             raise KeyUnavailable(f"no keyring for region {self.region} in {self.dir} (a process "
                                  f"that seals or opens bodies creates it)") from None
         except (ValueError, KeyError, TypeError) as exc:
-            raise KeyUnavailable(f"the keyring manifest {path} is malformed ({exc.__class__.__name__})"
-                                 ) from None
+            raise KeyUnavailable(f"the keyring manifest {path} is malformed "
+                                 f"({exc.__class__.__name__})") from None
 
     def _load(self) -> None:
         """Re-reads the manifest and the keys it names when the manifest changed."""
@@ -311,6 +311,17 @@ class FileKeyring:
                 path.unlink()
                 _fsync_dir(self.dir)
             self.refresh(force=True)
+
+
+def read_status(root: Path, region: str) -> KeyringStatus | None:
+    """A region's keyring as its manifest says (ids and times, no key is read): for processes
+    that report on rotation without holding a KEK (the demo's summary). None: no keyring yet."""
+    ring = FileKeyring.__new__(FileKeyring)
+    ring.region, ring.dir = region, Path(root) / region
+    try:
+        return ring._read_manifest()
+    except KeyUnavailable:
+        return None
 
 
 class _Keyrings:

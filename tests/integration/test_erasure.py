@@ -221,9 +221,9 @@ async def test_deleted_rows_are_unreadable_in_every_copy_after_a_kek_rotation(st
             keyring = FileKeyring(stack.keyring_path, REGION)
             await wait_for(lambda: sealed_under <= set(keyring.status().destroyed), 120,
                            f"the KEKs {sorted(sealed_under)} destroyed by a rotation")
-            current = keyring.status().current
+            now_held = (keyring.status().current, *keyring.status().retired)
             assert await pool.fetchval("SELECT kek_id FROM records WHERE record_id = $1",
-                                       uuid.UUID(ids["live"])) in (current, *keyring.status().retired)
+                                       uuid.UUID(ids["live"])) in now_held
             # Every WAL record up to now in complete segments of the kept WAL.
             switched = await pool.fetchval("SELECT pg_walfile_name(pg_switch_wal())")
             await wait_for(lambda: (wal / switched).exists(), 60, f"WAL segment {switched} kept")
@@ -300,4 +300,58 @@ async def _checkpoint(settings) -> None:
     try:
         await conn.execute("CHECKPOINT")
     finally:
+        await conn.close()
+
+
+async def test_the_upgrade_seals_rows_stored_in_clear_and_resumes_where_it_stopped(stack):
+    """Rows an mdmbus that did not seal stored (no KEK id) are sealed in place by `mdmbus
+    crypto upgrade`; stopped after its first batch, it goes on from there when run again."""
+    from mdmbus.cli.crypto import seal_clear_rows
+    from mdmbus.services.stores.sealing import open_letter
+    tenant = uuid.uuid4()
+    bodies = {uuid.uuid4(): f"CLEAR-{i}-{uuid.uuid4().hex}".encode() for i in range(5)}
+    topic, offset = f"test.upgrade.{uuid.uuid4().hex[:8]}", 7
+    conn = await pg_connect(stack, region_database(REGION))
+    try:
+        await conn.executemany(
+            "INSERT INTO records (record_id, tenant_id, kind, category, event_time, stored_at,"
+            " body) VALUES ($1, $2, 'U4', 'upload', now(), now(), $3)",
+            [(rid, tenant, body) for rid, body in bodies.items()])
+        await conn.execute(
+            "INSERT INTO dead_letters (source_topic, source_partition, source_offset, reason,"
+            " error, tenant_id, body, stored_at, deadline) VALUES ($1, 0, $2, 'undecodable',"
+            " 'x', $3, 'CLEAR-LETTER'::bytea, now(), now() + interval '1 day')",
+            topic, offset, tenant)
+
+        class Stop(Exception):
+            pass
+
+        def stop_after_first(done: int, total: int) -> None:
+            raise Stop(done)
+        clear = "SELECT count(*) FROM records WHERE held AND kek_id IS NULL"
+        before = await conn.fetchval(clear)
+        with pytest.raises(Stop):
+            await seal_clear_rows(conn, REGION, "records", 2, stop_after_first)
+        # stopped after its first batch: that batch is sealed, the rest still in clear
+        assert await conn.fetchval(clear) == before - 2
+        mine = "SELECT tenant_id, record_id, body, wrapped_key, kek_id FROM records" \
+               " WHERE tenant_id = $1"
+
+        seen: list[tuple[int, int]] = []
+        assert await seal_clear_rows(conn, REGION, "records", 2,
+                                     lambda d, t: seen.append((d, t))) >= len(bodies)
+        assert seen and seen[-1][0] == seen[-1][1], "progress ends at its total"
+        await seal_clear_rows(conn, REGION, "dead_letters", 2)
+        assert await seal_clear_rows(conn, REGION, "records", 2) == 0, "nothing left to do"
+
+        keyring = FileKeyring(stack.keyring_path, REGION)
+        for r in await conn.fetch(mine, tenant):
+            assert r["kek_id"] is not None and r["body"] != bodies[r["record_id"]]
+            assert open_record(r, keyring.kek) == bodies[r["record_id"]]
+        letter = await conn.fetchrow("SELECT * FROM dead_letters WHERE source_topic = $1", topic)
+        assert letter["kek_id"] is not None and b"CLEAR-LETTER" not in letter["body"]
+        assert open_letter(letter, keyring.kek) == b"CLEAR-LETTER"
+    finally:
+        await conn.execute("DELETE FROM records WHERE tenant_id = $1", tenant)
+        await conn.execute("DELETE FROM dead_letters WHERE source_topic = $1", topic)
         await conn.close()
