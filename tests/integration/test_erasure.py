@@ -227,7 +227,7 @@ async def test_deleted_rows_are_unreadable_in_every_copy_after_a_kek_rotation(st
             # Every WAL record up to now in complete segments of the kept WAL.
             switched = await pool.fetchval("SELECT pg_walfile_name(pg_switch_wal())")
             await wait_for(lambda: (wal / switched).exists(), 60, f"WAL segment {switched} kept")
-        receiver.send_signal(signal.SIGINT)
+        os.killpg(receiver.pid, signal.SIGINT)  # pg_receivewal and runuser, as root
         receiver.wait(30)
 
         # (a) As of the backup: the rows are there, sealed, and nothing the system holds
