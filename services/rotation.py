@@ -175,12 +175,14 @@ class Rotation:
 
     async def _destroy_when_unused(self, region: str, ring: FileKeyring, old: str) -> bool:
         """Destroys ``old`` if no live row is wrapped under it, checked (and any stragglers
-        re-wrapped) while writers of both tables wait (LOCK ... IN SHARE MODE)."""
-        async with self.pools[region].acquire() as conn, conn.transaction():
-            await conn.execute("LOCK TABLE records, dead_letters IN SHARE MODE")
-            for table in _TABLES:
-                while await _rewrap_batch(conn, table, ring, old, BATCH):
-                    pass
+        re-wrapped) while writers of both tables wait (LOCK ... IN SHARE MODE). The KEK is
+        destroyed only once those re-wraps are committed."""
+        async with self.pools[region].acquire() as conn:
+            async with conn.transaction():
+                await conn.execute("LOCK TABLE records, dead_letters IN SHARE MODE")
+                for table in _TABLES:
+                    while await _rewrap_batch(conn, table, ring, old, BATCH):
+                        pass
             ring.destroy(old)
         self.metrics.kek_destroyed.labels(region).inc()
         log.info("%s: KEK %s destroyed", region, old)

@@ -168,6 +168,7 @@ async def test_deleted_rows_are_unreadable_in_every_copy_after_a_kek_rotation(st
     try:
         for name in ("pipeline", "gateway", "sweeper"):
             procs.start(name, REGION)
+        keys_seen: set[bytes] = set()  # every KEK the test sees, for the logs' check below
         # The WAL, kept from before the backup until after the rotation.
         wal = cluster.mkdir("wal")
         receiver = subprocess.Popen(cluster.argv("pg_receivewal", "-D", str(wal), "--no-loop",
@@ -177,7 +178,9 @@ async def test_deleted_rows_are_unreadable_in_every_copy_after_a_kek_rotation(st
         await wait_for(lambda: any(wal.iterdir()), 30, "pg_receivewal streaming")
 
         async with Workload(stack, procs.clock) as work:
-            doomed, kept = await work.onboarded(REGION), await work.onboarded(REGION)
+            # the processes start slowly on a loaded machine: onboarding waits for them
+            doomed = await work.onboarded(REGION, timeout_s=240)
+            kept = await work.onboarded(REGION)
             upload = await work.produce("U4", doomed, encrypted_content=canary["tenant_record"])
             relay = await work.produce("R4", kept, package=canary["relay_record"])
             live = await work.produce("U4", kept, encrypted_content=live_value)
@@ -219,8 +222,11 @@ async def test_deleted_rows_are_unreadable_in_every_copy_after_a_kek_rotation(st
 
             # The next rotation: the KEKs that wrapped the canaries are destroyed.
             keyring = FileKeyring(stack.keyring_path, REGION)
+            keys_seen.update(p.read_bytes() for p in keyring.dir.glob("*.kek"))
             await wait_for(lambda: sealed_under <= set(keyring.status().destroyed), 120,
                            f"the KEKs {sorted(sealed_under)} destroyed by a rotation")
+            # No rotation from here on: the keyring stays as the kept WAL ends.
+            procs.stop(f"sweeper-{REGION}")
             now_held = (keyring.status().current, *keyring.status().retired)
             assert await pool.fetchval("SELECT kek_id FROM records WHERE record_id = $1",
                                        uuid.UUID(ids["live"])) in now_held
@@ -281,6 +287,14 @@ async def test_deleted_rows_are_unreadable_in_every_copy_after_a_kek_rotation(st
         assert hits == {name: [] for name in canary}, f"canaries in clear: {hits}"
         assert _found({"row": uuid.UUID(doomed).bytes}, backup)["row"], \
             "the search finds bytes the backup holds"
+        # No KEK in any process's log, in any spelling.
+        import base64
+        keys_seen.update(p.read_bytes() for p in keyring.dir.glob("*.kek"))
+        spellings = {f"{i}-{form}": enc for i, key in enumerate(keys_seen)
+                     for form, enc in (("raw", key), ("hex", key.hex().encode()),
+                                       ("b64", base64.b64encode(key)))}
+        leaked = {k: v for k, v in _found(spellings, procs.log_dir).items() if v}
+        assert keys_seen and not leaked, f"KEKs in the logs: {leaked}"
     finally:
         for data in started:
             cluster.stop(data)
