@@ -51,8 +51,9 @@ class RotationReport:
 _TABLES = {
     # table: (id columns read for the associated data, key columns to update by)
     "records": ("tenant_id, record_id", "held"),
+    # A dead letter's error text is sealed with or without a body.
     "dead_letters": ("source_topic, source_partition, source_offset, tenant_id, record_id",
-                     "body_kept"),
+                     "true"),
 }
 
 
@@ -94,7 +95,7 @@ async def _rewrap_batch(conn: asyncpg.Connection, table: str, ring: FileKeyring,
 
 async def rows_past_retirement(conn: asyncpg.Connection | asyncpg.Pool, status: KeyringStatus,
                                allowance_s: float, now: float | None = None) -> int:
-    """Live rows (records with a body, dead letters with a body) wrapped under a KEK retired
+    """Live rows (records with a body, every dead letter) wrapped under a KEK retired
     more than ``allowance_s`` real seconds ago or destroyed: what the gauge shows."""
     now = time.time() if now is None else now
     late = [k for k, at in status.retired.items() if now - at > allowance_s]
@@ -103,7 +104,7 @@ async def rows_past_retirement(conn: asyncpg.Connection | asyncpg.Pool, status: 
         return 0
     return await conn.fetchval(
         "SELECT (SELECT count(*) FROM records WHERE held AND kek_id = ANY($1::text[]))"
-        " + (SELECT count(*) FROM dead_letters WHERE body_kept AND kek_id = ANY($1::text[]))",
+        " + (SELECT count(*) FROM dead_letters WHERE kek_id = ANY($1::text[]))",
         late)
 
 
@@ -111,7 +112,7 @@ async def rows_unsealed(conn: asyncpg.Connection | asyncpg.Pool) -> int:
     """Live rows stored before sealing (no KEK id): `mdmbus crypto upgrade` seals them."""
     return await conn.fetchval(
         "SELECT (SELECT count(*) FROM records WHERE held AND kek_id IS NULL)"
-        " + (SELECT count(*) FROM dead_letters WHERE body_kept AND kek_id IS NULL)")
+        " + (SELECT count(*) FROM dead_letters WHERE kek_id IS NULL)")
 
 
 class Rotation:

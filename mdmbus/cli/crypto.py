@@ -3,7 +3,8 @@ what each region's keyring and store say about cryptographic erasure (docs/desig
 section 9).
 
 The upgrade seals, in batches of one transaction each, every live row without a KEK id
-(``kek_id IS NULL``: stored by an mdmbus that did not seal), under the region's current KEK.
+(``kek_id IS NULL``: stored by an mdmbus that did not seal; a record with a body, any dead
+letter, whose error text is sealed too), under the region's current KEK.
 It may be stopped at any time and run again: it takes up where it stopped, since a sealed row
 has a KEK id. It runs beside the processes (the rows it seals are locked with SKIP LOCKED, so
 a row a process holds is sealed by a later batch). Copies of the clear rows made before the
@@ -21,7 +22,7 @@ from typing import Callable, Sequence
 import asyncpg
 
 from mdmbus.connections import pg_connect
-from mdmbus.crypto.envelope import letter_aad, record_aad, seal_batch
+from mdmbus.crypto.envelope import letter_aad, record_aad, seal_batch, seal_letters
 from mdmbus.crypto.keyring import keyrings
 from mdmbus.regions import region_database
 from mdmbus.settings import Settings
@@ -32,13 +33,13 @@ _SELECT = {
     "records": "SELECT tenant_id, record_id, body FROM records WHERE held AND kek_id IS NULL"
                " ORDER BY tenant_id, record_id LIMIT $1 FOR UPDATE SKIP LOCKED",
     "dead_letters": "SELECT source_topic, source_partition, source_offset, tenant_id, record_id,"
-                    " body FROM dead_letters WHERE body_kept AND kek_id IS NULL"
+                    " body, error FROM dead_letters WHERE kek_id IS NULL"
                     " ORDER BY source_topic, source_partition, source_offset"
                     " LIMIT $1 FOR UPDATE SKIP LOCKED",
 }
 _COUNT = {
     "records": "SELECT count(*) FROM records WHERE held AND kek_id IS NULL",
-    "dead_letters": "SELECT count(*) FROM dead_letters WHERE body_kept AND kek_id IS NULL",
+    "dead_letters": "SELECT count(*) FROM dead_letters WHERE kek_id IS NULL",
 }
 
 
@@ -65,18 +66,21 @@ async def seal_clear_rows(conn: asyncpg.Connection, region: str, table: str, bat
                     kek.id, [r["tenant_id"] for r in rows], [r["record_id"] for r in rows],
                     [b for b, _ in sealed], [w for _, w in sealed])
             else:
-                sealed = seal_batch(kek, [(letter_aad(r["source_topic"], r["source_partition"],
-                                                      r["source_offset"], r["tenant_id"],
-                                                      r["record_id"]), r["body"]) for r in rows])
+                sealed = seal_letters(kek, [(letter_aad(r["source_topic"], r["source_partition"],
+                                                        r["source_offset"], r["tenant_id"],
+                                                        r["record_id"]), r["body"],
+                                             r["error"].encode("utf-8")) for r in rows])
                 await conn.execute(
-                    "UPDATE dead_letters d SET body = v.b, wrapped_key = v.w, kek_id = $1"
-                    " FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bytea[], $6::bytea[])"
-                    "   AS v(t, p, o, b, w)"
+                    "UPDATE dead_letters d SET body = v.b, error = '', error_sealed = v.e,"
+                    " wrapped_key = v.w, kek_id = $1"
+                    " FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bytea[], $6::bytea[],"
+                    "   $7::bytea[]) AS v(t, p, o, b, e, w)"
                     " WHERE (d.source_topic, d.source_partition, d.source_offset)"
                     "   = (v.t, v.p, v.o) AND d.kek_id IS NULL",
                     kek.id, [r["source_topic"] for r in rows],
                     [r["source_partition"] for r in rows], [r["source_offset"] for r in rows],
-                    [b for b, _ in sealed], [w for _, w in sealed])
+                    [b for b, _, _ in sealed], [e for _, e, _ in sealed],
+                    [w for _, _, w in sealed])
         done += len(rows)
         progress(done, max(total, done))
     return done

@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from mdmbus.crypto.keyring import NONCE_BYTES, Kek, WrapError
 
-__all__ = ["seal", "seal_batch", "open_body", "rewrap", "record_aad", "letter_aad",
-           "SealError", "DEK_BYTES"]
+__all__ = ["seal", "seal_batch", "seal_letters", "open_body", "rewrap", "record_aad",
+           "letter_aad", "SealError", "DEK_BYTES", "ERROR_AAD"]
 
 DEK_BYTES = 32
 #: Random bytes a seal takes: data key, body nonce, wrap nonce.
@@ -71,12 +71,38 @@ def seal_batch(kek: Kek, items: Sequence[tuple[bytes, bytes]]) -> list[tuple[byt
     return out
 
 
+#: Appended to a dead letter's associated data for its error text, sealed under the same data
+#: key as its body: neither can stand in for the other.
+ERROR_AAD = b"\x00error"
+
+
+def seal_letters(kek: Kek, items: Sequence[tuple[bytes, bytes | None, bytes]]
+                 ) -> list[tuple[bytes | None, bytes, bytes]]:
+    """Seals each dead letter's (associated data, body or None, error text) under one data key
+    of its own: (sealed body or None, sealed error, wrapped data key)."""
+    rnd = os.urandom((_RANDOM + NONCE_BYTES) * len(items))
+    out = []
+    at = 0
+    for aad, body, error in items:
+        dek, n_body = rnd[at:at + DEK_BYTES], rnd[at + DEK_BYTES:at + DEK_BYTES + NONCE_BYTES]
+        n_wrap = rnd[at + DEK_BYTES + NONCE_BYTES:at + _RANDOM]
+        n_error = rnd[at + _RANDOM:at + _RANDOM + NONCE_BYTES]
+        at += _RANDOM + NONCE_BYTES
+        aead = AESGCM(dek)
+        out.append((None if body is None else n_body + aead.encrypt(n_body, body, aad),
+                    n_error + aead.encrypt(n_error, error, aad + ERROR_AAD),
+                    kek.wrap(dek, aad, n_wrap)))
+    return out
+
+
 def open_body(kek_of: Callable[[str], Kek], aad: bytes, body: bytes | None,
-              wrapped_key: bytes | None, kek_id: str | None) -> bytes | None:
+              wrapped_key: bytes | None, kek_id: str | None,
+              data_aad: bytes | None = None) -> bytes | None:
     """The body in clear: unwraps the data key under the KEK ``kek_id`` names (``kek_of``
     resolves it; :class:`~mdmbus.crypto.keyring.KeyUnavailable` when it was destroyed), then
-    decrypts. A row deleted after download (body NULL) opens to None; a row stored before
-    sealing (no KEK id) to its body as stored."""
+    decrypts (``data_aad``: the ciphertext's associated data where it is not ``aad``, the
+    wrapped key's). A row deleted after download (body NULL) opens to None; a row stored
+    before sealing (no KEK id) to its body as stored."""
     if body is None:
         return None
     if kek_id is None:
@@ -85,7 +111,8 @@ def open_body(kek_of: Callable[[str], Kek], aad: bytes, body: bytes | None,
         raise SealError("a sealed body has no wrapped data key")
     dek = kek_of(kek_id).unwrap(wrapped_key, aad)
     try:
-        return AESGCM(dek).decrypt(body[:NONCE_BYTES], body[NONCE_BYTES:], aad)
+        return AESGCM(dek).decrypt(body[:NONCE_BYTES], body[NONCE_BYTES:],
+                                   aad if data_aad is None else data_aad)
     except (InvalidTag, ValueError):
         raise SealError("a sealed body does not open with its data key and its row's associated "
                         "data (moved, altered or truncated)") from None

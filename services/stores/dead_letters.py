@@ -13,9 +13,9 @@ from typing import Sequence
 
 import asyncpg
 
-from mdmbus.crypto.envelope import letter_aad, seal_batch
+from mdmbus.crypto.envelope import letter_aad, seal_letters
 from mdmbus.crypto.keyring import Kek
-from mdmbus.services.stores.sealing import open_letter
+from mdmbus.services.stores.sealing import open_letter, open_letter_error
 
 __all__ = ["DeadLetter", "Source", "insert", "unnotified", "mark_notified", "listing", "fetch"]
 
@@ -44,11 +44,10 @@ class DeadLetter:
 
 
 def _sealed(letters: Sequence[DeadLetter], kek: Kek) -> list[tuple[bytes | None, ...]]:
-    """(sealed body, wrapped data key, KEK id) of each letter; Nones where no body is kept."""
-    kept = [d for d in letters if d.body is not None]
-    sealed = iter(seal_batch(kek, [(letter_aad(d.topic, d.partition, d.offset, d.tenant_id,
-                                                d.record_id), d.body) for d in kept]))
-    return [(None, None, None) if d.body is None else (*next(sealed), kek.id) for d in letters]
+    """(sealed body or None, sealed error text, wrapped data key) of each letter."""
+    return seal_letters(kek, [(letter_aad(d.topic, d.partition, d.offset, d.tenant_id,
+                                          d.record_id), d.body, d.error.encode("utf-8"))
+                              for d in letters])
 
 
 async def insert(conn: asyncpg.Connection, letters: Sequence[DeadLetter], now: dt.datetime,
@@ -58,27 +57,28 @@ async def insert(conn: asyncpg.Connection, letters: Sequence[DeadLetter], now: d
     this store is dropped here, in the writing transaction."""
     if not letters:
         return []
-    cols = list(zip(*((d.topic, d.partition, d.offset, d.reason, d.path, d.error, d.tenant_id,
-                       d.record_id, d.kind, body, d.redacted, wrapped, kek_id)
-                      for d, (body, wrapped, kek_id) in zip(letters, _sealed(letters, kek)))))
-    *cols, wrapped_keys, kek_ids = cols
+    # The error text is kept sealed only (error_sealed); the clear column holds ''.
+    cols = list(zip(*((d.topic, d.partition, d.offset, d.reason, d.path, "", d.tenant_id,
+                       d.record_id, d.kind, body, d.redacted, wrapped, error)
+                      for d, (body, error, wrapped) in zip(letters, _sealed(letters, kek)))))
+    *cols, wrapped_keys, errors = cols
     rows = await conn.fetch(
         "INSERT INTO dead_letters (source_topic, source_partition, source_offset, reason, path,"
         " error, tenant_id, record_id, kind, body, redacted, stored_at, deadline,"
-        " wrapped_key, kek_id)"
+        " wrapped_key, kek_id, error_sealed)"
         " SELECT l.t, l.p, l.o, l.reason, l.path, l.error, l.tenant, l.rid, l.kind,"
         "   CASE WHEN g.tenant_id IS NULL THEN l.body END, l.redacted, $12, $13,"
-        "   CASE WHEN g.tenant_id IS NULL THEN l.wrapped END,"
-        "   CASE WHEN g.tenant_id IS NULL THEN l.kek END"
+        "   l.wrapped, $15, l.error_sealed"
         " FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::text[],"
         "   $7::uuid[], $8::uuid[], $9::text[], $10::bytea[], $11::bool[], $14::bytea[],"
-        "   $15::text[])"
-        "   AS l(t, p, o, reason, path, error, tenant, rid, kind, body, redacted, wrapped, kek)"
+        "   $16::bytea[])"
+        "   AS l(t, p, o, reason, path, error, tenant, rid, kind, body, redacted, wrapped,"
+        "        error_sealed)"
         " LEFT JOIN purged_tenants g ON g.tenant_id = l.tenant"
         " ORDER BY l.t, l.p, l.o"
         " ON CONFLICT DO NOTHING"
         " RETURNING source_topic, source_partition, source_offset", *cols, now, deadline,
-        wrapped_keys, kek_ids)
+        wrapped_keys, kek.id, errors)
     return [(r["source_topic"], r["source_partition"], r["source_offset"]) for r in rows]
 
 
@@ -127,6 +127,7 @@ async def fetch(conn: asyncpg.Connection | asyncpg.Pool, source: Source) -> dict
         " AND source_offset = $3", *source)
     if row is None:
         return None
-    out = {k: v for k, v in row.items() if k not in ("wrapped_key", "kek_id")}
+    out = {k: v for k, v in row.items() if k not in ("wrapped_key", "kek_id", "error_sealed")}
     out["body"] = open_letter(row)
+    out["error"] = open_letter_error(row)
     return out

@@ -10,4 +10,7 @@ ALTER TABLE records ADD COLUMN IF NOT EXISTS kek_id text;
 CREATE INDEX IF NOT EXISTS records_kek ON records (kek_id) WHERE held;
 ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS wrapped_key bytea;
 ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS kek_id text;
-CREATE INDEX IF NOT EXISTS dead_letters_kek ON dead_letters (kek_id) WHERE body_kept;
+-- A dead letter's error text may quote values of the refused record: it is sealed too, under
+-- the letter's data key (error then holds ''), with or without a body.
+ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS error_sealed bytea;
+CREATE INDEX IF NOT EXISTS dead_letters_kek ON dead_letters (kek_id);

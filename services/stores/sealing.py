@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Sequence
 
-from mdmbus.crypto.envelope import letter_aad, open_body, record_aad, seal_batch
+from mdmbus.crypto.envelope import ERROR_AAD, letter_aad, open_body, record_aad, seal_batch
 from mdmbus.crypto.keyring import Kek, keyrings
 
-__all__ = ["sealed_record_tuples", "open_record", "open_letter", "KekOf"]
+__all__ = ["sealed_record_tuples", "open_record", "open_letter", "open_letter_error", "KekOf"]
 
 #: Resolves a KEK id to the KEK (default: this process's keyrings).
 KekOf = Callable[[str], Kek]
@@ -37,11 +37,22 @@ def open_record(row: Mapping[str, Any], kek_of: KekOf | None = None) -> bytes | 
                      row["body"], row["wrapped_key"], row["kek_id"])
 
 
-def open_letter(row: Mapping[str, Any], kek_of: KekOf | None = None,
-                column: str = "body") -> bytes | None:
+def open_letter(row: Mapping[str, Any], kek_of: KekOf | None = None) -> bytes | None:
     """The body of a ``dead_letters`` row read with its source, tenant and record ids, body,
     wrapped_key and kek_id."""
-    return open_body(kek_of or keyrings.kek,
-                     letter_aad(row["source_topic"], row["source_partition"],
-                                row["source_offset"], row["tenant_id"], row["record_id"]),
-                     row[column], row["wrapped_key"], row["kek_id"])
+    return open_body(kek_of or keyrings.kek, _letter_aad(row), row["body"], row["wrapped_key"],
+                     row["kek_id"])
+
+
+def open_letter_error(row: Mapping[str, Any], kek_of: KekOf | None = None) -> str:
+    """The error text of a ``dead_letters`` row (read with error and error_sealed too)."""
+    if row["kek_id"] is None:
+        return row["error"]
+    aad = _letter_aad(row)
+    return open_body(kek_of or keyrings.kek, aad, row["error_sealed"], row["wrapped_key"],
+                     row["kek_id"], aad + ERROR_AAD).decode("utf-8")
+
+
+def _letter_aad(row: Mapping[str, Any]) -> bytes:
+    return letter_aad(row["source_topic"], row["source_partition"], row["source_offset"],
+                      row["tenant_id"], row["record_id"])

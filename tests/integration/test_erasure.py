@@ -194,6 +194,7 @@ async def test_deleted_rows_are_unreadable_in_every_copy_after_a_kek_rotation(st
             letter = await wait_for(lambda: work.dead_letter(REGION, letter_meta), 60,
                                     "the dead letter")
             assert canary["dead_letter"] in letter["body"], "the dead letter keeps its body"
+            assert letter["error"], "its error text opens"
             pool = work.region_pool(REGION)
             raw = await pool.fetch("SELECT record_id, body, kek_id FROM records"
                                    " WHERE record_id = ANY($1::uuid[])",
@@ -321,7 +322,7 @@ async def test_the_upgrade_seals_rows_stored_in_clear_and_resumes_where_it_stopp
     """Rows an mdmbus that did not seal stored (no KEK id) are sealed in place by `mdmbus
     crypto upgrade`; stopped after its first batch, it goes on from there when run again."""
     from mdmbus.cli.crypto import seal_clear_rows
-    from mdmbus.services.stores.sealing import open_letter
+    from mdmbus.services.stores.sealing import open_letter, open_letter_error
     tenant = uuid.uuid4()
     bodies = {uuid.uuid4(): f"CLEAR-{i}-{uuid.uuid4().hex}".encode() for i in range(5)}
     topic, offset = f"test.upgrade.{uuid.uuid4().hex[:8]}", 7
@@ -334,7 +335,7 @@ async def test_the_upgrade_seals_rows_stored_in_clear_and_resumes_where_it_stopp
         await conn.execute(
             "INSERT INTO dead_letters (source_topic, source_partition, source_offset, reason,"
             " error, tenant_id, body, stored_at, deadline) VALUES ($1, 0, $2, 'undecodable',"
-            " 'x', $3, 'CLEAR-LETTER'::bytea, now(), now() + interval '1 day')",
+            " 'quoting CLEAR-ERROR', $3, 'CLEAR-LETTER'::bytea, now(), now() + interval '1 day')",
             topic, offset, tenant)
 
         class Stop(Exception):
@@ -365,6 +366,8 @@ async def test_the_upgrade_seals_rows_stored_in_clear_and_resumes_where_it_stopp
         letter = await conn.fetchrow("SELECT * FROM dead_letters WHERE source_topic = $1", topic)
         assert letter["kek_id"] is not None and b"CLEAR-LETTER" not in letter["body"]
         assert open_letter(letter, keyring.kek) == b"CLEAR-LETTER"
+        assert letter["error"] == "" and b"CLEAR-ERROR" not in letter["error_sealed"]
+        assert open_letter_error(letter, keyring.kek) == "quoting CLEAR-ERROR"
     finally:
         await conn.execute("DELETE FROM records WHERE tenant_id = $1", tenant)
         await conn.execute("DELETE FROM dead_letters WHERE source_topic = $1", topic)

@@ -111,3 +111,22 @@ def test_no_key_in_a_repr_or_an_error(tmp_path) -> None:
         for form in (raw.hex(), raw.hex().upper(), repr(raw)):
             assert form not in text
     assert REFRESH_S <= 1.0
+
+
+def test_a_dead_letters_body_and_error_share_its_key_and_stand_in_for_nothing(tmp_path) -> None:
+    ring = FileKeyring(tmp_path, "eu")
+    kek = ring.current()
+    aad = envelope.letter_aad("mdm.eu.upload", 1, 42, uuid.uuid4(), None)
+    (body, error, wrapped), (no_body, error2, _) = envelope.seal_letters(
+        kek, [(aad, b"the body", b"field x: 'a value'"), (aad, None, b"e")])
+    assert no_body is None and error2 != error
+    assert envelope.open_body(ring.kek, aad, body, wrapped, kek.id) == b"the body"
+    assert envelope.open_body(ring.kek, aad, error, wrapped, kek.id,
+                              aad + envelope.ERROR_AAD) == b"field x: 'a value'"
+    with pytest.raises(envelope.SealError):  # the error is not a body, nor the other way round
+        envelope.open_body(ring.kek, aad, error, wrapped, kek.id)
+    with pytest.raises(envelope.SealError):
+        envelope.open_body(ring.kek, aad, body, wrapped, kek.id, aad + envelope.ERROR_AAD)
+    other = envelope.letter_aad("mdm.eu.upload", 1, 43, None, None)
+    with pytest.raises(WrapError):
+        envelope.open_body(ring.kek, other, body, wrapped, kek.id)
