@@ -85,8 +85,9 @@ _REGIONAL_SERVICES = {
                 "the lifecycle topic)",
     "sweeper": "deletes by deadline; measures its region's consumer lag and transit copies "
                "(offsets only)",
-    "gateway": "produces its tenants' uploads to its region, deletion requests to the "
-               "lifecycle topic",
+    "gateway": "produces its tenants' uploads and deletion requests to its region's topics "
+               "(never the global lifecycle topic: onboarding, subscription ends and "
+               "cancellations are the account service's)",
     "devices": "the cloud's device side of its region: sessions, commands, relayed data",
 }
 
@@ -145,7 +146,7 @@ def kafka_acls() -> list[Acl]:
         acls += [Acl(f"User:{sweeper}", Resource.GROUP, f"mdmbus-{r}-", Pattern.PREFIXED,
                      Op.DESCRIBE)]
         acls += _topic(gateway, _regional(TopicKind.UPLOAD, r), Op.WRITE)
-        acls += _topic(gateway, lifecycle, Op.WRITE)
+        acls += _topic(gateway, _regional(TopicKind.DELETION_REQUESTS, r), Op.WRITE)
         for kind in (TopicKind.RELAY, TopicKind.DEVICE_SESSIONS, TopicKind.DEVICE_COMMANDS):
             acls += _topic(devices, _regional(kind, r), Op.WRITE)
     acls += _topic("accounts", lifecycle, Op.WRITE)
@@ -159,7 +160,7 @@ TABLES = {
     "region": ("tenants", "purged_tenants", "records", "device_sessions", "deletion_audit",
                "dead_letters", "erasure_receipts"),
     "directory": ("tenant_directory", "lifecycle_refusals"),
-    "cm": ("relayed_records",),
+    "cm": ("relayed_records", "relay_conflicts"),
 }
 
 
@@ -309,13 +310,16 @@ def pg_grants() -> list[Grant]:
     # The directory holds ids, regions, countries and dates: no personal data.
     grants += [Grant(d, "tenant_directory", role_of("directory-reader"), "SELECT"),
                Grant(d, "lifecycle_refusals", role_of("directory-reader"), "SELECT")]
-    grants += _all(CM_DATABASE, role_of("cm-connector"), ("relayed_records",), "SELECT", "INSERT")
+    grants += _all(CM_DATABASE, role_of("cm-connector"), ("relayed_records", "relay_conflicts"),
+                   "SELECT", "INSERT")
     return sorted(set(grants))
 
 
 def pg_policies() -> list[Policy]:
-    """Row-level security: the gateway sees its caller's tenant only (set per transaction:
-    ``SELECT set_config('mdmbus.tenant', $1, true)``; unset, it sees nothing); a region's
+    """Row-level security: the gateway sees its caller's tenant only (set for the session of
+    the pooled connection it holds for one request: ``SELECT set_config('mdmbus.tenant', $1,
+    false)``, undone by asyncpg's RESET ALL when the connection goes back to the pool; unset,
+    it sees nothing); a region's
     services write only their region's tenants in the directory (the pipeline reads every
     tenant's region there, to refuse a record of another region's tenant as such)."""
     tenant = "tenant_id = nullif(current_setting('mdmbus.tenant', true), '')::uuid"
@@ -415,7 +419,9 @@ def markdown() -> str:
     out += ["", "## Row-level security", "",
             "Tables with a policy have row-level security enabled and forced; a role sees and "
             "changes only the rows its policies allow. The gateway names its caller's tenant "
-            "per transaction (`SELECT set_config('mdmbus.tenant', $1, true)`); unset, it sees "
+            "for the session of the pooled connection it holds for one request (`SELECT "
+            "set_config('mdmbus.tenant', $1, false)`, undone by asyncpg's `RESET ALL` when the "
+            "connection goes back to the pool); unset, it sees "
             "nothing.", "", "| database | table | role | for | rows |", "|---|---|---|---|---|"]
     for p in pg_policies():
         rows = p.using if p.check is None or p.check == p.using else \

@@ -78,6 +78,12 @@ class Metrics:
         self.relay_downloaded = Counter(
             "mdmbus_relay_downloaded_total", "Relay records committed to the CM database and "
             "acknowledged.", ["kind"], registry=r)
+        self.relay_conflicts = Counter(
+            "mdmbus_relay_conflicts_total", "Relay records CM already holds under the same "
+            "tenant and id with a different body: reported, never acknowledged.", registry=r)
+        self.relay_foreign = Counter(
+            "mdmbus_relay_foreign_total", "Relay records downloaded that name a tenant other "
+            "than the connector's: neither stored nor acknowledged.", registry=r)
         self.lifecycle_events = Counter(
             "mdmbus_lifecycle_events_total", "Tenant lifecycle events applied, by kind.",
             ["kind"], registry=r)
@@ -87,6 +93,15 @@ class Metrics:
         self.gateway_request_seconds = Histogram(
             "mdmbus_gateway_request_duration_seconds", "Gateway request latency.",
             ["region", "route"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.gateway_store_busy = Counter(
+            "mdmbus_gateway_store_busy_total", "Requests answered 503 because no database "
+            "connection became free within MDMBUS_GATEWAY_ACQUIRE_TIMEOUT, by region and "
+            "route.", ["region", "route"], registry=r)
+        self.gateway_connections_cut = Counter(
+            "mdmbus_gateway_connections_cut_total", "Client connections the gateway closed to "
+            "protect the others: over_cap (MDMBUS_GATEWAY_MAX_CONNECTIONS open already) or "
+            "slow_headers (no complete request headers within MDMBUS_GATEWAY_HEADER_TIMEOUT).",
+            ["region", "reason"], registry=r)
         self.gateway_tokens_refused = Counter(
             "mdmbus_gateway_tokens_refused_total", "Bearer tokens refused, by reason.",
             ["reason"], registry=r)

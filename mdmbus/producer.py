@@ -16,7 +16,7 @@ Sending is a thin async step over an :class:`aiokafka.AIOKafkaProducer` the call
 from __future__ import annotations
 
 import asyncio
-import json
+from mdmbus import jsonlines
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 
@@ -98,7 +98,9 @@ def parse_line(text: str, line: int, registry: Registry | None = None) -> Produc
     """One JSON line to a Produced record, or the Rejection saying what is wrong with it."""
     registry = registry or default_registry()
     try:
-        item = json.loads(text)
+        item = jsonlines.loads(text)
+    except jsonlines.TooDeep as exc:
+        return Rejection(line, exc.reason, str(exc))
     except ValueError as exc:
         return Rejection(line, INVALID_JSON, f"not JSON: {exc}")
     if not isinstance(item, dict) or set(item) != {"kind", "record"}:

@@ -7,9 +7,9 @@ the same ``MDMBUS_*`` variables. Nothing else in mdmbus reads ``os.environ``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 from mdmbus.errors import ConfigError
 
@@ -106,123 +106,209 @@ def _path(env: Mapping[str, str], name: str, default: Path) -> Path:
     return Path(raw).expanduser().resolve() if raw else default
 
 
+_GATEWAY_PORTS = {"na": 8441, "eu": 8442, "ap": 8443}
+_TENANT_SLOTS = {"write": 4, "relay": 4, "export": 2, "read": 8, "delete": 1}
+
+
 def _default_cache_dir(env: Mapping[str, str]) -> Path:
     base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "mdmbus"
 
 
+Read = Callable[[Mapping[str, str]], Any]
+
+
+def _setting(default: Any = None, *, read: Read, factory: Callable[[], Any] | None = None,
+             secret: bool = False) -> Any:
+    """A field declared with how it is read from the environment: the one place a setting's
+    variable, type, default and bounds are written (``Settings.from_env`` reads every field
+    through its ``read``)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"read": read}, repr=not secret)
+    return field(default=default, metadata={"read": read}, repr=not secret)
+
+
+def text(name: str, default: str = "") -> Any:
+    return _setting(default, read=lambda env: env.get(name) or default)
+
+
+def whole(name: str, default: int, minimum: int | None = None) -> Any:
+    return _setting(default, read=lambda env: int(_number(env, name, default, int, minimum)))
+
+
+def positive(name: str, default: float) -> Any:
+    """A number greater than 0."""
+    return _setting(default, read=lambda env: _float(env, name, default))
+
+
+def nonnegative(name: str, default: float) -> Any:
+    return _setting(default, read=lambda env: _nonneg(env, name, default))
+
+
+def choice(name: str, default: str, choices: tuple[str, ...]) -> Any:
+    return _setting(default, read=lambda env: _choice(env, name, default, choices))
+
+
+def words(name: str, default: tuple[str, ...]) -> Any:
+    """A comma-separated list."""
+    return _setting(default, read=lambda env: tuple(
+        w.strip() for w in env.get(name, ",".join(default)).split(",") if w.strip()))
+
+
+def _optional_path(name: str) -> Read:
+    def read(env: Mapping[str, str]) -> Path | None:
+        raw = env.get(name)
+        return Path(raw).expanduser().resolve() if raw else None
+    return read
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Where the stack lives and how processes reach it."""
+    """Where the stack lives and how processes reach it. Each field is declared once, with the
+    environment variable it is read from, its default and its bounds."""
 
     #: Kafka bootstrap servers. Empty means "the embedded broker on kafka_port".
-    kafka_external: str = ""
+    kafka_external: str = text("MDMBUS_KAFKA_BOOTSTRAP")
     #: A region that is its own Kafka cluster: region -> bootstrap servers
     #: (MDMBUS_KAFKA_BOOTSTRAP_<REGION>); other regions use kafka_bootstrap.
-    kafka_region_bootstraps: Mapping[str, str] = field(default_factory=dict)
-    kafka_port: int = 19092
-    kafka_controller_port: int = 19093
+    kafka_region_bootstraps: Mapping[str, str] = _setting(read=lambda env: _region_bootstraps(env),
+                                                          factory=dict)
+    kafka_port: int = whole("MDMBUS_KAFKA_PORT", 19092, minimum=1)
+    kafka_controller_port: int = whole("MDMBUS_KAFKA_CONTROLLER_PORT", 19093, minimum=1)
     #: The embedded broker's mutual-TLS listener (inter-broker traffic and the provisioning
     #: admin's certificate); 0: kafka_port + 2.
-    kafka_broker_port: int = 0
+    kafka_broker_port: int = whole("MDMBUS_KAFKA_BROKER_PORT", 0, minimum=0)
     #: Where provisioning reaches a broker of your own (compose) with the admin's client
     #: certificate (<state>/pki/admin.crt): its mutual-TLS listener, "host:port". Empty: the
     #: embedded broker's, or SCRAM as admin on a broker of your own.
-    kafka_admin_bootstrap: str = ""
-    kafka_version: str = "4.3.1"
+    kafka_admin_bootstrap: str = text("MDMBUS_KAFKA_ADMIN_BOOTSTRAP")
+    kafka_version: str = text("MDMBUS_KAFKA_VERSION", "4.3.1")
     #: An existing Kafka installation (a directory with libs/*.jar) to run instead of Maven's.
-    kafka_home: Path | None = None
+    kafka_home: Path | None = _setting(None, read=_optional_path("MDMBUS_KAFKA_HOME"))
     #: Kafka broker heap; the embedded broker shares a small machine with PostgreSQL.
-    kafka_heap: str = "768m"
+    kafka_heap: str = text("MDMBUS_KAFKA_HEAP", "768m")
 
-    pg_host: str = "127.0.0.1"
-    pg_port: int = 55432
-    pg_user: str = "postgres"
-    pg_password: str = field(default="", repr=False)
+    pg_host: str = text("MDMBUS_PG_HOST", "127.0.0.1")
+    pg_port: int = whole("MDMBUS_PG_PORT", 55432, minimum=1)
+    pg_user: str = text("MDMBUS_PG_USER", "postgres")
+    pg_password: str = _setting("", read=lambda env: env.get("MDMBUS_PG_PASSWORD", ""),
+                                secret=True)
     #: Connect to PostgreSQL over TLS, verifying the server against the CA (the embedded
     #: server accepts nothing else); off only for a server of your own without TLS.
-    pg_tls: bool = True
+    pg_tls: bool = _setting(True, read=lambda env: _choice(env, "MDMBUS_PG_TLS", "on",
+                                                           ("on", "off")) == "on")
     #: Per-database servers (compose runs one PostgreSQL server per region): database name ->
     #: "host:port", from MDMBUS_PG_SERVER_<DATABASE> (e.g. MDMBUS_PG_SERVER_MDMBUS_NA=pg-na:5432).
-    pg_servers: Mapping[str, str] = field(default_factory=dict)
+    pg_servers: Mapping[str, str] = _setting(read=lambda env: _servers(env), factory=dict)
     #: Where /metrics listens (0.0.0.0 inside a container, so Prometheus can reach it).
-    metrics_addr: str = "127.0.0.1"
+    metrics_addr: str = text("MDMBUS_METRICS_ADDR", "127.0.0.1")
 
     #: Per-user cache of downloaded artifacts (Kafka jars); a second start needs no network.
-    cache_dir: Path = field(default_factory=lambda: _default_cache_dir(os.environ))
+    cache_dir: Path = _setting(read=lambda env: _path(env, "MDMBUS_CACHE_DIR",
+                                                      _default_cache_dir(env)),
+                               factory=lambda: _default_cache_dir(os.environ))
     #: Run-time state of the embedded stack: data, logs, pid files.
-    state_dir: Path = field(default_factory=lambda: _default_state_dir(os.environ))
+    state_dir: Path = _setting(read=lambda env: _path(env, "MDMBUS_STATE_DIR",
+                                                      _default_state_dir(env)),
+                               factory=lambda: _default_state_dir(os.environ))
 
     #: Shared clock: simulated seconds per real second (see mdmbus.clock).
-    clock_speed: float = 1.0
+    clock_speed: float = positive("MDMBUS_CLOCK_SPEED", 1.0)
     #: Shared clock: the real Unix time at which simulated and real time coincided. Every process
     #: of one run must get the same value; 0 means "this process's start".
-    clock_origin: float = 0.0
+    clock_origin: float = nonnegative("MDMBUS_CLOCK_ORIGIN", 0.0)
 
     #: Processes: how many records a store write takes at most, and how long a batch may wait.
-    batch_size: int = 500
-    batch_wait_s: float = 0.05
+    batch_size: int = whole("MDMBUS_BATCH_SIZE", 500, minimum=1)
+    batch_wait_s: float = positive("MDMBUS_BATCH_WAIT", 0.05)
     #: How long a record of an unknown tenant waits for its onboarding to be applied (real s).
-    unknown_tenant_wait_s: float = 2.0
-    #: Sweepers: rows per delete statement, and the pause between sweeps (real seconds).
-    sweep_batch: int = 5000
-    sweep_interval_s: float = 0.5
+    unknown_tenant_wait_s: float = nonnegative("MDMBUS_UNKNOWN_TENANT_WAIT", 2.0)
+    #: Sweepers: rows per delete statement (0 would loop forever on empty batches), and the
+    #: pause between sweeps (real seconds).
+    sweep_batch: int = whole("MDMBUS_SWEEP_BATCH", 5000, minimum=1)
+    sweep_interval_s: float = positive("MDMBUS_SWEEP_INTERVAL", 0.5)
     #: Retention lifecycle (docs/design.md rule 4), in simulated days.
-    retention_days: float = 90.0
-    purge_after_retention_days: float = 30.0
+    retention_days: float = positive("MDMBUS_RETENTION_DAYS", 90.0)
+    purge_after_retention_days: float = positive("MDMBUS_PURGE_AFTER_DAYS", 30.0)
     #: Temporary commands are deleted this long after session expiry (simulated seconds; the
     #: source allows one hour, mdmbus aims at once).
-    command_grace_s: float = 0.0
+    command_grace_s: float = nonnegative("MDMBUS_COMMAND_GRACE", 0.0)
     #: A refused record's body is kept this long for operators (simulated days).
-    dead_letter_days: float = 7.0
+    dead_letter_days: float = positive("MDMBUS_DEAD_LETTER_DAYS", 7.0)
     #: Prometheus /metrics port of this process (0: none).
-    metrics_port: int = 0
+    metrics_port: int = whole("MDMBUS_METRICS_PORT", 0, minimum=0)
     #: Key-encryption keys (docs/design.md section 9): the file keyrings' directory (empty:
     #: <state>/keyring), how often a new KEK becomes current (simulated hours), at most once
     #: per how many real seconds (an accelerated clock would otherwise rotate continuously),
     #: and how long (real seconds) a retired KEK's data keys may take to be re-wrapped.
-    keyring_dir: str = ""
-    kek_rotation_hours: float = 24.0
-    kek_rotation_min_interval_s: float = 10.0
-    kek_rewrap_allowance_s: float = 60.0
+    keyring_dir: str = text("MDMBUS_KEYRING_DIR")
+    kek_rotation_hours: float = positive("MDMBUS_KEK_ROTATION_HOURS", 24.0)
+    kek_rotation_min_interval_s: float = nonnegative("MDMBUS_KEK_ROTATION_MIN_INTERVAL", 10.0)
+    kek_rewrap_allowance_s: float = positive("MDMBUS_KEK_REWRAP_ALLOWANCE", 60.0)
 
     #: The tenants' HTTPS gateway: where it listens, a port per region, and the URL clients
     #: use for each region (MDMBUS_GATEWAY_URL_<REGION>; default https://127.0.0.1:<port>).
-    gateway_addr: str = "127.0.0.1"
-    gateway_ports: Mapping[str, int] = field(
-        default_factory=lambda: {"na": 8441, "eu": 8442, "ap": 8443})
-    gateway_urls: Mapping[str, str] = field(default_factory=dict)
+    gateway_addr: str = text("MDMBUS_GATEWAY_ADDR", "127.0.0.1")
+    gateway_ports: Mapping[str, int] = _setting(
+        read=lambda env: _ports(env, "MDMBUS_GATEWAY_PORT", _GATEWAY_PORTS),
+        factory=lambda: dict(_GATEWAY_PORTS))
+    gateway_urls: Mapping[str, str] = _setting(
+        read=lambda env: {r: u for r, u in _per_region(env, "MDMBUS_GATEWAY_URL", {}).items()
+                          if u}, factory=dict)
     #: Seconds a client has to send a request's body before the gateway answers 408.
-    gateway_body_timeout_s: float = 30.0
+    gateway_body_timeout_s: float = positive("MDMBUS_GATEWAY_BODY_TIMEOUT", 30.0)
+    #: Isolation at the door (services/gateway/guards.py): seconds a request waits for a
+    #: database connection before 503 with Retry-After; seconds one write to a client may take
+    #: (an export nobody reads is cut); seconds a new connection has to send its first
+    #: request's headers; seconds an idle kept-alive connection stays open; connections open
+    #: at once per gateway process; requests in flight per tenant and kind of route
+    #: (MDMBUS_GATEWAY_SLOTS_<KIND>).
+    gateway_acquire_timeout_s: float = positive("MDMBUS_GATEWAY_ACQUIRE_TIMEOUT", 2.0)
+    gateway_write_timeout_s: float = positive("MDMBUS_GATEWAY_WRITE_TIMEOUT", 30.0)
+    gateway_header_timeout_s: float = positive("MDMBUS_GATEWAY_HEADER_TIMEOUT", 10.0)
+    gateway_keepalive_s: float = positive("MDMBUS_GATEWAY_KEEPALIVE", 15.0)
+    gateway_max_connections: int = whole("MDMBUS_GATEWAY_MAX_CONNECTIONS", 1000, minimum=1)
+    gateway_tenant_slots: Mapping[str, int] = _setting(
+        read=lambda env: {k: int(_number(env, f"MDMBUS_GATEWAY_SLOTS_{k.upper()}", v, int,
+                                         minimum=1)) for k, v in _TENANT_SLOTS.items()},
+        factory=lambda: dict(_TENANT_SLOTS))
+    #: JSON nested deeper than this (upload lines, acknowledgements, produce lines) is refused
+    #: with its own reason instead of exhausting the parser's recursion.
+    json_max_depth: int = whole("MDMBUS_JSON_MAX_DEPTH", 64, minimum=2)
     #: Host names the stack's server certificates name besides 127.0.0.1 and localhost
     #: (compose: the gateways' service names).
-    tls_hostnames: tuple[str, ...] = ()
+    tls_hostnames: tuple[str, ...] = words("MDMBUS_TLS_HOSTNAMES", ())
     #: The gateway's TLS certificate chain and key, and the CA clients trust (empty: the
     #: embedded stack's, in <state>/pki).
-    gateway_cert: str = ""
-    gateway_key: str = ""
-    ca_file: str = ""
+    gateway_cert: str = text("MDMBUS_GATEWAY_CERT")
+    gateway_key: str = text("MDMBUS_GATEWAY_KEY")
+    ca_file: str = text("MDMBUS_CA_FILE")
     #: Tokens: the key set the gateway verifies against (a file or an https URL; empty: the
     #: embedded issuer's), the issuer and audience it requires, the algorithms it accepts.
-    jwks: str = ""
-    token_issuer: str = "https://mdmbus.local/issuer"
-    token_audience: str = "mdmbus-gateway"
-    token_algorithms: tuple[str, ...] = ("ES256",)
+    jwks: str = text("MDMBUS_JWKS")
+    token_issuer: str = text("MDMBUS_TOKEN_ISSUER", "https://mdmbus.local/issuer")
+    token_audience: str = text("MDMBUS_TOKEN_AUDIENCE", "mdmbus-gateway")
+    token_algorithms: tuple[str, ...] = words("MDMBUS_TOKEN_ALGORITHMS", ("ES256",))
+    #: The longest lifetime (exp - iat, seconds) a token may claim; a longer one is refused
+    #: whatever its signature, so a leaked long-lived token cannot outlast a rotation.
+    token_max_lifetime_s: float = positive("MDMBUS_TOKEN_MAX_LIFETIME", 24 * 3600.0)
     #: The CM connector: a directory of token files, one per tenant it serves (empty:
     #: <state>/cm/tokens).
-    cm_tokens_dir: str = ""
+    cm_tokens_dir: str = text("MDMBUS_CM_TOKENS")
     #: How clients reach Kafka: "sasl_ssl" (SCRAM-SHA-512 over TLS, the default and the only
     #: listener of the embedded broker) or "plaintext" (a broker of your own without security).
-    kafka_security: str = "sasl_ssl"
+    kafka_security: str = choice("MDMBUS_KAFKA_SECURITY", "sasl_ssl", ("sasl_ssl", "plaintext"))
     #: The Kafka principal operators' tools act as (`mdmbus produce`, `mdmbus smoke`): the
     #: stack's admin unless you name one with less rights (MDMBUS_KAFKA_PRINCIPAL, --principal).
-    kafka_principal: str = "admin"
+    kafka_principal: str = text("MDMBUS_KAFKA_PRINCIPAL", "admin")
     #: The environment's passwords (MDMBUS_PASSWORD_<KIND>_<NAME>); the rest is read from
     #: <state>/credentials/<kind>/<name>, where the embedded stack generates them.
-    passwords: Mapping[str, str] = field(default_factory=dict, repr=False)
+    passwords: Mapping[str, str] = _setting(
+        read=lambda env: {k: v for k, v in env.items() if k.startswith("MDMBUS_PASSWORD_")},
+        factory=dict, secret=True)
 
     #: How long `stack up` waits for each server to answer.
-    start_timeout_s: float = 90.0
+    start_timeout_s: float = positive("MDMBUS_START_TIMEOUT", 90.0)
 
     @property
     def kafka_bootstrap(self) -> str:
@@ -311,66 +397,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Every field from its variable (its default where the variable is unset or empty);
+        a value out of its bounds is refused here, naming the variable."""
         env = os.environ if env is None else env
-        kafka_home = env.get("MDMBUS_KAFKA_HOME")
-        return cls(
-            kafka_external=env.get("MDMBUS_KAFKA_BOOTSTRAP", ""),
-            kafka_region_bootstraps=_region_bootstraps(env),
-            kafka_port=_int(env, "MDMBUS_KAFKA_PORT", cls.kafka_port),
-            kafka_controller_port=_int(env, "MDMBUS_KAFKA_CONTROLLER_PORT", cls.kafka_controller_port),
-            kafka_broker_port=_int(env, "MDMBUS_KAFKA_BROKER_PORT", cls.kafka_broker_port),
-            kafka_admin_bootstrap=env.get("MDMBUS_KAFKA_ADMIN_BOOTSTRAP", ""),
-            kafka_version=env.get("MDMBUS_KAFKA_VERSION", cls.kafka_version),
-            kafka_home=Path(kafka_home).expanduser().resolve() if kafka_home else None,
-            kafka_heap=env.get("MDMBUS_KAFKA_HEAP", cls.kafka_heap),
-            pg_host=env.get("MDMBUS_PG_HOST", cls.pg_host),
-            pg_port=_int(env, "MDMBUS_PG_PORT", cls.pg_port),
-            pg_tls=_choice(env, "MDMBUS_PG_TLS", "on", ("on", "off")) == "on",
-            pg_user=env.get("MDMBUS_PG_USER", cls.pg_user),
-            pg_password=env.get("MDMBUS_PG_PASSWORD", ""),
-            pg_servers=_servers(env),
-            metrics_addr=env.get("MDMBUS_METRICS_ADDR", cls.metrics_addr),
-            cache_dir=_path(env, "MDMBUS_CACHE_DIR", _default_cache_dir(env)),
-            state_dir=_path(env, "MDMBUS_STATE_DIR", _default_state_dir(env)),
-            clock_speed=_float(env, "MDMBUS_CLOCK_SPEED", cls.clock_speed),
-            clock_origin=_nonneg(env, "MDMBUS_CLOCK_ORIGIN", cls.clock_origin),
-            batch_size=_int(env, "MDMBUS_BATCH_SIZE", cls.batch_size),
-            batch_wait_s=_float(env, "MDMBUS_BATCH_WAIT", cls.batch_wait_s),
-            unknown_tenant_wait_s=_nonneg(env, "MDMBUS_UNKNOWN_TENANT_WAIT",
-                                          cls.unknown_tenant_wait_s),
-            sweep_batch=_int(env, "MDMBUS_SWEEP_BATCH", cls.sweep_batch),
-            sweep_interval_s=_float(env, "MDMBUS_SWEEP_INTERVAL", cls.sweep_interval_s),
-            retention_days=_float(env, "MDMBUS_RETENTION_DAYS", cls.retention_days),
-            purge_after_retention_days=_float(env, "MDMBUS_PURGE_AFTER_DAYS",
-                                              cls.purge_after_retention_days),
-            command_grace_s=_nonneg(env, "MDMBUS_COMMAND_GRACE", cls.command_grace_s),
-            dead_letter_days=_float(env, "MDMBUS_DEAD_LETTER_DAYS", cls.dead_letter_days),
-            metrics_port=_int(env, "MDMBUS_METRICS_PORT", cls.metrics_port),
-            keyring_dir=env.get("MDMBUS_KEYRING_DIR", ""),
-            kek_rotation_hours=_float(env, "MDMBUS_KEK_ROTATION_HOURS", cls.kek_rotation_hours),
-            kek_rotation_min_interval_s=_nonneg(env, "MDMBUS_KEK_ROTATION_MIN_INTERVAL",
-                                                cls.kek_rotation_min_interval_s),
-            kek_rewrap_allowance_s=_float(env, "MDMBUS_KEK_REWRAP_ALLOWANCE",
-                                          cls.kek_rewrap_allowance_s),
-            gateway_addr=env.get("MDMBUS_GATEWAY_ADDR", cls.gateway_addr),
-            gateway_ports=_ports(env, "MDMBUS_GATEWAY_PORT", cls().gateway_ports),
-            gateway_urls={r: u for r, u in _per_region(env, "MDMBUS_GATEWAY_URL", {}).items() if u},
-            gateway_body_timeout_s=_float(env, "MDMBUS_GATEWAY_BODY_TIMEOUT",
-                                          cls.gateway_body_timeout_s),
-            tls_hostnames=tuple(h.strip() for h in env.get("MDMBUS_TLS_HOSTNAMES", "").split(",")
-                                if h.strip()),
-            gateway_cert=env.get("MDMBUS_GATEWAY_CERT", ""),
-            gateway_key=env.get("MDMBUS_GATEWAY_KEY", ""),
-            ca_file=env.get("MDMBUS_CA_FILE", ""),
-            jwks=env.get("MDMBUS_JWKS", ""),
-            token_issuer=env.get("MDMBUS_TOKEN_ISSUER", cls.token_issuer),
-            token_audience=env.get("MDMBUS_TOKEN_AUDIENCE", cls.token_audience),
-            token_algorithms=tuple(a.strip() for a in env.get(
-                "MDMBUS_TOKEN_ALGORITHMS", ",".join(cls.token_algorithms)).split(",") if a.strip()),
-            cm_tokens_dir=env.get("MDMBUS_CM_TOKENS", ""),
-            kafka_security=_choice(env, "MDMBUS_KAFKA_SECURITY", cls.kafka_security,
-                                   ("sasl_ssl", "plaintext")),
-            kafka_principal=env.get("MDMBUS_KAFKA_PRINCIPAL") or cls.kafka_principal,
-            passwords={k: v for k, v in env.items() if k.startswith("MDMBUS_PASSWORD_")},
-            start_timeout_s=_float(env, "MDMBUS_START_TIMEOUT", cls.start_timeout_s),
-        )
+        return cls(**{f.name: f.metadata["read"](env) for f in fields(cls)})

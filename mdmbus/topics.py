@@ -59,6 +59,7 @@ class TopicKind(StrEnum):
     DEVICE_COMMANDS = "device.commands"
     DEAD_LETTER = "deadletter"
     TENANT_LIFECYCLE = "tenant.lifecycle"
+    DELETION_REQUESTS = "deletion.requests"
     SMOKE = "smoke"
 
 
@@ -88,6 +89,14 @@ class TopicSpec:
     readers: tuple[str, ...] = ()
     #: What a copy here holds and why it may stay as long as it does, in words.
     copies: str = ""
+    #: The topic kind whose records this one carries, where it is not its own: the contract
+    #: names one topic kind a schema belongs on, and a topic that carries another's records
+    #: (a region's deletion requests are lifecycle records) is checked against that one.
+    carries: TopicKind | None = None
+
+    @property
+    def contract_kind(self) -> TopicKind:
+        return self.carries or self.kind
 
     def name(self, region: str | None = None) -> str:
         if self.regional:
@@ -166,6 +175,15 @@ TOPICS: tuple[TopicSpec, ...] = (
                "region's pipeline reads it; the directory keeps each tenant's state, so a "
                "replay cannot bring a purged tenant back. Not compacted: compaction could drop "
                "an onboarding before it was applied.",
+    ),
+    TopicSpec(
+        TopicKind.DELETION_REQUESTS, key="tenant_id", partitions=3, regional=True,
+        config=_config(retention_ms=6 * _HOUR_MS, segment_ms=_MINUTE_MS), readers=("pipeline",),
+        carries=TopicKind.TENANT_LIFECYCLE,
+        copies="A region's tenants' deletion requests, from that region's gateway only, read by "
+               "that region's pipeline only, which acts on them only for tenants of its region: "
+               "a regional credential cannot reach another region's tenants. Tenant ids and "
+               "times, no personal data; truncated once applied.",
     ),
     TopicSpec(
         TopicKind.SMOKE, key="probe_id", partitions=1, regional=False,

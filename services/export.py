@@ -1,28 +1,39 @@
 """Read and export of a tenant's data (rule 4): allowed while the tenant is active and through
 its read-only retention period, until the purge. Records come back decoded with the contract;
-opaque fields stay opaque bytes."""
+opaque fields stay opaque bytes.
+
+An export is read in pages along the records' key, (tenant, record id), each page its own short
+query: the gateway holds a database connection only while a page is read, never while it
+writes to a client that may read slowly or not at all (docs/design.md rule 8, isolation). A
+record stored or deleted while an export runs is in it or not depending on where the export
+had got to; every record held for the whole export is in it exactly once."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Any, AsyncIterator
+from typing import Any
 
 import asyncpg
 
 from mdmbus.contract import Registry, default_registry
 from mdmbus.services.stores.sealing import open_record
 
-__all__ = ["export_records"]
+__all__ = ["export_page", "EXPORT_PAGE"]
+
+#: Records a page holds.
+EXPORT_PAGE = 500
 
 
-async def export_records(conn: asyncpg.Connection, tenant_id: uuid.UUID,
-                         contract: Registry | None = None,
-                         ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    """Yields (kind, record) for every record of the tenant held in this region store, from a
-    server-side cursor (in the caller's transaction), so an export of any size streams."""
+async def export_page(conn: asyncpg.Connection, tenant_id: uuid.UUID, after: uuid.UUID | None,
+                      limit: int = EXPORT_PAGE, contract: Registry | None = None,
+                      ) -> tuple[list[tuple[str, dict[str, Any]]], uuid.UUID | None]:
+    """(kind, record) of up to ``limit`` held records of the tenant whose ids follow ``after``
+    (None: from the first), in id order, and the id to continue after (None: that was all)."""
     contract = contract or default_registry()
-    async for row in conn.cursor("SELECT tenant_id, record_id, body, wrapped_key, kek_id"
-                                 " FROM records WHERE tenant_id = $1"
-                                 " AND held ORDER BY event_time, record_id",
-                                 tenant_id, prefetch=200):
-        yield contract.codec.decode(open_record(row))
+    rows = await conn.fetch(
+        "SELECT tenant_id, record_id, body, wrapped_key, kek_id FROM records"
+        " WHERE tenant_id = $1 AND held"
+        " AND ($2::uuid IS NULL OR record_id > $2) ORDER BY record_id LIMIT $3",
+        tenant_id, after, limit)
+    page = [contract.codec.decode(open_record(row)) for row in rows]
+    return page, (rows[-1]["record_id"] if len(rows) == limit else None)

@@ -27,7 +27,7 @@ from mdmbus.services.rules.retention import sweep_due_purges
 from mdmbus.services.rotation import Rotation
 from mdmbus.services.stores.expiry import sweep_deadlines
 from mdmbus.services.stores.pools import Stores
-from mdmbus.services.stores.retry import STORE_ERRORS
+from mdmbus.services.stores.retry import STORE_ERRORS, check_outage
 from mdmbus.services.transit_watch import TransitState, TransitWatch
 from mdmbus.settings import Settings
 
@@ -115,6 +115,7 @@ class Sweeper:
             try:
                 await self.sweep_once()
             except STORE_ERRORS as exc:
+                check_outage(exc)
                 log.warning("sweep failed (%s); retrying", exc)
             if self.rotation is not None:
                 for region in self.regions:
@@ -128,6 +129,7 @@ class Sweeper:
                     await self.measure()
                     await self.measure_transit()
                 except STORE_ERRORS + (KafkaError,) as exc:
+                    check_outage(exc)
                     log.warning("measurement failed (%s); retrying", exc)
                 except Exception:  # a fault in a gauge must not stop the deletions
                     log.exception("measurement failed")

@@ -1,6 +1,8 @@
-"""The faust-streaming processors: validate, route by region, store, dead-letter.
-
-``streams.app`` holds the one faust app; each agent module subscribes one topic:
-``ingest`` (upload, relay, commands), ``sessions``, ``lifecycle``, ``acks``. Run them with
-``mdmbus process pipeline`` (a faust worker); scale out with more workers.
+"""The pipeline: each region's record topics consumed in batches (``runtime.py``) through one
+batch template (``batch.py``: classify, route, write, dead letters) and its processors
+(``records.py``: uploads, relay records, commands; ``sessions.py``: device sessions;
+``deletion_requests.py``: a region's deletion requests), committed by ``commit.py`` and
+truncated by ``transit.py``; the global lifecycle topic read by faust's one agent
+(``app.py``, ``lifecycle.py``). Run with ``mdmbus process pipeline``; scale out with more
+workers of a region.
 """

@@ -116,6 +116,7 @@ def _ids(record: Any, key: bytes | None,
         tenant, record_id = _lenient_uuid(env.get("tenant_id")), _lenient_uuid(env.get("record_id"))
     if tenant is None and key is not None and topic_kind in (TopicKind.UPLOAD, TopicKind.RELAY,
                                                               TopicKind.TENANT_LIFECYCLE,
+                                                              TopicKind.DELETION_REQUESTS,
                                                               TopicKind.DEAD_LETTER):
         tenant = _lenient_uuid(key)
     return tenant, record_id
@@ -125,7 +126,7 @@ def classify(registry: Registry, message: Message) -> Accepted | Rejected:
     """The contract's verdict on one message, with where it came from."""
     spec, region = parse_topic(message.topic)
     value, key = message.value, message.key
-    verdict = check_message(registry, value, key, spec.kind)
+    verdict = check_message(registry, value, key, spec.contract_kind)
     if not isinstance(verdict, Refused):
         return Accepted(verdict.kind, verdict.record, value, key, message.topic,
                         message.partition, message.offset, spec.kind, region)

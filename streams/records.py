@@ -10,7 +10,7 @@ from collections import Counter
 from mdmbus.categories import Category, category_of
 from mdmbus.services.rules.refusals import Refusal, keeps_body, message
 from mdmbus.services.rules.session_expiry import COMMAND_FALLBACK
-from mdmbus.services.stores.records import StoreRow, write_records
+from mdmbus.services.stores.records import StoreRow, record_key, write_records
 from mdmbus.streams.batch import Processor, Written, residency_route
 from mdmbus.streams.classify import Accepted, tenant_uuid
 from mdmbus.streams.context import PipelineContext
@@ -50,13 +50,12 @@ async def _write(ctx: PipelineContext, region: str | None, items: list[Accepted]
     m.store_batches.labels(region, "ok").inc()
 
     now = ctx.clock.now()
-    # The store answers with uuid values; the rows hold their ids as text.
-    by_id = {row.record_id: row for row in rows}
-    stored_ids = [str(rid) for rid in outcome.stored]
+    # The store answers with (tenant, id) as text, the rows' own form of a record's identity.
+    by_key = {record_key(row.tenant_id, row.record_id): row for row in rows}
     stored: Counter[str] = Counter()
     latency = {}  # one labelled child per category, not a label lookup per record
-    for rid in stored_ids:
-        row = by_id[rid]
+    for key in outcome.stored:
+        row = by_key[key]
         stored[row.category] += 1
         if row.category not in latency:
             latency[row.category] = m.end_to_end_seconds.labels(row.category)
@@ -64,19 +63,19 @@ async def _write(ctx: PipelineContext, region: str | None, items: list[Accepted]
             max(0.0, ctx.clock.to_real_seconds(now - row.event_time.timestamp())))
     for category, n in stored.items():
         m.records_stored.labels(region, category).inc(n)
-    for category, n in Counter(by_id[str(rid)].category for rid in outcome.duplicates).items():
+    for category, n in Counter(by_key[k].category for k in outcome.duplicates).items():
         m.records_duplicate.labels(region, category).inc(n)
-    for category, n in Counter(by_id[str(rid)].category for rid in outcome.expired).items():
+    for category, n in Counter(by_key[k].category for k in outcome.expired).items():
         m.records_expired.labels(region, category).inc(n)
 
     written = Written()
     if outcome.in_retention or outcome.not_onboarded or outcome.deleted:
-        index = {row.record_id: a for row, a in zip(rows, items)}
-        for ids, reason in ((outcome.in_retention, Refusal.TENANT_IN_RETENTION),
-                            (outcome.not_onboarded, Refusal.TENANT_NOT_ONBOARDED),
-                            (outcome.deleted, Refusal.TENANT_DELETED)):
-            written.refused += [index[str(rid)].refuse(reason, message(reason), keeps_body(reason))
-                                for rid in ids]
+        index = {record_key(row.tenant_id, row.record_id): a for row, a in zip(rows, items)}
+        for keys, reason in ((outcome.in_retention, Refusal.TENANT_IN_RETENTION),
+                             (outcome.not_onboarded, Refusal.TENANT_NOT_ONBOARDED),
+                             (outcome.deleted, Refusal.TENANT_DELETED)):
+            written.refused += [index[k].refuse(reason, message(reason), keeps_body(reason))
+                                for k in keys]
     return written
 
 

@@ -32,10 +32,11 @@ from mode import Service
 
 from mdmbus.connections import kafka_options
 from mdmbus.identities import principal_of
-from mdmbus.services.stores.retry import STORE_ERRORS
+from mdmbus.services.stores.retry import STORE_ERRORS, check_outage
 from mdmbus.streams.batch import BatchTemplate, Prepared
 from mdmbus.streams.commit import Checkpoint
 from mdmbus.streams.context import PipelineContext
+from mdmbus.streams.deletion_requests import deletion_requests_processor
 from mdmbus.streams.records import records_processor
 from mdmbus.streams.sessions import sessions_processor
 from mdmbus.streams.transit import Truncator
@@ -53,6 +54,7 @@ RECORD_TOPICS = {
     TopicKind.RELAY: records_processor,
     TopicKind.DEVICE_COMMANDS: records_processor,
     TopicKind.DEVICE_SESSIONS: sessions_processor,
+    TopicKind.DELETION_REQUESTS: deletion_requests_processor,
 }
 
 #: What became of a batch (RegionRuntime._write).
@@ -227,6 +229,7 @@ class RegionRuntime(Service):
                 self._backoff = _BACKOFF_START_S
                 return WRITTEN
             except STORE_ERRORS as exc:
+                check_outage(exc)
                 log.warning("%s: store not writable (%s); pausing for %.1f s, offsets held",
                             self.region, exc, self._backoff)
                 return STORE_DOWN

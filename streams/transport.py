@@ -1,8 +1,11 @@
 """faust's Kafka transport and monitor, with two changes: the worker consumer's fetch wait,
 and no per-event statistics nobody reads.
 
-faust-streaming 0.15 hard-codes ``fetch_max_wait_ms=1500`` for its worker consumer. The
-pipeline reads six topics, most of them quiet; aiokafka keeps one fetch in flight per broker
+faust-streaming 0.15 hard-codes ``fetch_max_wait_ms=1500`` for its worker consumer, with no
+setting to change it, so the subclass below sets the consumer's private ``_fetch_max_wait_ms``
+after faust builds it (the one private attribute mdmbus touches, pinned with aiokafka). faust's
+consumer reads the global lifecycle topic, quiet most of the time, beside the worker's other
+internal work; aiokafka keeps one fetch in flight per broker
 and leaves partitions with unconsumed records out of it, so a fetch holding only quiet
 partitions parks for the full 1.5 s while the busy ones wait behind it. BENCHMARKS.md
 (latency): p99 1.8 s at half the maximum rate with 1500 ms (first session), 0.12-0.18 s now.

@@ -270,6 +270,14 @@ def pipeline_overview() -> dict[str, Any]:
                    "acknowledgement deletes the cloud copy (delete after download).", "cps",
                    [(f"sum by (kind) (rate(mdmbus_relay_downloaded_total[{RATE}]))", "{{kind}}")],
                    stack=True),
+        timeseries("Relay records CM did not take", "Relay records the CM connector did not "
+                   "acknowledge, per second: conflicts (CM already holds another body under the "
+                   "same tenant and record id) and records naming another tenant than the "
+                   "connector's. Both stay in the cloud until an operator decides; 0 when "
+                   "healthy.", "cps",
+                   [(f"sum(rate(mdmbus_relay_conflicts_total[{RATE}]))", "conflicts"),
+                    (f"sum(rate(mdmbus_relay_foreign_total[{RATE}]))", "another tenant's")],
+                   thresholds=[(None, "green"), (0.0001, "red")]),
         timeseries("Tenant lifecycle events", "Lifecycle events applied per second by kind "
                    "(onboarded, subscription ended, cancelled, device unenrolled, ...).", "cps",
                    [(f"sum by (kind) (rate(mdmbus_lifecycle_events_total[{RATE}]))", "{{kind}}")],
@@ -302,6 +310,15 @@ def pipeline_overview() -> dict[str, Any]:
                    "...). MdmbusTokensRefusedHigh fires above 1 per second for 10 minutes.", "cps",
                    [(f"sum by (reason) (rate(mdmbus_gateway_tokens_refused_total[{RATE}]))",
                      "{{reason}}")], thresholds=[(None, "green"), (1, "red")]),
+        timeseries("Gateway shedding: busy store, cut connections", "Requests answered 503 "
+                   "because no database connection came free within the acquire timeout, and "
+                   "client connections cut (over the connection cap, or headers too slow), per "
+                   "second. Not 0 under attack or overload: the gateway protects the other "
+                   "tenants instead of queueing.", "cps",
+                   [(f"sum by (route) (rate(mdmbus_gateway_store_busy_total[{RATE}]))",
+                     "503 {{route}}"),
+                    (f"sum by (reason) (rate(mdmbus_gateway_connections_cut_total[{RATE}]))",
+                     "cut {{reason}}")]),
         timeseries("Uploads refused by reason", "Records in tenants' uploads refused by the "
                    "gateways per second, by reason (contract violations, foreign_tenant, "
                    "wrong_topic, ...); the other records of the batch are accepted.", "cps",

@@ -7,6 +7,11 @@ acknowledge. A crash anywhere repeats the batch: the CM write stores nothing twi
 gateway serves the records again until they are acknowledged, so a CM offline for any length
 of time loses nothing.
 
+A record is (tenant, record id): ids are the producers' choice. Only ids whose row for this
+tenant CM holds with the very bytes downloaded are acknowledged; an id CM holds with other
+bytes is a conflict (counted, kept in ``relay_conflicts``, logged without values), and a record
+naming another tenant is neither stored nor acknowledged: in both cases the cloud keeps its copy.
+
 The tenants are the token files in MDMBUS_CM_TOKENS (one JSON file a tenant, see
 client.TokenFile), looked at every few seconds: a new file starts a tenant's loop, a changed
 one (a renewed token) is picked up, a removed one stops it.
@@ -40,8 +45,18 @@ log = logging.getLogger("mdmbus.cm_connector")
 _INSERT = """
 INSERT INTO relayed_records (record_id, tenant_id, kind, device_id, event_time, body)
 SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::timestamptz[], $6::bytea[])
-ORDER BY 1
-ON CONFLICT (record_id) DO NOTHING
+ORDER BY 2, 1
+ON CONFLICT (tenant_id, record_id) DO NOTHING
+"""
+#: The ids of the batch CM now holds with the bytes downloaded; in the writing transaction.
+_HELD_AS_SENT = """
+SELECT r.record_id::text FROM relayed_records r
+JOIN unnest($1::uuid[], $2::uuid[], $3::bytea[]) AS b(record_id, tenant_id, body)
+  ON r.tenant_id = b.tenant_id AND r.record_id = b.record_id AND r.body = b.body
+"""
+_CONFLICT = """
+INSERT INTO relay_conflicts (tenant_id, record_id)
+SELECT $1::uuid, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING record_id
 """
 
 
@@ -49,8 +64,10 @@ class TenantConnector:
     """One tenant's connector: download, commit to CM, acknowledge, until stopped."""
 
     def __init__(self, client: GatewayClient, cm: asyncpg.Pool, metrics: Metrics,
-                 contract: Registry | None = None, batch: int = 500, wait_s: float = 5.0) -> None:
+                 tenant_id: uuid.UUID | str, contract: Registry | None = None,
+                 batch: int = 500, wait_s: float = 5.0) -> None:
         self.client = client
+        self.tenant_id = uuid.UUID(str(tenant_id))
         self.cm = cm
         self.metrics = metrics
         self.contract = contract or default_registry()
@@ -70,18 +87,39 @@ class TenantConnector:
         records = await self.client.download(limit=self.batch, wait=self.wait_s)
         if not records:
             return 0
-        rows = [self._row(r) for r in records]
+        decoded = [self._row(r) for r in records]
+        rows = [row for row in decoded if row[1] == self.tenant_id]
+        if len(rows) < len(decoded):
+            self.metrics.relay_foreign.inc(len(decoded) - len(rows))
+            log.error("%d downloaded records name another tenant: not stored, not acknowledged",
+                      len(decoded) - len(rows))
+        if not rows:
+            return len(records)
         columns = [list(c) for c in zip(*rows)]
 
-        async def write() -> None:
-            async with self.cm.acquire() as conn:
+        async def write() -> set[str]:
+            async with self.cm.acquire() as conn, conn.transaction():
                 await conn.execute(_INSERT, *columns)
-        await until_written(write, lambda exc: self.metrics.store_batches.labels("cm", "error").inc())
+                held = {r[0] for r in await conn.fetch(_HELD_AS_SENT, columns[0], columns[1],
+                                                       columns[5])}
+                differing = [r[0] for r in rows if str(r[0]) not in held]
+                if differing:
+                    new = await conn.fetch(_CONFLICT, self.tenant_id, differing)
+                    self.metrics.relay_conflicts.inc(len(new))
+                    log.error("%d relay records conflict with what CM holds under the same id "
+                              "(%d newly): kept in the cloud, not acknowledged", len(differing),
+                              len(new))
+                return held
+        held = await until_written(
+            write, lambda exc: self.metrics.store_batches.labels("cm", "error").inc())
         self.metrics.store_batches.labels("cm", "ok").inc()
+        if not held:
+            return len(records)
         committed = dt.datetime.now(dt.timezone.utc).isoformat()
-        answer = await self.client.ack([str(r[0]) for r in rows], committed)
-        for record in records:
-            self.metrics.relay_downloaded.labels(record["kind"]).inc()
+        answer = await self.client.ack([str(r[0]) for r in rows if str(r[0]) in held], committed)
+        for row in rows:
+            if str(row[0]) in held:
+                self.metrics.relay_downloaded.labels(row[2]).inc()
         if answer["refused"]:
             log.warning("%d acknowledgements refused: %s", len(answer["refused"]),
                         answer["refused"][:3])
@@ -136,7 +174,8 @@ async def run(settings: Settings, stop: asyncio.Event, metrics: Metrics) -> None
                     continue
                 client = GatewayClient(token.gateway, token.token, ssl_context)
                 own_stop = asyncio.Event()
-                task = asyncio.create_task(TenantConnector(client, cm, metrics).run(own_stop))
+                task = asyncio.create_task(TenantConnector(client, cm, metrics,
+                                                               token.tenant_id).run(own_stop))
                 running[path] = (stamp, own_stop, task, client)
             for path in set(running) - seen:
                 await _stop(running.pop(path))

@@ -23,6 +23,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import asyncpg
 from aiohttp import web
 
+from mdmbus import jsonlines
 from mdmbus.clock import Clock
 from mdmbus.codec import CodecError
 from mdmbus.contract import Registry, ValidationError, from_json, to_json
@@ -30,12 +31,14 @@ from mdmbus.contract.limits import MAX_RECORD_BYTES, is_canonical_uuid
 from mdmbus.contract.verdict import Refused, check_message
 from mdmbus.metrics import Metrics
 from mdmbus.producer import prepare_record
-from mdmbus.services.export import export_records
+from mdmbus.services.export import export_page
 from mdmbus.services.gateway.access import allowed
+from mdmbus.services.gateway.guards import (ROUTE_KINDS, SlotsFull, StoreBusy, TenantSlots,
+                                            bounded_acquire)
 from mdmbus.services.gateway.tokens import Caller, TokenError, TokenVerifier
 from mdmbus.services.rules import delete_after_download as relay
 from mdmbus.services.stores import directory
-from mdmbus.services.stores.retry import STORE_ERRORS
+from mdmbus.services.stores.retry import STORE_ERRORS, outage
 from mdmbus.settings import Settings
 from mdmbus.topics import TopicKind, topic_name
 
@@ -64,15 +67,18 @@ class Limits:
 
 
 LIMITS = Limits()
+#: Where a request keeps its tenant's slot until the error middleware releases it.
+_SLOT = "mdmbus.tenant_slot"
 #: Content types of an upload.
 NDJSON = "application/x-ndjson"
 AVRO_BATCH = "application/vnd.mdmbus.avro-batch"
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+    def __init__(self, status: int, code: str, message: str, *,
+                 headers: dict[str, str] | None = None, **extra: Any) -> None:
         super().__init__(message)
-        self.status, self.code, self.extra = status, code, extra
+        self.status, self.code, self.extra, self.headers = status, code, extra, headers
 
 
 @dataclass
@@ -83,19 +89,27 @@ class Gateway:
     region: str
     pool: asyncpg.Pool
     directory_pool: asyncpg.Pool
-    #: A started AIOKafkaProducer on the region's cluster (uploads) and the global one
-    #: (deletion requests on the lifecycle topic).
+    #: A started AIOKafkaProducer on the region's cluster, as the region's gateway: uploads and
+    #: deletion requests, each to the region's own topic.
     producer: Any
-    lifecycle_producer: Any
     verifier: TokenVerifier
     metrics: Metrics
     contract: Registry
     clock: Clock
     limits: Limits = field(default_factory=Limits)
+    #: Requests in flight per tenant and kind of route (shared by the process's regions would
+    #: be wrong: each region's gateway has its own).
+    slots: TenantSlots | None = None
+
+    def __post_init__(self) -> None:
+        if self.slots is None:
+            self.slots = TenantSlots(dict(self.settings.gateway_tenant_slots))
 
     # ------------------------------------------------------------------ plumbing
 
     def caller(self, request: web.Request, route: str) -> Caller:
+        """The token's caller, allowed ``route`` by its role, holding one of its tenant's slots
+        for the route's kind until the request ends (released by the error middleware)."""
         try:
             caller = self.verifier.verify(request.headers.get("Authorization"))
         except TokenError as exc:
@@ -103,6 +117,14 @@ class Gateway:
             raise ApiError(401, "invalid_token", str(exc), reason=exc.reason) from None
         if not allowed(route, caller.role):
             raise ApiError(403, "forbidden", f"role {caller.role!r} may not call {route}")
+        assert self.slots is not None
+        slot = self.slots.hold(caller.tenant, ROUTE_KINDS[route])
+        try:
+            slot.__enter__()
+        except SlotsFull as exc:
+            raise ApiError(429, "too_many_requests", f"{exc}; retry when one has finished",
+                           headers={"Retry-After": "1"}) from None
+        request[_SLOT] = slot
         return caller
 
     @contextlib.asynccontextmanager
@@ -114,7 +136,7 @@ class Gateway:
         another tenant. The setting is the session's, one round trip, and is undone when the
         connection goes back to the pool (asyncpg resets every released connection with
         RESET ALL, and closes one it cannot reset)."""
-        async with pool.acquire() as conn:
+        async with bounded_acquire(pool, self.settings.gateway_acquire_timeout_s) as conn:
             await conn.execute("SELECT set_config('mdmbus.tenant', $1, false)", str(tenant))
             yield conn
 
@@ -185,7 +207,9 @@ class Gateway:
         if len(item) > 4 * MAX_RECORD_BYTES:  # its JSON cannot encode under the limit
             return "oversized", f"a record may hold {MAX_RECORD_BYTES} bytes encoded"
         try:
-            line = json.loads(item)
+            line = jsonlines.loads(item, self.settings.json_max_depth)
+        except jsonlines.TooDeep as exc:
+            return exc.reason, str(exc)
         except ValueError:
             return "invalid_json", "not a JSON value"
         if not isinstance(line, dict) or set(line) != {"kind", "record"}:
@@ -212,7 +236,7 @@ class Gateway:
             raise ApiError(413, "too_many_records", f"an upload may hold {self.limits.records} "
                            "records")
         topic = topic_name(TopicKind.UPLOAD, self.region)
-        accepted, refused, futures = [], [], []
+        accepted, refused, valid = [], [], []
         for index, item in items:
             verdict = self._verdict(item, content_type == AVRO_BATCH)
             if len(verdict) == 2:
@@ -227,15 +251,45 @@ class Gateway:
                 refused.append({"index": index, "reason": "wrong_topic", "message":
                                 f"{kind} records are not uploaded by tenants"})
                 continue
+            valid.append((index, kind, record, value))
+        taken = await self._ids_held(caller.tenant, [str(r["envelope"]["record_id"])
+                                                     for _, _, r, _ in valid])
+        futures, seen = [], set()
+        for index, kind, record, value in valid:
+            record_id = str(record["envelope"]["record_id"])
+            if record_id in taken or record_id in seen:
+                reason = "record_id_taken" if record_id in taken else "repeated_record_id"
+                refused.append({"index": index, "reason": reason, "message":
+                                "the tenant already holds a record with this id" if record_id
+                                in taken else "this record id is given twice in the upload"})
+                continue
+            seen.add(record_id)
             futures.append(await self.producer.send(topic, value=value,
                                                     key=self.contract.key(kind, record)))
-            accepted.append({"index": index, "record_id": str(record["envelope"]["record_id"]),
-                             "kind": kind})
+            accepted.append({"index": index, "record_id": record_id, "kind": kind})
         await asyncio.gather(*futures)  # acks=all: accepted means durable in Kafka
         for r in refused:
             self.metrics.gateway_upload_refused.labels(self.region, r["reason"]).inc()
         return web.json_response({"accepted": accepted, "refused": refused},
                                  status=200 if not refused else 207)
+
+    def _json(self, body: bytes) -> Any:
+        try:
+            return jsonlines.loads(body, self.settings.json_max_depth)
+        except jsonlines.TooDeep as exc:
+            raise ApiError(400, exc.reason, str(exc)) from None
+        except ValueError:
+            raise ApiError(400, "invalid_json", "the body is not JSON") from None
+
+    async def _ids_held(self, tenant: uuid.UUID, record_ids: list[str]) -> set[str]:
+        """The ids among ``record_ids`` the tenant already has a row for (a record, or the
+        tombstone of one delivered to CM): the store would not take them again."""
+        if not record_ids:
+            return set()
+        async with self.as_tenant(self.pool, tenant) as conn:
+            return {r[0] for r in await conn.fetch(
+                "SELECT record_id::text FROM records WHERE tenant_id = $1"
+                " AND record_id = ANY($2::uuid[])", tenant, record_ids)}
 
     # ------------------------------------------------------------------ relay
 
@@ -259,7 +313,7 @@ class Gateway:
     async def relay_ack(self, request: web.Request) -> web.Response:
         caller = self.caller(request, "relay_ack")
         await self.entry(caller)
-        body = _json(await self.body(request))
+        body = self._json(await self.body(request))
         ids_in = body.get("record_ids") if isinstance(body, dict) else None
         if not isinstance(ids_in, list) or len(ids_in) > self.limits.records:
             raise ApiError(400, "bad_request", f"expected {{\"record_ids\": [...]}} with at most "
@@ -287,20 +341,41 @@ class Gateway:
     # ------------------------------------------------------------------ export, status
 
     async def export(self, request: web.Request) -> web.StreamResponse:
+        """Every held record of the tenant, a JSON line each, read page by page
+        (services/export.py): no database connection is held while a page is written, and a
+        client that does not read a page within the write timeout is cut."""
         caller = self.caller(request, "export")
         await self.entry(caller)
-        response = web.StreamResponse(headers={"Content-Type": NDJSON})
+        response = web.StreamResponse(headers={"Content-Type": NDJSON, "Cache-Control": "no-store"})
         await response.prepare(request)
-        count = 0
-        async with self.as_tenant(self.pool, caller.tenant) as conn, \
-                conn.transaction(readonly=True):
-            async for kind, record in export_records(conn, caller.tenant, self.contract):
-                line = {"kind": kind, "record": to_json(self.contract.spec(kind).expanded, record)}
-                await response.write(json.dumps(line).encode() + b"\n")
-                count += 1
+        count, after = 0, None
+        while True:
+            async with self.as_tenant(self.pool, caller.tenant) as conn:
+                page, after = await export_page(conn, caller.tenant, after,
+                                                contract=self.contract)
+            chunk = b"".join(json.dumps({"kind": kind, "record": to_json(
+                self.contract.spec(kind).expanded, record)}).encode() + b"\n"
+                for kind, record in page)
+            await self._write(request, response, chunk)
+            count += len(page)
+            if after is None:
+                break
         await response.write_eof()
         log.info("exported %d records of a tenant in %s", count, self.region)
         return response
+
+    async def _write(self, request: web.Request, response: web.StreamResponse,
+                     chunk: bytes) -> None:
+        """One write to the client, bounded: a client that stops reading is cut (its
+        connection aborted), so its buffers and its tenant's slot come back."""
+        try:
+            async with asyncio.timeout(self.settings.gateway_write_timeout_s):
+                await response.write(chunk)
+        except TimeoutError:
+            if request.transport is not None:
+                request.transport.abort()
+            raise ConnectionResetError("the client did not read within the write timeout") \
+                from None
 
     async def status(self, request: web.Request) -> web.Response:
         caller = self.caller(request, "status")
@@ -320,7 +395,7 @@ class Gateway:
     # ------------------------------------------------------------------ deletion
 
     async def deletion_request(self, request: web.Request) -> web.Response:
-        """A cancellation with a deletion request: sent on the lifecycle topic, applied by the
+        """A deletion request: sent on the region's deletion-request topic, applied by the
         region's pipeline at once (the one path every deletion takes); answered with the
         erasure receipt once the purge is done (202 with its location if it takes longer)."""
         caller = self.caller(request, "deletion_request")
@@ -329,15 +404,15 @@ class Gateway:
         now = self.clock.now_dt()
         record = {"envelope": {"record_id": str(receipt_id), "tenant_id": str(caller.tenant),
                                "device_id": None, "user_id": None, "event_time": now,
-                               "kind": "tenant_subscription_cancelled"},
-                  "deletion_requested": True}
-        produced = prepare_record("tenant_subscription_cancelled", record, self.contract)
+                               "kind": "tenant_deletion_requested"}}
+        produced = prepare_record("tenant_deletion_requested", record, self.contract)
         async with self.as_tenant(self.pool, caller.tenant) as conn:
             await conn.execute(
                 "INSERT INTO erasure_receipts (receipt_id, tenant_id, requested_at)"
                 " VALUES ($1, $2, $3)", receipt_id, caller.tenant, now)
-        await self.lifecycle_producer.send_and_wait(
-            topic_name(TopicKind.TENANT_LIFECYCLE), value=produced.value, key=produced.key)
+        await self.producer.send_and_wait(
+            topic_name(TopicKind.DELETION_REQUESTS, self.region), value=produced.value,
+            key=produced.key)
         deadline = time.monotonic() + self.limits.erasure_seconds
         while time.monotonic() < deadline:
             receipt = await self._receipt(caller.tenant, receipt_id)
@@ -407,11 +482,6 @@ def _safe_message(reason: str, path: str) -> str:
     return f"{reason} at {path}" if path else reason
 
 
-def _json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError:
-        raise ApiError(400, "invalid_json", "the body is not JSON") from None
 
 
 def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
@@ -460,10 +530,15 @@ def build_app(gateway: Gateway) -> web.Application:
         try:
             response = await handler(request)
         except ApiError as exc:
-            headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'} \
-                if exc.status == 401 else None
+            headers = dict(exc.headers or {})
+            if exc.status == 401:
+                headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
             response = web.json_response({"error": exc.code, "message": str(exc), **exc.extra},
                                          status=exc.status, headers=headers)
+        except StoreBusy as exc:  # the region's connections all busy for the bound: not a fault
+            m.gateway_store_busy.labels(gateway.region, route).inc()
+            response = web.json_response({"error": "store_busy", "message": f"{exc}; retry "
+                                          "later"}, status=503, headers={"Retry-After": "1"})
         except web.HTTPException as exc:
             response = web.json_response({"error": exc.reason.lower().replace(" ", "_"),
                                           "message": exc.text or exc.reason}, status=exc.status)
@@ -473,6 +548,9 @@ def build_app(gateway: Gateway) -> web.Application:
             m.gateway_requests.labels(gateway.region, route, "aborted").inc()
             raise
         except STORE_ERRORS as exc:  # the region store away or a lock cycle broken: retry
+            if not outage(exc):  # a certificate no longer trusted: a fault, said as one
+                log.error("%s %s: the region store cannot be reached as configured: %s",
+                          request.method, route, exc)
             log.warning("%s %s: store unavailable (%s)", request.method, route,
                         type(exc).__name__)
             response = web.json_response({"error": "store_unavailable", "message":
@@ -482,6 +560,10 @@ def build_app(gateway: Gateway) -> web.Application:
             log.exception("%s %s failed", request.method, route)
             response = web.json_response({"error": "internal", "message": "internal error"},
                                          status=500)
+        finally:
+            slot = request.get(_SLOT)
+            if slot is not None:
+                request.pop(_SLOT).__exit__(None, None, None)
         m.gateway_requests.labels(gateway.region, route, str(response.status)).inc()
         m.gateway_request_seconds.labels(gateway.region, route).observe(
             time.perf_counter() - started)

@@ -18,6 +18,7 @@ from mdmbus.errors import ConfigError
 from mdmbus.identities import principal_of
 from mdmbus.metrics import Metrics
 from mdmbus.services.gateway.app import Gateway, Limits, build_app
+from mdmbus.services.gateway.guards import ConnectionGuard
 from mdmbus.services.gateway.tokens import REFUSALS, TokenVerifier
 from mdmbus.services.stores.pools import Stores
 from mdmbus.services.stores.retry import until_written
@@ -43,34 +44,42 @@ async def run(settings: Settings, regions: Sequence[str], stop: asyncio.Event,
         lambda: Stores(settings, f"mdmbus-gateway-{'-'.join(regions)}", "gateway").start(regions),
         lambda exc: metrics.store_batches.labels("all", "error").inc())
     verifier = TokenVerifier(settings.jwks_source, settings.token_issuer,
-                             settings.token_audience, settings.token_algorithms)
+                             settings.token_audience, settings.token_algorithms,
+                             max_lifetime_s=settings.token_max_lifetime_s)
     for reason in REFUSALS:  # every refusal reason reads 0 until it happens
         metrics.gateway_tokens_refused.labels(reason)
-    # As the first region's gateway: every region's gateway may write deletion requests.
-    lifecycle = AIOKafkaProducer(**kafka_options(settings, principal_of("gateway", regions[0]),
-                                                 acks="all", enable_idempotence=True))
+    for region in regions:
+        for reason in ("over_cap", "slow_headers"):
+            metrics.gateway_connections_cut.labels(region, reason)
     producers = {r: AIOKafkaProducer(**kafka_options(settings, principal_of("gateway", r), r,
                                                      acks="all", enable_idempotence=True,
                                                      linger_ms=2))
                  for r in regions}
-    await lifecycle.start()
     for producer in producers.values():
         await producer.start()
     runners = []
+    servers: list[asyncio.base_events.Server] = []
     try:
         tls = server_ssl_context(settings)
         contract, clock = default_registry(), Clock.from_settings(settings)
         for region in regions:
             gateway = Gateway(settings, region, stores.region(region), stores.directory_of(region),
-                              producers[region], lifecycle, verifier, metrics, contract, clock,
+                              producers[region], verifier, metrics, contract, clock,
                               Limits(body_seconds=settings.gateway_body_timeout_s))
-            runner = web.AppRunner(build_app(gateway), access_log=None, shutdown_timeout=5)
+            runner = web.AppRunner(build_app(gateway), access_log=None, shutdown_timeout=5,
+                                   keepalive_timeout=settings.gateway_keepalive_s)
             await runner.setup()
-            site = web.TCPSite(runner, settings.gateway_addr, settings.gateway_ports[region],
-                               ssl_context=tls)
+            assert runner.server is not None
+            guard = ConnectionGuard(
+                runner.server, settings.gateway_max_connections,
+                settings.gateway_header_timeout_s,
+                lambda reason, r=region: metrics.gateway_connections_cut.labels(r, reason).inc())
             runners.append(runner)
             try:
-                await site.start()
+                servers.append(await asyncio.get_running_loop().create_server(
+                    guard, settings.gateway_addr, settings.gateway_ports[region], ssl=tls,
+                    ssl_handshake_timeout=settings.gateway_header_timeout_s,
+                    reuse_address=True))
             except OSError as exc:
                 raise ConfigError(
                     f"the gateway of {region} cannot listen on {settings.gateway_addr}:"
@@ -80,8 +89,10 @@ async def run(settings: Settings, regions: Sequence[str], stop: asyncio.Event,
                      settings.gateway_ports[region])
         await stop.wait()
     finally:
+        for server in servers:
+            server.close()
         for runner in runners:
             await runner.cleanup()
-        for producer in [lifecycle, *producers.values()]:
+        for producer in producers.values():
             await producer.stop()
         await stores.close()

@@ -23,7 +23,7 @@ __all__ = ["Caller", "TokenError", "TokenVerifier", "REFUSALS"]
 #: Why a token is refused: the bounded label of mdmbus_gateway_tokens_refused_total.
 REFUSALS = ("missing", "malformed", "unknown_key", "bad_signature", "algorithm_not_allowed",
             "expired", "not_yet_valid", "wrong_issuer", "wrong_audience", "missing_claim",
-            "bad_claim")
+            "bad_claim", "lifetime_too_long")
 
 
 class TokenError(Exception):
@@ -90,12 +90,15 @@ _ERRORS: Sequence[tuple[type, str, str]] = (
 
 class TokenVerifier:
     def __init__(self, jwks: str, issuer: str, audience: str, algorithms: Sequence[str],
-                 leeway_s: float = 30.0) -> None:
+                 leeway_s: float = 30.0, max_lifetime_s: float = 24 * 3600.0) -> None:
         self.keys = _RemoteKeySet(jwks) if jwks.startswith("https://") else _KeySet(jwks)
         self.issuer = issuer
         self.audience = audience
         self.algorithms = list(algorithms)
         self.leeway_s = leeway_s
+        #: A token claiming a longer life (exp - iat) is refused, however well signed: a
+        #: leaked long-lived token would otherwise outlast every rotation.
+        self.max_lifetime_s = max_lifetime_s
 
     def verify(self, authorization: str | None) -> Caller:
         """The caller of a request with this Authorization header; TokenError says why not."""
@@ -122,6 +125,11 @@ class TokenVerifier:
                 if isinstance(exc, cls):
                     raise TokenError(reason, text) from None
             raise TokenError("malformed", "the token is not valid") from None
+        lifetime = claims["exp"] - claims["iat"] \
+            if all(isinstance(claims[c], (int, float)) for c in ("exp", "iat")) else None
+        if lifetime is None or lifetime > self.max_lifetime_s:
+            raise TokenError("lifetime_too_long", f"a token may live at most "
+                                                  f"{self.max_lifetime_s:g} s (exp - iat)")
         tenant, roles = claims["tid"], claims["roles"]
         if not is_canonical_uuid(tenant):
             raise TokenError("bad_claim", "the tid claim is not a tenant id")

@@ -78,7 +78,7 @@ async def acknowledge(conn: asyncpg.Connection, region: str, tenant_id: uuid.UUI
             "  SELECT record_id FROM records WHERE record_id = ANY($1::uuid[])"
             "  AND tenant_id = $2 AND category = 'relay' AND held"
             "  ORDER BY record_id FOR UPDATE) doomed"
-            " WHERE r.record_id = doomed.record_id AND r.held"
+            " WHERE r.tenant_id = $2 AND r.record_id = doomed.record_id AND r.held"
             " RETURNING r.record_id", ids, tenant_id)
         outcome.deleted = sorted(r["record_id"] for r in deleted)
         rest = sorted(set(ids) - set(outcome.deleted))

@@ -27,6 +27,10 @@ class Refusal(StrEnum):
     TENANT_IN_RETENTION = "tenant_in_retention"
     #: Rule 7: the tenant's data was deleted; nothing of it is written again.
     TENANT_DELETED = "tenant_deleted"
+    #: Rule 8: a lifecycle event on a topic whose writer may not send it: a region's
+    #: deletion-request topic carries deletion requests only (onboarding, subscription ends and
+    #: cancellations come from the account service, on the lifecycle topic).
+    NOT_A_DELETION_REQUEST = "not_a_deletion_request"
     #: A fault of the processor on one record, isolated so its neighbours are stored.
     PROCESSING_ERROR = "processing_error"
 
@@ -39,6 +43,9 @@ _MESSAGES = {
                                "move",
     Refusal.TENANT_IN_RETENTION: "tenant is in its read-only retention period: no new writes",
     Refusal.TENANT_DELETED: "the tenant's data was deleted: nothing of it is written again",
+    Refusal.NOT_A_DELETION_REQUEST: "a region's deletion-request topic carries deletion "
+                                    "requests only; other lifecycle events come from the "
+                                    "account service",
     Refusal.PROCESSING_ERROR: "the processor failed on this record",
 }
 

@@ -54,7 +54,8 @@ async def end_subscription(stores: Stores, region: str, tenant_id: uuid.UUID, no
                 # In record_id order, as every writer of several rows locks them.
                 "  SELECT record_id FROM records WHERE tenant_id = $1 AND held"
                 "  AND (deadline IS NULL OR deadline > $2) ORDER BY record_id FOR UPDATE) t"
-                " WHERE r.record_id = t.record_id", tenant_id, purge_at, RETENTION_PURGE)
+                " WHERE r.tenant_id = $1 AND r.record_id = t.record_id",
+                tenant_id, purge_at, RETENTION_PURGE)
             await conn.execute(
                 "UPDATE dead_letters SET deadline = $2 WHERE tenant_id = $1 AND deadline > $2",
                 tenant_id, purge_at)
@@ -82,7 +83,7 @@ async def purge_tenant(conn: asyncpg.Connection, region: str, tenant_id: uuid.UU
                 # By primary key, from the tenant index; the sweeper purges too, and it may
                 # read no body and lock no row (mdmbus/identities.py). A row updated while
                 # the delete waited for it is still deleted (its key did not change).
-                "DELETE FROM records r WHERE r.record_id = ANY(ARRAY("
+                "DELETE FROM records r WHERE r.tenant_id = $1 AND r.record_id = ANY(ARRAY("
                 "  SELECT record_id FROM records WHERE tenant_id = $1 LIMIT $2))"
                 " RETURNING r.record_id, r.category, NOT r.held AS tombstone",
                 tenant_id, batch)

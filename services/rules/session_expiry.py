@@ -73,8 +73,8 @@ async def apply_session_events(conn: asyncpg.Connection, events: Sequence[Sessio
             continue
         await conn.execute(
             "INSERT INTO device_sessions (device_id, tenant_id, session_id, expires_at)"
-            " VALUES ($1, $2, $3, $4) ON CONFLICT (device_id) DO UPDATE SET"
-            " tenant_id = EXCLUDED.tenant_id, session_id = EXCLUDED.session_id,"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, device_id) DO UPDATE SET"
+            " session_id = EXCLUDED.session_id,"
             " expires_at = CASE WHEN device_sessions.session_id = EXCLUDED.session_id"
             "   AND $5 THEN LEAST(device_sessions.expires_at, EXCLUDED.expires_at)"
             "   ELSE EXCLUDED.expires_at END",
@@ -82,9 +82,10 @@ async def apply_session_events(conn: asyncpg.Connection, events: Sequence[Sessio
             ev.event_type not in _OPEN)
         await conn.execute(
             "UPDATE records SET deadline = s.expires_at + make_interval(secs => $3)"
-            " FROM device_sessions s WHERE s.device_id = $1 AND records.device_id = $1"
+            " FROM device_sessions s WHERE s.tenant_id = $4 AND s.device_id = $1"
+            " AND records.tenant_id = $4 AND records.device_id = $1"
             " AND records.category = 'command' AND records.session_id = $2"
             " AND records.held",
-            ev.device_id, ev.session_id, grace_s)
+            ev.device_id, ev.session_id, grace_s, ev.tenant_id)
         applied.append(ev)
     return applied, refused

@@ -28,15 +28,15 @@ async def sweep_deadlines(conn: asyncpg.Connection, region: str, now: dt.datetim
     meanwhile, is not deleted here)."""
     async with conn.transaction():
         records = await conn.fetch(
-            "DELETE FROM records r WHERE r.record_id = ANY(ARRAY("
-            "  SELECT record_id FROM records WHERE deadline <= $1 AND held"
-            "  ORDER BY deadline LIMIT $2)) AND r.deadline <= $1 AND r.held"
+            "DELETE FROM records r WHERE (r.tenant_id, r.record_id) IN ("
+            "  SELECT tenant_id, record_id FROM records WHERE deadline <= $1 AND held"
+            "  ORDER BY deadline LIMIT $2) AND r.deadline <= $1 AND r.held"
             " RETURNING r.record_id, r.category, r.deadline, r.deadline_rule, r.tenant_id",
             now, limit)
         sessions = await conn.fetch(
-            "DELETE FROM device_sessions d WHERE d.device_id = ANY(ARRAY("
-            "  SELECT device_id FROM device_sessions WHERE expires_at <= $1"
-            "  ORDER BY expires_at LIMIT $2)) AND d.expires_at <= $1"
+            "DELETE FROM device_sessions d WHERE (d.tenant_id, d.device_id) IN ("
+            "  SELECT tenant_id, device_id FROM device_sessions WHERE expires_at <= $1"
+            "  ORDER BY expires_at LIMIT $2) AND d.expires_at <= $1"
             " RETURNING d.session_id, d.expires_at, d.tenant_id", now, limit)
         letters = await conn.fetch(
             "DELETE FROM dead_letters d WHERE (d.source_topic, d.source_partition,"

@@ -1,7 +1,7 @@
 """Idempotent batch writes of records into a region store.
 
 One batch is one transaction: COPY into a temporary table, then one INSERT ... SELECT ...
-ON CONFLICT DO NOTHING that keeps only rows of tenants that are onboarded and active. The
+ON CONFLICT (tenant_id, record_id) DO NOTHING that keeps only rows of tenants that are onboarded and active. The
 store, not a cache in the processor, decides whether a tenant may still be written (rule 4),
 so a lifecycle change and a write can never disagree.
 """
@@ -18,7 +18,7 @@ import asyncpg
 from mdmbus.crypto.keyring import Kek
 from mdmbus.services.stores.sealing import sealed_record_tuples
 
-__all__ = ["StoreRow", "WriteOutcome", "write_records", "COLUMNS"]
+__all__ = ["StoreRow", "WriteOutcome", "RecordKey", "record_key", "write_records", "COLUMNS"]
 
 COLUMNS = ("record_id", "tenant_id", "kind", "category", "device_id", "session_id",
            "event_time", "deadline", "deadline_rule", "body", "wrapped_key", "kek_id")
@@ -46,19 +46,30 @@ class StoreRow:
                 self.session_id, self.event_time, self.deadline, self.deadline_rule, self.body)
 
 
+#: A record's identity: (tenant id, record id), both as canonical text. Record ids are chosen by
+#: producers; two tenants may use the same one, and each keeps its record.
+RecordKey = tuple[str, str]
+
+
+def record_key(tenant_id: uuid.UUID | str, record_id: uuid.UUID | str) -> RecordKey:
+    return str(tenant_id), str(record_id)
+
+
 @dataclass(frozen=True)
 class WriteOutcome:
-    stored: list[uuid.UUID]
-    duplicates: list[uuid.UUID]
+    """What became of each row of a batch, by :data:`RecordKey`."""
+
+    stored: list[RecordKey]
+    duplicates: list[RecordKey]
     #: Rows refused because the tenant is in its read-only retention period.
-    in_retention: list[uuid.UUID]
+    in_retention: list[RecordKey]
     #: Rows refused because the tenant is not onboarded in this region.
-    not_onboarded: list[uuid.UUID]
+    not_onboarded: list[RecordKey]
     #: Rows refused because the tenant's data was purged (retention or deletion request).
-    deleted: list[uuid.UUID]
+    deleted: list[RecordKey]
     #: Rows not stored because they arrived past their deadline (a command of an expired
     #: session): nothing to keep, nothing to refuse.
-    expired: list[uuid.UUID]
+    expired: list[RecordKey]
 
 
 _CREATE_INCOMING = """
@@ -71,7 +82,7 @@ CREATE TEMP TABLE IF NOT EXISTS incoming (
 
 _INSERT = """
 WITH candidates AS (
-    SELECT DISTINCT ON (i.record_id)
+    SELECT DISTINCT ON (i.tenant_id, i.record_id)
            i.record_id, i.tenant_id, i.kind, i.category, i.device_id, i.session_id,
            i.event_time, i.deadline_rule, i.body, i.wrapped_key, i.kek_id,
            CASE WHEN i.category = 'command'
@@ -80,8 +91,9 @@ WITH candidates AS (
     FROM incoming i
     JOIN tenants t ON t.tenant_id = i.tenant_id AND t.state = 'active'
     LEFT JOIN device_sessions s
-           ON i.category = 'command' AND s.device_id = i.device_id AND s.session_id = i.session_id
-    ORDER BY i.record_id
+           ON i.category = 'command' AND s.tenant_id = i.tenant_id
+          AND s.device_id = i.device_id AND s.session_id = i.session_id
+    ORDER BY i.tenant_id, i.record_id
 ), ins AS (
     INSERT INTO records (record_id, tenant_id, kind, category, device_id, session_id,
                          event_time, stored_at, deadline, deadline_rule, body, wrapped_key, kek_id)
@@ -91,16 +103,17 @@ WITH candidates AS (
     -- A record already past its deadline is not stored: a command whose session has expired
     -- (and a replayed one the sweeper has deleted since) must not come back.
     WHERE deadline IS NULL OR deadline > $1
-    ORDER BY record_id
-    ON CONFLICT (record_id) DO NOTHING
-    RETURNING record_id
+    ORDER BY tenant_id, record_id
+    ON CONFLICT (tenant_id, record_id) DO NOTHING
+    RETURNING tenant_id, record_id
 )
-SELECT i.record_id, ins.record_id IS NOT NULL AS stored,
+SELECT i.tenant_id::text AS tenant_id, i.record_id::text AS record_id,
+       ins.record_id IS NOT NULL AS stored,
        COALESCE(c.deadline <= $1, false) AS expired,
        COALESCE(t.state, CASE WHEN p.tenant_id IS NOT NULL THEN 'purged' END) AS state
 FROM incoming i
-LEFT JOIN ins ON ins.record_id = i.record_id
-LEFT JOIN candidates c ON c.record_id = i.record_id
+LEFT JOIN ins ON ins.tenant_id = i.tenant_id AND ins.record_id = i.record_id
+LEFT JOIN candidates c ON c.tenant_id = i.tenant_id AND c.record_id = i.record_id
 LEFT JOIN tenants t ON t.tenant_id = i.tenant_id
 LEFT JOIN purged_tenants p ON p.tenant_id = i.tenant_id
 """
@@ -117,9 +130,9 @@ async def write_records(conn: asyncpg.Connection, rows: Sequence[StoreRow], now:
         await conn.execute(_CREATE_INCOMING)
         await conn.copy_records_to_table("incoming", records=sealed_record_tuples(rows, kek),
                                          columns=COLUMNS)
-        seen: set[uuid.UUID] = set()
+        seen: set[RecordKey] = set()
         for rec in await conn.fetch(_INSERT, now, command_grace_s):
-            rid = rec["record_id"]
+            rid = (rec["tenant_id"], rec["record_id"])
             if rid in seen:  # the same record twice in one batch: stored once
                 duplicates.append(rid)
                 continue

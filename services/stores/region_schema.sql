@@ -25,8 +25,10 @@ CREATE TABLE IF NOT EXISTS purged_tenants (
 -- opaque: the body is never decoded for storage). body IS NULL marks a relay record deleted
 -- after download whose id is kept (with its tenant, nothing else) so that a replay or a
 -- re-send cannot store it again; the tenant's purge deletes it.
+-- A record is (tenant, record id): ids are chosen by producers, and two tenants may pick the
+-- same one without either losing its record.
 CREATE TABLE IF NOT EXISTS records (
-    record_id     uuid PRIMARY KEY,
+    record_id     uuid NOT NULL,
     tenant_id     uuid NOT NULL,
     kind          text NOT NULL,          -- schema kind: U1..U14, R1..R6, inventory_cache, device_command, ...
     category      text NOT NULL,          -- upload | relay | inventory_cache | command
@@ -37,24 +39,47 @@ CREATE TABLE IF NOT EXISTS records (
     stored_at_real timestamptz NOT NULL DEFAULT clock_timestamp(),
     deadline      timestamptz,            -- NULL: kept until the tenant's purge
     deadline_rule text,
-    body          bytea
+    body          bytea,
+    PRIMARY KEY (tenant_id, record_id)
 );
+-- Stores made before records were keyed by tenant: the key widens in place (every existing id
+-- is unique on its own, so it is unique with its tenant). The tenant index is the key's prefix.
+DO $$
+BEGIN
+    IF (SELECT array_length(conkey, 1) FROM pg_constraint
+        WHERE conrelid = 'records'::regclass AND contype = 'p') = 1 THEN
+        ALTER TABLE records DROP CONSTRAINT records_pkey,
+            ADD CONSTRAINT records_pkey PRIMARY KEY (tenant_id, record_id);
+    END IF;
+END $$;
+DROP INDEX IF EXISTS records_tenant;
 -- Whether the row holds data: what the sweeper may know of a row, which may never read a body.
 ALTER TABLE records ADD COLUMN IF NOT EXISTS held boolean GENERATED ALWAYS AS (body IS NOT NULL) STORED;
 DROP INDEX IF EXISTS records_deadline;
 CREATE INDEX IF NOT EXISTS records_deadline_held ON records (deadline) WHERE deadline IS NOT NULL AND held;
-CREATE INDEX IF NOT EXISTS records_tenant ON records (tenant_id);
-CREATE INDEX IF NOT EXISTS records_device ON records (device_id, category) WHERE device_id IS NOT NULL;
+DROP INDEX IF EXISTS records_device;
+CREATE INDEX IF NOT EXISTS records_tenant_device ON records (tenant_id, device_id, category)
+    WHERE device_id IS NOT NULL;
 
 -- Active device sessions (temporary data, rule 3): commands live until expires_at.
+-- Keyed by (tenant, device): device ids are the producers' too.
 CREATE TABLE IF NOT EXISTS device_sessions (
-    device_id   uuid PRIMARY KEY,
+    device_id   uuid NOT NULL,
     tenant_id   uuid NOT NULL,
     session_id  uuid NOT NULL,
-    expires_at  timestamptz NOT NULL
+    expires_at  timestamptz NOT NULL,
+    PRIMARY KEY (tenant_id, device_id)
 );
+DO $$
+BEGIN
+    IF (SELECT array_length(conkey, 1) FROM pg_constraint
+        WHERE conrelid = 'device_sessions'::regclass AND contype = 'p') = 1 THEN
+        ALTER TABLE device_sessions DROP CONSTRAINT device_sessions_pkey,
+            ADD CONSTRAINT device_sessions_pkey PRIMARY KEY (tenant_id, device_id);
+    END IF;
+END $$;
 CREATE INDEX IF NOT EXISTS device_sessions_expires ON device_sessions (expires_at);
-CREATE INDEX IF NOT EXISTS device_sessions_tenant ON device_sessions (tenant_id);
+DROP INDEX IF EXISTS device_sessions_tenant;
 
 -- Every deletion, counted by rule, region and category: ids and counts, never the data.
 CREATE TABLE IF NOT EXISTS deletion_audit (

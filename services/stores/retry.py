@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from typing import Awaitable, Callable, TypeVar
 
 import asyncpg
 
-__all__ = ["until_written", "STORE_ERRORS"]
+__all__ = ["until_written", "STORE_ERRORS", "StoreMisconfigured", "outage"]
 
 T = TypeVar("T")
 log = logging.getLogger("mdmbus.store")
@@ -24,6 +25,33 @@ STORE_ERRORS = (OSError, asyncio.TimeoutError, asyncpg.PostgresConnectionError,
                 asyncpg.exceptions.DeadlockDetectedError,
                 asyncpg.exceptions.SerializationError)
 
+#: TLS failures that are how a connection dies when its server restarts (an outage), as
+#: opposed to the server's certificate no longer being trusted (a fault of configuration).
+_TLS_OUTAGES = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+
+
+class StoreMisconfigured(Exception):
+    """A store fault that waiting will not mend: its certificate is not trusted (or ours is
+    refused), a file the connection needs is missing or unreadable. Raised with the reason, so
+    the process stops and says why instead of retrying forever as "store not writable"."""
+
+
+def outage(exc: BaseException) -> bool:
+    """Whether ``exc`` (one of STORE_ERRORS) is an outage worth waiting out. OSError is in
+    STORE_ERRORS because a refused, reset or unresolvable connection is one, and asyncio may
+    raise a bare OSError for a connect that failed on every address; TLS and file faults are
+    OSErrors too, and are not."""
+    if isinstance(exc, ssl.SSLError):
+        return isinstance(exc, _TLS_OUTAGES)
+    return not isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError))
+
+
+def check_outage(exc: BaseException) -> None:
+    """Raises StoreMisconfigured for a fault that is not an outage; returns for one that is."""
+    if not outage(exc):
+        raise StoreMisconfigured(f"the store cannot be reached as configured: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+
 
 async def until_written(write: Callable[[], Awaitable[T]], on_error: Callable[[BaseException], None],
                         max_backoff_s: float = 5.0) -> T:
@@ -32,6 +60,7 @@ async def until_written(write: Callable[[], Awaitable[T]], on_error: Callable[[B
         try:
             return await write()
         except STORE_ERRORS as exc:
+            check_outage(exc)
             on_error(exc)
             log.warning("store not writable (%s); retrying in %.1f s, offsets held", exc, delay)
             await asyncio.sleep(delay)

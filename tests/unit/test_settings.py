@@ -28,6 +28,14 @@ def test_environment_overrides_and_external_broker():
     ("MDMBUS_CLOCK_SPEED", "fast", "is not a number"),
     ("MDMBUS_CLOCK_SPEED", "0", "must be greater than 0"),
     ("MDMBUS_COMMAND_GRACE", "-1", "must be at least 0"),
+    # 0 would make the sweeper and a purge loop forever on empty batches.
+    ("MDMBUS_SWEEP_BATCH", "0", "must be at least 1"),
+    ("MDMBUS_BATCH_SIZE", "0", "must be at least 1"),
+    ("MDMBUS_GATEWAY_MAX_CONNECTIONS", "0", "must be at least 1"),
+    ("MDMBUS_GATEWAY_SLOTS_EXPORT", "0", "must be at least 1"),
+    ("MDMBUS_GATEWAY_ACQUIRE_TIMEOUT", "0", "must be greater than 0"),
+    ("MDMBUS_TOKEN_MAX_LIFETIME", "-5", "must be greater than 0"),
+    ("MDMBUS_JSON_MAX_DEPTH", "1", "must be at least 2"),
 ])
 def test_bad_values_are_named(name, value, message):
     with pytest.raises(ConfigError, match=f"{name}='{value}' {message}"):

@@ -57,5 +57,5 @@ def test_the_worker_runs_a_record_runtime_per_region():
     runtimes = [s for s in worker.services if isinstance(s, RegionRuntime)]
     assert [r.region for r in runtimes] == ["na", "eu", "ap"]
     assert runtimes[1].topics == ["mdm.eu.upload", "mdm.eu.relay", "mdm.eu.device.commands",
-                                  "mdm.eu.device.sessions"]
+                                  "mdm.eu.device.sessions", "mdm.eu.deletion.requests"]
     assert runtimes[1].group == "mdmbus-eu-pipeline"

@@ -1,0 +1,244 @@
+"""One tenant attacks its region's gateway; another tenant of the region is the victim.
+
+    python -m bench.gateway_isolation [--region eu] [--rows 20000] [--slow 1000]
+                                      [--seconds 30] [--running-gateway]
+
+Two tenants are onboarded straight into the stores (bench.support.onboard_tenants); the
+attacker holds --rows upload records (an export of megabytes), the victim a few relay records
+that are put back after each download. The gateway is a real process started by this benchmark
+(or the one already listening, with --running-gateway).
+
+Three phases of --seconds each, in one run: before (victim alone), attack, after. During the
+attack the attacker keeps its exports open and unread (as many as it may start, re-opened as
+they are cut) and --slow other connections complete TLS and send nothing (slowloris). All the
+time the victim calls, in a loop: status, a relay download of 10, an upload of one record. The
+victim's CM connector role (download) is part of the loop: it must keep draining.
+
+Prints the victim's p50 / p99 / max latency per phase, the attack's p99 over the one before
+(target <= 2x), failures and 429/503 answers, and the gateway's resident memory before, at
+the end of the attack and after (target: after within 20 % of before).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import random
+import ssl
+import time
+import uuid
+
+from mdmbus.categories import Category
+from mdmbus.contract import default_registry, to_json
+from mdmbus.regions import REGIONS
+from mdmbus.services.connector.client import GatewayClient, GatewayError, client_ssl_context
+from mdmbus.services.simulators.records import RecordFactory
+from mdmbus.settings import Settings
+from mdmbus.stack import issuer
+from bench.support import (check_stack, delete_tenants, launcher, listening, onboard_tenants,
+                           open_stores, parser as make_parser, percentile, rss_mb, run_cli, say,
+                           start_gateway, table)
+
+__all__ = ["main"]
+
+P99_TARGET = 2.0
+MEMORY_TARGET = 0.20
+COLUMNS = ["record_id", "tenant_id", "kind", "category", "event_time", "stored_at", "body"]
+
+
+def _rows(tenant: uuid.UUID, kind: str, category: str, n: int, seed: int) -> list[tuple]:
+    contract = default_registry()
+    factory = RecordFactory(seed, contract)
+    now = dt.datetime.now(dt.timezone.utc)
+    out = []
+    for _ in range(n):
+        record = factory.make(kind, str(tenant), int(now.timestamp() * 1000),
+                              device_id=str(uuid.uuid4()) if category == "relay" else None)
+        out.append((uuid.UUID(record["envelope"]["record_id"]), tenant, kind, category, now, now,
+                    contract.codec.encode(kind, record)))
+    return out
+
+
+class Victim:
+    """The victim's loop: status, relay download, upload; every call's latency and outcome."""
+
+    def __init__(self, client: GatewayClient, tenant: uuid.UUID, seed: int) -> None:
+        self.client, self.tenant = client, tenant
+        self.factory = RecordFactory(seed)
+        self.contract = default_registry()
+        self.samples: list[tuple[float, float, str]] = []  # (when, seconds, outcome)
+
+    async def one(self, call) -> None:
+        started = time.monotonic()
+        try:
+            await asyncio.wait_for(call(), 30)
+            outcome = "ok"
+        except GatewayError as exc:
+            outcome = str(exc.status)
+        except (asyncio.TimeoutError, OSError) as exc:
+            outcome = type(exc).__name__
+        self.samples.append((started, time.monotonic() - started, outcome))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            record = self.factory.make("U12", str(self.tenant), int(time.time() * 1000))
+            line = {"kind": "U12", "record": to_json(self.contract.spec("U12").expanded, record)}
+            await self.one(self.client.status)
+            await self.one(lambda: self.client.download(limit=10))
+            await self.one(lambda: self.client.upload([line]))
+
+
+async def _unread_export(ctx: ssl.SSLContext, port: int, token: str):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    writer.write(f"GET /v1/export HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+                 .encode())
+    await writer.drain()
+    return writer
+
+
+async def attack(ctx: ssl.SSLContext, port: int, token: str, slow: int,
+                 stop: asyncio.Event) -> dict[str, int]:
+    """Unread exports (4 at a time, re-opened every second) and ``slow`` silent connections
+    (re-opened as they are cut), until ``stop``."""
+    counts = {"exports opened": 0, "slow opened": 0}
+    open_writers: list[asyncio.StreamWriter] = []
+
+    async def silent() -> None:
+        while not stop.is_set():
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+            except (OSError, ssl.SSLError):
+                await asyncio.sleep(0.5)
+                continue
+            counts["slow opened"] += 1
+            try:
+                read = asyncio.ensure_future(reader.read())
+                stopped = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({read, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                read.cancel()
+                stopped.cancel()
+            except (OSError, ssl.SSLError):
+                pass
+            finally:
+                writer.close()
+
+    tasks = [asyncio.create_task(silent()) for _ in range(slow)]
+    try:
+        while not stop.is_set():
+            for _ in range(4):
+                try:
+                    open_writers.append(await _unread_export(ctx, port, token))
+                    counts["exports opened"] += 1
+                except (OSError, ssl.SSLError):
+                    pass
+            try:
+                await asyncio.wait_for(stop.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        for writer in open_writers:
+            writer.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return counts
+
+
+async def run(args: argparse.Namespace) -> None:
+    settings = Settings.from_env()
+    region = args.region
+    await check_stack(settings, [region])
+    seed = random.SystemRandom().getrandbits(32)
+    stores = await open_stores(settings, [region], max_size=2)
+    now = dt.datetime.now(dt.timezone.utc)
+    tenants = await onboard_tenants(stores, 2, now, random.Random(seed), [region])
+    attacker, victim_id = (uuid.UUID(t) for t in tenants.ids)
+    procs = key = None
+    ctx = client_ssl_context(settings.ca_path)
+    port = settings.gateway_ports[region]
+    client = None
+    phases: dict[str, tuple[float, float]] = {}
+    memory: dict[str, float | None] = {}
+    try:
+        pool = stores.region(region)
+        await pool.copy_records_to_table("records", records=_rows(
+            attacker, "U12", Category.UPLOAD.value, args.rows, seed), columns=COLUMNS)
+        relay = _rows(victim_id, "R1", Category.RELAY.value, 50, seed + 1)
+        await pool.copy_records_to_table("records", records=relay, columns=COLUMNS)
+        if not args.running_gateway:
+            procs = launcher(settings, "gateway-isolation")
+            key = await start_gateway(procs, settings, region)
+        elif not listening(port):
+            raise SystemExit(f"--running-gateway: nothing listens on {port}")
+        pid = procs.procs[key].pid if procs else None
+        client = GatewayClient(settings.gateway_url(region),
+                               issuer(settings).issue(str(victim_id), "connector", 3600), ctx)
+        victim = Victim(client, victim_id, seed)
+        token = issuer(settings).issue(str(attacker), "auditor", 3600)
+        await client.status()
+
+        for phase in ("before", "attack", "after"):
+            say(f"{phase}: {args.seconds} s")
+            if pid:
+                memory[f"{phase} (start)"] = rss_mb(pid)
+            stop = asyncio.Event()
+            started = time.monotonic()
+            jobs = [asyncio.create_task(victim.run(stop))]
+            if phase == "attack":
+                jobs.append(asyncio.create_task(attack(ctx, port, token, args.slow, stop)))
+            await asyncio.sleep(args.seconds)
+            if pid and phase == "attack":
+                memory["attack (end)"] = rss_mb(pid)
+            stop.set()
+            results = await asyncio.gather(*jobs)
+            if phase == "attack":
+                say(f"attack: {results[1]}")
+            phases[phase] = (started, time.monotonic())
+        if pid:
+            memory["after (end)"] = rss_mb(pid)
+    finally:
+        if client is not None:
+            await client.close()
+        if procs is not None:
+            procs.stop()
+        await delete_tenants(stores, tenants)
+        await stores.close()
+
+    rows, p99 = [], {}
+    for phase, (t0, t1) in phases.items():
+        s = [(d, o) for (w, d, o) in victim.samples if t0 <= w < t1]
+        ms = [1000 * d for d, _ in s]
+        bad = sum(1 for _, o in s if o != "ok")
+        p99[phase] = percentile(ms, 99)
+        rows.append((phase, len(s), percentile(ms, 50), p99[phase], max(ms), bad,
+                     ", ".join(sorted({o for _, o in s if o != "ok"})) or "-"))
+    table(["phase", "victim calls", "p50 ms", "p99 ms", "max ms", "not ok", "answers"], rows,
+          title=f"victim tenant in {region} (status, relay download, upload in a loop)")
+    ratio = p99["attack"] / p99["before"]
+    print(f"victim p99 under attack / before: {ratio:.2f} "
+          f"({'meets' if ratio <= P99_TARGET else 'ABOVE'} the target of {P99_TARGET}x)")
+    if memory:
+        table(["when", "gateway RSS MB"], [(k, v) for k, v in memory.items()],
+              title="gateway memory")
+        before, after = memory.get("before (start)"), memory.get("after (end)")
+        if before and after:
+            growth = after / before - 1
+            print(f"gateway memory after / before: {after / before:.2f} "
+                  f"({'meets' if growth <= MEMORY_TARGET else 'ABOVE'} the target of "
+                  f"+{MEMORY_TARGET:.0%})")
+
+
+def main() -> None:
+    parser = make_parser("bench.gateway_isolation", __doc__)
+    parser.add_argument("--region", choices=REGIONS, default="eu")
+    parser.add_argument("--rows", type=int, default=20_000, help="the attacker's records")
+    parser.add_argument("--slow", type=int, default=1000, help="silent connections at once")
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of each phase")
+    parser.add_argument("--running-gateway", action="store_true",
+                        help="use the gateway already listening on the region's port")
+    run_cli(run, parser)
+
+
+if __name__ == "__main__":
+    main()
