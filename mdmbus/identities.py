@@ -275,12 +275,14 @@ def pg_database_privileges() -> list[tuple[str, str, str]]:
     return sorted(out)
 
 
-#: Columns of records the sweeper may read: no body, ever.
+#: Columns of records the sweeper may read: no body, ever. It re-wraps data keys under a new
+#: KEK (services/rotation.py), so it reads and writes the wrapped keys and their KEK ids.
 _RECORD_META = ("record_id", "tenant_id", "category", "deadline", "deadline_rule", "held",
-                "stored_at_real")
+                "stored_at_real", "wrapped_key", "kek_id")
 _LETTER_META = ("source_topic", "source_partition", "source_offset", "tenant_id", "record_id",
-                "deadline", "body_kept")
+                "deadline", "body_kept", "wrapped_key", "kek_id")
 _LETTER_COUNTS = ("tenant_id", "reason", "stored_at", "deadline", "body_kept")
+_WRAPPED = ("wrapped_key", "kek_id")
 
 
 def _all(database: str, role: str, tables: tuple[str, ...], *privileges: str) -> list[Grant]:
@@ -302,8 +304,10 @@ def pg_grants() -> list[Grant]:
         grants += _all(d, pipeline, ("lifecycle_refusals",), "SELECT", "INSERT")
         # The sweeper: what a deadline or a purge needs, no body.
         grants += [Grant(db, "records", sweeper, "SELECT", _RECORD_META),
+                   Grant(db, "records", sweeper, "UPDATE", _WRAPPED),
                    Grant(db, "records", sweeper, "DELETE"),
                    Grant(db, "dead_letters", sweeper, "SELECT", _LETTER_META),
+                   Grant(db, "dead_letters", sweeper, "UPDATE", _WRAPPED),
                    Grant(db, "dead_letters", sweeper, "DELETE")]
         grants += _all(db, sweeper, ("tenants", "device_sessions"), "SELECT", "DELETE")
         grants += _all(db, sweeper, ("purged_tenants",), "SELECT", "INSERT")

@@ -125,6 +125,26 @@ class Metrics:
         self.transit_readable_past_bound = Gauge(
             "mdmbus_transit_readable_past_bound", "Processed copies readable in a transit topic "
             "for longer than its bound (mdmbus/topics.py). Must read 0.", ["topic"], registry=r)
+        # Cryptographic erasure (docs/design.md section 9): ids and counts, never a key.
+        self.rows_past_kek_retirement = Gauge(
+            "mdmbus_rows_past_kek_retirement", "Live rows whose data key is still wrapped under "
+            "a KEK retired longer ago than the re-wrap allowance, or destroyed. Must read 0.",
+            ["region"], registry=r)
+        self.rows_unsealed = Gauge(
+            "mdmbus_rows_unsealed", "Live rows stored before bodies were sealed (`mdmbus crypto "
+            "upgrade` seals them). Must read 0 after the upgrade.", ["region"], registry=r)
+        self.kek_rotations = Counter(
+            "mdmbus_kek_rotations_total", "Times a new KEK became current.", ["region"],
+            registry=r)
+        self.kek_destroyed = Counter(
+            "mdmbus_kek_destroyed_total", "Retired KEKs destroyed once nothing live was "
+            "wrapped under them.", ["region"], registry=r)
+        self.kek_rewrapped = Counter(
+            "mdmbus_kek_rewrapped_total", "Data keys re-wrapped under the current KEK.",
+            ["region"], registry=r)
+        self.kek_age_seconds = Gauge(
+            "mdmbus_kek_age_seconds", "Real seconds since the current KEK became current.",
+            ["region"], registry=r)
 
 
     def prime(self, stores: Iterable[str], rules: Iterable[str] = ()) -> "Metrics":

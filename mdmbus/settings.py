@@ -241,6 +241,14 @@ class Settings:
     dead_letter_days: float = positive("MDMBUS_DEAD_LETTER_DAYS", 7.0)
     #: Prometheus /metrics port of this process (0: none).
     metrics_port: int = whole("MDMBUS_METRICS_PORT", 0, minimum=0)
+    #: Key-encryption keys (docs/design.md section 9): the file keyrings' directory (empty:
+    #: <state>/keyring), how often a new KEK becomes current (simulated hours), at most once
+    #: per how many real seconds (an accelerated clock would otherwise rotate continuously),
+    #: and how long (real seconds) a retired KEK's data keys may take to be re-wrapped.
+    keyring_dir: str = text("MDMBUS_KEYRING_DIR")
+    kek_rotation_hours: float = positive("MDMBUS_KEK_ROTATION_HOURS", 24.0)
+    kek_rotation_min_interval_s: float = nonnegative("MDMBUS_KEK_ROTATION_MIN_INTERVAL", 10.0)
+    kek_rewrap_allowance_s: float = positive("MDMBUS_KEK_REWRAP_ALLOWANCE", 60.0)
 
     #: The tenants' HTTPS gateway: where it listens, a port per region, and the URL clients
     #: use for each region (MDMBUS_GATEWAY_URL_<REGION>; default https://127.0.0.1:<port>).
@@ -345,6 +353,10 @@ class Settings:
                 return ""
             raise ConfigError(f"no password for {kind} identity {name!r}: set {variable}, or run "
                               f"`mdmbus stack up` (it writes {path})") from None
+
+    @property
+    def keyring_path(self) -> Path:
+        return Path(self.keyring_dir) if self.keyring_dir else self.state_dir / "keyring"
 
     @property
     def pki_dir(self) -> Path:

@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from mdmbus.contract import Registry, default_registry
+from mdmbus.services.stores.sealing import open_record
 
 __all__ = ["export_page", "EXPORT_PAGE"]
 
@@ -30,8 +31,9 @@ async def export_page(conn: asyncpg.Connection, tenant_id: uuid.UUID, after: uui
     (None: from the first), in id order, and the id to continue after (None: that was all)."""
     contract = contract or default_registry()
     rows = await conn.fetch(
-        "SELECT record_id, body FROM records WHERE tenant_id = $1 AND held"
+        "SELECT tenant_id, record_id, body, wrapped_key, kek_id FROM records"
+        " WHERE tenant_id = $1 AND held"
         " AND ($2::uuid IS NULL OR record_id > $2) ORDER BY record_id LIMIT $3",
         tenant_id, after, limit)
-    page = [contract.codec.decode(row["body"]) for row in rows]
+    page = [contract.codec.decode(open_record(row)) for row in rows]
     return page, (rows[-1]["record_id"] if len(rows) == limit else None)

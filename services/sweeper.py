@@ -18,11 +18,13 @@ from aiokafka.errors import KafkaError
 
 from mdmbus.categories import RECORD_CATEGORIES
 from mdmbus.clock import Clock
+from mdmbus.crypto.keyring import KeyUnavailable
 from mdmbus.metrics import Metrics
 from mdmbus.services.rules.audit import Deletion
 from mdmbus.services.rules.compliance import rows_past_deadline
 from mdmbus.services.rules.delete_after_download import pending_summary
 from mdmbus.services.rules.retention import sweep_due_purges
+from mdmbus.services.rotation import Rotation
 from mdmbus.services.stores.expiry import sweep_deadlines
 from mdmbus.services.stores.pools import Stores
 from mdmbus.services.stores.retry import STORE_ERRORS, check_outage
@@ -43,8 +45,10 @@ MEASURE_INTERVAL_S = 2.0
 class Sweeper:
     def __init__(self, settings: Settings, stores: Stores, regions: Sequence[str],
                  metrics: Metrics, clock: Clock | None = None,
-                 watches: Sequence[TransitWatch] = ()) -> None:
+                 watches: Sequence[TransitWatch] = (), rotation: Rotation | None = None) -> None:
         self.settings = settings
+        #: The regions' KEK rotation (docs/design.md section 9); None: not this sweeper's job.
+        self.rotation = rotation
         self.stores = stores
         self.regions = tuple(regions)
         self.metrics = metrics
@@ -92,6 +96,8 @@ class Sweeper:
                 self.metrics.stored_rows.labels(region, row["category"]).set(row["n"])
             self.metrics.stored_rows.labels(region, "dead_letter").set(await pool.fetchval(
                 "SELECT count(*) FROM dead_letters WHERE body_kept"))
+            if self.rotation is not None:
+                await self.rotation.measure(region)
             pending, oldest = await pending_summary(pool)
             self.metrics.relay_pending.labels(region).set(pending)
             self.metrics.relay_pending_oldest_seconds.labels(region).set(
@@ -111,6 +117,12 @@ class Sweeper:
             except STORE_ERRORS as exc:
                 check_outage(exc)
                 log.warning("sweep failed (%s); retrying", exc)
+            if self.rotation is not None:
+                for region in self.regions:
+                    try:
+                        await self.rotation.step(region)
+                    except STORE_ERRORS + (KeyUnavailable,) as exc:
+                        log.warning("KEK rotation of %s failed (%s); retrying", region, exc)
             if loop.time() - measured_at > MEASURE_INTERVAL_S:
                 measured_at = loop.time()
                 try:
@@ -137,7 +149,9 @@ async def run(settings: Settings, regions: Sequence[str], stop: asyncio.Event,
         lambda exc: metrics.store_batches.labels("all", "error").inc())
     watches = [await TransitWatch(settings, region, metrics).start() for region in regions]
     try:
-        await Sweeper(settings, stores, regions, metrics, watches=watches).run(stop)
+        rotation = Rotation(settings, {r: stores.region(r) for r in regions}, metrics)
+        await Sweeper(settings, stores, regions, metrics, watches=watches,
+                      rotation=rotation).run(stop)
     finally:
         for watch in watches:
             await watch.close()

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from mdmbus.clock import Clock
 from mdmbus.connections import kafka_options
 from mdmbus.contract import Registry, default_registry
+from mdmbus.crypto.keyring import FileKeyring, keyrings
 from mdmbus.identities import principal_of
 from mdmbus.metrics import Metrics
 from mdmbus.services.rules.audit import RULES
@@ -62,6 +63,12 @@ class PipelineContext:
                     self.directory = RegionCache(stores.directory)
                     self.stores = stores
         return self
+
+    def keyring(self, region: str) -> FileKeyring:
+        """The region's KEKs: the pipeline wraps every new body's data key under the current
+        one (docs/design.md section 9)."""
+        keyrings.configure(self.settings.keyring_path)
+        return keyrings.get(region)
 
     async def _producer(self, region: str) -> Any:
         from aiokafka import AIOKafkaProducer

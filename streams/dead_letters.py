@@ -80,7 +80,8 @@ async def _region(ctx: PipelineContext, region: str, rejected: Sequence[Rejected
     letters = [_letter(r) for r in rejected]
     async with ctx.stores.region(region).acquire() as conn, conn.transaction():
         new = await store.insert(conn, letters, now,
-                                 dead_letter_deadline(now, ctx.settings.dead_letter_days))
+                                 dead_letter_deadline(now, ctx.settings.dead_letter_days),
+                                 kek=ctx.keyring(region).current())
         pending = await store.unnotified(conn, [d.source for d in letters])
     fresh = set(new)
     counted = Counter((r.topic, r.reason) for r in rejected

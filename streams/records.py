@@ -41,7 +41,8 @@ async def _write(ctx: PipelineContext, region: str | None, items: list[Accepted]
     try:
         async with ctx.stores.region(region).acquire() as conn:
             outcome = await write_records(conn, rows, ctx.clock.now_dt(),
-                                          ctx.settings.command_grace_s)
+                                          ctx.settings.command_grace_s,
+                                          kek=ctx.keyring(region).current())
     except Exception:
         m.store_batches.labels(region, "error").inc()
         raise

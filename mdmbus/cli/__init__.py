@@ -116,6 +116,16 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
                     metrics_base_port=args.metrics_base_port)
 
 
+def _crypto(args: argparse.Namespace, settings: Settings) -> int:
+    from mdmbus.cli import crypto
+    regions = _regions(args.region)
+    if args.action == "upgrade":
+        if args.batch < 1:
+            raise UsageError("--batch must be at least 1")
+        return crypto.upgrade(settings, regions, args.batch, args.rewrite)
+    return crypto.status(settings, regions)
+
+
 def _parser() -> argparse.ArgumentParser:
     from mdmbus.cli.processes import PROCESSES
     from mdmbus.services.gateway.access import ROLES
@@ -186,6 +196,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", help="list: only this reason")
     p.add_argument("--limit", type=int, default=50)
     p.set_defaults(func=_deadletters)
+
+    p = sub.add_parser("crypto", help="cryptographic erasure: seal the bodies stored in clear "
+                                      "before (upgrade), or show keyrings and gauges (status)",
+                       epilog="upgrade is resumable (run it again to go on) and prints its "
+                              "progress; status exits 1 when a row is in clear or wrapped "
+                              "under a KEK past its retirement")
+    p.add_argument("action", choices=["upgrade", "status"])
+    p.add_argument("--region", default="all", help="na, eu, ap, a list, or all (default)")
+    p.add_argument("--batch", type=int, default=1000, help="upgrade: rows per transaction")
+    p.add_argument("--rewrite", action="store_true",
+                   help="upgrade: then rewrite the tables into new files (VACUUM FULL), so "
+                        "the clear copies' pages are no longer part of the database")
+    p.set_defaults(func=_crypto)
 
     p = sub.add_parser("process", help="run one process of mdmbus in the foreground")
     p.add_argument("name", choices=PROCESSES)

@@ -24,10 +24,12 @@ from mdmbus.cli.demo_privacy import print_privacy_center
 from mdmbus.cli.launcher import Launcher
 from mdmbus.clock import Clock
 from mdmbus.connections import pg_pool
+from mdmbus.crypto.keyring import read_status
 from mdmbus.identities import role_of
 from mdmbus.metrics import Metrics
 from mdmbus.regions import DIRECTORY_DATABASE, REGIONS, region_database
 from mdmbus.services.rules.audit import RULES
+from mdmbus.services.rotation import rows_past_retirement
 from mdmbus.services.rules.compliance import rows_past_deadline
 from mdmbus.services.simulators.workload import SimulatedWorld
 from mdmbus.services.sweeper import PAST_DEADLINE_TOLERANCE_S
@@ -93,6 +95,15 @@ async def _summary(demo: _Demo, pools: dict[str, asyncpg.Pool], directory: async
             "SELECT reason, count(*) AS n FROM lifecycle_refusals WHERE refused_at >= $1"
             " GROUP BY reason", demo.started_real):
         letters[row["reason"]] += row["n"]
+    rotations, past_kek = [], 0
+    for region, pool in pools.items():
+        ring = read_status(demo.settings.keyring_path, region)
+        if ring is None:
+            rotations.append(f"{region} -")
+            continue
+        age = time.time() - ring.current_since
+        rotations.append(f"{region} {ring.rotations} (KEK {age:.0f} s old)")
+        past_kek += await rows_past_retirement(pool, ring, demo.settings.kek_rewrap_allowance_s)
     readable = 0
     for watch in watches:
         readable += sum((await watch.measure()).past_bound.values())
@@ -108,6 +119,9 @@ async def _summary(demo: _Demo, pools: dict[str, asyncpg.Pool], directory: async
                                         or "none"),
         f"  rows past deadline    : {past}" + ("  (must be 0)" if past else ""),
         f"  readable copies past their bound: {readable}" + ("  (must be 0)" if readable else ""),
+        "  KEK rotations         : " + "  ".join(rotations),
+        f"  rows under a retired KEK past its bound: {past_kek}"
+        + ("  (must be 0)" if past_kek else ""),
     ])
 
 

@@ -155,7 +155,9 @@ def _hba() -> str:
     """Who may connect how. Services (mdmbus/identities.py, login "certificate") by a client
     certificate of the stack's CA whose common name is their role, over TLS, and by nothing
     else: not on the socket, and a password they were given anyway opens nothing. Everyone
-    else (operators' roles, the superuser) by a SCRAM password, over TLS or on the socket."""
+    else (operators' roles, the superuser) by a SCRAM password, over TLS or on the socket.
+    Base backups and WAL streaming (pg_basebackup, pg_receivewal) only on the socket, and only
+    for a role with the REPLICATION attribute (the superuser; no service has it)."""
     from mdmbus.identities import CERTIFICATE, pg_roles
     services = ",".join(r.name for r in pg_roles() if r.login == CERTIFICATE)
     return f"""# Written by mdmbus at each start (mdmbus/stack/postgres.py); edits here are replaced.
@@ -165,6 +167,7 @@ hostssl all  {services}  127.0.0.1/32   cert
 hostssl all  {services}  ::1/128        cert
 hostssl all  all  127.0.0.1/32   scram-sha-256
 hostssl all  all  ::1/128        scram-sha-256
+local   replication  all         scram-sha-256
 """
 
 

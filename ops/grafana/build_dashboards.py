@@ -379,6 +379,30 @@ def compliance() -> dict[str, Any]:
              [("max(mdmbus_relay_pending_oldest_seconds)", "oldest")], w=8,
              thresholds=[(None, "green"), (RELAY_PENDING_ALERT_S, "yellow")]),
 
+        stat("Rows under a KEK past its retirement (must be 0)", "Live rows whose data key is "
+             "still wrapped under a key-encryption key retired longer ago than the re-wrap "
+             "allowance, or destroyed, every region (docs/design.md section 9). Must be 0: then "
+             "every copy of a deleted row in PostgreSQL's files and backups is unreadable "
+             "within the rotation period plus the re-wrap time (alert "
+             "MdmbusRowsPastKekRetirement).", "short",
+             [("sum(mdmbus_rows_past_kek_retirement)", "rows past KEK retirement")], w=6,
+             thresholds=[(None, "green"), (1, "red")]),
+        stat("Rows stored in clear (must be 0)", "Live rows stored before bodies were sealed; "
+             "`mdmbus crypto upgrade` seals them. Must be 0 once the upgrade has run.", "short",
+             [("sum(mdmbus_rows_unsealed)", "rows in clear")], w=6,
+             thresholds=[(None, "green"), (1, "red")]),
+        stat("Age of the current KEK", "Real seconds since each region's current "
+             "key-encryption key became current (the oldest region shown); a new one becomes "
+             "current every MDMBUS_KEK_ROTATION_HOURS of the shared clock.", "s",
+             [("max(mdmbus_kek_age_seconds)", "KEK age")], w=6, color_mode="value"),
+        stat("KEKs rotated and destroyed", "Key-encryption keys that became current, and "
+             "retired ones destroyed once nothing live was wrapped under them, over the "
+             "dashboard's time range; data keys re-wrapped (never a body read).", "short",
+             [("sum(increase(mdmbus_kek_rotations_total[$__range]))", "rotated"),
+              ("sum(increase(mdmbus_kek_destroyed_total[$__range]))", "destroyed"),
+              ("sum(increase(mdmbus_kek_rewrapped_total[$__range]))", "data keys re-wrapped")],
+             w=6, color_mode="value"),
+
         timeseries("Rows past deadline by region and rule", "Rows kept past their deadline "
                    "(plus tolerance), per region and rule (session_expiry, retention_purge, "
                    "dead_letter_expiry). Must stay 0.", "short",

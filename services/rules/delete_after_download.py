@@ -5,8 +5,9 @@ there (services/gateway/); an acknowledgement deletes only relay records of the 
 tenant still pending for CM, never an upload, a command or an inventory cache entry (the
 connector acknowledges what it has committed to CM: services/connector/).
 
-The record's id stays as a tombstone (its tenant and id, body NULL), so a replay of the relay
-topic or a re-sent record cannot store it again; the tenant's purge deletes the tombstone."""
+The record's id stays as a tombstone (its tenant and id; body and wrapped data key NULL), so a
+replay of the relay topic or a re-sent record cannot store it again; the tenant's purge deletes
+the tombstone."""
 
 from __future__ import annotations
 
@@ -19,17 +20,21 @@ import asyncpg
 
 from mdmbus.categories import Category
 from mdmbus.services.rules.audit import DELETE_AFTER_DOWNLOAD, Deletion, audit
+from mdmbus.services.stores.sealing import open_record
 
 __all__ = ["pending", "pending_summary", "acknowledge", "AckOutcome"]
 
 
 async def pending(conn: asyncpg.Connection | asyncpg.Pool, tenant_id: uuid.UUID,
-                  limit: int) -> list[asyncpg.Record]:
-    """The tenant's relay records not downloaded and acknowledged yet, oldest first."""
-    return await conn.fetch(
-        "SELECT record_id, kind, event_time, body FROM records"
+                  limit: int) -> list[dict]:
+    """The tenant's relay records not downloaded and acknowledged yet, oldest first, each
+    body opened (record_id, kind, event_time, body)."""
+    rows = await conn.fetch(
+        "SELECT record_id, kind, event_time, body, tenant_id, wrapped_key, kek_id FROM records"
         " WHERE tenant_id = $1 AND category = 'relay' AND held"
         " ORDER BY stored_at_real, record_id LIMIT $2", tenant_id, limit)
+    return [{"record_id": r["record_id"], "kind": r["kind"], "event_time": r["event_time"],
+             "body": open_record(r)} for r in rows]
 
 
 async def pending_summary(conn: asyncpg.Connection | asyncpg.Pool,

@@ -13,6 +13,10 @@ from typing import Sequence
 
 import asyncpg
 
+from mdmbus.crypto.envelope import letter_aad, seal_letters
+from mdmbus.crypto.keyring import Kek
+from mdmbus.services.stores.sealing import open_letter, open_letter_error
+
 __all__ = ["DeadLetter", "Source", "insert", "unnotified", "mark_notified", "listing", "fetch"]
 
 #: Where a refused message came from: (topic, partition, offset), its identity here.
@@ -45,31 +49,44 @@ class DeadLetter:
         return (self.topic, self.partition, self.offset)
 
 
+def _sealed(letters: Sequence[DeadLetter], kek: Kek) -> list[tuple[bytes | None, ...]]:
+    """(sealed body or None, sealed error text, wrapped data key) of each letter."""
+    return seal_letters(kek, [(letter_aad(d.topic, d.partition, d.offset, d.tenant_id,
+                                          d.record_id), d.body, d.error.encode("utf-8"))
+                              for d in letters])
+
+
 async def insert(conn: asyncpg.Connection, letters: Sequence[DeadLetter], now: dt.datetime,
-                 deadline: dt.datetime) -> list[Source]:
-    """Stores the letters not stored yet; returns the sources of those newly stored. A body
-    whose tenant was purged in this store is dropped here, in the writing transaction."""
+                 deadline: dt.datetime, *, kek: Kek) -> list[Source]:
+    """Stores the letters not stored yet, each body sealed under a data key of its own wrapped
+    by ``kek``; returns the sources of those newly stored. A body whose tenant was purged in
+    this store is dropped here, in the writing transaction."""
     if not letters:
         return []
-    cols = list(zip(*((d.topic, d.partition, d.offset, d.reason, d.path, d.error, d.tenant_id,
-                       d.record_id, d.kind, d.body, d.redacted, d.basis, d.message_bytes,
-                       d.message_sha256) for d in letters)))
+    # The error text is kept sealed only (error_sealed); the clear column holds ''.
+    cols = list(zip(*((d.topic, d.partition, d.offset, d.reason, d.path, "", d.tenant_id,
+                       d.record_id, d.kind, body, d.redacted, d.basis, d.message_bytes,
+                       d.message_sha256, wrapped, error)
+                      for d, (body, error, wrapped) in zip(letters, _sealed(letters, kek)))))
+    *cols, wrapped_keys, errors = cols
     rows = await conn.fetch(
         "INSERT INTO dead_letters (source_topic, source_partition, source_offset, reason, path,"
         " error, tenant_id, record_id, kind, body, redacted, body_basis, message_bytes,"
-        " message_sha256, stored_at, deadline)"
+        " message_sha256, stored_at, deadline, wrapped_key, kek_id, error_sealed)"
         " SELECT l.t, l.p, l.o, l.reason, l.path, l.error, l.tenant, l.rid, l.kind,"
         "   CASE WHEN g.tenant_id IS NULL THEN l.body END, l.redacted,"
         "   CASE WHEN g.tenant_id IS NULL OR l.body IS NULL THEN l.basis ELSE 'not_kept' END,"
-        "   l.len, l.sha, $15, $16"
+        "   l.len, l.sha, $15, $16, l.wrapped, $18, l.error_sealed"
         " FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::text[],"
         "   $7::uuid[], $8::uuid[], $9::text[], $10::bytea[], $11::bool[], $12::text[],"
-        "   $13::int[], $14::text[])"
-        "   AS l(t, p, o, reason, path, error, tenant, rid, kind, body, redacted, basis, len, sha)"
+        "   $13::int[], $14::text[], $17::bytea[], $19::bytea[])"
+        "   AS l(t, p, o, reason, path, error, tenant, rid, kind, body, redacted, basis, len, sha,"
+        "        wrapped, error_sealed)"
         " LEFT JOIN purged_tenants g ON g.tenant_id = l.tenant"
         " ORDER BY l.t, l.p, l.o"
         " ON CONFLICT DO NOTHING"
-        " RETURNING source_topic, source_partition, source_offset", *cols, now, deadline)
+        " RETURNING source_topic, source_partition, source_offset", *cols, now, deadline,
+        wrapped_keys, kek.id, errors)
     return [(r["source_topic"], r["source_partition"], r["source_offset"]) for r in rows]
 
 
@@ -111,8 +128,14 @@ async def listing(conn: asyncpg.Connection | asyncpg.Pool, *, tenant: uuid.UUID 
         tenant, reason, limit)
 
 
-async def fetch(conn: asyncpg.Connection | asyncpg.Pool, source: Source) -> asyncpg.Record | None:
-    """One letter with its body and full error."""
-    return await conn.fetchrow(
+async def fetch(conn: asyncpg.Connection | asyncpg.Pool, source: Source) -> dict | None:
+    """One letter with its body (opened) and full error; never its wrapped data key."""
+    row = await conn.fetchrow(
         "SELECT * FROM dead_letters WHERE source_topic = $1 AND source_partition = $2"
         " AND source_offset = $3", *source)
+    if row is None:
+        return None
+    out = {k: v for k, v in row.items() if k not in ("wrapped_key", "kek_id", "error_sealed")}
+    out["body"] = open_letter(row)
+    out["error"] = open_letter_error(row)
+    return out

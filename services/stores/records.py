@@ -15,10 +15,13 @@ from typing import Sequence
 
 import asyncpg
 
+from mdmbus.crypto.keyring import Kek
+from mdmbus.services.stores.sealing import sealed_record_tuples
+
 __all__ = ["StoreRow", "WriteOutcome", "RecordKey", "record_key", "write_records", "COLUMNS"]
 
 COLUMNS = ("record_id", "tenant_id", "kind", "category", "device_id", "session_id",
-           "event_time", "deadline", "deadline_rule", "body")
+           "event_time", "deadline", "deadline_rule", "body", "wrapped_key", "kek_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +75,8 @@ class WriteOutcome:
 _CREATE_INCOMING = """
 CREATE TEMP TABLE IF NOT EXISTS incoming (
     record_id uuid, tenant_id uuid, kind text, category text, device_id uuid, session_id uuid,
-    event_time timestamptz, deadline timestamptz, deadline_rule text, body bytea
+    event_time timestamptz, deadline timestamptz, deadline_rule text, body bytea,
+    wrapped_key bytea, kek_id text
 ) ON COMMIT DELETE ROWS
 """
 
@@ -80,7 +84,7 @@ _INSERT = """
 WITH candidates AS (
     SELECT DISTINCT ON (i.tenant_id, i.record_id)
            i.record_id, i.tenant_id, i.kind, i.category, i.device_id, i.session_id,
-           i.event_time, i.deadline_rule, i.body,
+           i.event_time, i.deadline_rule, i.body, i.wrapped_key, i.kek_id,
            CASE WHEN i.category = 'command'
                 THEN COALESCE(s.expires_at, i.deadline) + make_interval(secs => $2)
                 ELSE i.deadline END AS deadline
@@ -92,9 +96,9 @@ WITH candidates AS (
     ORDER BY i.tenant_id, i.record_id
 ), ins AS (
     INSERT INTO records (record_id, tenant_id, kind, category, device_id, session_id,
-                         event_time, stored_at, deadline, deadline_rule, body)
+                         event_time, stored_at, deadline, deadline_rule, body, wrapped_key, kek_id)
     SELECT record_id, tenant_id, kind, category, device_id, session_id, event_time, $1,
-           deadline, deadline_rule, body
+           deadline, deadline_rule, body, wrapped_key, kek_id
     FROM candidates
     -- A record already past its deadline is not stored: a command whose session has expired
     -- (and a replayed one the sweeper has deleted since) must not come back.
@@ -116,14 +120,15 @@ LEFT JOIN purged_tenants p ON p.tenant_id = i.tenant_id
 
 
 async def write_records(conn: asyncpg.Connection, rows: Sequence[StoreRow], now: dt.datetime,
-                        command_grace_s: float = 0.0) -> WriteOutcome:
-    """Stores ``rows`` in one transaction; durable when this returns."""
+                        command_grace_s: float = 0.0, *, kek: Kek) -> WriteOutcome:
+    """Stores ``rows`` in one transaction, each body sealed under a data key of its own
+    wrapped by ``kek`` (the region's current KEK); durable when this returns."""
     stored, duplicates, in_retention, not_onboarded, deleted, expired = [], [], [], [], [], []
     if not rows:
         return WriteOutcome(stored, duplicates, in_retention, not_onboarded, deleted, expired)
     async with conn.transaction():
         await conn.execute(_CREATE_INCOMING)
-        await conn.copy_records_to_table("incoming", records=[r.as_tuple() for r in rows],
+        await conn.copy_records_to_table("incoming", records=sealed_record_tuples(rows, kek),
                                          columns=COLUMNS)
         seen: set[RecordKey] = set()
         for rec in await conn.fetch(_INSERT, now, command_grace_s):

@@ -6,7 +6,9 @@
 -- revoked from PUBLIC here and granted per role by provisioning.
 
 -- Delete after download (rule 2): the named records of p_tenant that are relay records still
--- pending for CM lose their data (body, device, session; the deadline goes with the data: the
+-- pending for CM lose their data (body, its wrapped data key, device, session; without the key,
+-- every copy of the body left in WAL, heap pages or backups is unreadable once the KEK that
+-- wrapped it is destroyed; the deadline goes with the data: the
 -- tombstone holds only the tenant and the id, until the tenant's purge). An id of an upload, a
 -- command, an inventory cache entry, a tombstone or another tenant's record changes nothing.
 -- Rows are locked in record_id order, as every multi-row writer of records locks them.
@@ -16,8 +18,8 @@ CREATE OR REPLACE FUNCTION public.acknowledge_relay(p_tenant uuid, p_record_ids 
     SET search_path = pg_catalog, pg_temp
 AS $$
     UPDATE public.records r
-       SET body = NULL, device_id = NULL, session_id = NULL, deadline = NULL,
-           deadline_rule = NULL
+       SET body = NULL, wrapped_key = NULL, kek_id = NULL, device_id = NULL,
+           session_id = NULL, deadline = NULL, deadline_rule = NULL
       FROM (SELECT d.tenant_id, d.record_id FROM public.records d
              WHERE d.tenant_id = p_tenant AND d.record_id = ANY (p_record_ids)
                AND d.category = 'relay' AND d.held

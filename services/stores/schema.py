@@ -9,7 +9,7 @@ import asyncpg
 
 from mdmbus.regions import database_kind
 
-__all__ = ["ensure_schema", "schema_file"]
+__all__ = ["ensure_schema", "schema_file", "schema_files"]
 
 _LOCK_KEY = 0x6D646D62  # "mdmb": one advisory lock for all mdmbus migrations
 
@@ -19,15 +19,20 @@ def schema_file(database: str) -> str:
     return f"{database_kind(database)}_schema.sql"
 
 
+def schema_files(database: str) -> list[str]:
+    """Every SQL file of ``database``, in the order they apply (later steps after the first;
+    the owner's functions last, after every column they use)."""
+    extra = {"region": ["region_crypto.sql", "region_functions.sql"]}.get(
+        database_kind(database), [])
+    return [schema_file(database), *extra]
+
+
 async def ensure_schema(conn: asyncpg.Connection, database: str,
                         owner: str | None = None) -> None:
     """Creates what is missing in ``database`` (the connection's own database), as ``owner``
     (a role the connection may become: what it creates belongs to that role)."""
-    sql = files(__package__).joinpath(schema_file(database)).read_text(encoding="utf-8")
-    # Then the kind's functions, if it has any (after the tables they use).
-    functions = files(__package__).joinpath(f"{database_kind(database)}_functions.sql")
-    if functions.is_file():
-        sql += "\n" + functions.read_text(encoding="utf-8")
+    sql = "\n".join(files(__package__).joinpath(name).read_text(encoding="utf-8")
+                    for name in schema_files(database))
     async with conn.transaction():
         # Two provisioners creating the same table at once would collide in the catalogue.
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)

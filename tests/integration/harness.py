@@ -28,6 +28,8 @@ from mdmbus.identities import ADMIN
 from mdmbus.regions import CM_DATABASE, DIRECTORY_DATABASE, REGIONS, region_database
 from mdmbus.services.connector.client import GatewayClient, client_ssl_context
 from mdmbus.services.simulators.records import RecordFactory
+from mdmbus.services.stores import dead_letters as letters_store
+from mdmbus.services.stores.sealing import open_record
 from mdmbus.settings import Settings
 from mdmbus.stack import issuer
 from mdmbus.stack.pki import write_private
@@ -184,11 +186,19 @@ class Workload:
         ids = list(record_ids)
         return {region: await self.stored(region, ids) for region in REGIONS}
 
-    async def dead_letter(self, region: str, meta: RecordMetadata) -> asyncpg.Record | None:
-        """The dead-letter row of the message sent as ``meta`` (its source location)."""
-        return await self.region_pool(region).fetchrow(
-            "SELECT * FROM dead_letters WHERE source_topic = $1 AND source_partition = $2"
-            " AND source_offset = $3", meta.topic, meta.partition, meta.offset)
+    async def bodies(self, region: str, record_ids: Iterable[str]) -> dict[str, bytes | None]:
+        """record id -> its body as stored, opened with the region's keyring (a body is
+        sealed in the store: docs/design.md section 9)."""
+        rows = await self.region_pool(region).fetch(
+            "SELECT tenant_id, record_id, body, wrapped_key, kek_id FROM records"
+            " WHERE record_id = ANY($1::uuid[])", [uuid.UUID(r) for r in record_ids])
+        return {str(r["record_id"]): open_record(r) for r in rows}
+
+    async def dead_letter(self, region: str, meta: RecordMetadata) -> dict | None:
+        """The dead-letter row of the message sent as ``meta`` (its source location), its
+        body opened."""
+        return await letters_store.fetch(self.region_pool(region),
+                                         (meta.topic, meta.partition, meta.offset))
 
     async def audited(self, region: str, rule: str, record_ids: Iterable[str]) -> list[str]:
         """Every audit entry of these ids under ``rule``, one per entry (duplicates show)."""

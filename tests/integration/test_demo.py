@@ -10,6 +10,7 @@ import urllib.request
 
 import pytest
 
+from mdmbus.regions import REGIONS
 from mdmbus.services.rules.audit import RULES
 
 pytestmark = pytest.mark.integration
@@ -47,6 +48,13 @@ def test_demo_runs_every_rule_and_keeps_nothing_past_its_deadline(stack):
     readable = [int(n) for n in re.findall(r"readable copies past their bound: (\d+)", out)]
     assert len(readable) == len(past) and all(n == 0 for n in readable), \
         "processed copies stayed readable in Kafka past their bound"
+    past_kek = [int(n) for n in re.findall(r"rows under a retired KEK past its bound: (\d+)", out)]
+    assert len(past_kek) == len(past) and all(n == 0 for n in past_kek), \
+        "live rows stayed wrapped under a retired KEK past the re-wrap allowance"
+    rotations = [dict(re.findall(r"(\w\w) (\d+) \(KEK", line))
+                 for line in re.findall(r"KEK rotations         :(.*)", out)]
+    assert rotations and all(int(rotations[-1][r]) > int(rotations[0][r]) for r in REGIONS), \
+        f"a KEK rotation every 10 s real, yet none in 40 s: {rotations[0]} -> {rotations[-1]}"
     uploaded = [int(n) for n in re.findall(r"(\d+) uploaded through the gateways", out)]
     assert uploaded and uploaded[-1] > 100, "the CM side did not upload through the gateways"
     letters = final.split("dead letters by reason:")[1].splitlines()[0]

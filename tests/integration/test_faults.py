@@ -23,6 +23,7 @@ from mdmbus.contract.verdict import Refused, check_message
 from mdmbus.regions import REGIONS
 from mdmbus.services.rules.compliance import rows_past_deadline
 from mdmbus.services.sweeper import PAST_DEADLINE_TOLERANCE_S
+from mdmbus.services.stores.sealing import open_letter
 from mdmbus.stack import kafka, postgres
 from mdmbus.topics import TopicKind, topic_name
 from tests.conftest import wait_for
@@ -122,12 +123,10 @@ async def _check(work: Workload, load: Load, procs: Launcher, timeout_s: float =
         return True
     await wait_for(all_stored, timeout_s, f"{len(load.uploads)} uploads stored")
     for region, ids in by_region.items():
-        rows = await work.region_pool(region).fetch(
-            "SELECT record_id, body FROM records WHERE record_id = ANY($1::uuid[])",
-            [uuid.UUID(i) for i in ids])
-        assert len(rows) == len(ids)  # the primary key makes "twice" impossible; none lost
-        for row in rows:
-            assert row["body"] == load.uploads[str(row["record_id"])], "stored bytes differ"
+        bodies = await work.bodies(region, ids)
+        assert len(bodies) == len(ids)  # the primary key makes "twice" impossible; none lost
+        for rid, body in bodies.items():
+            assert body == load.uploads[rid], "stored bytes differ"
         for other in REGIONS:
             if other != region:
                 assert not await work.stored(other, ids), f"{region} records found in {other}"
@@ -349,11 +348,13 @@ async def _unaccounted(work: Workload, load: Load, sent: list, final: bool = Fal
     letters: dict = {}
     for region in REGIONS:
         for row in await work.region_pool(region).fetch(
-                "SELECT source_topic, source_partition, source_offset, reason, body, redacted"
+                "SELECT source_topic, source_partition, source_offset, reason, body, redacted,"
+                " tenant_id, record_id, wrapped_key, kek_id"
                 " FROM dead_letters WHERE source_topic = $1 AND source_offset = ANY($2::bigint[])",
                 topic_name(TopicKind.UPLOAD, region),
                 [m.offset for m, _, _ in sent if m.topic.split(".")[1] == region]):
-            letters[(row["source_topic"], row["source_partition"], row["source_offset"])] = row
+            letters[(row["source_topic"], row["source_partition"], row["source_offset"])] = {
+                **row, "body": open_letter(row)}
     valid_ids = defaultdict(dict)
     for meta, value, expected in sent:
         if expected is None:
@@ -361,10 +362,7 @@ async def _unaccounted(work: Workload, load: Load, sent: list, final: bool = Fal
             valid_ids[meta.topic.split(".")[1]][record["envelope"]["record_id"]] = (meta, value)
     bodies = {}
     for region, ids in valid_ids.items():
-        for row in await work.region_pool(region).fetch(
-                "SELECT record_id::text AS id, body FROM records WHERE record_id = ANY($1::uuid[])",
-                list(ids)):
-            bodies[row["id"]] = row["body"]
+        bodies.update(await work.bodies(region, list(ids)))
     left = []
     for meta, value, expected in sent:
         source = (meta.topic, meta.partition, meta.offset)

@@ -1198,7 +1198,7 @@ async def test_the_sweeper_never_reads_a_body(stack):
                         "SELECT record_id FROM records WHERE body IS NULL",
                         "DELETE FROM records WHERE false RETURNING body",
                         "SELECT body FROM dead_letters", "SELECT * FROM dead_letters",
-                        "SELECT error FROM dead_letters"):
+                        "SELECT error FROM dead_letters", "SELECT error_sealed FROM dead_letters"):
                 out = await attempt(conn, sql, fetch=True)
                 if not out.refused:
                     problems.append(f"{sweeper}: {sql!r} {out}")

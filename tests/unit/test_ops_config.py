@@ -291,6 +291,9 @@ _PROMTOOL_TESTS = [{
         {"series": 'mdmbus_transit_readable_past_bound{topic="mdm.na.relay"}', "values": "0x20"},
         # Relay records waiting for CM: eu's oldest passes the hour at 15 s and keeps ageing;
         # na's are downloaded within two minutes.
+        # Rows under a retired KEK: eu's re-wrap falls behind from 30 s on; na's never.
+        {"series": 'mdmbus_rows_past_kek_retirement{region="eu"}', "values": "0 0 7x20"},
+        {"series": 'mdmbus_rows_past_kek_retirement{region="na"}', "values": "0x20"},
         {"series": 'mdmbus_relay_pending_oldest_seconds{region="eu"}', "values": "3600+15x60"},
         {"series": 'mdmbus_relay_pending_oldest_seconds{region="na"}', "values": "120x60"},
         # Gateways: eu answers some uploads with 503, na only with 2xx (and a 401).
@@ -342,6 +345,9 @@ _PROMTOOL_TESTS = [{
         {"eval_time": "90s", "alertname": "MdmbusTransitCopiesReadable", "exp_alerts": []},
         {"eval_time": "3m", "alertname": "MdmbusTransitCopiesReadable", "exp_alerts": [
             {"exp_labels": {"severity": "critical", "topic": "mdm.eu.upload"}}]},
+        {"eval_time": "30s", "alertname": "MdmbusRowsPastKekRetirement", "exp_alerts": []},
+        {"eval_time": "3m", "alertname": "MdmbusRowsPastKekRetirement", "exp_alerts": [
+            {"exp_labels": {"severity": "critical", "region": "eu"}}]},
         {"eval_time": "10m", "alertname": "MdmbusRelayPendingTooLong", "exp_alerts": []},
         {"eval_time": "11m", "alertname": "MdmbusRelayPendingTooLong", "exp_alerts": [
             {"exp_labels": {"severity": "warning", "region": "eu"}}]},

@@ -1,0 +1,58 @@
+"""Where the stores seal and open bodies (mdmbus.crypto.envelope): just before a row is
+written and just after it is read, so the SQL of each store stays what it was, plus the
+wrapped data key and the KEK's id beside the body."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+from mdmbus.crypto.envelope import ERROR_AAD, letter_aad, open_body, record_aad, seal_batch
+from mdmbus.crypto.keyring import Kek, keyrings
+
+__all__ = ["sealed_record_tuples", "open_record", "open_letter", "open_letter_error", "KekOf"]
+
+#: Resolves a KEK id to the KEK (default: this process's keyrings).
+KekOf = Callable[[str], Kek]
+
+
+def sealed_record_tuples(rows: Sequence[Any], kek: Kek) -> list[tuple]:
+    """Each StoreRow's tuple with its body sealed, then its wrapped data key and KEK id."""
+    tenants: dict[Any, bytes] = {}  # a batch holds few tenants: their text is made once each
+    items = []
+    for r in rows:
+        t = tenants.get(r.tenant_id)
+        if t is None:
+            t = tenants[r.tenant_id] = str(r.tenant_id).encode("ascii")
+        items.append((b"mdmbus.records\x00" + t + b"\x00" + str(r.record_id).encode("ascii"),
+                      r.body))
+    sealed = seal_batch(kek, items)
+    return [(*r.as_tuple()[:-1], body, wrapped, kek.id)
+            for r, (body, wrapped) in zip(rows, sealed)]
+
+
+def open_record(row: Mapping[str, Any], kek_of: KekOf | None = None) -> bytes | None:
+    """The body of a ``records`` row read with its tenant_id, record_id, body, wrapped_key and
+    kek_id."""
+    return open_body(kek_of or keyrings.kek, record_aad(row["tenant_id"], row["record_id"]),
+                     row["body"], row["wrapped_key"], row["kek_id"])
+
+
+def open_letter(row: Mapping[str, Any], kek_of: KekOf | None = None) -> bytes | None:
+    """The body of a ``dead_letters`` row read with its source, tenant and record ids, body,
+    wrapped_key and kek_id."""
+    return open_body(kek_of or keyrings.kek, _letter_aad(row), row["body"], row["wrapped_key"],
+                     row["kek_id"])
+
+
+def open_letter_error(row: Mapping[str, Any], kek_of: KekOf | None = None) -> str:
+    """The error text of a ``dead_letters`` row (read with error and error_sealed too)."""
+    if row["kek_id"] is None:
+        return row["error"]
+    aad = _letter_aad(row)
+    return open_body(kek_of or keyrings.kek, aad, row["error_sealed"], row["wrapped_key"],
+                     row["kek_id"], aad + ERROR_AAD).decode("utf-8")
+
+
+def _letter_aad(row: Mapping[str, Any]) -> bytes:
+    return letter_aad(row["source_topic"], row["source_partition"], row["source_offset"],
+                      row["tenant_id"], row["record_id"])
