@@ -22,7 +22,8 @@ Kafka
 PostgreSQL (S = SELECT, I = INSERT, U = UPDATE, D = DELETE; columns where limited)
 - pipeline: every region table but receipts SIUD (deletion_audit I only), the directory's
   tenant rows SIU and lifecycle refusals SI;
-- sweeper: deadlines and ids of records and dead letters (never a body) and D of both, tenants
+- sweeper: deadlines, ids and wrapped data keys of records and dead letters (never a body), U
+  of the wrapped keys only (KEK rotation) and D of both, tenants
   and sessions SD, purged tenants SI, audit I, the directory S and U of state/purged_at;
 - gateway: records S only (acknowledgements go through the owner's function), dead letters S
   of the counting columns (never a body or an error text), audit SI, receipts SIU, the
@@ -86,10 +87,12 @@ def kafka_may(principal: str, resource: str, name: str, op: str) -> bool:
     return False
 
 
-_SWEEPER_RECORD_COLUMNS = ("category", "deadline", "deadline_rule", "held", "record_id",
-                           "stored_at_real", "tenant_id")
-_SWEEPER_LETTER_COLUMNS = ("body_kept", "deadline", "record_id", "source_offset",
-                           "source_partition", "source_topic", "tenant_id")
+_SWEEPER_RECORD_COLUMNS = ("category", "deadline", "deadline_rule", "held", "kek_id",
+                           "record_id", "stored_at_real", "tenant_id", "wrapped_key")
+_SWEEPER_LETTER_COLUMNS = ("body_kept", "deadline", "kek_id", "record_id", "source_offset",
+                           "source_partition", "source_topic", "tenant_id", "wrapped_key")
+#: The sweeper re-wraps data keys under a new KEK (the rotation): it never reads a body.
+_WRAPPED_KEY = ("kek_id", "wrapped_key")
 _GATEWAY_LETTER_COLUMNS = ("body_kept", "deadline", "reason", "stored_at", "tenant_id")
 _ALL = None  # every column
 
@@ -118,6 +121,8 @@ def _pg() -> dict[tuple[str, str, str, str], tuple[str, ...] | None]:
 
         grant(db, sweeper, "records", "S", _SWEEPER_RECORD_COLUMNS)
         grant(db, sweeper, "records", "D")
+        grant(db, sweeper, "records", "U", _WRAPPED_KEY)
+        grant(db, sweeper, "dead_letters", "U", _WRAPPED_KEY)
         grant(db, sweeper, "dead_letters", "S", _SWEEPER_LETTER_COLUMNS)
         grant(db, sweeper, "dead_letters", "D")
         grant(db, sweeper, "tenants", "SD")
