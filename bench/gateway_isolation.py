@@ -87,7 +87,7 @@ class Victim:
             line = {"kind": "U12", "record": to_json(self.contract.spec("U12").expanded, record)}
             await self.one(self.client.status)
             await self.one(lambda: self.client.download(limit=10))
-            await self.one(lambda: self.client.upload([line]))
+            await self.one(lambda line=line: self.client.upload([line]))
 
 
 async def _unread_export(ctx: ssl.SSLContext, port: int, token: str):

@@ -126,7 +126,6 @@ async def run(args: argparse.Namespace) -> None:
         series = [(t, rss[name]) for t, rss in samples
                   if t >= args.warmup_minutes and rss[name] is not None]
         slope, se, _ = linear_fit([t for t, _ in series], [m for _, m in series])
-        window = series[-1][0] - series[0][0] if len(series) > 1 else 0.0
         first = [rss[name] for _, rss in samples if rss[name] is not None]
         floors = _floors(series)
         floor_slope, floor_se, _ = linear_fit([t for t, _ in floors], [m for _, m in floors])

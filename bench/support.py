@@ -88,8 +88,8 @@ def machine() -> str:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-        mem_kb = next(int(l.split()[1]) for l in Path("/proc/meminfo").read_text().splitlines()
-                      if l.startswith("MemTotal"))
+        mem_kb = next(int(row.split()[1]) for row in Path("/proc/meminfo").read_text()
+                      .splitlines() if row.startswith("MemTotal"))
         mem = f"{mem_kb / 1024 / 1024:.1f} GiB"
     except (OSError, StopIteration, ValueError):
         mem = "?"

@@ -64,7 +64,7 @@ def build_app(ctx: PipelineContext) -> faust.App:
         offsets when this returns, so a store outage is waited out here (low volume)."""
         async for events in stream.take_events(s.batch_size, within=s.batch_wait_s):
             prepared = template.prepare([event.message for event in events])
-            await until_written(lambda: template.process(prepared),
+            await until_written(lambda prepared=prepared: template.process(prepared),
                                 lambda exc: ctx.metrics.store_batches.labels("lifecycle",
                                                                              "error").inc())
 

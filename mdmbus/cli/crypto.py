@@ -96,7 +96,8 @@ def upgrade(settings: Settings, regions: Sequence[str], batch: int, rewrite: boo
                 for table in ("records", "dead_letters"):
                     started = time.monotonic()
 
-                    def progress(done: int, total: int) -> None:
+                    def progress(done: int, total: int, region: str = region,
+                                 table: str = table, started: float = started) -> None:
                         print(f"{region} {table}: {done} of {total} sealed "
                               f"({time.monotonic() - started:.1f} s)", flush=True)
 
