@@ -17,7 +17,7 @@ from mdmbus.contract import default_registry
 from mdmbus.errors import ConfigError
 from mdmbus.identities import principal_of
 from mdmbus.metrics import Metrics
-from mdmbus.services.gateway.app import Gateway, Limits, build_app
+from mdmbus.services.gateway.app import ROUTES, Gateway, Limits, build_app
 from mdmbus.services.gateway.guards import ConnectionGuard
 from mdmbus.services.gateway.tokens import REFUSALS, TokenVerifier
 from mdmbus.services.stores.pools import Stores
@@ -48,9 +48,11 @@ async def run(settings: Settings, regions: Sequence[str], stop: asyncio.Event,
                              max_lifetime_s=settings.token_max_lifetime_s)
     for reason in REFUSALS:  # every refusal reason reads 0 until it happens
         metrics.gateway_tokens_refused.labels(reason)
-    for region in regions:
+    for region in regions:  # every series reads 0 until it happens
         for reason in ("over_cap", "slow_headers"):
             metrics.gateway_connections_cut.labels(region, reason)
+        for _, _, route in ROUTES:
+            metrics.gateway_store_busy.labels(region, route)
     producers = {r: AIOKafkaProducer(**kafka_options(settings, principal_of("gateway", r), r,
                                                      acks="all", enable_idempotence=True,
                                                      linger_ms=2))
