@@ -27,6 +27,7 @@ from mdmbus.connections import kafka_options
 from mdmbus.contract import to_json
 from mdmbus.identities import principal_of
 from mdmbus.regions import REGIONS
+from mdmbus.services.stores.sealing import open_record
 from mdmbus.topics import TopicKind, topic_name
 from tests.conftest import wait_for
 from tests.integration.harness import Workload, launcher
@@ -60,17 +61,21 @@ async def work(stack, system):
     system.assert_alive()
 
 
+async def _row(work: Workload, region: str, tenant: str, record_id: str) -> dict | None:
+    """Whether the region store holds data for (tenant, id), and its body opened with the
+    region's keyring (bodies are sealed in the store); None: no row."""
+    row = await work.region_pool(region).fetchrow(
+        "SELECT tenant_id, record_id, held, body, wrapped_key, kek_id FROM records"
+        " WHERE tenant_id = $1 AND record_id = $2", uuid.UUID(tenant), uuid.UUID(record_id))
+    if row is None:
+        return None
+    return {"held": row["held"], "body": open_record(row) if row["body"] is not None else None}
+
+
 async def _body(work: Workload, region: str, tenant: str, record_id: str) -> bytes | None:
-    """The body the region store holds for (tenant, id); None: no row or no body."""
-    return await work.region_pool(region).fetchval(
-        "SELECT body FROM records WHERE tenant_id = $1 AND record_id = $2",
-        uuid.UUID(tenant), uuid.UUID(record_id))
-
-
-async def _row(work: Workload, region: str, tenant: str, record_id: str):
-    return await work.region_pool(region).fetchrow(
-        "SELECT held, body FROM records WHERE tenant_id = $1 AND record_id = $2",
-        uuid.UUID(tenant), uuid.UUID(record_id))
+    """The body the region store holds for (tenant, id), opened; None: no row or no body."""
+    row = await _row(work, region, tenant, record_id)
+    return None if row is None else row["body"]
 
 
 async def _cm_body(work: Workload, tenant: str, record_id: str) -> bytes | None:
