@@ -129,6 +129,9 @@ class Settings:
     #: certificate (<state>/pki/admin.crt): its mutual-TLS listener, "host:port". Empty: the
     #: embedded broker's, or SCRAM as admin on a broker of your own.
     kafka_admin_bootstrap: str = ""
+    #: Replicas of each topic provisioning creates: 1 on the embedded broker; the brokers of a
+    #: cluster (compose: 3, with min.insync.replicas 2 in the brokers' own settings).
+    kafka_replication_factor: int = 1
     kafka_version: str = "4.3.1"
     #: An existing Kafka installation (a directory with libs/*.jar) to run instead of Maven's.
     kafka_home: Path | None = None
@@ -308,6 +311,8 @@ class Settings:
             kafka_controller_port=_int(env, "MDMBUS_KAFKA_CONTROLLER_PORT", cls.kafka_controller_port),
             kafka_broker_port=_int(env, "MDMBUS_KAFKA_BROKER_PORT", cls.kafka_broker_port),
             kafka_admin_bootstrap=env.get("MDMBUS_KAFKA_ADMIN_BOOTSTRAP", ""),
+            kafka_replication_factor=_int(env, "MDMBUS_KAFKA_REPLICATION_FACTOR",
+                                          cls.kafka_replication_factor),
             kafka_version=env.get("MDMBUS_KAFKA_VERSION", cls.kafka_version),
             kafka_home=Path(kafka_home).expanduser().resolve() if kafka_home else None,
             kafka_heap=env.get("MDMBUS_KAFKA_HEAP", cls.kafka_heap),
