@@ -6,7 +6,7 @@ set -euo pipefail
 conf=/opt/kafka/config/server.properties
 libs='/opt/kafka/libs/*'
 : "${CLUSTER_ID:?set CLUSTER_ID: the KRaft cluster id every node of the cluster shares}"
-: "${KAFKA_NODE_ID:?set KAFKA_NODE_ID: this node's id in KAFKA_CONTROLLER_QUORUM_VOTERS}"
+: "${KAFKA_NODE_ID:?set KAFKA_NODE_ID: the id of this node in KAFKA_CONTROLLER_QUORUM_VOTERS}"
 not_properties=" KAFKA_HEAP_OPTS KAFKA_OPTS KAFKA_VERSION "
 {
   echo "# written by ops/kafka/entrypoint.sh from the KAFKA_* environment"

@@ -4,7 +4,7 @@
 # POSTGRES_DB. Every start then runs the command ("postgres -c ...") in the foreground.
 set -euo pipefail
 : "${POSTGRES_USER:=postgres}"
-: "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD: the superuser's password}"
+: "${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD: the password of the superuser}"
 : "${POSTGRES_DB:=$POSTGRES_USER}"
 if [ "${1:-}" = postgres ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
   pwfile=$(mktemp)

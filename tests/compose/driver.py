@@ -1,0 +1,329 @@
+"""The compose end-to-end test's client inside the compose network (tests/compose/
+test_compose_cluster.py runs it with `docker-compose run` as the provisioning service, with this
+checkout and its .venv mounted): a workload through the gateways and the device producers, and
+every check of the stores and topics, while the test kills and restarts a broker from outside.
+
+It speaks in lines: on stdout ``EVENT {json}``; on stdin the test's answers. The scenario:
+
+1. tenants onboarded in every region, each with its CM connector's token;
+2. uploads through each region's gateway, relay records from each region's device producer,
+   continuously; once some are stored: ``LEADERS`` (the node leading most partitions of the
+   upload and relay topics), then it waits for ``killed`` on stdin;
+3. the workload goes on through the failover, then stops; ``CHECKED`` once every upload the
+   gateway accepted is stored exactly once, every relay record is in CM and gone from the
+   cloud, no row is past its deadline, no processed copy is readable past its bound, and the
+   log start of the partitions the killed node led has moved on (truncation on new leaders);
+4. it waits for ``restarted`` on stdin, then ``ISR`` once the node is back in every ISR.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime as dt
+import json
+import sys
+import time
+import uuid
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+from aiokafka.structs import TopicPartition
+
+from mdmbus.clock import Clock
+from mdmbus.connections import admin_options, kafka_options
+from mdmbus.contract import to_json
+from mdmbus.identities import principal_of
+from mdmbus.metrics import Metrics
+from mdmbus.regions import REGIONS
+from mdmbus.services.connector.client import GatewayError
+from mdmbus.services.rules.compliance import rows_past_deadline
+from mdmbus.services.sweeper import PAST_DEADLINE_TOLERANCE_S
+from mdmbus.services.transit_watch import TransitWatch
+from mdmbus.settings import Settings
+from mdmbus.topics import TopicKind, all_topics, topic_name
+from tests.conftest import wait_for
+from tests.integration.harness import Workload
+
+#: The topics whose leaders the test kills: where uploads and relay records travel.
+KILL_KINDS = (TopicKind.UPLOAD, TopicKind.RELAY)
+TENANTS_PER_REGION = 2
+
+
+def event(name: str, **data: Any) -> None:
+    print(f"{name} {json.dumps(data, sort_keys=True, default=str)}", flush=True)
+
+
+async def answer(expected: str) -> None:
+    """Waits for the test's line ``expected`` on stdin."""
+    line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    if line.strip() != expected:
+        raise SystemExit(f"driver: expected {expected!r} on stdin, got {line!r}")
+
+
+class Load:
+    """What the workload sent and what the gateways answered."""
+
+    def __init__(self) -> None:
+        self.tenants: dict[str, str] = {}  # tenant -> region
+        self.accepted: dict[str, str] = {}  # record id -> region, answered "accepted"
+        self.relays: dict[str, str] = {}  # record id -> region, acknowledged by the brokers
+        self.upload_errors: collections.Counter = collections.Counter()
+        self.relay_retries = 0
+        self.past_bound_max = 0
+
+
+async def _uploads(work: Workload, load: Load, stop: asyncio.Event) -> None:
+    """Each tenant's CM side uploads five records a round through its region's gateway. Only
+    what the gateway answers "accepted" counts; a refusal or an error is counted by reason."""
+    clients = {t: work.client(t) for t in load.tenants}
+    while not stop.is_set():
+        for tenant, region in load.tenants.items():
+            lines = []
+            for i in range(5):
+                kind = f"U{(len(load.accepted) + i) % 14 + 1}"
+                record = work.make(kind, tenant)
+                lines.append({"kind": kind, "record": to_json(work.contract.spec(kind).expanded,
+                                                              record)})
+            try:
+                body = await clients[tenant].upload(lines)
+            except GatewayError as exc:
+                load.upload_errors[f"{exc.status} {exc.code}"] += 1
+                continue
+            except (OSError, asyncio.TimeoutError) as exc:
+                load.upload_errors[type(exc).__name__] += 1
+                continue
+            for item in body["accepted"]:
+                load.accepted[item["record_id"]] = region
+            for item in body["refused"]:
+                load.upload_errors[item["reason"]] += 1
+        await asyncio.sleep(0.05)
+
+
+async def _relays(work: Workload, load: Load, producers: dict[str, AIOKafkaProducer],
+                  stop: asyncio.Event) -> None:
+    """Each region's device side relays records for its tenants (acks=all, idempotent),
+    resending a record the brokers did not acknowledge until they do."""
+    n = 0
+    while not stop.is_set():
+        for tenant, region in load.tenants.items():
+            kind = f"R{n % 6 + 1}"
+            n += 1
+            record = work.make(kind, tenant, device_id=work.factory.uuid())
+            value = work.contract.codec.encode(kind, record)
+            key = work.contract.key(kind, record)
+            for _ in range(600):
+                try:
+                    await producers[region].send_and_wait(topic_name(TopicKind.RELAY, region),
+                                                          value=value, key=key)
+                    break
+                except KafkaError:
+                    load.relay_retries += 1
+                    await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the device producer got no acknowledgement for a minute")
+            load.relays[str(record["envelope"]["record_id"])] = region
+        await asyncio.sleep(0.2)
+
+
+async def _watch_transit(watches: list[TransitWatch], load: Load, stop: asyncio.Event) -> None:
+    """The most processed copies readable past their bound seen at any moment (reported)."""
+    while not stop.is_set():
+        for watch in watches:
+            try:
+                past = sum((await watch.measure()).past_bound.values())
+            except KafkaError:
+                continue  # a broker away: measured again next round
+            load.past_bound_max = max(load.past_bound_max, past)
+        await asyncio.sleep(1.0)
+
+
+async def _partition_leaders(admin: AIOKafkaAdminClient, topics: list[str]
+                             ) -> dict[TopicPartition, tuple[int, list[int], list[int]]]:
+    """(leader, replicas, isr) of every partition of ``topics``."""
+    out = {}
+    for topic in await admin.describe_topics(topics):
+        for p in topic["partitions"]:
+            out[TopicPartition(topic["topic"], p["partition"])] = (
+                p["leader"], list(p["replicas"]), list(p["isr"]))
+    return out
+
+
+async def _log_starts(work: Workload, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    from aiokafka import AIOKafkaConsumer
+    from mdmbus.identities import ADMIN
+    consumer = AIOKafkaConsumer(**kafka_options(work.settings, ADMIN))
+    await consumer.start()
+    try:
+        return await consumer.beginning_offsets(tps)
+    finally:
+        await consumer.stop()
+
+
+async def _count(work: Workload, region: str, table: str, ids: list[str]) -> int:
+    return await work.region_pool(region).fetchval(
+        f"SELECT count(*) FROM {table} WHERE record_id = ANY($1::uuid[])",
+        [uuid.UUID(i) for i in ids])
+
+
+async def _check(work: Workload, load: Load, led: list[TopicPartition],
+                 starts_at_kill: dict[TopicPartition, int], watches: list[TransitWatch],
+                 timeout_s: float) -> dict[str, Any]:
+    by_region: dict[str, list[str]] = {r: [] for r in REGIONS}
+    for rid, region in load.accepted.items():
+        by_region[region].append(rid)
+
+    async def uploads_stored() -> bool:
+        return all([await _count(work, r, "records", ids) == len(ids)
+                    for r, ids in by_region.items()])
+    await wait_for(uploads_stored, timeout_s, f"{len(load.accepted)} accepted uploads stored",
+                   interval_s=1.0)
+    for region, ids in by_region.items():
+        rows = await work.region_pool(region).fetch(
+            "SELECT record_id, count(*) AS n FROM records WHERE record_id = ANY($1::uuid[])"
+            " GROUP BY record_id", [uuid.UUID(i) for i in ids])
+        assert len(rows) == len(ids) and all(r["n"] == 1 for r in rows), \
+            f"{region}: an accepted upload missing or stored twice"
+        for other in REGIONS:
+            if other != region:
+                assert await _count(work, other, "records", ids) == 0, \
+                    f"{region}'s uploads found in {other}"
+    relay_ids = [uuid.UUID(i) for i in load.relays]
+
+    async def relayed() -> bool:
+        in_cm = await work.cm.fetchval(
+            "SELECT count(*) FROM relayed_records WHERE record_id = ANY($1::uuid[])", relay_ids)
+        if in_cm != len(relay_ids):
+            return False
+        return all([await _count(work, r, "records", list(load.relays)) == 0 for r in REGIONS])
+    await wait_for(relayed, timeout_s,
+                   f"{len(relay_ids)} relay records in CM and gone from the cloud", interval_s=1.0)
+    in_cm = await work.cm.fetch(
+        "SELECT record_id, count(*) AS n FROM relayed_records WHERE record_id = ANY($1::uuid[])"
+        " GROUP BY record_id", relay_ids)
+    assert len(in_cm) == len(relay_ids) and all(r["n"] == 1 for r in in_cm)
+
+    late = work.clock.now_dt() - dt.timedelta(seconds=PAST_DEADLINE_TOLERANCE_S * work.clock.speed)
+    past_deadline = {r: sum((await rows_past_deadline(work.region_pool(r), late)).values())
+                     for r in REGIONS}
+    assert sum(past_deadline.values()) == 0, f"rows past their deadline: {past_deadline}"
+
+    # Truncation goes on where the killed node led: each such partition's log start moves past
+    # where it was at the kill (new records were written there and processed since).
+    async def truncated_on_new_leaders() -> bool:
+        now = await _log_starts(work, led)
+        return all(now[tp] > starts_at_kill[tp] for tp in led)
+    await wait_for(truncated_on_new_leaders, timeout_s,
+                   "the log start of every partition the killed node led to move on",
+                   interval_s=1.0)
+
+    # Every processed copy unreadable within its bound, now that the cluster has settled.
+    async def none_past_bound() -> bool:
+        return sum([sum((await w.measure()).past_bound.values()) for w in watches]) == 0
+    await wait_for(none_past_bound, 60, "no processed copy readable past its bound",
+                   interval_s=1.0)
+    return {"accepted_uploads": len(load.accepted), "relays": len(relay_ids),
+            "upload_errors": dict(load.upload_errors), "relay_retries": load.relay_retries,
+            "past_deadline": past_deadline, "past_bound_max_during_run": load.past_bound_max,
+            "partitions_led_by_killed_node": len(led)}
+
+
+async def main() -> None:
+    settings = Settings.from_env()
+    clock = Clock.from_settings(settings)
+    admin = AIOKafkaAdminClient(**admin_options(settings, request_timeout_ms=10_000))
+    await admin.start()
+    producers = {}
+    for region in REGIONS:
+        producers[region] = AIOKafkaProducer(**kafka_options(
+            settings, principal_of("devices", region), region, acks="all",
+            enable_idempotence=True, linger_ms=5))
+        await producers[region].start()
+    watches = [await TransitWatch(settings, r, Metrics()).start() for r in REGIONS]
+    load = Load()
+    async with Workload(settings, clock, seed=uuid.uuid4().int,
+                        tokens_dir=settings.state_dir / "cm" / "tokens") as work:
+        for region in REGIONS:
+            for _ in range(TENANTS_PER_REGION):
+                tenant = await work.onboard(region)
+                load.tenants[tenant] = region
+                work.connect_cm(tenant)
+
+        async def onboarded() -> bool:
+            return all([await work.tenant_region(t) == r for t, r in load.tenants.items()])
+        await wait_for(onboarded, 120, "tenants onboarded", interval_s=0.5)
+        event("ONBOARDED", tenants=len(load.tenants))
+
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(_uploads(work, load, stop)),
+                 asyncio.create_task(_relays(work, load, producers, stop)),
+                 asyncio.create_task(_watch_transit(watches, load, stop))]
+        try:
+            async def some_stored() -> bool:
+                ids = list(load.accepted)
+                n = sum([await _count(work, r, "records", ids) for r in REGIONS])
+                return n >= 200 and len(load.relays) >= 60
+            await wait_for(some_stored, 180, "200 uploads stored before the kill", interval_s=0.5)
+            topics = [topic_name(k, r) for k in KILL_KINDS for r in REGIONS]
+            before = await _partition_leaders(admin, topics)
+            leaders = collections.Counter(leader for leader, _, _ in before.values())
+            victim = leaders.most_common(1)[0][0]
+            led = [tp for tp, (leader, _, _) in before.items() if leader == victim]
+            starts_at_kill = await _log_starts(work, led)
+            event("LEADERS", leaders=dict(leaders), victim=victim, led=len(led),
+                  accepted=len(load.accepted), relays=len(load.relays))
+            await answer("killed")
+            killed_at = time.monotonic()
+
+            async def moved() -> bool:
+                try:
+                    now = await _partition_leaders(admin, topics)
+                except KafkaError:
+                    return False
+                return all(now[tp][0] not in (victim, -1) for tp in led)
+            await wait_for(moved, 120, "new leaders for the killed node's partitions",
+                           interval_s=0.5)
+            failover_s = time.monotonic() - killed_at
+            accepted_at_failover = len(load.accepted)
+
+            # The workload goes on, on the new leaders, for a while.
+            async def more_accepted() -> bool:
+                return len(load.accepted) >= accepted_at_failover + 300
+            await wait_for(more_accepted, 180, "300 more uploads accepted after the failover",
+                           interval_s=0.5)
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in tasks:
+            if task.exception() is not None:
+                raise task.exception()
+        summary = await _check(work, load, led, starts_at_kill, watches, timeout_s=240)
+        event("CHECKED", failover_s=round(failover_s, 1), **summary)
+
+        await answer("restarted")
+        everyone = [name for name, _ in all_topics()]
+
+        async def back_in_every_isr() -> bool:
+            try:
+                now = await _partition_leaders(admin, everyone)
+            except KafkaError:
+                return False
+            return all(victim in isr and len(isr) == len(replicas)
+                       for _, replicas, isr in now.values())
+        began = time.monotonic()
+        await wait_for(back_in_every_isr, 180, f"node {victim} back in every ISR",
+                       interval_s=1.0)
+        final = await _partition_leaders(admin, everyone)
+        event("ISR", partitions=len(final), seconds=round(time.monotonic() - began, 1),
+              replicas=sorted({len(r) for _, r, _ in final.values()}))
+    for watch in watches:
+        await watch.close()
+    for producer in producers.values():
+        await producer.stop()
+    await admin.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
