@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.structs import TopicPartition
+from prometheus_client import CollectorRegistry
 
 from mdmbus.clock import Clock
 from mdmbus.connections import admin_options, kafka_options
@@ -50,6 +51,8 @@ from tests.integration.harness import Workload
 #: The topics whose leaders the test kills: where uploads and relay records travel.
 KILL_KINDS = (TopicKind.UPLOAD, TopicKind.RELAY)
 TENANTS_PER_REGION = 2
+#: Bound of one request of the workload or the checks (a broker gone must not hang them).
+REQUEST_TIMEOUT_S = 30.0
 
 
 def event(name: str, **data: Any) -> None:
@@ -88,7 +91,7 @@ async def _uploads(work: Workload, load: Load, stop: asyncio.Event) -> None:
                 lines.append({"kind": kind, "record": to_json(work.contract.spec(kind).expanded,
                                                               record)})
             try:
-                body = await clients[tenant].upload(lines)
+                body = await asyncio.wait_for(clients[tenant].upload(lines), REQUEST_TIMEOUT_S)
             except GatewayError as exc:
                 load.upload_errors[f"{exc.status} {exc.code}"] += 1
                 continue
@@ -116,10 +119,11 @@ async def _relays(work: Workload, load: Load, producers: dict[str, AIOKafkaProdu
             key = work.contract.key(kind, record)
             for _ in range(600):
                 try:
-                    await producers[region].send_and_wait(topic_name(TopicKind.RELAY, region),
-                                                          value=value, key=key)
+                    await asyncio.wait_for(producers[region].send_and_wait(
+                        topic_name(TopicKind.RELAY, region), value=value, key=key),
+                        REQUEST_TIMEOUT_S)
                     break
-                except KafkaError:
+                except (KafkaError, asyncio.TimeoutError):
                     load.relay_retries += 1
                     await asyncio.sleep(0.1)
             else:
@@ -128,13 +132,23 @@ async def _relays(work: Workload, load: Load, producers: dict[str, AIOKafkaProdu
         await asyncio.sleep(0.2)
 
 
+async def _progress(load: Load, stop: asyncio.Event) -> None:
+    """A line every 10 s, so that the test's log shows where the workload is."""
+    while not stop.is_set():
+        await asyncio.sleep(10)
+        event("PROGRESS", accepted=len(load.accepted), relays=len(load.relays),
+              upload_errors=dict(load.upload_errors), relay_retries=load.relay_retries,
+              past_bound_max=load.past_bound_max)
+
+
 async def _watch_transit(watches: list[TransitWatch], load: Load, stop: asyncio.Event) -> None:
     """The most processed copies readable past their bound seen at any moment (reported)."""
     while not stop.is_set():
         for watch in watches:
             try:
-                past = sum((await watch.measure()).past_bound.values())
-            except KafkaError:
+                past = sum((await asyncio.wait_for(watch.measure(), REQUEST_TIMEOUT_S)
+                            ).past_bound.values())
+            except (KafkaError, asyncio.TimeoutError):
                 continue  # a broker away: measured again next round
             load.past_bound_max = max(load.past_bound_max, past)
         await asyncio.sleep(1.0)
@@ -144,7 +158,7 @@ async def _partition_leaders(admin: AIOKafkaAdminClient, topics: list[str]
                              ) -> dict[TopicPartition, tuple[int, list[int], list[int]]]:
     """(leader, replicas, isr) of every partition of ``topics``."""
     out = {}
-    for topic in await admin.describe_topics(topics):
+    for topic in await asyncio.wait_for(admin.describe_topics(topics), REQUEST_TIMEOUT_S):
         for p in topic["partitions"]:
             out[TopicPartition(topic["topic"], p["partition"])] = (
                 p["leader"], list(p["replicas"]), list(p["isr"]))
@@ -157,7 +171,7 @@ async def _log_starts(work: Workload, tps: list[TopicPartition]) -> dict[TopicPa
     consumer = AIOKafkaConsumer(**kafka_options(work.settings, ADMIN))
     await consumer.start()
     try:
-        return await consumer.beginning_offsets(tps)
+        return await asyncio.wait_for(consumer.beginning_offsets(tps), REQUEST_TIMEOUT_S)
     finally:
         await consumer.stop()
 
@@ -241,7 +255,7 @@ async def main() -> None:
             settings, principal_of("devices", region), region, acks="all",
             enable_idempotence=True, linger_ms=5))
         await producers[region].start()
-    watches = [await TransitWatch(settings, r, Metrics()).start() for r in REGIONS]
+    watches = [await TransitWatch(settings, r, Metrics(CollectorRegistry())).start() for r in REGIONS]
     load = Load()
     async with Workload(settings, clock, seed=uuid.uuid4().int,
                         tokens_dir=settings.state_dir / "cm" / "tokens") as work:
@@ -259,13 +273,14 @@ async def main() -> None:
         stop = asyncio.Event()
         tasks = [asyncio.create_task(_uploads(work, load, stop)),
                  asyncio.create_task(_relays(work, load, producers, stop)),
-                 asyncio.create_task(_watch_transit(watches, load, stop))]
+                 asyncio.create_task(_watch_transit(watches, load, stop)),
+                 asyncio.create_task(_progress(load, stop))]
         try:
             async def some_stored() -> bool:
                 ids = list(load.accepted)
                 n = sum([await _count(work, r, "records", ids) for r in REGIONS])
-                return n >= 200 and len(load.relays) >= 60
-            await wait_for(some_stored, 180, "200 uploads stored before the kill", interval_s=0.5)
+                return n >= 100 and len(load.relays) >= 30
+            await wait_for(some_stored, 300, "100 uploads stored before the kill", interval_s=0.5)
             topics = [topic_name(k, r) for k in KILL_KINDS for r in REGIONS]
             before = await _partition_leaders(admin, topics)
             leaders = collections.Counter(leader for leader, _, _ in before.values())
@@ -280,7 +295,7 @@ async def main() -> None:
             async def moved() -> bool:
                 try:
                     now = await _partition_leaders(admin, topics)
-                except KafkaError:
+                except (KafkaError, asyncio.TimeoutError):
                     return False
                 return all(now[tp][0] not in (victim, -1) for tp in led)
             await wait_for(moved, 120, "new leaders for the killed node's partitions",
@@ -290,8 +305,8 @@ async def main() -> None:
 
             # The workload goes on, on the new leaders, for a while.
             async def more_accepted() -> bool:
-                return len(load.accepted) >= accepted_at_failover + 300
-            await wait_for(more_accepted, 180, "300 more uploads accepted after the failover",
+                return len(load.accepted) >= accepted_at_failover + 150
+            await wait_for(more_accepted, 300, "150 more uploads accepted after the failover",
                            interval_s=0.5)
         finally:
             stop.set()
@@ -308,7 +323,7 @@ async def main() -> None:
         async def back_in_every_isr() -> bool:
             try:
                 now = await _partition_leaders(admin, everyone)
-            except KafkaError:
+            except (KafkaError, asyncio.TimeoutError):
                 return False
             return all(victim in isr and len(isr) == len(replicas)
                        for _, replicas, isr in now.values())

@@ -208,7 +208,7 @@ def test_compose_cluster_survives_losing_a_broker(repo_root: Path) -> None:
         stack.logged("build", timeout_s=1200)
         timings.mark("build")
         stack.logged("up", "-d", timeout_s=600)
-        states = _wait_healthy(stack, 300)
+        states = _wait_healthy(stack, 600)
         timings.mark("up, healthy")
         assert {s for s, st in states.items() if st[:2] == ("running", "healthy")} >= \
             {*KAFKA_NODES, "pipeline-na", "pipeline-eu", "pipeline-ap", "gateway-na",
