@@ -83,7 +83,10 @@ class Stack:
 
 
 def _wait_healthy(stack: Stack, timeout_s: float) -> dict[str, tuple[str, str, int]]:
-    services = set(stack("config", "--services").stdout.split())
+    import yaml
+    # The services `up` starts: those of no profile.
+    config = yaml.safe_load(stack("config").stdout)
+    services = {name for name, s in config["services"].items() if not s.get("profiles")}
     deadline = time.monotonic() + timeout_s
     while True:
         states = stack.states()
