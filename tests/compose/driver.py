@@ -165,13 +165,16 @@ async def _partition_leaders(admin: AIOKafkaAdminClient, topics: list[str]
     return out
 
 
-async def _log_starts(work: Workload, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+async def _offsets(work: Workload, tps: list[TopicPartition]
+                   ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
+    """Each partition's log start (first readable copy) and end offset."""
     from aiokafka import AIOKafkaConsumer
     from mdmbus.identities import ADMIN
     consumer = AIOKafkaConsumer(**kafka_options(work.settings, ADMIN))
     await consumer.start()
     try:
-        return await asyncio.wait_for(consumer.beginning_offsets(tps), REQUEST_TIMEOUT_S)
+        return (await asyncio.wait_for(consumer.beginning_offsets(tps), REQUEST_TIMEOUT_S),
+                await asyncio.wait_for(consumer.end_offsets(tps), REQUEST_TIMEOUT_S))
     finally:
         await consumer.stop()
 
@@ -183,7 +186,7 @@ async def _count(work: Workload, region: str, table: str, ids: list[str]) -> int
 
 
 async def _check(work: Workload, load: Load, led: list[TopicPartition],
-                 starts_at_kill: dict[TopicPartition, int], watches: list[TransitWatch],
+                 ends_at_kill: dict[TopicPartition, int], watches: list[TransitWatch],
                  timeout_s: float) -> dict[str, Any]:
     by_region: dict[str, list[str]] = {r: [] for r in REGIONS}
     for rid, region in load.accepted.items():
@@ -224,13 +227,14 @@ async def _check(work: Workload, load: Load, led: list[TopicPartition],
                      for r in REGIONS}
     assert sum(past_deadline.values()) == 0, f"rows past their deadline: {past_deadline}"
 
-    # Truncation goes on where the killed node led: each such partition's log start moves past
-    # where it was at the kill (new records were written there and processed since).
+    # Truncation goes on where the killed node led: on each such partition, now led by another
+    # node, every copy written before the kill has been processed and truncated (the log start
+    # is at least the end offset at the kill).
     async def truncated_on_new_leaders() -> bool:
-        now = await _log_starts(work, led)
-        return all(now[tp] > starts_at_kill[tp] for tp in led)
+        starts, _ = await _offsets(work, led)
+        return all(starts[tp] >= ends_at_kill[tp] for tp in led)
     await wait_for(truncated_on_new_leaders, timeout_s,
-                   "the log start of every partition the killed node led to move on",
+                   "every copy the killed node's partitions held at the kill to be truncated",
                    interval_s=1.0)
 
     # Every processed copy unreadable within its bound, now that the cluster has settled.
@@ -241,7 +245,8 @@ async def _check(work: Workload, load: Load, led: list[TopicPartition],
     return {"accepted_uploads": len(load.accepted), "relays": len(relay_ids),
             "upload_errors": dict(load.upload_errors), "relay_retries": load.relay_retries,
             "past_deadline": past_deadline, "past_bound_max_during_run": load.past_bound_max,
-            "partitions_led_by_killed_node": len(led)}
+            "partitions_led_by_killed_node": len(led),
+            "copies_on_them_at_kill_truncated": sum(ends_at_kill.values())}
 
 
 async def main() -> None:
@@ -286,8 +291,10 @@ async def main() -> None:
             leaders = collections.Counter(leader for leader, _, _ in before.values())
             victim = leaders.most_common(1)[0][0]
             led = [tp for tp, (leader, _, _) in before.items() if leader == victim]
-            starts_at_kill = await _log_starts(work, led)
+            starts_at_kill, ends_at_kill = await _offsets(work, led)
+            untruncated = sum(ends_at_kill[tp] - starts_at_kill[tp] for tp in led)
             event("LEADERS", leaders=dict(leaders), victim=victim, led=len(led),
+                  written_to_led=sum(ends_at_kill.values()), readable_on_led=untruncated,
                   accepted=len(load.accepted), relays=len(load.relays))
             await answer("killed")
             killed_at = time.monotonic()
@@ -314,7 +321,7 @@ async def main() -> None:
         for task in tasks:
             if task.exception() is not None:
                 raise task.exception()
-        summary = await _check(work, load, led, starts_at_kill, watches, timeout_s=240)
+        summary = await _check(work, load, led, ends_at_kill, watches, timeout_s=240)
         event("CHECKED", failover_s=round(failover_s, 1), **summary)
 
         await answer("restarted")

@@ -227,6 +227,7 @@ def test_compose_cluster_survives_losing_a_broker(repo_root: Path) -> None:
         timings.mark("workload until the kill")
         victim = f"kafka-{leaders['victim']}"
         assert victim in KAFKA_NODES and leaders["led"] > 0
+        assert leaders["written_to_led"] > 0, "the node to kill leads no partition with records"
         stack.logged("kill", "-s", "SIGKILL", victim, timeout_s=60)
         assert stack.states()[victim][0] == "exited"
         driver.say("killed")
