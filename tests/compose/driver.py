@@ -53,6 +53,8 @@ KILL_KINDS = (TopicKind.UPLOAD, TopicKind.RELAY)
 TENANTS_PER_REGION = 2
 #: Bound of one request of the workload or the checks (a broker gone must not hang them).
 REQUEST_TIMEOUT_S = 30.0
+#: Records per upload request.
+UPLOAD_BATCH = 20
 
 
 def event(name: str, **data: Any) -> None:
@@ -79,56 +81,63 @@ class Load:
 
 
 async def _uploads(work: Workload, load: Load, stop: asyncio.Event) -> None:
-    """Each tenant's CM side uploads five records a round through its region's gateway. Only
-    what the gateway answers "accepted" counts; a refusal or an error is counted by reason."""
+    """Each tenant's CM side uploads UPLOAD_BATCH records a round through its region's gateway,
+    all tenants at once. Only what the gateway answers "accepted" counts; a refusal or an
+    error is counted by reason."""
     clients = {t: work.client(t) for t in load.tenants}
+
+    async def upload(tenant: str, region: str) -> None:
+        lines = []
+        for i in range(UPLOAD_BATCH):
+            kind = f"U{i % 14 + 1}"
+            record = work.make(kind, tenant)
+            lines.append({"kind": kind, "record": to_json(work.contract.spec(kind).expanded,
+                                                          record)})
+        try:
+            body = await asyncio.wait_for(clients[tenant].upload(lines), REQUEST_TIMEOUT_S)
+        except GatewayError as exc:
+            load.upload_errors[f"{exc.status} {exc.code}"] += 1
+            return
+        except (OSError, asyncio.TimeoutError) as exc:
+            load.upload_errors[type(exc).__name__] += 1
+            return
+        for item in body["accepted"]:
+            load.accepted[item["record_id"]] = region
+        for item in body["refused"]:
+            load.upload_errors[item["reason"]] += 1
+
     while not stop.is_set():
-        for tenant, region in load.tenants.items():
-            lines = []
-            for i in range(5):
-                kind = f"U{(len(load.accepted) + i) % 14 + 1}"
-                record = work.make(kind, tenant)
-                lines.append({"kind": kind, "record": to_json(work.contract.spec(kind).expanded,
-                                                              record)})
-            try:
-                body = await asyncio.wait_for(clients[tenant].upload(lines), REQUEST_TIMEOUT_S)
-            except GatewayError as exc:
-                load.upload_errors[f"{exc.status} {exc.code}"] += 1
-                continue
-            except (OSError, asyncio.TimeoutError) as exc:
-                load.upload_errors[type(exc).__name__] += 1
-                continue
-            for item in body["accepted"]:
-                load.accepted[item["record_id"]] = region
-            for item in body["refused"]:
-                load.upload_errors[item["reason"]] += 1
-        await asyncio.sleep(0.05)
+        await asyncio.gather(*(upload(t, r) for t, r in load.tenants.items()))
+        await asyncio.sleep(0.2)
 
 
 async def _relays(work: Workload, load: Load, producers: dict[str, AIOKafkaProducer],
                   stop: asyncio.Event) -> None:
     """Each region's device side relays records for its tenants (acks=all, idempotent),
     resending a record the brokers did not acknowledge until they do."""
+    async def relay(tenant: str, region: str, n: int) -> None:
+        kind = f"R{n % 6 + 1}"
+        record = work.make(kind, tenant, device_id=work.factory.uuid())
+        value = work.contract.codec.encode(kind, record)
+        key = work.contract.key(kind, record)
+        for _ in range(600):
+            try:
+                await asyncio.wait_for(producers[region].send_and_wait(
+                    topic_name(TopicKind.RELAY, region), value=value, key=key),
+                    REQUEST_TIMEOUT_S)
+                break
+            except (KafkaError, asyncio.TimeoutError):
+                load.relay_retries += 1
+                await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the device producer got no acknowledgement in 600 tries")
+        load.relays[str(record["envelope"]["record_id"])] = region
+
     n = 0
     while not stop.is_set():
-        for tenant, region in load.tenants.items():
-            kind = f"R{n % 6 + 1}"
-            n += 1
-            record = work.make(kind, tenant, device_id=work.factory.uuid())
-            value = work.contract.codec.encode(kind, record)
-            key = work.contract.key(kind, record)
-            for _ in range(600):
-                try:
-                    await asyncio.wait_for(producers[region].send_and_wait(
-                        topic_name(TopicKind.RELAY, region), value=value, key=key),
-                        REQUEST_TIMEOUT_S)
-                    break
-                except (KafkaError, asyncio.TimeoutError):
-                    load.relay_retries += 1
-                    await asyncio.sleep(0.1)
-            else:
-                raise AssertionError("the device producer got no acknowledgement for a minute")
-            load.relays[str(record["envelope"]["record_id"])] = region
+        await asyncio.gather(*(relay(t, r, n + i) for i, (t, r) in
+                               enumerate(load.tenants.items())))
+        n += len(load.tenants)
         await asyncio.sleep(0.2)
 
 
@@ -284,7 +293,7 @@ async def main() -> None:
             async def some_stored() -> bool:
                 ids = list(load.accepted)
                 n = sum([await _count(work, r, "records", ids) for r in REGIONS])
-                return n >= 100 and len(load.relays) >= 30
+                return n >= 100 and len(load.relays) >= 20
             await wait_for(some_stored, 300, "100 uploads stored before the kill", interval_s=0.5)
             topics = [topic_name(k, r) for k in KILL_KINDS for r in REGIONS]
             before = await _partition_leaders(admin, topics)
