@@ -379,7 +379,7 @@ def _kafka_property(variable: str) -> str:
 
 #: Properties of the cluster only (the embedded broker runs with Kafka's defaults).
 CLUSTER_ONLY = {"default.replication.factor", "min.insync.replicas",
-                "unclean.leader.election.enable"}
+                "unclean.leader.election.enable", "broker.session.timeout.ms"}
 #: Properties whose value in a three-node cluster differs from the single embedded broker's.
 CLUSTER_SETTINGS = CLUSTER_ONLY | {
     "controller.quorum.voters", "node.id", "offsets.topic.replication.factor",
