@@ -1,7 +1,8 @@
 """The compose end-to-end test's client inside the compose network (tests/compose/
-test_compose_cluster.py runs it with `docker-compose run` as the provisioning service, with this
-checkout and its .venv mounted): a workload through the gateways and the device producers, and
-every check of the stores and topics, while the test kills and restarts a broker from outside.
+test_compose_cluster.py runs it with `compose run` as the provisioning service, in the mdmbus
+image, with this checkout's tests/ mounted and pytest installed from wheels made on the host):
+a workload through the gateways and the device producers, and every check of the stores and
+topics, while the test kills and restarts a broker from outside.
 
 It speaks in lines: on stdout ``EVENT {json}``; on stdin the test's answers. The scenario:
 
