@@ -249,8 +249,12 @@ async def _check(work: Workload, load: Load, led: list[TopicPartition],
 
     # Every processed copy unreadable within its bound, now that the cluster has settled.
     async def none_past_bound() -> bool:
-        return sum([sum((await w.measure()).past_bound.values()) for w in watches]) == 0
-    await wait_for(none_past_bound, 60, "no processed copy readable past its bound",
+        try:
+            return sum([sum((await asyncio.wait_for(w.measure(), REQUEST_TIMEOUT_S)
+                             ).past_bound.values()) for w in watches]) == 0
+        except (KafkaError, asyncio.TimeoutError):  # a client still asking the dead node
+            return False
+    await wait_for(none_past_bound, 120, "no processed copy readable past its bound",
                    interval_s=1.0)
     return {"accepted_uploads": len(load.accepted), "relays": len(relay_ids),
             "upload_errors": dict(load.upload_errors), "relay_retries": load.relay_retries,
