@@ -1,27 +1,30 @@
 # The mdmbus image: the `mdmbus` command with the pipeline processes, provisioning and the demo
 # simulators. compose.yaml builds it once and runs it as mdmbus-certs, mdmbus-init, pipeline,
 # cm-connector, sweeper, gateway and (profile demo) simulator, each with its own
-# `mdmbus <subcommand>`.
-FROM python:3.11-slim
+# `mdmbus <subcommand>`. Debian's Python 3.11; the package and its dependencies are installed
+# from the wheels `ops/compose/prepare` builds into .build/wheels, so the build needs no access
+# to PyPI itself.
+ARG BASE=debian:bookworm-slim
+FROM ${BASE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/mdmbus/bin:$PATH \
     MDMBUS_STATE_DIR=/tmp/mdmbus \
     MDMBUS_METRICS_ADDR=0.0.0.0
 
-WORKDIR /build
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-venv \
+    && rm -rf /var/lib/apt/lists/*
 
 # A plain (not editable) install: the contract, SQL and stack configuration are package data,
 # so the image needs no source tree at run time.
-COPY pyproject.toml README.md ./
-COPY mdmbus/ mdmbus/
-COPY streams/ streams/
-COPY services/ services/
-COPY schemas/ schemas/
-RUN pip install . \
-    && cd / && rm -rf /build \
+COPY .build/wheels/ /tmp/wheels/
+RUN python3 -m venv /opt/mdmbus \
+    && /opt/mdmbus/bin/pip install -q --no-index --find-links /tmp/wheels mdmbus \
+    && rm -rf /tmp/wheels \
     && python -c "from mdmbus.contract import default_registry; default_registry()" \
     && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin mdmbus \
     && install -d -o mdmbus -m 0700 /var/lib/mdmbus

@@ -182,6 +182,9 @@ class Settings:
     #: certificate (<state>/pki/admin.crt): its mutual-TLS listener, "host:port". Empty: the
     #: embedded broker's, or SCRAM as admin on a broker of your own.
     kafka_admin_bootstrap: str = text("MDMBUS_KAFKA_ADMIN_BOOTSTRAP")
+    #: Replicas of each topic provisioning creates: 1 on the embedded broker; the brokers of a
+    #: cluster (compose: 3, with min.insync.replicas 2 in the brokers' own settings).
+    kafka_replication_factor: int = whole("MDMBUS_KAFKA_REPLICATION_FACTOR", 1, minimum=1)
     kafka_version: str = text("MDMBUS_KAFKA_VERSION", "4.3.1")
     #: An existing Kafka installation (a directory with libs/*.jar) to run instead of Maven's.
     kafka_home: Path | None = _setting(None, read=_optional_path("MDMBUS_KAFKA_HOME"))

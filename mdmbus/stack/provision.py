@@ -68,7 +68,9 @@ async def ensure_topics(settings: Settings) -> list[str]:
             existing = set(await admin.list_topics())
             missing = [(n, s) for n, s in topics if n not in existing]
             if missing:
-                await admin.create_topics([NewTopic(n, s.partitions, 1, topic_configs=dict(s.config))
+                await admin.create_topics([NewTopic(n, s.partitions,
+                                                    settings.kafka_replication_factor,
+                                                    topic_configs=dict(s.config))
                                            for n, s in missing])
             present = [(n, s) for n, s in topics if n in existing]
             if present:

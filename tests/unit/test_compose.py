@@ -27,19 +27,60 @@ def test_compose_file_validates_against_the_compose_specification(compose, data_
 def test_a_broken_compose_file_is_caught_by_the_same_check(compose, data_dir):
     schema = json.loads((data_dir / "compose-spec" / "compose-spec.json").read_text())
     broken = json.loads(json.dumps(compose))
-    broken["services"]["kafka"]["ports"] = {"not": "a list"}
+    broken["services"][KAFKA]["ports"] = {"not": "a list"}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, schema, cls=jsonschema.Draft7Validator)
 
 
-def test_kafka_is_the_same_release_as_the_embedded_stack(compose):
+def test_kafka_is_the_same_release_as_the_embedded_stack(compose, repo_root):
+    """Every node runs the image built from the jars the embedded stack fetches (its pom)."""
     from mdmbus.settings import Settings
-    assert compose["services"]["kafka"]["image"] == f"apache/kafka:{Settings().kafka_version}"
+    for node in KAFKA_NODES:
+        kafka = compose["services"][node]
+        assert kafka["image"] == f"mdmbus-kafka:{Settings().kafka_version}", node
+        assert kafka["build"] == {"context": ".", "dockerfile": "ops/kafka/Dockerfile"}, node
+    text = (repo_root / "ops/kafka/Dockerfile").read_text()
+    assert re.search(r"^COPY \.build/kafka-libs/? /opt/kafka/libs/?$", text, re.M)
+    prepare = (repo_root / "ops/compose/prepare").read_text()
+    assert "ensure_jars" in prepare, "the jars come the way the embedded stack gets them"
+
+
+def test_the_kafka_cluster_is_three_replicated_kraft_nodes(compose):
+    """Three combined broker+controller nodes, each its own id, name and data volume, voting
+    on one quorum; every topic on three brokers, acknowledged by two, no unclean election."""
+    from mdmbus.settings import Settings
+    services = compose["services"]
+    props = {node: {_kafka_property(k): _interpolate(v)
+                    for k, v in services[node]["environment"].items()
+                    if k.startswith("KAFKA_") and k not in _KAFKA_NOT_PROPERTIES}
+             for node in KAFKA_NODES}
+    voters = {f"{p['node.id']}@{node}:9093" for node, p in props.items()}
+    assert len({p["node.id"] for p in props.values()}) == 3
+    assert len({services[n]["environment"]["CLUSTER_ID"] for n in KAFKA_NODES}) == 1
+    for node, p in props.items():
+        assert set(p["controller.quorum.voters"].split(",")) == voters, node
+        assert p["process.roles"] == "broker,controller", node
+        assert set(_listeners(p["advertised.listeners"]).values()) == \
+            {(node, "9092"), (node, "9094")}, node
+        assert p["default.replication.factor"] == "3" and p["min.insync.replicas"] == "2", node
+        assert p["unclean.leader.election.enable"] == "false", node
+        for internal in ("offsets.topic", "transaction.state.log",
+                         "share.coordinator.state.topic"):
+            assert p[f"{internal}.replication.factor"] == "3", (node, internal)
+        assert p["transaction.state.log.min.isr"] == p["share.coordinator.state.topic.min.isr"] == "2"
+        data = [source for source, _ in _mounts(services[node]).values()
+                if source.startswith("kafka-") and source.endswith("-data")]
+        assert data == [f"{node}-data"], node
+    init = Settings.from_env(_env(services["mdmbus-init"]))
+    assert init.kafka_replication_factor == 3
+    for name, service in _mdmbus_services(compose).items():
+        bootstrap = Settings.from_env(_env(service)).kafka_bootstrap.split(",")
+        assert bootstrap == [f"{n}:9092" for n in KAFKA_NODES], name
 
 
 def test_one_postgres_server_per_region_the_directory_and_cm(compose):
     dbs = sorted(s["environment"]["POSTGRES_DB"] for s in compose["services"].values()
-                 if s.get("image", "").startswith("postgres:"))
+                 if s.get("image", "").startswith("mdmbus-postgres:"))
     assert dbs == sorted(all_databases())
 
 
@@ -157,11 +198,11 @@ def test_prometheus_scrapes_each_process_where_it_serves_metrics(compose, repo_r
 def test_every_database_is_reached_on_its_own_server(compose):
     from mdmbus.settings import Settings
     server_of = {s["environment"]["POSTGRES_DB"]: name for name, s in compose["services"].items()
-                 if s.get("image", "").startswith("postgres:")}
+                 if s.get("image", "").startswith("mdmbus-postgres:")}
     for name, service in _mdmbus_services(compose).items():
         env = _env(service)
         settings = Settings.from_env(env)
-        assert settings.kafka_bootstrap == "kafka:9092", name
+        assert settings.kafka_bootstrap == ",".join(f"{n}:9092" for n in KAFKA_NODES), name
         for db in all_databases():
             assert settings.pg_server(db) == (server_of[db], 5432), f"{name}: {db}"
             server_env = compose["services"][server_of[db]]["environment"]
@@ -197,7 +238,7 @@ def test_services_start_in_order(compose):
                 assert services[dep].get("healthcheck"), f"{name} waits for {dep} to be healthy; it has no healthcheck"
     init = services["mdmbus-init"]["depends_on"]
     assert {d for d, s in init.items() if s["condition"] == "service_healthy"} == \
-        {"kafka", "postgres-na", "postgres-eu", "postgres-ap", "postgres-directory", "postgres-cm"}
+        {*KAFKA_NODES, "postgres-na", "postgres-eu", "postgres-ap", "postgres-directory", "postgres-cm"}
     assert init["mdmbus-certs"]["condition"] == "service_completed_successfully"
     for name in PROCESS_SERVICES + ("simulator",):
         assert services[name]["depends_on"]["mdmbus-init"]["condition"] == "service_completed_successfully"
@@ -221,12 +262,15 @@ def test_every_long_running_service_has_a_healthcheck(compose):
 
 def test_the_demo_simulator_is_optional(compose):
     assert compose["services"]["simulator"]["profiles"] == ["demo"]
-    assert all(not s.get("profiles") for n, s in compose["services"].items() if n != "simulator")
+    # Grafana's image is the one not built here (pulled from Docker Hub): optional too.
+    assert compose["services"]["grafana"]["profiles"] == ["grafana"]
+    assert all(not s.get("profiles") for n, s in compose["services"].items()
+               if n not in ("simulator", "grafana"))
 
 
 def test_prometheus_and_grafana_are_configured_from_ops(compose, repo_root):
     prometheus = compose["services"]["prometheus"]
-    assert prometheus["image"].startswith("prom/prometheus:")
+    assert prometheus["build"] == {"context": ".", "dockerfile": "ops/prometheus/Dockerfile"}
     mounts = {v.split(":")[1]: v.split(":")[0] for v in prometheus["volumes"]}
     assert mounts["/etc/prometheus/prometheus.yml"] == "./ops/prometheus/prometheus.compose.yml"
     assert mounts["/etc/prometheus/alerts.yml"] == "./ops/prometheus/alerts.yml"
@@ -260,15 +304,21 @@ def test_secrets_stay_out_of_git_and_the_image(repo_root):
 def test_the_dockerfile_installs_the_package_and_runs_mdmbus(repo_root):
     text = (repo_root / "Dockerfile").read_text()
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
-    assert lines[0] == "FROM python:3.11-slim"
+    # One Debian base for every image the project builds (Debian's python3 is 3.11).
+    assert lines[:2] == ["ARG BASE=debian:bookworm-slim", "FROM ${BASE}"]
+    assert re.search(r"apt-get install .*\bpython3 python3-venv\b", text)
     assert 'ENTRYPOINT ["mdmbus"]' in lines
-    assert re.search(r"^RUN pip install (-e )?\.", text, re.M)
+    # The package and its dependencies from the wheels ops/compose/prepare builds, no index.
+    assert re.search(r"pip install -q --no-index --find-links /tmp/wheels mdmbus", text)
     copied = {m.group(1).rstrip("/") for m in re.finditer(r"^COPY (\S+)", text, re.M)}
-    # What pip needs to build the package: its code, its contract (package data of
-    # mdmbus.schemas) and what pyproject.toml names.
-    assert {"mdmbus", "streams", "services", "schemas"} <= copied
+    assert copied == {".build/wheels"}
+    assert "pip wheel" in (repo_root / "ops/compose/prepare").read_text()
     ignored = set((repo_root / ".dockerignore").read_text().split())
-    assert not ({"mdmbus", "streams", "services", "schemas", "pyproject.toml", "README.md"} & ignored)
+    assert not ({".build", "ops", "ops/kafka", "ops/postgres", "ops/prometheus"} & ignored)
+    for dockerfile in ("ops/kafka/Dockerfile", "ops/postgres/Dockerfile",
+                       "ops/prometheus/Dockerfile"):
+        text = (repo_root / dockerfile).read_text()
+        assert re.search(r"^ARG BASE=debian:bookworm-slim\nFROM \$\{BASE\}$", text, re.M), dockerfile
 
 
 # --- security: the embedded stack's, in containers ---------------------------------------------
@@ -277,6 +327,9 @@ def test_the_dockerfile_installs_the_package_and_runs_mdmbus(repo_root):
 # server images are configured through their own conventions; the helpers below mirror them.
 
 CERTS = "mdmbus-certs"
+#: The Kafka cluster's nodes (x-kafka in compose.yaml); KAFKA is the one a test reads.
+KAFKA_NODES = ("kafka-1", "kafka-2", "kafka-3")
+KAFKA = KAFKA_NODES[0]
 #: The volumes mdmbus-certs fills: the mdmbus containers' state, and the servers' copies.
 CERT_VOLUMES = ("mdmbus-state", "kafka-tls", "pg-tls")
 #: The users the server images run as (apache/kafka: appuser; postgres:15, Debian: postgres).
@@ -324,8 +377,18 @@ def _kafka_property(variable: str) -> str:
             .replace("...", "-").replace("..", "_"))
 
 
+#: Properties of the cluster only (the embedded broker runs with Kafka's defaults).
+CLUSTER_ONLY = {"default.replication.factor", "min.insync.replicas",
+                "unclean.leader.election.enable", "broker.session.timeout.ms"}
+#: Properties whose value in a three-node cluster differs from the single embedded broker's.
+CLUSTER_SETTINGS = CLUSTER_ONLY | {
+    "controller.quorum.voters", "node.id", "offsets.topic.replication.factor",
+    "transaction.state.log.replication.factor", "transaction.state.log.min.isr",
+    "share.coordinator.state.topic.replication.factor", "share.coordinator.state.topic.min.isr"}
+
+
 def _kafka_properties(compose: dict) -> dict[str, str]:
-    env = compose["services"]["kafka"]["environment"]
+    env = compose["services"][KAFKA]["environment"]
     return {_kafka_property(k): _interpolate(v) for k, v in env.items()
             if k.startswith("KAFKA_") and k not in _KAFKA_NOT_PROPERTIES}
 
@@ -394,7 +457,7 @@ def _installed(compose: dict) -> dict[tuple[str, str], dict[str, str]]:
 
 def _postgres_services(compose: dict) -> dict[str, dict]:
     return {name: s for name, s in compose["services"].items()
-            if s.get("image", "").startswith("postgres:")}
+            if s.get("image", "").startswith("mdmbus-postgres:")}
 
 
 def _pg_settings(service: dict) -> dict[str, str]:
@@ -420,7 +483,7 @@ def test_kafka_variables_name_the_properties_the_image_makes_of_them(compose):
     assert _kafka_property("KAFKA_LISTENER_NAME_CLIENT_SCRAM___SHA___512_SASL_JAAS_CONFIG") == \
         "listener.name.client.scram-sha-512.sasl.jaas.config"
     assert _kafka_property("KAFKA_SSL_KEYSTORE_TYPE") == "ssl.keystore.type"
-    for variable in compose["services"]["kafka"]["environment"]:
+    for variable in compose["services"][KAFKA]["environment"]:
         # The image removes every "KAFKA_", not only the prefix; four underscores are undefined.
         assert variable.count("KAFKA_") <= 1 and "____" not in variable, variable
 
@@ -430,8 +493,11 @@ def test_kafka_has_the_properties_of_the_embedded_broker(compose, embedded_kafka
     TLS stores, client authentication, principal mapping, SASL mechanism, authorizer, super
     users and broker defaults. Placeholders (@NAME@) take one value each."""
     props = _kafka_properties(compose)
-    assert set(props) - set(embedded_kafka) == set(), "properties the embedded broker does not have"
+    extra = set(props) - set(embedded_kafka)
+    assert extra == CLUSTER_ONLY, "properties the embedded broker does not have"
     assert set(embedded_kafka) - set(props) == set(), "properties of the embedded broker missing"
+    # A cluster's own (test_the_kafka_cluster_is_three_replicated_kraft_nodes).
+    embedded_kafka = {k: v for k, v in embedded_kafka.items() if k not in CLUSTER_SETTINGS}
     placeholder = re.compile(r"@([A-Z_]+)@")
     bound: dict[str, str] = {}
 
@@ -452,17 +518,25 @@ def test_kafka_has_the_properties_of_the_embedded_broker(compose, embedded_kafka
         for name, value in zip(names, m.groups()):
             bind(name, value, key)
 
-    # The same listeners on the same (placeholder) ports; the controller on loopback as there.
+    # The same listeners on the same (placeholder) ports; the controller, on loopback in the
+    # embedded broker, listens in the node's container for the other two nodes (published
+    # nowhere, and mutual TLS as there).
     template, listeners = _listeners(embedded_kafka["listeners"]), _listeners(props["listeners"])
     assert set(listeners) == set(template)
     for name, (host, port) in template.items():
         bind(placeholder.fullmatch(port).group(1), listeners[name][1], f"listener {name}")
     controller = props["controller.listener.names"]
-    assert listeners[controller][0] == template[controller][0] == "127.0.0.1"
-    advertised = _listeners(props["advertised.listeners"])
-    assert set(advertised) == set(_listeners(embedded_kafka["advertised.listeners"]))
-    for name, (host, port) in advertised.items():
-        assert host == "kafka" and port == listeners[name][1], name
+    assert template[controller][0] == "127.0.0.1"
+    assert _protocols(props)[controller] == "SSL"
+    assert props[f"listener.name.{controller.lower()}.ssl.client.auth"] == "required"
+    for node in KAFKA_NODES:
+        node_props = {_kafka_property(k): _interpolate(v)
+                      for k, v in compose["services"][node]["environment"].items()
+                      if k.startswith("KAFKA_") and k not in _KAFKA_NOT_PROPERTIES}
+        advertised = _listeners(node_props["advertised.listeners"])
+        assert set(advertised) == set(_listeners(embedded_kafka["advertised.listeners"]))
+        for name, (host, port) in advertised.items():
+            assert host == node and port == listeners[name][1], (node, name)
 
 
 def test_no_plaintext_kafka_listener_and_client_certificates_where_there_is_no_sasl(compose):
@@ -485,11 +559,12 @@ def test_no_plaintext_kafka_listener_and_client_certificates_where_there_is_no_s
     from mdmbus.identities import SUPER_USERS
     assert props["super.users"].split(";") == [f"User:{u}" for u in SUPER_USERS]
     # Nothing of Kafka (or PostgreSQL) is published to the host.
-    for name in ("kafka", *_postgres_services(compose)):
+    for name in (*KAFKA_NODES, *_postgres_services(compose)):
         assert not compose["services"][name].get("ports"), f"{name} publishes ports"
     # ... and no mdmbus container is told to talk plaintext.
     from mdmbus.settings import Settings
-    client = "kafka:" + _listeners(props["advertised.listeners"])["CLIENT"][1]
+    client = ",".join(f"{node}:" + _listeners(props["advertised.listeners"])["CLIENT"][1]
+                      for node in KAFKA_NODES)
     for name, service in _mdmbus_services(compose).items():
         settings = Settings.from_env(_env(service))
         assert settings.kafka_security == "sasl_ssl" and settings.pg_tls, name
@@ -501,7 +576,7 @@ def test_the_images_scripts_leave_the_kafka_configuration_alone(compose):
     KAFKA_OPTS when an advertised listener's text contains "SSL://" or "SASL_...://" (it
     looks at names, not protocols); configureDefaults fills in PLAINTEXT listeners for any of
     its variables left unset."""
-    env = {k: _interpolate(v) for k, v in compose["services"]["kafka"]["environment"].items()}
+    env = {k: _interpolate(v) for k, v in compose["services"][KAFKA]["environment"].items()}
     assert "SSL://" not in env["KAFKA_ADVERTISED_LISTENERS"]
     assert not re.search(r"SASL_.*://", env["KAFKA_ADVERTISED_LISTENERS"])
     defaults = {"CLUSTER_ID", "KAFKA_NODE_ID", "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP",
@@ -515,7 +590,7 @@ def test_the_images_scripts_leave_the_kafka_configuration_alone(compose):
 
 
 def test_kafka_reads_its_stores_and_data_where_mdmbus_certs_and_compose_put_them(compose):
-    kafka = compose["services"]["kafka"]
+    kafka = compose["services"][KAFKA]
     props = _kafka_properties(compose)
     installed = _installed(compose)
     state = _env(compose["services"][CERTS])["MDMBUS_STATE_DIR"]
@@ -530,17 +605,18 @@ def test_kafka_reads_its_stores_and_data_where_mdmbus_certs_and_compose_put_them
         copy = installed[(volume, path)]
         assert copy["source"] == str(source), key
         assert copy["owner"] == KAFKA_UID and int(copy["mode"], 8) & 0o400, key
-    assert _in_volume(kafka, props["log.dirs"] + "/x") == ("kafka-data", "x")
+    for node in KAFKA_NODES:
+        assert _in_volume(compose["services"][node], props["log.dirs"] + "/x") == \
+            (f"{node}-data", "x")
     assert "mdmbus-state" not in {s for s, _ in _mounts(kafka).values()}, \
         "the broker needs its key store, not every password and the CA's key"
 
 
 def test_kafka_healthcheck_authenticates_on_the_mutual_tls_listener(compose, repo_root):
-    kafka = compose["services"]["kafka"]
+    kafka = compose["services"][KAFKA]
     props = _kafka_properties(compose)
     test = " ".join(kafka["healthcheck"]["test"])
-    m = re.search(r"kafka-broker-api-versions\.sh --bootstrap-server (\S+):(\d+) "
-                  r"--command-config (\S+)", test)
+    m = re.search(r"python3 /opt/kafka/bin/healthcheck\.py (\S+):(\d+) (\S+)", test)
     assert m, "an ApiVersions round trip with a client configuration"
     host, port, config = m.groups()
     name = next(n for n, (_, p) in _listeners(props["listeners"]).items() if p == port)
@@ -564,7 +640,9 @@ def test_provisioning_reaches_kafka_as_admin_on_the_mutual_tls_listener(compose)
     from mdmbus.settings import Settings
     props = _kafka_properties(compose)
     settings = Settings.from_env(_env(compose["services"]["mdmbus-init"]))
-    host, _, port = settings.kafka_admin_bootstrap.rpartition(":")
+    admin = [a.rpartition(":") for a in settings.kafka_admin_bootstrap.split(",")]
+    assert [host for host, _, _ in admin] == list(KAFKA_NODES)
+    host, _, port = admin[0]
     (name,) = [n for n, a in _listeners(props["advertised.listeners"]).items() if a == (host, port)]
     assert name == props["inter.broker.listener.name"] and _protocols(props)[name] == "SSL"
     assert props[f"listener.name.{name.lower()}.ssl.client.auth"] == "required"
@@ -653,7 +731,8 @@ def test_mdmbus_certs_runs_first_and_names_every_server(compose):
     assert set(CERT_VOLUMES) <= set(mounts)
     # Every host name a client checks a certificate against is on the certificates.
     init = Settings.from_env(_env(services["mdmbus-init"]))
-    hosts = {init.kafka_bootstrap.rpartition(":")[0], init.kafka_admin_bootstrap.rpartition(":")[0]}
+    hosts = {a.rpartition(":")[0] for a in
+             (init.kafka_bootstrap + "," + init.kafka_admin_bootstrap).split(",")}
     hosts |= {init.pg_server(db)[0] for db in all_databases()}
     hosts |= {urlparse(init.gateway_url(r)).hostname for r in REGIONS}
     assert hosts - set(Settings.from_env(_env(certs)).tls_hostnames) == set()
