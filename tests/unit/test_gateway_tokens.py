@@ -38,10 +38,12 @@ def keys(tmp_path: Path):
 
 
 def _claims(**over) -> dict:
+    """The claims of a valid token, with ``over`` replacing some; a callable is given the time
+    of the call (parameters are built when tests are collected, which may be long before)."""
     now = int(time.time())
     claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "connector@tenant", "tid": TENANT,
               "roles": ["connector"], "iat": now, "nbf": now, "exp": now + 600}
-    claims.update(over)
+    claims.update({k: v(now) if callable(v) else v for k, v in over.items()})
     return {k: v for k, v in claims.items() if v is not ...}
 
 
@@ -138,8 +140,8 @@ def test_a_rotated_key_set_is_read_again(keys) -> None:
 
 
 @pytest.mark.parametrize("claims, reason", [
-    ({"exp": int(time.time()) - 31}, "expired"),
-    ({"nbf": int(time.time()) + 120}, "not_yet_valid"),
+    ({"exp": lambda now: now - 31}, "expired"),
+    ({"nbf": lambda now: now + 120}, "not_yet_valid"),
     ({"iss": "https://elsewhere.test/"}, "wrong_issuer"),
     ({"aud": "another-service"}, "wrong_audience"),
     *(({name: ...}, "missing_claim") for name in ("exp", "nbf", "iat", "iss", "aud", "tid",
