@@ -238,7 +238,8 @@ async def test_scale_out_two_workers_share_partitions_and_survive_losing_one(sta
     for region in REGIONS:
         procs.start("pipeline", region, key=f"pipeline-{region}-1")
         procs.start("pipeline", region, key=f"pipeline-{region}-2")
-    total = 4 * 6  # a region's four record topics, six partitions each
+    # a region's four record topics of six partitions, and its deletion requests' three
+    total = 4 * 6 + 3
     async with _workload(stack, procs) as work:
         async def fault(load: Load) -> None:
             for region in REGIONS:
