@@ -273,7 +273,9 @@ class Settings:
     gateway_acquire_timeout_s: float = positive("MDMBUS_GATEWAY_ACQUIRE_TIMEOUT", 2.0)
     gateway_write_timeout_s: float = positive("MDMBUS_GATEWAY_WRITE_TIMEOUT", 30.0)
     gateway_header_timeout_s: float = positive("MDMBUS_GATEWAY_HEADER_TIMEOUT", 10.0)
-    gateway_keepalive_s: float = positive("MDMBUS_GATEWAY_KEEPALIVE", 15.0)
+    #: (The keep-alive outlives common clients' pools, aiohttp's 15 s among them: a server that
+    #: closes an idle connection as its client reuses it resets that client's request.)
+    gateway_keepalive_s: float = positive("MDMBUS_GATEWAY_KEEPALIVE", 75.0)
     gateway_max_connections: int = whole("MDMBUS_GATEWAY_MAX_CONNECTIONS", 1000, minimum=1)
     gateway_tenant_slots: Mapping[str, int] = _setting(
         read=lambda env: {k: int(_number(env, f"MDMBUS_GATEWAY_SLOTS_{k.upper()}", v, int,
