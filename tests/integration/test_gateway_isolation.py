@@ -86,8 +86,14 @@ async def _fill(work: Workload, region: str, tenant: str, n: int) -> None:
 
 async def _unread_export(ctx: ssl.SSLContext, port: int, token: str
                          ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A client that asks for an export and never reads the answer."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    """A client that asks for an export and never reads the answer. Its receive buffer is
+    small (64 KiB), so the export cannot all fit in the sockets' buffers and finish anyway."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock, ssl=ctx,
+                                                   server_hostname="127.0.0.1")
     writer.write(f"GET /v1/export HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}"
                  f"\r\n\r\n".encode())
     await writer.drain()
