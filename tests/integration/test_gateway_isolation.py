@@ -158,7 +158,8 @@ async def test_an_export_nobody_reads_is_cut_after_the_write_timeout(work, stack
                                           stack.gateway_ports[region],
                                           work.token(tenant, "auditor"))
     try:
-        await asyncio.sleep(0)  # nothing read, on purpose: the client is the slow one
+        # The behaviour under test: a client that reads nothing for twice the write timeout.
+        await asyncio.sleep(2 * WRITE_TIMEOUT_S)
 
         async def cut() -> bool:
             try:
@@ -168,11 +169,12 @@ async def test_an_export_nobody_reads_is_cut_after_the_write_timeout(work, stack
             except (ConnectionError, ssl.SSLError):
                 return True
             return chunk == b""
-        # Reading drains what the gateway sent before it gave up; the end must come.
+        # Reading now drains what the gateway sent before it gave up; the end must come, and
+        # long before the export could have been read whole.
         started = time.monotonic()
         while not await cut():
-            assert time.monotonic() - started < WRITE_TIMEOUT_S + 30, \
-                "the gateway kept writing to a client that does not read"
+            assert time.monotonic() - started < 30, \
+                "the gateway kept the connection of a client that did not read"
     finally:
         writer.close()
 
