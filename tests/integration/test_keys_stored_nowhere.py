@@ -34,6 +34,9 @@ from tests.integration.harness import Workload, launcher
 from tests.keyforms import key_forms, leaked, normalised, text_key_forms
 from tests.keyshapes import SHAPE_NAMES, shapes
 
+# On demand (./run tests -m key_shapes): see run. Integration: it needs the embedded stack.
+pytestmark = [pytest.mark.integration, pytest.mark.key_shapes]
+
 REGION = "eu"
 #: Every topic the device side may write (mdmbus/identities.py gives devices-<r> WRITE on these
 #: three; tests/integration/test_identities.py holds the servers to that), with a kind it carries.
