@@ -107,16 +107,7 @@ async def _upload_through_gateway(work: Workload, tenant: str) -> list[dict]:
     verdicts = []
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
         async def post(body: bytes, content_type: str) -> None:
-            # A pooled connection the server closed is retried once on a new one: what is
-            # tested is the gateway's verdict on the body, not the connection's reuse (the
-            # suite saw a pooled connection closed unanswered twice in about a thousand posts).
-            for attempt in (1, 2):
-                try:
-                    answer, status = await send(body, content_type)
-                    break
-                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-                    if attempt == 2:
-                        raise
+            answer, status = await send(body, content_type)
             assert status in (207, 413, 400), (status, answer)
             verdicts.extend(answer.get("refused", [answer]))
             assert not answer.get("accepted"), answer
