@@ -49,7 +49,7 @@ def _stack(args: argparse.Namespace, settings: Settings) -> int:
         stack.up(settings)
         return 0
     if args.action == "down":
-        stack.down(settings)
+        stack.down(settings, purge=args.purge)
         return 0
     return 0 if stack.status(settings) else 3
 
@@ -141,6 +141,9 @@ def _parser() -> argparse.ArgumentParser:
                               "mdmbus's principals: --auth scram (the default; librdkafka 2.1+ "
                               "and Java) or certificate (any librdkafka, Debian's kcat too)")
     p.add_argument("action", choices=["up", "down", "status", "credentials", "client-config"])
+    p.add_argument("--purge", action="store_true",
+                   help="down: also remove everything the stack made (its state directory and "
+                        "PostgreSQL cluster): for throw-away stacks such as the tests'")
     p.add_argument("--principal", help="client-config: the Kafka principal, e.g. devices-eu")
     p.add_argument("--auth", choices=["scram", "certificate"], default="scram",
                    help="client-config: how the client authenticates (default scram)")

@@ -62,8 +62,10 @@ def pg_paths(settings: Settings) -> PgPaths:
     if _as_root():
         if pointer.exists():
             root = Path(pointer.read_text().strip())
-            if root.is_relative_to(settings.state_dir) and root.exists() \
-                    and not _runs_as_postgres(root):
+            if not root.exists():  # removed meanwhile (a purge, /var/tmp cleaned): made anew
+                root.mkdir(parents=True)
+                shutil.chown(root, RUN_AS, RUN_AS)
+            elif root.is_relative_to(settings.state_dir) and not _runs_as_postgres(root):
                 root = _move_out(settings, root)
                 pointer.write_text(f"{root}\n")
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -126,10 +127,22 @@ def provision_servers(settings: Settings, say: Callable[[str], None] = print,
     say("kafka identities: " + asyncio.run(provisioning.ensure_kafka_identities(settings)))
 
 
-def down(settings: Settings, say: Callable[[str], None] = print) -> None:
-    """Stops both servers; stale pid files from a crash are cleaned, not an error."""
+def down(settings: Settings, say: Callable[[str], None] = print, purge: bool = False) -> None:
+    """Stops both servers; stale pid files from a crash are cleaned, not an error. With
+    ``purge``, everything the stack made goes too: the state directory and the PostgreSQL
+    cluster wherever it lives (/var/tmp/mdmbus-pg-<hash> when run as root), so nothing of a
+    throw-away stack (the tests') outlives it and the next one starts clean."""
     say(kafka.stop(settings))
     say(postgres.stop(settings))
+    if purge:
+        pointer = settings.state_dir / "postgres.location"
+        if pointer.exists():
+            outside = Path(pointer.read_text().strip())
+            if outside.name.startswith("mdmbus-pg-") and not outside.is_relative_to(
+                    settings.state_dir):
+                shutil.rmtree(outside, ignore_errors=True)
+        shutil.rmtree(settings.state_dir, ignore_errors=True)
+        say(f"purged: {settings.state_dir}")
 
 
 def status(settings: Settings, say: Callable[[str], None] = print) -> bool:
