@@ -42,16 +42,8 @@ CREATE TABLE IF NOT EXISTS records (
     body          bytea,
     PRIMARY KEY (tenant_id, record_id)
 );
--- Stores made before records were keyed by tenant: the key widens in place (every existing id
--- is unique on its own, so it is unique with its tenant). The tenant index is the key's prefix.
-DO $$
-BEGIN
-    IF (SELECT array_length(conkey, 1) FROM pg_constraint
-        WHERE conrelid = 'records'::regclass AND contype = 'p') = 1 THEN
-        ALTER TABLE records DROP CONSTRAINT records_pkey,
-            ADD CONSTRAINT records_pkey PRIMARY KEY (tenant_id, record_id);
-    END IF;
-END $$;
+-- The tenant index is the key's prefix (stores made before records were keyed by tenant: their
+-- key widens below, after device_sessions).
 DROP INDEX IF EXISTS records_tenant;
 -- Whether the row holds data: what the sweeper may know of a row, which may never read a body.
 ALTER TABLE records ADD COLUMN IF NOT EXISTS held boolean GENERATED ALWAYS AS (body IS NOT NULL) STORED;
@@ -70,13 +62,20 @@ CREATE TABLE IF NOT EXISTS device_sessions (
     expires_at  timestamptz NOT NULL,
     PRIMARY KEY (tenant_id, device_id)
 );
+-- Stores made before records and sessions were keyed by tenant: each key widens in place (every
+-- existing id is unique on its own, so it is unique with its tenant).
 DO $$
+DECLARE t record;
 BEGIN
-    IF (SELECT array_length(conkey, 1) FROM pg_constraint
-        WHERE conrelid = 'device_sessions'::regclass AND contype = 'p') = 1 THEN
-        ALTER TABLE device_sessions DROP CONSTRAINT device_sessions_pkey,
-            ADD CONSTRAINT device_sessions_pkey PRIMARY KEY (tenant_id, device_id);
-    END IF;
+    FOR t IN SELECT * FROM (VALUES ('records', 'tenant_id, record_id'),
+                                   ('device_sessions', 'tenant_id, device_id')) AS v(name, key)
+    LOOP
+        IF (SELECT array_length(conkey, 1) FROM pg_constraint
+            WHERE conrelid = t.name::regclass AND contype = 'p') = 1 THEN
+            EXECUTE format('ALTER TABLE %I DROP CONSTRAINT %I, ADD CONSTRAINT %I PRIMARY KEY (%s)',
+                           t.name, t.name || '_pkey', t.name || '_pkey', t.key);
+        END IF;
+    END LOOP;
 END $$;
 CREATE INDEX IF NOT EXISTS device_sessions_expires ON device_sessions (expires_at);
 DROP INDEX IF EXISTS device_sessions_tenant;
