@@ -10,7 +10,7 @@ from collections import Counter
 from mdmbus.categories import Category, category_of
 from mdmbus.services.rules.refusals import Refusal, keeps_body, message
 from mdmbus.services.rules.session_expiry import COMMAND_FALLBACK
-from mdmbus.services.stores.records import StoreRow, record_key, write_records
+from mdmbus.services.stores.records import StoreRow, write_records
 from mdmbus.streams.batch import Processor, Written, residency_route
 from mdmbus.streams.classify import Accepted, tenant_uuid
 from mdmbus.streams.context import PipelineContext
@@ -50,12 +50,14 @@ async def _write(ctx: PipelineContext, region: str | None, items: list[Accepted]
     m.store_batches.labels(region, "ok").inc()
 
     now = ctx.clock.now()
-    # The store answers with (tenant, id) as text, the rows' own form of a record's identity.
-    by_key = {record_key(row.tenant_id, row.record_id): row for row in rows}
+    # The store answers with (tenant, id) as text; the contract's canonical text of both is the
+    # same (lower-case uuids), so the envelope's own strings key the batch, no uuid -> str.
+    by_key = {(a.record["envelope"]["tenant_id"], row.record_id): (row, a)
+              for row, a in zip(rows, items)}
     stored: Counter[str] = Counter()
     latency = {}  # one labelled child per category, not a label lookup per record
     for key in outcome.stored:
-        row = by_key[key]
+        row = by_key[key][0]
         stored[row.category] += 1
         if row.category not in latency:
             latency[row.category] = m.end_to_end_seconds.labels(row.category)
@@ -63,18 +65,17 @@ async def _write(ctx: PipelineContext, region: str | None, items: list[Accepted]
             max(0.0, ctx.clock.to_real_seconds(now - row.event_time.timestamp())))
     for category, n in stored.items():
         m.records_stored.labels(region, category).inc(n)
-    for category, n in Counter(by_key[k].category for k in outcome.duplicates).items():
+    for category, n in Counter(by_key[k][0].category for k in outcome.duplicates).items():
         m.records_duplicate.labels(region, category).inc(n)
-    for category, n in Counter(by_key[k].category for k in outcome.expired).items():
+    for category, n in Counter(by_key[k][0].category for k in outcome.expired).items():
         m.records_expired.labels(region, category).inc(n)
 
     written = Written()
     if outcome.in_retention or outcome.not_onboarded or outcome.deleted:
-        index = {record_key(row.tenant_id, row.record_id): a for row, a in zip(rows, items)}
         for keys, reason in ((outcome.in_retention, Refusal.TENANT_IN_RETENTION),
                              (outcome.not_onboarded, Refusal.TENANT_NOT_ONBOARDED),
                              (outcome.deleted, Refusal.TENANT_DELETED)):
-            written.refused += [index[k].refuse(reason, message(reason), keeps_body(reason))
+            written.refused += [by_key[k][1].refuse(reason, message(reason), keeps_body(reason))
                                 for k in keys]
     return written
 

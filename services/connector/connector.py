@@ -23,6 +23,7 @@ import asyncio
 import datetime as dt
 import logging
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import asyncpg
@@ -117,11 +118,11 @@ class TenantConnector:
         self.metrics.store_batches.labels("cm", "ok").inc()
         if not held:
             return len(records)
+        acked = [row for row in rows if str(row[0]) in held]
         committed = dt.datetime.now(dt.timezone.utc).isoformat()
-        answer = await self.client.ack([str(r[0]) for r in rows if str(r[0]) in held], committed)
-        for row in rows:
-            if str(row[0]) in held:
-                self.metrics.relay_downloaded.labels(row[2]).inc()
+        answer = await self.client.ack([str(row[0]) for row in acked], committed)
+        for kind, n in Counter(row[2] for row in acked).items():
+            self.metrics.relay_downloaded.labels(kind).inc(n)
         if answer["refused"]:
             log.warning("%d acknowledgements refused: %s", len(answer["refused"]),
                         answer["refused"][:3])

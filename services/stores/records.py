@@ -18,7 +18,7 @@ import asyncpg
 from mdmbus.crypto.keyring import Kek
 from mdmbus.services.stores.sealing import sealed_record_tuples
 
-__all__ = ["StoreRow", "WriteOutcome", "RecordKey", "record_key", "write_records", "COLUMNS"]
+__all__ = ["StoreRow", "WriteOutcome", "RecordKey", "write_records", "COLUMNS"]
 
 COLUMNS = ("record_id", "tenant_id", "kind", "category", "device_id", "session_id",
            "event_time", "deadline", "deadline_rule", "body", "wrapped_key", "kek_id")
@@ -49,10 +49,6 @@ class StoreRow:
 #: A record's identity: (tenant id, record id), both as canonical text. Record ids are chosen by
 #: producers; two tenants may use the same one, and each keeps its record.
 RecordKey = tuple[str, str]
-
-
-def record_key(tenant_id: uuid.UUID | str, record_id: uuid.UUID | str) -> RecordKey:
-    return str(tenant_id), str(record_id)
 
 
 @dataclass(frozen=True)
