@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -42,6 +43,15 @@ COUNTRY_OF = {"na": "US", "eu": "DE", "ap": "JP"}
 #: (name, region) of every process, for tests that run the whole system.
 ALL_PROCESSES = (("pipeline", "all"), ("sweeper", "all"), ("gateway", "all"),
                  ("cm-connector", None))
+
+
+def listening(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:``port`` (a process is up)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def launcher(settings: Settings, log_dir: Path, speed: float, origin: float | None = None,

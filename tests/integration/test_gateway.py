@@ -39,7 +39,7 @@ from mdmbus.services.gateway.app import AVRO_BATCH, LIMITS, NDJSON, ROUTES
 from mdmbus.settings import Settings
 from mdmbus.topics import TopicKind, topic_name
 from tests.conftest import wait_for
-from tests.integration.harness import Workload, launcher
+from tests.integration.harness import Workload, launcher, listening
 
 pytestmark = pytest.mark.integration
 
@@ -73,13 +73,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
-
 
 @pytest.fixture(scope="module")
 async def system(stack, tmp_path_factory):
@@ -92,7 +85,7 @@ async def system(stack, tmp_path_factory):
 
         def up() -> bool:
             procs.assert_alive()
-            return all(_answers(stack.gateway_ports[r]) for r in REGIONS) and _answers(port)
+            return all(listening(stack.gateway_ports[r]) for r in REGIONS) and listening(port)
         await wait_for(up, 90, "the gateways and their /metrics", interval_s=0.2)
         # The pipeline is up once it applies an onboarding.
         async with Workload(stack, procs.clock, seed=uuid.uuid4().int) as w:

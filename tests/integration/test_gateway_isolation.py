@@ -23,7 +23,7 @@ from mdmbus.regions import REGIONS
 from mdmbus.services.connector.client import GatewayError, client_ssl_context
 from mdmbus.stack import issuer
 from tests.conftest import wait_for
-from tests.integration.harness import Workload, launcher
+from tests.integration.harness import Workload, launcher, listening
 
 pytestmark = pytest.mark.integration
 
@@ -34,13 +34,6 @@ VICTIM_BOUND_S = 2.0
 #: Rows of the attacking tenant: its export is megabytes, more than socket buffers hold.
 ATTACKER_ROWS = 30_000
 
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +47,7 @@ async def system(stack, tmp_path_factory):
 
         def up() -> bool:
             procs.assert_alive()
-            return all(_answers(stack.gateway_ports[r]) for r in REGIONS)
+            return all(listening(stack.gateway_ports[r]) for r in REGIONS)
         await wait_for(up, 90, "the gateways", interval_s=0.2)
         yield procs
     finally:
