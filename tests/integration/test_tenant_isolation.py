@@ -17,6 +17,7 @@ tests that need CM start its connector.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import uuid
 
 import pytest
@@ -248,3 +249,42 @@ async def test_a_gateway_credential_cannot_delete_or_change_another_regions_tena
         for t, rid in kept.items():
             assert await work.directory_state(t) == "active", f"a tenant of {work.region_of[t]} changed"
             assert await _body(work, work.region_of[t], t, rid) is not None
+
+
+async def test_a_session_event_under_another_tenants_device_id_leaves_its_commands_alone(work):
+    """Tenant A's commands for a device wait for their session (no session row yet: they keep
+    their fallback deadline). Tenant B opens "its" session under the same device and session
+    ids: B gets a session row of its own, and A's commands keep their deadline and stay
+    stored (device ids are the producers' too; a session is (tenant, device)). With A's own
+    session absent, any statement that matched sessions or commands by device alone would move
+    A's deadlines to B's session's expiry."""
+    a, b = await work.onboarded("eu"), await work.onboarded("eu")
+    device, session = work.factory.uuid(), work.factory.uuid()
+    pool = work.region_pool("eu")
+    ids = [(await work.produce("device_command", a, device_id=device, session_id=session))
+           ["envelope"]["record_id"] for _ in range(3)]
+    await wait_for(lambda: _all_held(work, a, ids), 60, "A's commands stored")
+
+    async def deadlines() -> set[dt.datetime]:
+        return {r["deadline"] for r in await pool.fetch(
+            "SELECT deadline FROM records WHERE tenant_id = $1 AND record_id = ANY($2::uuid[])",
+            uuid.UUID(a), [uuid.UUID(i) for i in ids])}
+    before = await deadlines()
+
+    await work.produce("device_session", b, device_id=device, session_id=session,
+                       event_type="START", expires_at=work.clock.now_ms() + 600_000)
+    await wait_for(lambda: pool.fetchval(
+        "SELECT 1 FROM device_sessions WHERE tenant_id = $1 AND device_id = $2",
+        uuid.UUID(b), uuid.UUID(device)), 60, "B's session event applied")
+    assert await deadlines() == before, "another tenant's session event moved A's deadlines"
+    assert await _all_held(work, a, ids)
+    assert not await pool.fetchval("SELECT 1 FROM device_sessions WHERE tenant_id = $1",
+                                   uuid.UUID(a))
+
+
+async def _all_held(work: Workload, tenant: str, ids: list[str]) -> bool:
+    for rid in ids:
+        row = await _row(work, "eu", tenant, rid)
+        if row is None or not row["held"]:
+            return False
+    return True
