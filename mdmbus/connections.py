@@ -20,7 +20,7 @@ from mdmbus.errors import ConfigError
 from mdmbus.identities import ADMIN, CERTIFICATE, certificate_name, pg_roles
 from mdmbus.settings import Settings
 
-__all__ = ["kafka_options", "admin_options", "faust_credentials", "ca_context", "pg_pool",
+__all__ = ["kafka_options", "admin_options", "librdkafka_config", "faust_credentials", "ca_context", "pg_pool",
            "pg_connect"]
 
 
@@ -74,6 +74,31 @@ def admin_options(settings: Settings, bootstrap: str | None = None, **extra: Any
             "security_protocol": "SSL",
             "ssl_context": _context(str(settings.ca_path), str(pki / f"{ADMIN}.crt"),
                                     str(pki / f"{ADMIN}.key")), **extra}
+
+
+def librdkafka_config(settings: Settings, principal: str = ADMIN,
+                      bootstrap: str | None = None) -> dict[str, Any]:
+    """The same identity as :func:`admin_options` (``principal`` ADMIN) or :func:`kafka_options`
+    for a librdkafka client (confluent-kafka), which takes file paths, not an SSL context: the
+    ACL and SCRAM administration (mdmbus/stack/kafka_admin.py) goes through its AdminClient."""
+    if principal == ADMIN:
+        options = admin_options(settings, bootstrap)
+    else:
+        options = kafka_options(settings, principal)
+        if bootstrap:
+            options["bootstrap_servers"] = bootstrap
+    config: dict[str, Any] = {"bootstrap.servers": options["bootstrap_servers"],
+                              "security.protocol": options.get("security_protocol", "PLAINTEXT")}
+    if config["security.protocol"] != "PLAINTEXT":
+        config["ssl.ca.location"] = str(settings.ca_path)
+    if config["security.protocol"] == "SSL":
+        config["ssl.certificate.location"] = str(settings.pki_dir / f"{ADMIN}.crt")
+        config["ssl.key.location"] = str(settings.pki_dir / f"{ADMIN}.key")
+    if config["security.protocol"] == "SASL_SSL":
+        config.update({"sasl.mechanism": options["sasl_mechanism"],
+                       "sasl.username": options["sasl_plain_username"],
+                       "sasl.password": options["sasl_plain_password"]})
+    return config
 
 
 def faust_credentials(settings: Settings, principal: str) -> Any:

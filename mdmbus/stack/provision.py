@@ -11,13 +11,13 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
-from mdmbus.connections import admin_options, kafka_options, pg_connect
+from mdmbus.connections import admin_options, kafka_options, librdkafka_config, pg_connect
 from mdmbus.identities import ADMIN, kafka_acls, kafka_principals
 from mdmbus.regions import REGIONS, all_databases
 from mdmbus.settings import Settings
 from mdmbus.stack import pg_identities
 from mdmbus.stack.errors import StackError
-from mdmbus.stack.kafka_admin import SecureAdmin
+from mdmbus.stack.kafka_admin import AclAdmin
 from mdmbus.topics import TOPICS, TopicSpec
 
 __all__ = ["ensure_topics", "ensure_databases", "ensure_schemas", "topic_configs",
@@ -39,13 +39,14 @@ def clusters(settings: Settings) -> dict[str, list[tuple[str, TopicSpec]]]:
 
 
 async def _admin(settings: Settings, deadline_s: float,
-                 bootstrap: str | None = None) -> SecureAdmin:
+                 bootstrap: str | None = None) -> AIOKafkaAdminClient:
     """The provisioning admin's client (connections.admin_options), retried until the broker
     answers metadata requests or the deadline."""
     end = time.monotonic() + deadline_s
     bootstrap = bootstrap or settings.kafka_bootstrap
     while True:
-        admin = SecureAdmin(**admin_options(settings, bootstrap, request_timeout_ms=10_000))
+        admin = AIOKafkaAdminClient(**admin_options(settings, bootstrap,
+                                                    request_timeout_ms=10_000))
         try:
             await admin.start()
             await admin.list_topics()
@@ -88,14 +89,13 @@ async def ensure_kafka_identities(settings: Settings) -> str:
     created = deleted = 0
     principals = [p.name for p in kafka_principals()]
     for bootstrap in clusters(settings):
-        admin = await _admin(settings, settings.start_timeout_s, bootstrap)
-        try:
-            for name in principals:
-                await admin.set_scram_password(name, settings.password("kafka", name))
-            c, d = await admin.sync_acls(kafka_acls())
-            created, deleted = created + c, deleted + d
-        finally:
-            await admin.close()
+        # Once the broker answers metadata requests (a cluster just started may not yet).
+        await (await _admin(settings, settings.start_timeout_s, bootstrap)).close()
+        admin = AclAdmin(librdkafka_config(settings, ADMIN, bootstrap))
+        for name in principals:
+            await admin.set_scram_password(name, settings.password("kafka", name))
+        c, d = await admin.sync_acls(kafka_acls())
+        created, deleted = created + c, deleted + d
         await _until_login(settings, bootstrap, ADMIN, settings.start_timeout_s)
     if not (created or deleted):
         return f"{len(principals)} SCRAM users, {len(kafka_acls())} ACLs as declared (no change)"

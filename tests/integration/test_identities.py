@@ -21,6 +21,7 @@ record, and the test then checks it did not land.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import datetime as dt
 import os
 import shutil
@@ -51,7 +52,8 @@ from aiokafka.protocol.produce import ProduceRequest
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.structs import TopicPartition
 
-from mdmbus.connections import admin_options, ca_context, kafka_options, pg_connect
+from mdmbus.connections import (admin_options, ca_context, kafka_options, librdkafka_config,
+                                pg_connect)
 from mdmbus.identities import (ADMIN, SUPER_USERS, Acl, Op, Pattern, Resource, TABLES,
                                kafka_acls, kafka_principals, pg_database_privileges, pg_grants,
                                owner_of, pg_policies, pg_roles, pg_sequences, policy_name,
@@ -59,11 +61,13 @@ from mdmbus.identities import (ADMIN, SUPER_USERS, Acl, Op, Pattern, Resource, T
 from mdmbus.regions import (CM_DATABASE, DIRECTORY_DATABASE, REGIONS, all_databases,
                             database_kind, region_database)
 from mdmbus.settings import Settings
-from mdmbus.stack.kafka_admin import SCRAM_MECHANISM, SecureAdmin
+from mdmbus.stack.kafka_admin import SCRAM_MECHANISM, AclAdmin, binding
 from mdmbus.stack.pg_identities import (MAINTENANCE, read_connect, read_grants, read_policies,
                                         read_roles, read_sequence_grants)
 from mdmbus.topics import all_topics
 from tests.conftest import wait_for
+from tests.integration.kafka_requests import (AlterScram, CreateAcls, DeleteAcls, DescribeAcls,
+                                              DescribeScram, acl_tuple)
 from tests.integration.rights_table import (KAFKA, PG, SEQUENCE_USERS, kafka_may, pg_may)
 
 pytestmark = pytest.mark.integration
@@ -104,7 +108,9 @@ def _error_name(code: int) -> str:
 
 @dataclass
 class Kafka:
-    admin: SecureAdmin
+    admin: AIOKafkaAdminClient
+    #: the ACL and SCRAM administration, as the provisioning admin
+    acl: AclAdmin
     clients: dict[str, AIOKafkaAdminClient]
     #: topic -> the broker that leads its partition 0 (where fetches and writes go)
     leaders: dict[str, int]
@@ -135,7 +141,7 @@ class Kafka:
 @pytest.fixture(scope="module")
 async def kafka(stack) -> Kafka:
     """One connected client per principal (and the admin), shared by the module's tests."""
-    admin = SecureAdmin(**admin_options(stack))
+    admin = AIOKafkaAdminClient(**admin_options(stack))
     await admin.start()
     clients: dict[str, AIOKafkaAdminClient] = {}
     try:
@@ -149,7 +155,7 @@ async def kafka(stack) -> Kafka:
         for t in described:
             assert t["error_code"] == 0, f"the admin cannot describe {t['topic']}: {t}"
             leaders[t["topic"]] = next(p["leader"] for p in t["partitions"] if p["partition"] == 0)
-        yield Kafka(admin, clients, leaders, stack)
+        yield Kafka(admin, AclAdmin(librdkafka_config(stack)), clients, leaders, stack)
     finally:
         await asyncio.gather(*(c.close() for c in clients.values()), return_exceptions=True)
         await admin.close()
@@ -183,14 +189,14 @@ def _check(observed: dict[tuple[str, str], int], op: str, allowed_code: set[int]
 # ================================================================= Kafka: read-back
 
 async def test_broker_holds_exactly_the_declared_acls_and_every_scram_user(kafka, stack):
-    held = await kafka.admin.acls()
+    held = await kafka.acl.acls()
     declared = set(ACLS)
     assert held == declared, (
         "the broker's ACLs differ from mdmbus/identities.py:\n"
         + "".join(f"  held, not declared: {a}\n" for a in sorted(held - declared))
         + "".join(f"  declared, not held: {a}\n" for a in sorted(declared - held)))
-    assert await kafka.admin.foreign_acls() == [], "DENY, host-limited or cluster ACLs exist"
-    users = await kafka.admin.scram_users([p.name for p in kafka_principals()])
+    assert await kafka.acl.foreign_acls() == [], "DENY, host-limited or cluster ACLs exist"
+    users = await kafka.acl.scram_users([p.name for p in kafka_principals()])
     for p in kafka_principals():
         assert SCRAM_MECHANISM in users.get(p.name, []), \
             f"principal {p.name} has no {SCRAM_MECHANISM} credential on the broker: {users}"
@@ -203,7 +209,7 @@ async def test_broker_holds_exactly_the_rights_of_the_hand_written_table(kafka):
     """The broker's ACLs, read back, against tests/integration/rights_table.py: a right the
     declaration gained by mistake shows here even though the broker holds what was declared."""
     held = {(a.principal.removeprefix("User:"), a.resource.name, a.name, a.pattern.name,
-             a.op.name) for a in await kafka.admin.acls()}
+             a.op.name) for a in await kafka.acl.acls()}
     assert held == set(KAFKA), (
         "".join(f"  held, not in the table: {a}\n" for a in sorted(held - KAFKA))
         + "".join(f"  in the table, not held: {a}\n" for a in sorted(KAFKA - held)))
@@ -534,64 +540,48 @@ async def test_no_principal_reads_or_changes_acls_or_scram_users(stack):
     """The cluster operations only the admin may do: describe, create and delete ACLs,
     describe SCRAM users and create one (on throwaway names: a hole would take no right away
     and lock nobody out)."""
-    from mdmbus.stack.kafka_admin import _CreateAcls, _DeleteAcls, _DescribeScram, _acl_tuple
-
-    class _DescribeScramOf(_DescribeScram):
-        def __init__(self, users: list[str]):
-            self._users = users
-
-        def build(self, cls):
-            return cls([(u, {}) for u in self._users], {})
-
     user, resource = f"identity-test-{RUN}", f"identity-test-{RUN}"
     problems: list[str] = []
 
     async def one(principal: str) -> None:
-        client = SecureAdmin(**kafka_options(stack, principal))
+        # The broker's own answer to each request (tests/integration/kafka_requests.py says why
+        # not through the product's AclAdmin).
+        client = AIOKafkaAdminClient(**kafka_options(stack, principal))
         await client.start()
         grab = Acl(f"User:{principal}", Resource.TOPIC, resource, Pattern.PREFIXED, Op.READ)
+        salted = hashlib.pbkdf2_hmac("sha512", b"x" * 24, b"s" * 32, 8192)
         try:
-            codes: dict[str, int] = {}
             # (Describing every SCRAM user, users=null, makes Kafka 4.3.1 fail building its
             # refusal (a NullPointerException; the connection is closed): name the users.)
-            response = await client._send_request(_DescribeScramOf([ADMIN, principal]))
-            codes["describe SCRAM users"] = response.error_code
-            for what, call in {"describe ACLs": client.acls,
-                               "create a SCRAM user": lambda: client.set_scram_password(
-                                   user, "x" * 24)}.items():
-                try:
-                    await call()
-                    codes[what] = NONE
-                except KafkaError as e:
-                    codes[what] = getattr(e, "errno", -1)
-            response = await client._send_request(_CreateAcls([grab]))
-            codes["create an ACL"] = response.creation_responses[0][0]
-            response = await client._send_request(_DeleteAcls([_acl_tuple(grab)]))
-            codes["delete ACLs"] = response.filter_responses[0][0]
+            codes = {
+                "describe SCRAM users": (await client._send_request(
+                    DescribeScram([ADMIN, principal]))).error_code,
+                "describe ACLs": (await client._send_request(DescribeAcls())).error_code,
+                "create a SCRAM user": (await client._send_request(AlterScram(
+                    [], [(user, 2, 8192, b"s" * 32, salted, {})]))).results[0][1],
+                "create an ACL": (await client._send_request(
+                    CreateAcls([grab]))).creation_responses[0][0],
+                "delete ACLs": (await client._send_request(
+                    DeleteAcls([acl_tuple(grab)]))).filter_responses[0][0]}
             problems.extend(f"{principal} {what}: answered {_error_name(code)}, not an "
                             f"authorization error" for what, code in codes.items()
                             if code not in DENIED)
         finally:
             await client.close()
 
-    admin = SecureAdmin(**admin_options(stack))
-    await admin.start()
-    try:
-        before = await admin.acls()
-        await asyncio.gather(*(one(p) for p in PRINCIPALS))
-        if user in await admin.scram_users([user]):
-            problems.append(f"SCRAM user {user} was created by a principal")
-            await admin.delete_scram_user(user)
-        after = await admin.acls()
-        if after != before:
-            problems.append(f"the principals changed the ACLs: added {sorted(after - before)}, "
-                            f"removed {sorted(before - after)}")
-            if after - before:
-                await admin._send_request(_DeleteAcls([_acl_tuple(a) for a in after - before]))
-            if before - after:
-                await admin._send_request(_CreateAcls(sorted(before - after)))
-    finally:
-        await admin.close()
+    admin = AclAdmin(librdkafka_config(stack))
+    before = await admin.acls()
+    await asyncio.gather(*(one(p) for p in PRINCIPALS))
+    if user in await admin.scram_users([user]):
+        problems.append(f"SCRAM user {user} was created by a principal")
+        await admin.delete_scram_user(user)
+    after = await admin.acls()
+    if after != before:
+        problems.append(f"the principals changed the ACLs: added {sorted(after - before)}, "
+                        f"removed {sorted(before - after)}")
+        await admin.delete_acls([binding(a) for a in after - before])
+        if before - after:
+            await admin.create_acls(sorted(before - after))
     assert not problems, "\n".join(problems)
 
 
