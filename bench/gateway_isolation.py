@@ -33,7 +33,8 @@ import uuid
 from mdmbus.categories import Category
 from mdmbus.contract import default_registry, to_json
 from mdmbus.regions import REGIONS
-from mdmbus.services.connector.client import GatewayClient, GatewayError, client_ssl_context
+from mdmbus.services.connector.client import GatewayClient, GatewayError
+from mdmbus.tls import client_ssl_context
 from mdmbus.services.simulators.records import RecordFactory
 from mdmbus.settings import Settings
 from mdmbus.stack import issuer

@@ -41,7 +41,8 @@ from mdmbus.categories import Category
 from mdmbus.clock import Clock
 from mdmbus.contract import default_registry
 from mdmbus.regions import REGIONS
-from mdmbus.services.connector.client import GatewayClient, client_ssl_context
+from mdmbus.services.connector.client import GatewayClient
+from mdmbus.tls import client_ssl_context
 from mdmbus.services.rules import delete_after_download as relay
 from mdmbus.services.simulators.records import RELAY_KINDS, RecordFactory
 from mdmbus.settings import Settings

@@ -11,7 +11,6 @@ what once connected is mdmbus/identities.py.
 from __future__ import annotations
 
 import ssl
-from functools import lru_cache
 from typing import Any
 
 import asyncpg
@@ -19,18 +18,10 @@ import asyncpg
 from mdmbus.errors import ConfigError
 from mdmbus.identities import ADMIN, CERTIFICATE, certificate_name, pg_roles
 from mdmbus.settings import Settings
+from mdmbus.tls import client_ssl_context
 
 __all__ = ["kafka_options", "admin_options", "librdkafka_config", "faust_credentials", "ca_context", "pg_pool",
            "pg_connect"]
-
-
-@lru_cache(maxsize=16)
-def _context(ca_file: str, cert: str | None = None, key: str | None = None) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=ca_file)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if cert:
-        context.load_cert_chain(cert, key)
-    return context
 
 
 def ca_context(settings: Settings) -> ssl.SSLContext:
@@ -38,7 +29,7 @@ def ca_context(settings: Settings) -> ssl.SSLContext:
     if not settings.ca_path.is_file():
         raise ConfigError(f"the CA certificate {settings.ca_path} does not exist: run `mdmbus "
                           f"stack up` (it creates it), or set MDMBUS_CA_FILE to your CA's")
-    return _context(str(settings.ca_path))
+    return client_ssl_context(settings.ca_path)
 
 
 def kafka_options(settings: Settings, principal: str, region: str | None = None,
@@ -72,8 +63,8 @@ def admin_options(settings: Settings, bootstrap: str | None = None, **extra: Any
     return {"bootstrap_servers": settings.kafka_admin_bootstrap
             or f"127.0.0.1:{settings.kafka_mtls_port}",
             "security_protocol": "SSL",
-            "ssl_context": _context(str(settings.ca_path), str(pki / f"{ADMIN}.crt"),
-                                    str(pki / f"{ADMIN}.key")), **extra}
+            "ssl_context": client_ssl_context(settings.ca_path, pki / f"{ADMIN}.crt",
+                                              pki / f"{ADMIN}.key"), **extra}
 
 
 def librdkafka_config(settings: Settings, principal: str = ADMIN,
@@ -125,7 +116,7 @@ def _ssl(settings: Settings, role: str | None = None) -> ssl.SSLContext | bool:
                               f"{key} does not exist: run `mdmbus stack credentials` (or "
                               f"`mdmbus stack up`), which issues it")
         ca_context(settings)  # the same check of the CA file and its message
-        return _context(str(settings.ca_path), str(cert), str(key))
+        return client_ssl_context(settings.ca_path, cert, key)
     return ca_context(settings)
 
 

@@ -12,7 +12,7 @@ from typing import Any, AsyncIterator, Iterable
 
 import aiohttp
 
-__all__ = ["GatewayClient", "GatewayError", "TokenFile", "client_ssl_context"]
+__all__ = ["GatewayClient", "GatewayError", "TokenFile"]
 
 
 class GatewayError(Exception):
@@ -21,10 +21,6 @@ class GatewayError(Exception):
     def __init__(self, status: int, code: str, message: str, body: Any = None) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status, self.code, self.body = status, code, body
-
-
-def client_ssl_context(ca_file: str | Path) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(ca_file))
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,8 @@ from mdmbus.contract import Registry, default_registry
 from mdmbus.identities import role_of
 from mdmbus.metrics import Metrics
 from mdmbus.regions import CM_DATABASE
-from mdmbus.services.connector.client import (GatewayClient, GatewayError, TokenFile,
-                                              client_ssl_context)
+from mdmbus.services.connector.client import GatewayClient, GatewayError, TokenFile
+from mdmbus.tls import client_ssl_context
 from mdmbus.services.stores.pools import open_pool
 from mdmbus.services.stores.retry import STORE_ERRORS, until_written
 from mdmbus.settings import Settings

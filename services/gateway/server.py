@@ -22,6 +22,7 @@ from mdmbus.services.gateway.guards import ConnectionGuard
 from mdmbus.services.gateway.tokens import REFUSALS, TokenVerifier
 from mdmbus.services.stores.pools import Stores
 from mdmbus.services.stores.retry import until_written
+from mdmbus import tls
 from mdmbus.settings import Settings
 
 __all__ = ["run", "server_ssl_context"]
@@ -30,12 +31,10 @@ log = logging.getLogger("mdmbus.gateway")
 
 
 def server_ssl_context(settings: Settings) -> ssl.SSLContext:
+    """The configured certificate, or the one the embedded stack's CA issued."""
     cert = settings.gateway_cert or str(settings.pki_dir / "gateway.crt")
     key = settings.gateway_key or str(settings.pki_dir / "gateway.key")
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert, key)
-    return ctx
+    return tls.server_ssl_context(cert, key)
 
 
 async def run(settings: Settings, regions: Sequence[str], stop: asyncio.Event,

@@ -25,7 +25,8 @@ from mdmbus.connections import kafka_options
 from mdmbus.contract import Registry, default_registry, to_json
 from mdmbus.identities import principal_of
 from mdmbus.regions import REGIONS, country_regions, region_of_country
-from mdmbus.services.connector.client import GatewayClient, GatewayError, client_ssl_context
+from mdmbus.services.connector.client import GatewayClient, GatewayError
+from mdmbus.tls import client_ssl_context
 from mdmbus.services.simulators.records import RELAY_KINDS, UPLOAD_KINDS, RecordFactory
 from mdmbus.settings import Settings
 from mdmbus.topics import TopicKind, topic_name

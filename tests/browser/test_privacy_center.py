@@ -30,7 +30,7 @@ from selenium.webdriver.common.keys import Keys
 
 from mdmbus.cli.launcher import Launcher
 from mdmbus.cli.login_link import make_login_link
-from mdmbus.services.connector.client import client_ssl_context
+from mdmbus.tls import client_ssl_context
 from mdmbus.settings import Settings
 from mdmbus.stack.login_links import LoginTickets
 from tests.browser.browser import Browser, By

@@ -27,7 +27,8 @@ from mdmbus.connections import kafka_options, pg_pool
 from mdmbus.contract import default_registry
 from mdmbus.identities import ADMIN
 from mdmbus.regions import CM_DATABASE, DIRECTORY_DATABASE, REGIONS, region_database
-from mdmbus.services.connector.client import GatewayClient, client_ssl_context
+from mdmbus.services.connector.client import GatewayClient
+from mdmbus.tls import client_ssl_context
 from mdmbus.services.simulators.records import RecordFactory
 from mdmbus.services.stores import dead_letters as letters_store
 from mdmbus.services.stores.sealing import open_record

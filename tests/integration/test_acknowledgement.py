@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from mdmbus.regions import REGIONS
-from mdmbus.services.connector.client import client_ssl_context
+from mdmbus.tls import client_ssl_context
 from tests.conftest import wait_for
 from tests.integration.harness import Workload, launcher
 

@@ -33,7 +33,7 @@ from mdmbus.cli.launcher import Launcher
 from mdmbus.contract import to_json
 from mdmbus.contract.limits import MAX_RECORD_BYTES
 from mdmbus.regions import REGIONS
-from mdmbus.services.connector.client import client_ssl_context
+from mdmbus.tls import client_ssl_context
 from mdmbus.services.gateway.access import ALLOWED, ROLES
 from mdmbus.services.gateway.app import AVRO_BATCH, LIMITS, NDJSON, ROUTES
 from mdmbus.settings import Settings

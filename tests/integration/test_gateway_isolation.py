@@ -20,7 +20,8 @@ import aiohttp
 import pytest
 
 from mdmbus.regions import REGIONS
-from mdmbus.services.connector.client import GatewayError, client_ssl_context
+from mdmbus.services.connector.client import GatewayError
+from mdmbus.tls import client_ssl_context
 from mdmbus.stack import issuer
 from tests.conftest import wait_for
 from tests.integration.harness import Workload, launcher, listening

@@ -10,7 +10,7 @@ import uuid
 import aiohttp
 import pytest
 
-from mdmbus.services.connector.client import client_ssl_context
+from mdmbus.tls import client_ssl_context
 from tests.conftest import wait_for
 from tests.integration.harness import Workload
 from tests.integration.test_gateway import STORED_S, _has, _id, system  # noqa: F401 (fixture)

@@ -27,7 +27,7 @@ from mdmbus.connections import kafka_options, pg_connect
 from mdmbus.contract import default_registry, to_json
 from mdmbus.identities import principal_of
 from mdmbus.regions import DIRECTORY_DATABASE, REGIONS, region_database
-from mdmbus.services.connector.client import client_ssl_context
+from mdmbus.tls import client_ssl_context
 from mdmbus.topics import TopicKind, topic_name
 from tests.conftest import wait_for
 from tests.integration.harness import Workload, launcher
