@@ -38,7 +38,8 @@ from mdmbus.services.gateway.guards import (ROUTE_KINDS, SlotsFull, StoreBusy, T
                                             bounded_acquire)
 from mdmbus.services.gateway.tokens import Caller, TokenError, TokenVerifier
 from mdmbus.services.rules import delete_after_download as relay
-from mdmbus.services.stores import directory
+from mdmbus.services.stores import directory, erasure_receipts, holdings
+from mdmbus.services.stores.pools import hold_to_tenant
 from mdmbus.services.stores.retry import STORE_ERRORS, outage
 from mdmbus.settings import Settings
 from mdmbus.topics import TopicKind, topic_name
@@ -80,6 +81,14 @@ AVRO_BATCH = "application/vnd.mdmbus.avro-batch"
 class ClientGone(Exception):
     """The client went away, or stopped reading, in the middle of an answer: counted as
     aborted, never as a store outage (aiohttp's errors for it are OSErrors too)."""
+
+
+class ItemRefused(Exception):
+    """One record of an upload refused: the others of the batch are still taken."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(f"{reason}: {message}")
+        self.reason, self.message = reason, message
 
 
 class ApiError(Exception):
@@ -145,7 +154,7 @@ class Gateway:
         connection goes back to the pool (asyncpg resets every released connection with
         RESET ALL, and closes one it cannot reset)."""
         async with bounded_acquire(pool, self.settings.gateway_acquire_timeout_s) as conn:
-            await conn.execute("SELECT set_config('mdmbus.tenant', $1, false)", str(tenant))
+            await hold_to_tenant(conn, tenant)
             yield conn
 
     async def entry(self, caller: Caller, *, purged_ok: bool = False) -> directory.Entry:
@@ -204,32 +213,32 @@ class Gateway:
         raise ApiError(415, "unsupported_media_type",
                        f"upload {NDJSON} (one {{\"kind\", \"record\"}} a line) or {AVRO_BATCH}")
 
-    def _verdict(self, item: bytes, avro: bool) -> tuple[str, dict, bytes] | tuple[str, str]:
-        """(kind, record, value) of a valid record, or (reason, message) of a refusal."""
+    def _checked(self, item: bytes, avro: bool) -> tuple[str, dict, bytes]:
+        """(kind, record, encoded value) of a valid record; ItemRefused says why not."""
         if avro:
             verdict = check_message(self.contract, item, None, None)
             if isinstance(verdict, Refused) and verdict.reason != "missing_key":
-                return verdict.reason, _safe_message(verdict.reason, verdict.path)
+                raise ItemRefused(verdict.reason, _safe_message(verdict.reason, verdict.path))
             kind, record = verdict.decoded if isinstance(verdict, Refused) else verdict
             return kind, record, item
         if len(item) > 4 * MAX_RECORD_BYTES:  # its JSON cannot encode under the limit
-            return "oversized", f"a record may hold {MAX_RECORD_BYTES} bytes encoded"
+            raise ItemRefused("oversized", f"a record may hold {MAX_RECORD_BYTES} bytes encoded")
         try:
             line = jsonlines.loads(item, self.settings.json_max_depth)
         except jsonlines.TooDeep as exc:
-            return exc.reason, str(exc)
+            raise ItemRefused(exc.reason, str(exc)) from None
         except ValueError:
-            return "invalid_json", "not a JSON value"
+            raise ItemRefused("invalid_json", "not a JSON value") from None
         if not isinstance(line, dict) or set(line) != {"kind", "record"}:
-            return "invalid_line", 'expected an object with exactly "kind" and "record"'
+            raise ItemRefused("invalid_line", 'expected an object with exactly "kind" and "record"')
         kind = line["kind"]
         try:
             record = from_json(self.contract.spec(kind).expanded, line["record"])
             produced = prepare_record(kind, record, self.contract)
         except ValidationError as exc:
-            return exc.reason, _safe_message(exc.reason, exc.path)
+            raise ItemRefused(exc.reason, _safe_message(exc.reason, exc.path)) from None
         except CodecError:
-            return "schema_mismatch", "the record does not fit its schema"
+            raise ItemRefused("schema_mismatch", "the record does not fit its schema") from None
         return kind, record, produced.value
 
     async def upload(self, request: web.Request) -> web.Response:
@@ -246,11 +255,11 @@ class Gateway:
         topic = topic_name(TopicKind.UPLOAD, self.region)
         accepted, refused, valid = [], [], []
         for index, item in items:
-            verdict = self._verdict(item, content_type == AVRO_BATCH)
-            if len(verdict) == 2:
-                refused.append({"index": index, "reason": verdict[0], "message": verdict[1]})
+            try:
+                kind, record, value = self._checked(item, content_type == AVRO_BATCH)
+            except ItemRefused as exc:
+                refused.append({"index": index, "reason": exc.reason, "message": exc.message})
                 continue
-            kind, record, value = verdict
             if str(record["envelope"]["tenant_id"]) != str(caller.tenant):
                 refused.append({"index": index, "reason": "foreign_tenant", "message":
                                 "the record names a tenant other than the token's"})
@@ -290,14 +299,8 @@ class Gateway:
             raise ApiError(400, "invalid_json", "the body is not JSON") from None
 
     async def _ids_held(self, tenant: uuid.UUID, record_ids: list[str]) -> set[str]:
-        """The ids among ``record_ids`` the tenant already has a row for (a record, or the
-        tombstone of one delivered to CM): the store would not take them again."""
-        if not record_ids:
-            return set()
         async with self.as_tenant(self.pool, tenant) as conn:
-            return {r[0] for r in await conn.fetch(
-                "SELECT record_id::text FROM records WHERE tenant_id = $1"
-                " AND record_id = ANY($2::uuid[])", tenant, record_ids)}
+            return await holdings.ids_held(conn, tenant, record_ids)
 
     # ------------------------------------------------------------------ relay
 
@@ -400,9 +403,7 @@ class Gateway:
         caller = self.caller(request, "status")
         entry = await self.entry(caller, purged_ok=True)
         async with self.as_tenant(self.pool, caller.tenant) as conn:
-            rows = {r["category"]: r["n"] for r in await conn.fetch(
-                "SELECT category, count(*) AS n FROM records WHERE tenant_id = $1"
-                " AND held GROUP BY category", caller.tenant)}
+            rows = await holdings.held_counts(conn, caller.tenant)
             pending, oldest = await relay.pending_summary(conn, caller.tenant)
         return web.json_response({
             "tenant_id": str(caller.tenant), "region": entry.region, "state": entry.state,
@@ -426,9 +427,7 @@ class Gateway:
                                "kind": "tenant_deletion_requested"}}
         produced = prepare_record("tenant_deletion_requested", record, self.contract)
         async with self.as_tenant(self.pool, caller.tenant) as conn:
-            await conn.execute(
-                "INSERT INTO erasure_receipts (receipt_id, tenant_id, requested_at)"
-                " VALUES ($1, $2, $3)", receipt_id, caller.tenant, now)
+            await erasure_receipts.open_receipt(conn, receipt_id, caller.tenant, now)
         await self.producer.send_and_wait(
             topic_name(TopicKind.DELETION_REQUESTS, self.region), value=produced.value,
             key=produced.key)
@@ -444,31 +443,18 @@ class Gateway:
     async def _receipt(self, tenant: uuid.UUID, receipt_id: uuid.UUID) -> dict | None:
         """The receipt, completed from the deletion audit once the tenant is purged."""
         async with self.as_tenant(self.pool, tenant) as conn:
-            row = await conn.fetchrow("SELECT * FROM erasure_receipts WHERE receipt_id = $1"
-                                      " AND tenant_id = $2", receipt_id, tenant)
+            row = await erasure_receipts.receipt_row(conn, tenant, receipt_id)
         if row is None:
             return None
         if row["completed_at"] is None:
             async with self.as_tenant(self.directory_pool, tenant) as conn:
                 entry = (await directory.entries(conn, [tenant])).get(tenant)
             if entry is None or entry.state != directory.PURGED:
-                return _receipt_json(row)
-            counts: dict[str, int] = {}
-            ids: dict[str, list[str]] = {}
+                return erasure_receipts.receipt_json(row)
             async with self.as_tenant(self.pool, tenant) as conn:
-                for audit in await conn.fetch(
-                        "SELECT category, row_count, record_ids FROM deletion_audit"
-                        " WHERE tenant_id = $1 AND rule = 'deletion_request' ORDER BY id",
-                        tenant):
-                    counts[audit["category"]] = counts.get(audit["category"], 0) \
-                        + audit["row_count"]
-                    ids.setdefault(audit["category"], []).extend(
-                        str(i) for i in audit["record_ids"])
-                row = await conn.fetchrow(
-                    "UPDATE erasure_receipts SET completed_at = $2, counts = $3::jsonb,"
-                    " record_ids = $4::jsonb WHERE receipt_id = $1 RETURNING *", receipt_id,
-                    self.clock.now_dt(), json.dumps(counts), json.dumps(ids))
-        return _receipt_json(row)
+                row = await erasure_receipts.complete_receipt(conn, tenant, receipt_id,
+                                                              self.clock.now_dt())
+        return erasure_receipts.receipt_json(row)
 
     async def erasure_receipt(self, request: web.Request) -> web.Response:
         caller = self.caller(request, "erasure_receipt")
@@ -492,15 +478,6 @@ class Gateway:
         caller = self.caller(request, "erasure_receipts")
         await self.entry(caller, purged_ok=True)
         return await privacy_api.erasure_receipts(self, caller)
-
-
-def _receipt_json(row: asyncpg.Record) -> dict:
-    counts = json.loads(row["counts"]) if isinstance(row["counts"], str) else row["counts"]
-    ids = json.loads(row["record_ids"]) if isinstance(row["record_ids"], str) else row["record_ids"]
-    return {"receipt_id": str(row["receipt_id"]), "tenant_id": str(row["tenant_id"]),
-            "requested_at": _iso(row["requested_at"]), "completed_at": _iso(row["completed_at"]),
-            "status": "completed" if row["completed_at"] else "in_progress",
-            "deleted": counts, "record_ids": ids}
 
 
 def _iso(value: dt.datetime | None) -> str | None:

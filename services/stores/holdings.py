@@ -18,7 +18,7 @@ from mdmbus.categories import Category
 from mdmbus.services.rules.audit import (DEAD_LETTER_EXPIRY, DELETE_AFTER_DOWNLOAD,
                                          INVENTORY_CACHE, RETENTION_PURGE, SESSION_EXPIRY)
 
-__all__ = ["lifecycle", "records_held", "dead_letters_held", "cm_downloads", "receipt_ids",
+__all__ = ["lifecycle", "records_held", "held_counts", "ids_held", "dead_letters_held", "cm_downloads", "receipt_ids",
            "UNDATED_RULE"]
 
 #: Category -> the rule that ends a row without a dated deadline: an event, not a date (CM's
@@ -108,3 +108,21 @@ async def receipt_ids(conn: asyncpg.Connection, tenant: uuid.UUID) -> list[uuid.
     rows = await conn.fetch("SELECT receipt_id FROM erasure_receipts WHERE tenant_id = $1"
                             " ORDER BY requested_at DESC, receipt_id", tenant)
     return [r["receipt_id"] for r in rows]
+
+
+async def held_counts(conn: asyncpg.Connection, tenant: uuid.UUID) -> dict[str, int]:
+    """Category -> how many records the tenant holds (tombstones of relayed rows excluded)."""
+    return {r["category"]: r["n"] for r in await conn.fetch(
+        "SELECT category, count(*) AS n FROM records WHERE tenant_id = $1"
+        " AND held GROUP BY category", tenant)}
+
+
+async def ids_held(conn: asyncpg.Connection, tenant: uuid.UUID,
+                   record_ids: list[str]) -> set[str]:
+    """The ids among ``record_ids`` the tenant already has a row for (a record, or the
+    tombstone of one delivered to CM): the store would not take them again."""
+    if not record_ids:
+        return set()
+    return {r[0] for r in await conn.fetch(
+        "SELECT record_id::text FROM records WHERE tenant_id = $1"
+        " AND record_id = ANY($2::uuid[])", tenant, record_ids)}

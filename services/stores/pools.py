@@ -5,6 +5,7 @@ process's own role in that region (mdmbus/identities.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import uuid
 from typing import Iterable
 
 import asyncpg
@@ -14,7 +15,7 @@ from mdmbus.identities import role_of
 from mdmbus.regions import CM_DATABASE, DIRECTORY_DATABASE, REGIONS, region_database
 from mdmbus.settings import Settings
 
-__all__ = ["Stores", "open_pool"]
+__all__ = ["Stores", "open_pool", "hold_to_tenant"]
 
 
 async def open_pool(settings: Settings, database: str, role: str | None, *, min_size: int = 1,
@@ -95,3 +96,10 @@ class Stores:
         self.regions.clear()
         self.directories.clear()
         self.cm = None
+
+
+async def hold_to_tenant(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
+    """Holds the session to ``tenant``'s rows: the row-level security policies of
+    mdmbus/identities.py (``pg_policies``) read this setting; asyncpg's RESET ALL undoes it
+    when the connection goes back to its pool."""
+    await conn.execute("SELECT set_config('mdmbus.tenant', $1, false)", str(tenant))
