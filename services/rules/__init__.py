@@ -1,4 +1,6 @@
-"""Where each privacy rule of docs/design.md section 2 is enforced in the stores, one module a rule:
+"""The privacy rules of docs/design.md section 2 as the stores apply them, one module a rule
+(every enforcement point of every rule, in and out of this package, is listed in
+``enforcement.py``):
 
 - ``residency``: tenant -> region (rule 1)
 - ``delete_after_download``: relay acknowledgements delete the cloud copy (rule 2)
