@@ -33,39 +33,18 @@ from mdmbus.services.simulators.records import RELAY_KINDS
 from mdmbus.stack.provision import topic_configs
 from mdmbus.topics import TopicKind, spec_of, topic_name
 from tests.conftest import wait_for
-from tests.integration.harness import Workload, launcher
+from tests.integration.harness import Workload
 
 pytestmark = pytest.mark.integration
+
+#: Pipeline, gateway and sweeper for every region; no CM connector (each test runs its own).
+PROCESSES = [("pipeline", "all"), ("gateway", "all"), ("sweeper", "all")]
 
 SPEED = 1.0
 CONNECTOR = "cm-connector"
 RULE = "delete_after_download"
 #: The connector's name in pg_stat_activity (services/connector/connector.py).
 APPLICATION = "mdmbus-cm-connector"
-
-
-@pytest.fixture(scope="module")
-def system(stack, tmp_path_factory):
-    """Pipeline, gateway and sweeper for every region; no CM connector (each test runs its own)."""
-    procs = launcher(stack, tmp_path_factory.mktemp("cm"), speed=SPEED)
-    for name in ("pipeline", "gateway", "sweeper"):
-        procs.start(name, "all")
-    yield procs
-    procs.stop()
-
-
-@pytest.fixture
-async def work(stack, system):
-    tokens = system.log_dir / "tokens"
-    async with Workload(stack, system.clock, seed=uuid.uuid4().int, tokens_dir=tokens) as w:
-        try:
-            yield w
-        finally:
-            # The next test's connector serves only its own tenants.
-            system.stop(CONNECTOR)
-            for path in tokens.glob("*.json"):
-                path.unlink()
-    system.assert_alive()
 
 
 @dataclass(frozen=True)

@@ -20,30 +20,15 @@ from mdmbus.regions import DIRECTORY_DATABASE, REGIONS, region_database
 from mdmbus.streams.app import lifecycle_app_id
 from mdmbus.topics import TopicKind, all_topics, group_name, topic_name
 from tests.conftest import wait_for
-from tests.integration.harness import ALL_PROCESSES, Workload, _partitions, launcher, rewind
+from tests.integration.harness import ALL_PROCESSES, Workload, _partitions, rewind
 
 pytestmark = pytest.mark.integration
+
+PROCESSES = ALL_PROCESSES
 
 SPEED = 50_000.0
 #: The cloud's databases (CM's is the customer's own: relayed data belongs there).
 CLOUD = [*(region_database(r) for r in REGIONS), DIRECTORY_DATABASE]
-
-
-@pytest.fixture(scope="module")
-def system(stack, tmp_path_factory):
-    procs = launcher(stack, tmp_path_factory.mktemp("deletion"), speed=SPEED)
-    for name, region in ALL_PROCESSES:
-        procs.start(name, region)
-    yield procs
-    procs.stop()
-
-
-@pytest.fixture
-async def work(stack, system):
-    async with Workload(stack, system.clock, seed=uuid.uuid4().int,
-                        tokens_dir=system.log_dir / "tokens") as w:
-        yield w
-    system.assert_alive()
 
 
 def _canaries() -> dict[str, str]:

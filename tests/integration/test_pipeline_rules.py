@@ -15,29 +15,14 @@ import pytest
 from mdmbus.regions import REGIONS, country_regions
 from mdmbus.services.connector.client import GatewayError
 from tests.conftest import wait_for
-from tests.integration.harness import ALL_PROCESSES, Workload, launcher
+from tests.integration.harness import ALL_PROCESSES, Workload
 
 pytestmark = pytest.mark.integration
 
+PROCESSES = ALL_PROCESSES
+
 SPEED = 500_000.0
 DAY = 86_400.0
-
-
-@pytest.fixture(scope="module")
-def system(stack, tmp_path_factory):
-    procs = launcher(stack, tmp_path_factory.mktemp("rules"), speed=SPEED)
-    for name, region in ALL_PROCESSES:
-        procs.start(name, region)
-    yield procs
-    procs.stop()
-
-
-@pytest.fixture
-async def work(stack, system):
-    async with Workload(stack, system.clock, seed=uuid.uuid4().int,
-                        tokens_dir=system.log_dir / "tokens") as w:
-        yield w
-    system.assert_alive()
 
 
 async def _has(work: Workload, region: str, ids: list[str]) -> bool:

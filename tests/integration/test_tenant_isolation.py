@@ -31,35 +31,15 @@ from mdmbus.regions import REGIONS
 from mdmbus.services.stores.sealing import open_record
 from mdmbus.topics import TopicKind, topic_name
 from tests.conftest import wait_for
-from tests.integration.harness import Workload, launcher
+from tests.integration.harness import Workload
 
 pytestmark = pytest.mark.integration
+
+PROCESSES = [("pipeline", "all"), ("gateway", "all"), ("sweeper", "all")]
 
 CONNECTOR = "cm-connector"
 LIFECYCLE_KINDS = ("tenant_onboarded", "tenant_subscription_ended",
                    "tenant_subscription_cancelled", "tenant_deletion_requested")
-
-
-@pytest.fixture(scope="module")
-def system(stack, tmp_path_factory):
-    procs = launcher(stack, tmp_path_factory.mktemp("isolation"), speed=1.0)
-    for name in ("pipeline", "gateway", "sweeper"):
-        procs.start(name, "all")
-    yield procs
-    procs.stop()
-
-
-@pytest.fixture
-async def work(stack, system):
-    tokens = system.log_dir / "tokens"
-    async with Workload(stack, system.clock, seed=uuid.uuid4().int, tokens_dir=tokens) as w:
-        try:
-            yield w
-        finally:
-            system.stop(CONNECTOR)
-            for path in tokens.glob("*.json"):
-                path.unlink()
-    system.assert_alive()
 
 
 async def _row(work: Workload, region: str, tenant: str, record_id: str) -> dict | None:

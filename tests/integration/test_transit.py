@@ -15,27 +15,13 @@ import pytest
 from mdmbus.stack import kafka, postgres
 from mdmbus.topics import TopicKind, spec_of, topic_name
 from tests.conftest import wait_for
-from tests.integration.harness import Workload, launcher
+from tests.integration.harness import Workload
 
 pytestmark = pytest.mark.integration
 
+PROCESSES = [("pipeline", "all"), ("sweeper", "all")]
+
 SPEED = 1.0
-
-
-@pytest.fixture(scope="module")
-def system(stack, tmp_path_factory):
-    procs = launcher(stack, tmp_path_factory.mktemp("transit"), speed=SPEED)
-    procs.start("pipeline", "all")
-    procs.start("sweeper", "all")
-    yield procs
-    procs.stop()
-
-
-@pytest.fixture
-async def work(stack, system):
-    async with Workload(stack, system.clock, seed=uuid.uuid4().int) as w:
-        yield w
-    system.assert_alive()
 
 
 async def _readable(work: Workload, topic: str, record_ids: list[str]) -> set[str]:
