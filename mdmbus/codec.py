@@ -25,7 +25,7 @@ from mdmbus.errors import MdmbusError
 __all__ = [
     "MARKER", "HEADER_SIZE", "Codec", "Decoded", "header_of",
     "CodecError", "GarbageError", "WrongMarkerError", "UnknownFingerprintError",
-    "TruncatedBodyError", "BodyMismatchError", "RecordMismatchError", "UnknownKindError",
+    "TruncatedBodyError", "BodyMismatchError", "RecordMismatchError", "NoSchemaError",
 ]
 
 #: The two marker bytes of single-object encoding, format version 1.
@@ -66,7 +66,7 @@ class RecordMismatchError(CodecError):
     """Encode side: the record does not fit the schema of its kind."""
 
 
-class UnknownKindError(CodecError):
+class NoSchemaError(CodecError):
     """Encode side: no schema is registered for this kind."""
 
 
@@ -171,9 +171,9 @@ class Codec:
         try:
             return self._writers[kind]
         except KeyError:
-            raise UnknownKindError(f"no schema for kind {kind!r}") from None
+            raise NoSchemaError(f"no schema for kind {kind!r}") from None
         except TypeError:
-            raise UnknownKindError(f"kind must be a string, not {type(kind).__name__}") from None
+            raise NoSchemaError(f"kind must be a string, not {type(kind).__name__}") from None
 
     def encode(self, kind: str, record: Mapping[str, Any]) -> bytes:
         """One message: header of the kind's current schema, then the Avro body of ``record``."""

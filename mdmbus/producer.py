@@ -2,7 +2,7 @@
 
 The contract is enforced before anything leaves the process: each line is parsed, converted
 from the JSON form (see :mod:`mdmbus.contract.jsonform`), validated and encoded. A bad line
-becomes a :class:`Rejection` with its line number and reason code, and the good lines still go
+becomes a :class:`RefusedLine` with its line number and reason code, and the good lines still go
 through; nothing that breaks the contract is ever sent.
 
 Input format, one record per line (blank lines are skipped)::
@@ -30,11 +30,11 @@ from mdmbus.contract.rules import validate
 if TYPE_CHECKING:  # aiokafka is only needed by the caller that sends
     from aiokafka import AIOKafkaProducer
 
-__all__ = ["Produced", "Rejection", "KafkaRefusal", "KafkaUnreachable", "prepare_record",
+__all__ = ["Produced", "RefusedLine", "RefusedByKafka", "KafkaUnreachable", "prepare_record",
            "parse_line", "prepare_lines", "send_all", "INVALID_JSON", "INVALID_LINE",
            "ENCODE_FAILED"]
 
-#: Rejection reasons of the line format itself (the others are ValidationError.reason codes).
+#: RefusedLine reasons of the line format itself (the others are ValidationError.reason codes).
 INVALID_JSON = "invalid_json"
 INVALID_LINE = "invalid_line"
 ENCODE_FAILED = "encode_failed"
@@ -61,7 +61,7 @@ class Produced:
 
 
 @dataclass(frozen=True)
-class Rejection:
+class RefusedLine:
     """A line that was not produced, and why (``reason`` is a bounded code)."""
 
     line: int
@@ -94,17 +94,17 @@ def prepare_record(kind: str, record: Mapping[str, Any], registry: Registry | No
                     value=value, tenant_id=str(record["envelope"]["tenant_id"]))
 
 
-def parse_line(text: str, line: int, registry: Registry | None = None) -> Produced | Rejection:
-    """One JSON line to a Produced record, or the Rejection saying what is wrong with it."""
+def parse_line(text: str, line: int, registry: Registry | None = None) -> Produced | RefusedLine:
+    """One JSON line to a Produced record, or the RefusedLine saying what is wrong with it."""
     registry = registry or default_registry()
     try:
         item = jsonlines.loads(text)
     except jsonlines.TooDeep as exc:
-        return Rejection(line, exc.reason, str(exc))
+        return RefusedLine(line, exc.reason, str(exc))
     except ValueError as exc:
-        return Rejection(line, INVALID_JSON, f"not JSON: {exc}")
+        return RefusedLine(line, INVALID_JSON, f"not JSON: {exc}")
     if not isinstance(item, dict) or set(item) != {"kind", "record"}:
-        return Rejection(line, INVALID_LINE,
+        return RefusedLine(line, INVALID_LINE,
                          'expected an object with exactly "kind" and "record"')
     kind = item["kind"]
     try:
@@ -112,14 +112,14 @@ def parse_line(text: str, line: int, registry: Registry | None = None) -> Produc
         record = from_json(spec.expanded, item["record"])
         return prepare_record(kind, record, registry, line)
     except ValidationError as exc:
-        return Rejection(line, exc.reason, str(exc))
+        return RefusedLine(line, exc.reason, str(exc))
     except CodecError as exc:  # validated records encode; this is a last line of defence
-        return Rejection(line, ENCODE_FAILED, str(exc))
+        return RefusedLine(line, ENCODE_FAILED, str(exc))
 
 
 def prepare_lines(lines: Iterable[str], registry: Registry | None = None,
-                  ) -> Iterator[Produced | Rejection]:
-    """Each non-blank line (numbered from 1) as a Produced record or a Rejection, in order."""
+                  ) -> Iterator[Produced | RefusedLine]:
+    """Each non-blank line (numbered from 1) as a Produced record or a RefusedLine, in order."""
     registry = registry or default_registry()
     for number, text in enumerate(lines, start=1):
         if text.strip():
@@ -127,7 +127,7 @@ def prepare_lines(lines: Iterable[str], registry: Registry | None = None,
 
 
 @dataclass(frozen=True)
-class KafkaRefusal:
+class RefusedByKafka:
     """A record the broker (or the client, before sending) refused for good: the input line,
     and the error's name and text."""
 
@@ -158,7 +158,7 @@ def _unreachable(exc: BaseException) -> bool:
 
 
 async def send_all(producer: "AIOKafkaProducer", items: Iterable[Produced] | AsyncIterable[Produced],
-                   window: int = 1000) -> tuple[int, list[KafkaRefusal]]:
+                   window: int = 1000) -> tuple[int, list[RefusedByKafka]]:
     """Sends every record; returns (acknowledged, refused).
 
     Up to ``window`` sends are in flight at once so the producer can batch. A record the broker
@@ -168,7 +168,7 @@ async def send_all(producer: "AIOKafkaProducer", items: Iterable[Produced] | Asy
     from aiokafka.errors import KafkaError
     pending: list[tuple[Produced, asyncio.Future[Any]]] = []
     sent = 0
-    refused: list[KafkaRefusal] = []
+    refused: list[RefusedByKafka] = []
 
     async def settle() -> None:
         nonlocal sent
@@ -177,7 +177,7 @@ async def send_all(producer: "AIOKafkaProducer", items: Iterable[Produced] | Asy
             if not isinstance(result, BaseException):
                 sent += 1
             elif isinstance(result, KafkaError) and not _unreachable(result):
-                refused.append(KafkaRefusal(item.line, type(result).__name__, str(result)))
+                refused.append(RefusedByKafka(item.line, type(result).__name__, str(result)))
             else:
                 raise KafkaUnreachable(result, sent) from result
         pending.clear()
@@ -197,7 +197,7 @@ async def send_all(producer: "AIOKafkaProducer", items: Iterable[Produced] | Asy
             if _unreachable(exc):
                 await settle()
                 raise KafkaUnreachable(exc, sent) from exc
-            refused.append(KafkaRefusal(item.line, type(exc).__name__, str(exc)))
+            refused.append(RefusedByKafka(item.line, type(exc).__name__, str(exc)))
             continue
         pending.append((item, future))
         if len(pending) >= window:

@@ -162,7 +162,7 @@ def _parser() -> argparse.ArgumentParser:
                        epilog="Each record goes to its tenant's region's topics (looked up in "
                               "the tenant directory) unless --region is given. "
                               "exit status: 0 every line sent (or valid, with --dry-run); 1 some "
-                              "lines rejected by the contract, the others sent; 2 bad arguments "
+                              "lines refused by the contract, the others sent; 2 bad arguments "
                               "or an unreadable file; 3 Kafka could not be reached (lines read "
                               "before may have been sent; the summary says how many); 4 Kafka "
                               "refused some records, named by line, the others sent")

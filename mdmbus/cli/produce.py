@@ -1,11 +1,11 @@
 """`mdmbus produce`: JSON lines in, validated single-object-encoded records out to Kafka.
 
 A bad line is reported with its number and reason and not sent; the good ones around it are.
-Progress goes to stderr every second; a summary (sent, rejected by reason, refused by Kafka by
+Progress goes to stderr every second; a summary (sent, refused by reason, refused by Kafka by
 error) ends the run. Exit status (the ``--help`` epilog says the same):
 
 - 0: every line sent (with ``--dry-run``: every line valid);
-- 1: some lines rejected by the contract, the others sent;
+- 1: some lines refused by the contract, the others sent;
 - 2: bad arguments or an unreadable file (mdmbus.errors.UsageError);
 - 3: Kafka could not be reached, or stopped answering: lines read before may have been sent
   (the summary says how many were acknowledged);
@@ -25,21 +25,21 @@ from typing import IO, AsyncIterator, Iterable, Iterator
 
 from mdmbus.contract import default_registry
 from mdmbus.errors import MdmbusError
-from mdmbus.producer import (INVALID_JSON, KafkaRefusal, KafkaUnreachable, Produced, Rejection,
+from mdmbus.producer import (INVALID_JSON, RefusedByKafka, KafkaUnreachable, Produced, RefusedLine,
                              parse_line, send_all)
 from mdmbus.settings import Settings
 
-__all__ = ["produce", "SendError", "REJECTED_EXIT", "KAFKA_REFUSED_EXIT"]
+__all__ = ["produce", "SendError", "REFUSED_EXIT", "KAFKA_REFUSED_EXIT"]
 
-#: Exit status when some lines were rejected (the others were sent).
-REJECTED_EXIT = 1
+#: Exit status when some lines were refused (the others were sent).
+REFUSED_EXIT = 1
 #: Exit status when Kafka refused some records for good (the others were sent).
 KAFKA_REFUSED_EXIT = 4
 
 
 class SendError(MdmbusError):
     """Kafka could not be reached: not the input's fault, so a script can tell it from
-    rejected lines and retry."""
+    refused lines and retry."""
 
     exit_status = 3
 
@@ -50,22 +50,23 @@ def produce(settings: Settings, source: IO[str], dry_run: bool = False,
     """Returns the exit status (module docstring); raises SendError (exit status 3) when Kafka
     cannot be reached."""
     registry = default_registry()
-    rejected: collections.Counter[str] = collections.Counter()
+    refused: collections.Counter[str] = collections.Counter()
     counts = {"read": 0, "valid": 0}
     last_progress = [time.monotonic()]
 
     def good_lines() -> Iterable[Produced]:
         for number, text in enumerate(_lines(source), start=1):
             if isinstance(text, UnicodeDecodeError):  # JSON text is UTF-8 (RFC 8259)
-                item: Produced | Rejection = Rejection(number, INVALID_JSON, f"not UTF-8: {text}")
+                item: Produced | RefusedLine = RefusedLine(number, INVALID_JSON,
+                                                           f"not UTF-8: {text}")
             elif not text.strip():
                 continue
             else:
                 item = parse_line(text, number, registry)
             counts["read"] += 1
-            if isinstance(item, Rejection):
-                rejected[item.reason] += 1
-                print(f"line {item.line}: rejected ({item.reason}): {item.message}", file=err)
+            if isinstance(item, RefusedLine):
+                refused[item.reason] += 1
+                print(f"line {item.line}: refused ({item.reason}): {item.message}", file=err)
                 continue
             counts["valid"] += 1
             now = time.monotonic()
@@ -74,11 +75,11 @@ def produce(settings: Settings, source: IO[str], dry_run: bool = False,
                 last_progress[0] = now
             yield item
 
-    refused: list[KafkaRefusal] = []
+    kafka_refused: list[RefusedByKafka] = []
     unreachable: KafkaUnreachable | None = None
-    def reject(rejection: Rejection) -> None:
-        rejected[rejection.reason] += 1
-        print(f"line {rejection.line}: rejected ({rejection.reason}): {rejection.message}",
+    def refuse(line: RefusedLine) -> None:
+        refused[line.reason] += 1
+        print(f"line {line.line}: refused ({line.reason}): {line.message}",
               file=err)
 
     if dry_run:
@@ -87,32 +88,32 @@ def produce(settings: Settings, source: IO[str], dry_run: bool = False,
         sent = 0
     else:
         try:
-            sent, refused = asyncio.run(_send(settings, good_lines(), region, reject))
+            sent, kafka_refused = asyncio.run(_send(settings, good_lines(), region, refuse))
         except KafkaUnreachable as exc:
             sent, unreachable = exc.sent, exc
-    for refusal in refused:
+    for refusal in kafka_refused:
         print(refusal, file=err)
     verb = "valid (dry run, nothing sent)" if dry_run else "sent"
     n = counts["valid"] if dry_run else sent
-    summary = f"{n} {verb}, {sum(rejected.values())} rejected"
-    if rejected:
-        summary += " (" + ", ".join(f"{r}: {c}" for r, c in sorted(rejected.items())) + ")"
+    summary = f"{n} {verb}, {sum(refused.values())} refused"
     if refused:
-        by_error = collections.Counter(r.error for r in refused)
-        summary += f", {len(refused)} refused by Kafka (" + ", ".join(
+        summary += " (" + ", ".join(f"{r}: {c}" for r, c in sorted(refused.items())) + ")"
+    if kafka_refused:
+        by_error = collections.Counter(r.error for r in kafka_refused)
+        summary += f", {len(kafka_refused)} refused by Kafka (" + ", ".join(
             f"{e}: {c}" for e, c in sorted(by_error.items())) + ")"
     print(summary, file=out)
     if unreachable is not None:
         raise SendError(f"cannot send to Kafka at {settings.kafka_bootstrap} ({unreachable}); "
                         f"{sent} records were acknowledged before")
-    if refused:
+    if kafka_refused:
         return KAFKA_REFUSED_EXIT
-    return REJECTED_EXIT if rejected else 0
+    return REFUSED_EXIT if refused else 0
 
 
 def _lines(source: IO[str]) -> Iterator[str | UnicodeDecodeError]:
     """The lines of ``source``, each decoded on its own: a line that is not UTF-8 comes as its
-    error, so it is rejected like any bad line instead of ending the run (decoding the whole
+    error, so it is refused like any bad line instead of ending the run (decoding the whole
     stream as text would raise mid-file, after the lines before it were sent)."""
     raw = getattr(source, "buffer", None)
     if raw is None:  # already text (e.g. io.StringIO)
@@ -126,10 +127,10 @@ def _lines(source: IO[str]) -> Iterator[str | UnicodeDecodeError]:
 
 
 async def _routed(settings: Settings, items: Iterable[Produced], region: str | None,
-                  reject) -> AsyncIterator[Produced]:
+                  refuse) -> AsyncIterator[Produced]:
     """Each record addressed to its tenant's region's topic: the region given, or the one the
     tenant directory holds (looked up a chunk of lines at a time). A record of a tenant the
-    directory does not know, or whose data was deleted, is rejected as the pipeline would."""
+    directory does not know, or whose data was deleted, is refused as the pipeline would."""
     from mdmbus.services.rules.refusals import Refusal, message
     from mdmbus.services.stores import directory
     from mdmbus.identities import role_of
@@ -163,7 +164,7 @@ async def _routed(settings: Settings, items: Iterable[Produced], region: str | N
                 reason = (Refusal.TENANT_NOT_ONBOARDED if entry is None else
                           Refusal.TENANT_DELETED if entry.state == directory.PURGED else None)
                 if reason is not None:
-                    reject(Rejection(item.line, reason, message(reason)))
+                    refuse(RefusedLine(item.line, reason, message(reason)))
                     continue
                 yield item.to(entry.region)
     finally:
@@ -171,7 +172,7 @@ async def _routed(settings: Settings, items: Iterable[Produced], region: str | N
 
 
 async def _send(settings: Settings, items: Iterable[Produced], region: str | None,
-                reject) -> tuple[int, list[KafkaRefusal]]:
+                refuse) -> tuple[int, list[RefusedByKafka]]:
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaError
     from mdmbus.connections import kafka_options
@@ -182,6 +183,6 @@ async def _send(settings: Settings, items: Iterable[Produced], region: str | Non
             await producer.start()
         except KafkaError as exc:
             raise KafkaUnreachable(exc, 0) from exc
-        return await send_all(producer, _routed(settings, items, region, reject))
+        return await send_all(producer, _routed(settings, items, region, refuse))
     finally:
         await producer.stop()

@@ -1,6 +1,6 @@
 """Recognising key material without a crypto library: PEM markers and DER outlines.
 
-Minimisation (docs/design.md rule 5) rejects private key material anywhere and certificate bodies
+Minimisation (docs/design.md rule 5) refuses private key material anywhere and certificate bodies
 outside U10's public-key field. We never need to *use* a key, only to tell what kind of object a
 blob is, so reading PEM labels and the first level of a DER SEQUENCE is enough:
 

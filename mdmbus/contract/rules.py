@@ -2,7 +2,7 @@
 
 ``validate`` runs where records enter the bus (the producer) and where processors read them; a
 failure raises a :class:`~mdmbus.contract.errors.ValidationError` whose ``reason`` goes to the
-dead letter and to metrics. ``redact`` prepares a rejected record for the dead-letter topic.
+dead letter and to metrics. ``redact`` prepares a refused record for the dead-letter topic.
 
 What is checked beyond Avro types (docs/design.md rule 5, minimisation):
 

@@ -60,9 +60,9 @@ RSA_PRIVATE_DER = der("rsa_private_pkcs1")
 KEY_TRACES = (der("ec_private_pkcs8"), RSA_PRIVATE_DER, EC_PRIVATE_PEM.splitlines()[1],
               base64.b64encode(RSA_PRIVATE_DER)[:64])
 
-_REJECTED = re.compile(r"line (\d+): rejected \(([a-z_]+)\): (.*)")
-_SENT = re.compile(r"(\d+) sent, (\d+) rejected(?: \((.*)\))?")
-_DRY = re.compile(r"(\d+) valid \(dry run, nothing sent\), (\d+) rejected(?: \((.*)\))?")
+_REJECTED = re.compile(r"line (\d+): refused \(([a-z_]+)\): (.*)")
+_SENT = re.compile(r"(\d+) sent, (\d+) refused(?: \((.*)\))?")
+_DRY = re.compile(r"(\d+) valid \(dry run, nothing sent\), (\d+) refused(?: \((.*)\))?")
 
 
 # ---------------------------------------------------------------- the input file
@@ -441,7 +441,7 @@ async def test_only_valid_lines_exit_zero(stack, tmp_path):
         messages = await reader.read_new()
 
     assert status == 0, f"exit status {status}\n{stdout}\n{stderr}"
-    assert not rejections(stderr) and "rejected (" not in stderr, stderr
+    assert not rejections(stderr) and "refused (" not in stderr, stderr
     assert parse_summary(_SENT, stdout) == (len(batch.valid), 0, {}), stdout
     assert_arrived_exactly(batch, messages)
 

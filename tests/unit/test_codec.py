@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from mdmbus.codec import (BodyMismatchError, Codec, CodecError, GarbageError,
                           RecordMismatchError, TruncatedBodyError, UnknownFingerprintError,
-                          UnknownKindError, WrongMarkerError)
+                          NoSchemaError, WrongMarkerError)
 from mdmbus.errors import MdmbusError
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "avro" / "messageV1"
@@ -123,9 +123,9 @@ def test_encode_rejects_records_not_matching_the_schema(codec: Codec, record: ob
 
 
 def test_encode_unknown_kind(codec: Codec) -> None:
-    with pytest.raises(UnknownKindError):
+    with pytest.raises(NoSchemaError):
         codec.encode("nope", RECORD)
-    with pytest.raises(UnknownKindError):
+    with pytest.raises(NoSchemaError):
         codec.encode(["unhashable"], RECORD)  # type: ignore[arg-type]
 
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mdmbus.contract import default_registry, to_json
-from mdmbus.producer import Produced, Rejection, parse_line, prepare_lines, send_all
+from mdmbus.producer import Produced, RefusedLine, parse_line, prepare_lines, send_all
 from tests.unit.examples import DEVICE, TENANT, der, example, pem
 
 REGISTRY = default_registry()
@@ -58,7 +58,7 @@ def test_json_form_timestamps_and_bytes() -> None:
         assert int(decoded["envelope"]["event_time"].timestamp() * 1000) == millis
 
 
-def test_bad_lines_are_rejected_with_line_number_and_the_good_ones_go_through() -> None:
+def test_bad_lines_are_refused_with_line_number_and_the_good_ones_go_through() -> None:
     good = _line("U12", example("U12"))
     email = example("U7")
     email.update(email="a@b.c", email_profile_deployed=False)
@@ -79,8 +79,8 @@ def test_bad_lines_are_rejected_with_line_number_and_the_good_ones_go_through() 
         good,
     ]
     results = list(prepare_lines(lines))
-    assert [type(r).__name__ for r in results] == ["Produced"] + ["Rejection"] * 7 + ["Produced"]
-    rejections = {r.line: r.reason for r in results if isinstance(r, Rejection)}
+    assert [type(r).__name__ for r in results] == ["Produced"] + ["RefusedLine"] * 7 + ["Produced"]
+    rejections = {r.line: r.reason for r in results if isinstance(r, RefusedLine)}
     assert rejections == {2: "invalid_json", 4: "invalid_line", 5: "unknown_kind",
                           6: "email_without_profile", 7: "schema_mismatch",
                           8: "schema_mismatch", 9: "schema_mismatch"}
@@ -95,7 +95,7 @@ def test_bad_lines_are_rejected_with_line_number_and_the_good_ones_go_through() 
        st.sampled_from(sorted(REGISTRY.kinds)))
 def test_arbitrary_json_never_escapes_as_an_exception(record: object, kind: str) -> None:
     item = parse_line(json.dumps({"kind": kind, "record": record}), 7)
-    assert isinstance(item, (Produced, Rejection))
+    assert isinstance(item, (Produced, RefusedLine))
 
 
 class _FakeProducer:
@@ -164,8 +164,8 @@ def test_records_kafka_refuses_are_named_by_line_and_exit_4(monkeypatch) -> None
     status, out, err = _produce_with(monkeypatch, _RefusingProducer, lines)
     assert status == 4, (out, err)
     assert "line 2: refused by Kafka (MessageSizeTooLargeError)" in err
-    assert "line 3: rejected (invalid_json)" in err
-    assert out.strip() == ("2 sent, 1 rejected (invalid_json: 1), "
+    assert "line 3: refused (invalid_json)" in err
+    assert out.strip() == ("2 sent, 1 refused (invalid_json: 1), "
                            "1 refused by Kafka (MessageSizeTooLargeError: 1)")
 
 
