@@ -33,3 +33,34 @@ def test_one_import_root():
     package_dir, packages = _declared()
     assert {name.split(".")[0] for name in packages} == {"mdmbus"}
     assert set(package_dir) <= packages
+
+
+def test_every_package_the_product_imports_is_a_pinned_dependency():
+    """A package imported by mdmbus's own code and arriving only through another's requirements
+    changes version under it unseen: each is declared in [project] dependencies, pinned."""
+    import ast
+    import re
+    import sys
+    from importlib.metadata import packages_distributions
+
+    pins = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    declared = {}
+    for pin in pins:
+        name, _, version = pin.partition("==")
+        assert version, f"{pin} is not pinned (name==version)"
+        declared[re.sub(r"[-_.]+", "-", name).lower()] = version
+    distributions = packages_distributions()
+    imported = set()
+    for folder in ("mdmbus", "streams", "services", "schemas"):
+        for path in (REPO_ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    imported |= {a.name.partition(".")[0] for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    imported.add(node.module.partition(".")[0])
+    third_party = {m for m in imported - set(sys.stdlib_module_names) - {"mdmbus", "__future__"}}
+    undeclared = {m: distributions.get(m) for m in third_party
+                  if not any(re.sub(r"[-_.]+", "-", d).lower() in declared
+                             for d in distributions.get(m, []))}
+    assert not undeclared, f"imported but not a pinned dependency: {undeclared}"
+    assert {"aiohttp", "confluent_kafka", "faust", "jwt"} <= third_party  # the walk sees imports
