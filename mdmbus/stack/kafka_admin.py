@@ -246,6 +246,6 @@ def _from_tuple(t: tuple) -> Acl | None:
     pattern = {v: k for k, v in _PATTERN.items()}.get(ptype)
     name = _OP_NAMES.get(op)
     if resource is None or pattern is None or perm != _ALLOW or host != "*" \
-            or name not in Op.__members__:
+            or name is None or name not in Op.__members__:
         return None
     return Acl(principal, resource, rname, pattern, Op[name])

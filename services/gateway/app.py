@@ -42,6 +42,7 @@ from mdmbus.services.stores import directory
 from mdmbus.services.stores.retry import STORE_ERRORS, outage
 from mdmbus.settings import Settings
 from mdmbus.topics import TopicKind, topic_name
+from mdmbus.services.stores.pools import Connection
 
 __all__ = ["Gateway", "Limits", "build_app", "LIMITS"]
 
@@ -137,7 +138,7 @@ class Gateway:
 
     @contextlib.asynccontextmanager
     async def as_tenant(self, pool: asyncpg.Pool,
-                        tenant: uuid.UUID) -> AsyncIterator[asyncpg.Connection]:
+                        tenant: uuid.UUID) -> AsyncIterator[Connection]:
         """A connection that sees and changes only ``tenant``'s rows: the gateway's role is
         held to the tenant named by ``mdmbus.tenant`` by row-level security
         (mdmbus/identities.py), so a query that forgot its tenant filter finds nothing of
@@ -182,14 +183,14 @@ class Gateway:
     def _records_of(self, body: bytes, content_type: str) -> list[tuple[int, Any]]:
         """(index, item) of each record in the body: a JSON line's parsed value or an Avro
         message's bytes; a line that is not JSON becomes an ApiError-free refusal later."""
+        items: list[tuple[int, Any]] = []
         if content_type == NDJSON:
-            items = []
             for line in body.split(b"\n"):
                 if line.strip():
                     items.append((len(items), line))
             return items
         if content_type == AVRO_BATCH:
-            items, pos = [], 0
+            pos = 0
             while pos < len(body):
                 if pos + 4 > len(body):
                     raise ApiError(400, "bad_framing", "an Avro batch is a sequence of 4-byte "
@@ -208,9 +209,13 @@ class Gateway:
         """(kind, record, value) of a valid record, or (reason, message) of a refusal."""
         if avro:
             verdict = check_message(self.contract, item, None, None)
-            if isinstance(verdict, Refused) and verdict.reason != "missing_key":
-                return verdict.reason, _safe_message(verdict.reason, verdict.path)
-            kind, record = verdict.decoded if isinstance(verdict, Refused) else verdict
+            if isinstance(verdict, Refused):
+                # The gateway sets the key itself: a record refused only for its key is valid.
+                if verdict.reason != "missing_key" or verdict.decoded is None:
+                    return verdict.reason, _safe_message(verdict.reason, verdict.path)
+                kind, record = verdict.decoded
+            else:
+                kind, record = verdict
             return kind, record, item
         if len(item) > 4 * MAX_RECORD_BYTES:  # its JSON cannot encode under the limit
             return "oversized", f"a record may hold {MAX_RECORD_BYTES} bytes encoded"
@@ -468,6 +473,8 @@ class Gateway:
                     "UPDATE erasure_receipts SET completed_at = $2, counts = $3::jsonb,"
                     " record_ids = $4::jsonb WHERE receipt_id = $1 RETURNING *", receipt_id,
                     self.clock.now_dt(), json.dumps(counts), json.dumps(ids))
+            if row is None:  # the receipt is gone since it was read: as if never made
+                return None
         return _receipt_json(row)
 
     async def erasure_receipt(self, request: web.Request) -> web.Response:

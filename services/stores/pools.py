@@ -5,16 +5,21 @@ process's own role in that region (mdmbus/identities.py)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, TypeAlias
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from mdmbus.connections import pg_pool
 from mdmbus.identities import role_of
 from mdmbus.regions import CM_DATABASE, DIRECTORY_DATABASE, REGIONS, region_database
 from mdmbus.settings import Settings
 
-__all__ = ["Stores", "open_pool"]
+__all__ = ["Stores", "open_pool", "Connection"]
+
+#: A connection as the stores' functions receive it: opened on its own (asyncpg.connect) or
+#: lent by a pool (``pool.acquire()``, a proxy that asyncpg's types keep apart).
+Connection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
 
 
 async def open_pool(settings: Settings, database: str, role: str | None, *, min_size: int = 1,
