@@ -33,7 +33,8 @@ from mdmbus.metrics import Metrics
 from mdmbus.producer import prepare_record
 from mdmbus.services.export import export_page
 from mdmbus.services.gateway import privacy_api, privacy_center
-from mdmbus.services.gateway.access import allowed
+from mdmbus.services.gateway.access import (NOT_ONBOARDED, TENANT_DELETED, WRONG_REGION,
+                                            allowed, tenant_refusal)
 from mdmbus.services.gateway.guards import (ROUTE_KINDS, SlotsFull, StoreBusy, TenantSlots,
                                             bounded_acquire)
 from mdmbus.services.gateway.tokens import Caller, TokenError, TokenVerifier
@@ -153,15 +154,16 @@ class Gateway:
         """The caller's tenant, which must live in this region."""
         async with self.as_tenant(self.directory_pool, caller.tenant) as conn:
             entry = (await directory.entries(conn, [caller.tenant])).get(caller.tenant)
-        if entry is None:
-            raise ApiError(403, "tenant_not_onboarded", "the token's tenant is not onboarded")
-        if entry.region != self.region:
-            raise ApiError(421, "wrong_region",
+        refusal = tenant_refusal(entry, self.region, purged_ok=purged_ok)
+        if refusal == NOT_ONBOARDED or entry is None:
+            raise ApiError(403, NOT_ONBOARDED, "the token's tenant is not onboarded")
+        if refusal == WRONG_REGION:
+            raise ApiError(421, WRONG_REGION,
                            f"this tenant's data lives in region {entry.region}: call "
                            f"{self.settings.gateway_url(entry.region)}", region=entry.region,
                            gateway=self.settings.gateway_url(entry.region))
-        if entry.state == directory.PURGED and not purged_ok:
-            raise ApiError(410, "tenant_deleted", "this tenant's data has been deleted")
+        if refusal == TENANT_DELETED:
+            raise ApiError(410, TENANT_DELETED, "this tenant's data has been deleted")
         return entry
 
     async def body(self, request: web.Request) -> bytes:
