@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Any, Iterable, Mapping, NamedTuple
+from typing import Any, Iterable, Mapping, NamedTuple, cast
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
@@ -217,4 +217,5 @@ class Codec:
         if buf.tell() != size:
             raise BodyMismatchError(
                 f"{entry.kind} body has {size - buf.tell()} bytes left over after the record")
-        return Decoded(entry.kind, record)
+        # Every writer schema is a record (Registry loads no other), so the reader's is a dict.
+        return Decoded(entry.kind, cast(dict[str, Any], record))

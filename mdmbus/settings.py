@@ -53,7 +53,7 @@ def _number(env: Mapping[str, str], name: str, default: float, kind: type = floa
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    return _number(env, name, default, int)
+    return int(_number(env, name, default, int))
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:

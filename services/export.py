@@ -13,10 +13,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import asyncpg
+from mdmbus.codec import Decoded
+
 
 from mdmbus.contract import Registry, default_registry
 from mdmbus.services.stores.sealing import open_record
+from mdmbus.services.stores.pools import Connection
 
 __all__ = ["export_page", "EXPORT_PAGE"]
 
@@ -24,9 +26,9 @@ __all__ = ["export_page", "EXPORT_PAGE"]
 EXPORT_PAGE = 500
 
 
-async def export_page(conn: asyncpg.Connection, tenant_id: uuid.UUID, after: uuid.UUID | None,
+async def export_page(conn: Connection, tenant_id: uuid.UUID, after: uuid.UUID | None,
                       limit: int = EXPORT_PAGE, contract: Registry | None = None,
-                      ) -> tuple[list[tuple[str, dict[str, Any]]], uuid.UUID | None]:
+                      ) -> tuple[list[Decoded], uuid.UUID | None]:
     """(kind, record) of up to ``limit`` held records of the tenant whose ids follow ``after``
     (None: from the first), in id order, and the id to continue after (None: that was all)."""
     contract = contract or default_registry()
@@ -35,5 +37,12 @@ async def export_page(conn: asyncpg.Connection, tenant_id: uuid.UUID, after: uui
         " WHERE tenant_id = $1 AND held"
         " AND ($2::uuid IS NULL OR record_id > $2) ORDER BY record_id LIMIT $3",
         tenant_id, after, limit)
-    page = [contract.codec.decode(open_record(row)) for row in rows]
+    page = [contract.codec.decode(_body(row)) for row in rows]
     return page, (rows[-1]["record_id"] if len(rows) == limit else None)
+
+
+def _body(row: Any) -> bytes:
+    body = open_record(row)
+    if body is None:  # export_page reads held rows, whose body is there by definition
+        raise ValueError(f"record {row['record_id']} is held but has no body")
+    return body

@@ -28,6 +28,7 @@ from mdmbus.crypto.envelope import letter_aad, record_aad, rewrap
 from mdmbus.crypto.keyring import REFRESH_S, FileKeyring, KeyringStatus, keyrings
 from mdmbus.metrics import Metrics
 from mdmbus.settings import Settings
+from mdmbus.services.stores.pools import Connection
 
 __all__ = ["Rotation", "RotationReport", "PICKUP_S", "rows_past_retirement", "rows_unsealed"]
 
@@ -64,7 +65,7 @@ def _aad(table: str, row: asyncpg.Record) -> bytes:
                       row["tenant_id"], row["record_id"])
 
 
-async def _rewrap_batch(conn: asyncpg.Connection, table: str, ring: FileKeyring, old: str,
+async def _rewrap_batch(conn: Connection, table: str, ring: FileKeyring, old: str,
                         limit: int) -> int:
     """Re-wraps up to ``limit`` data keys of ``table`` wrapped under ``old``; how many."""
     ids, live = _TABLES[table]
@@ -93,7 +94,7 @@ async def _rewrap_batch(conn: asyncpg.Connection, table: str, ring: FileKeyring,
     return len(rows)
 
 
-async def rows_past_retirement(conn: asyncpg.Connection | asyncpg.Pool, status: KeyringStatus,
+async def rows_past_retirement(conn: Connection | asyncpg.Pool, status: KeyringStatus,
                                allowance_s: float, now: float | None = None) -> int:
     """Live rows (records with a body, every dead letter) wrapped under a KEK retired
     more than ``allowance_s`` real seconds ago or destroyed: what the gauge shows."""
@@ -108,7 +109,7 @@ async def rows_past_retirement(conn: asyncpg.Connection | asyncpg.Pool, status: 
         late)
 
 
-async def rows_unsealed(conn: asyncpg.Connection | asyncpg.Pool) -> int:
+async def rows_unsealed(conn: Connection | asyncpg.Pool) -> int:
     """Live rows stored before sealing (no KEK id): `mdmbus crypto upgrade` seals them."""
     return await conn.fetchval(
         "SELECT (SELECT count(*) FROM records WHERE held AND kek_id IS NULL)"

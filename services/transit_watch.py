@@ -61,6 +61,11 @@ class TransitWatch:
         await self.consumer.start()
         return self
 
+    def _clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
+        if self.admin is None or self.consumer is None:
+            raise RuntimeError(f"the transit watch of {self.region} is not started")
+        return self.admin, self.consumer
+
     async def close(self) -> None:
         for client, stop in ((self.consumer, "stop"), (self.admin, "close")):
             if client is not None:
@@ -68,17 +73,19 @@ class TransitWatch:
 
     async def _committed(self, groups: set[str], tps: list[TopicPartition]
                          ) -> dict[str, dict[TopicPartition, int]]:
+        admin, _ = self._clients()
         out = {}
         for group in groups:
-            offsets = await self.admin.list_consumer_group_offsets(group, partitions=tps)
+            offsets = await admin.list_consumer_group_offsets(group, partitions=tps)
             out[group] = {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
         return out
 
     async def measure(self) -> TransitState:
         tps = [TopicPartition(name, p) for name, spec in self.specs.items()
                for p in range(spec.partitions)]
-        starts = await self.consumer.beginning_offsets(tps)
-        ends = await self.consumer.end_offsets(tps)
+        _, consumer = self._clients()
+        starts = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
         groups = {group_name(reader, self.region) for spec in self.transit.values()
                   for reader in spec.readers}
         committed = await self._committed(groups, tps)

@@ -4,6 +4,7 @@ lifecycle agent, and one record runtime per region it serves (mdmbus.streams.run
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Sequence
 
@@ -64,7 +65,7 @@ def build_app(ctx: PipelineContext) -> faust.App:
         offsets when this returns, so a store outage is waited out here (low volume)."""
         async for events in stream.take_events(s.batch_size, within=s.batch_wait_s):
             prepared = template.prepare([event.message for event in events])
-            await until_written(lambda prepared=prepared: template.process(prepared),
+            await until_written(functools.partial(template.process, prepared),
                                 lambda exc: ctx.metrics.store_batches.labels("lifecycle",
                                                                              "error").inc())
 

@@ -130,6 +130,7 @@ def classify(registry: Registry, message: Message) -> Accepted | Rejected:
     value, key = message.value, message.key
     verdict = check_message(registry, value, key, spec.contract_kind)
     if not isinstance(verdict, Refused):
+        assert value is not None  # check_message refuses a message without a value
         return Accepted(verdict.kind, verdict.record, value, key, message.topic,
                         message.partition, message.offset, spec.kind, region)
     kind, record = verdict.decoded if verdict.decoded is not None else (None, None)

@@ -34,8 +34,8 @@ class PipelineContext:
     clock: Clock
     metrics: Metrics
     contract: Registry = field(default_factory=default_registry)
-    stores: Stores | None = None
-    directory: RegionCache | None = None
+    #: The store pools and the directory cache over them, opened by ready().
+    _opened: tuple[Stores, RegionCache] | None = None
     #: region -> a started AIOKafkaProducer on that region's cluster (dead-letter notices).
     producers: dict[str, Any] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -48,11 +48,25 @@ class PipelineContext:
         return cls(settings=settings, regions=regions, clock=Clock.from_settings(settings),
                    metrics=metrics)
 
+    @property
+    def stores(self) -> Stores:
+        """The store pools: used before ready() opened them, an error that says so."""
+        if self._opened is None:
+            raise RuntimeError("the pipeline's stores are not open yet: await ready() first")
+        return self._opened[0]
+
+    @property
+    def directory(self) -> RegionCache:
+        """The directory cache: used before ready() opened it, an error that says so."""
+        if self._opened is None:
+            raise RuntimeError("the pipeline's directory is not open yet: await ready() first")
+        return self._opened[1]
+
     async def ready(self) -> "PipelineContext":
         """Opens the store pools and the producers once; concurrent callers wait for the first."""
-        if self.stores is None:
+        if self._opened is None:
             async with self._lock:
-                if self.stores is None:
+                if self._opened is None:
                     name = f"mdmbus-pipeline-{'-'.join(self.regions)}"
                     stores = await until_written(
                         lambda: Stores(self.settings, name, "pipeline").start(self.regions,
@@ -60,8 +74,7 @@ class PipelineContext:
                         lambda exc: self.metrics.store_batches.labels("all", "error").inc())
                     for region in self.regions:
                         self.producers[region] = await self._producer(region)
-                    self.directory = RegionCache(stores.directory)
-                    self.stores = stores
+                    self._opened = (stores, RegionCache(stores.directory))
         return self
 
     def keyring(self, region: str) -> FileKeyring:
@@ -82,6 +95,6 @@ class PipelineContext:
         for producer in self.producers.values():
             await producer.stop()
         self.producers.clear()
-        if self.stores is not None:
-            await self.stores.close()
-            self.stores = None
+        if self._opened is not None:
+            await self._opened[0].close()
+            self._opened = None

@@ -33,6 +33,8 @@ def _row(a: Accepted) -> StoreRow:
 
 
 async def _write(ctx: PipelineContext, region: str | None, items: list[Accepted]) -> Written:
+    if region is None:  # residency_route keys every record by its topic's region
+        raise ValueError(f"{len(items)} records to write in no region")
     m = ctx.metrics
     rows = [_row(a) for a in items]
     for category, n in Counter(row.category for row in rows).items():

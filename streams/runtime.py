@@ -87,9 +87,9 @@ class RegionRuntime(Service):
         self.group = group_name(PROCESS, region)
         self.topics = [topic_name(kind, region) for kind in RECORD_TOPICS]
         self.template = BatchTemplate(ctx, {kind: make() for kind, make in RECORD_TOPICS.items()})
-        self.consumer: AIOKafkaConsumer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
         self.admin: AIOKafkaAdminClient | None = None
-        self.truncator: Truncator | None = None
+        self._truncator: Truncator | None = None
         #: Held while a batch is written and committed, and while a revocation is handled: a
         #: revocation waits for the batch being written, and no batch starts during one.
         self._write_lock = asyncio.Lock()
@@ -106,30 +106,44 @@ class RegionRuntime(Service):
     def shortlabel(self) -> str:
         return f"RecordRuntime[{self.region}]"
 
+    @property
+    def consumer(self) -> AIOKafkaConsumer:
+        """The record consumer, made by on_start: used before, an error that says so."""
+        if self._consumer is None:
+            raise RuntimeError(f"{self.shortlabel} is not started: no consumer yet")
+        return self._consumer
+
+    @property
+    def truncator(self) -> Truncator:
+        """The truncator, made by on_start: used before, an error that says so."""
+        if self._truncator is None:
+            raise RuntimeError(f"{self.shortlabel} is not started: no truncator yet")
+        return self._truncator
+
     async def on_start(self) -> None:
         s = self.ctx.settings
         principal = principal_of(PROCESS, self.region)
-        self.consumer = AIOKafkaConsumer(**kafka_options(
+        self._consumer = consumer = AIOKafkaConsumer(**kafka_options(
             s, principal, self.region, group_id=self.group, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=s.batch_size,
             fetch_max_wait_ms=int(s.batch_wait_s * 1000) or 1))
-        self.consumer.subscribe(self.topics, listener=_Listener(self))
+        consumer.subscribe(self.topics, listener=_Listener(self))
         # Truncation (DeleteRecords) as the same principal: it may delete only what it reads.
         self.admin = AIOKafkaAdminClient(**kafka_options(s, principal, self.region))
         await self.ctx.ready()
         await self.admin.start()
-        await self.consumer.start()
-        self.truncator = Truncator(self.admin, PROCESS, self.region, self.ctx.metrics)
+        await consumer.start()
+        self._truncator = Truncator(self.admin, PROCESS, self.region, self.ctx.metrics)
 
     async def on_stop(self) -> None:
-        if self.truncator is not None:
+        if self._truncator is not None:
             # What was committed since the last tick is not left readable until a restart.
             try:
-                await self.truncator.truncate(force=True)
+                await self._truncator.truncate(force=True)
             except Exception as exc:  # noqa: BLE001 -- stopping goes on; the next start adopts it
                 log.warning("%s: last truncation failed (%s)", self.region, exc)
-        if self.consumer is not None:
-            await self.consumer.stop()
+        if self._consumer is not None:
+            await self._consumer.stop()
         if self.admin is not None:
             await self.admin.close()
 
@@ -146,8 +160,8 @@ class RegionRuntime(Service):
         async with self._write_lock:
             self._epoch += 1
             self._prepared = None
-            if self.truncator is not None:
-                self.truncator.forget(revoked)
+            if self._truncator is not None:
+                self._truncator.forget(revoked)
 
     async def _fetch(self) -> tuple[Prepared, Checkpoint] | None:
         batches = await self.consumer.getmany(timeout_ms=int(self.ctx.settings.batch_wait_s * 1000)
@@ -182,7 +196,7 @@ class RegionRuntime(Service):
 
     async def truncate(self) -> None:
         """Truncates what has been committed since the last time (mdmbus.streams.transit)."""
-        if self.truncator is not None and self.consumer is not None:
+        if self._truncator is not None and self._consumer is not None:
             adopt, self._adopt = self._adopt, set()
             try:
                 self._adopt |= await self.truncator.adopt(adopt & self.consumer.assignment())

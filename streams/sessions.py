@@ -22,6 +22,8 @@ def _event(a: Accepted) -> SessionEvent:
 
 
 async def _write(ctx: PipelineContext, region: str | None, items: list[Accepted]) -> Written:
+    if region is None:  # residency_route keys every record by its topic's region
+        raise ValueError(f"{len(items)} records to write in no region")
     m = ctx.metrics
     sessions = [(a, _event(a)) for a in items if a.kind == "device_session"]
     unenrolled = [a for a in items if a.kind == "device_unenrolled"]

@@ -66,7 +66,7 @@ async def seal_clear_rows(conn: asyncpg.Connection, region: str, table: str, bat
                     kek.id, [r["tenant_id"] for r in rows], [r["record_id"] for r in rows],
                     [b for b, _ in sealed], [w for _, w in sealed])
             else:
-                sealed = seal_letters(kek, [(letter_aad(r["source_topic"], r["source_partition"],
+                sealed_letters = seal_letters(kek, [(letter_aad(r["source_topic"], r["source_partition"],
                                                         r["source_offset"], r["tenant_id"],
                                                         r["record_id"]), r["body"],
                                              r["error"].encode("utf-8")) for r in rows])
@@ -79,8 +79,8 @@ async def seal_clear_rows(conn: asyncpg.Connection, region: str, table: str, bat
                     "   = (v.t, v.p, v.o) AND d.kek_id IS NULL",
                     kek.id, [r["source_topic"] for r in rows],
                     [r["source_partition"] for r in rows], [r["source_offset"] for r in rows],
-                    [b for b, _, _ in sealed], [e for _, e, _ in sealed],
-                    [w for _, _, w in sealed])
+                    [b for b, _, _ in sealed_letters], [e for _, e, _ in sealed_letters],
+                    [w for _, _, w in sealed_letters])
         done += len(rows)
         progress(done, max(total, done))
     return done

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from typing import Any
 
 from mdmbus.errors import UsageError
 from mdmbus.settings import Settings
@@ -71,7 +72,7 @@ def show_dead_letter(settings: Settings, region: str, source: str) -> int:
             await conn.close()
         if row is None:
             raise UsageError(f"no dead letter {source} in region {region}")
-        out = {k: (str(v) if v is not None and not isinstance(v, (int, bool, str)) else v)
+        out: dict[str, Any] = {k: (str(v) if v is not None and not isinstance(v, (int, bool, str)) else v)
                for k, v in dict(row).items() if k not in ("body",)}
         out["body_basis_means"] = BASES.get(row["body_basis"], row["body_basis"])
         body = row["body"]

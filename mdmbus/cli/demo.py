@@ -79,7 +79,10 @@ async def _count_dead_letters(demo: _Demo, stop: asyncio.Event) -> None:
 
 async def _summary(demo: _Demo, pools: dict[str, asyncpg.Pool], directory: asyncpg.Pool,
                    world: SimulatedWorld, watches: list[TransitWatch]) -> str:
-    stored, states, deleted, past = {}, collections.Counter(), collections.Counter(), 0
+    stored: dict[str, int] = {}
+    states: collections.Counter[str] = collections.Counter()
+    deleted: collections.Counter[str] = collections.Counter()
+    past = 0
     letters = collections.Counter(demo.dead_letters)
     late = demo.clock.now_dt() - dt.timedelta(seconds=PAST_DEADLINE_TOLERANCE_S * demo.clock.speed)
     for region, pool in pools.items():

@@ -73,10 +73,11 @@ class Launcher:
             limits = Settings.from_env(environment)
         except MdmbusError:  # a test's deliberately bad setting: the process says so itself
             limits = Settings()
-        self.procs[key] = subprocess.Popen(
+        proc = self.procs[key] = subprocess.Popen(
             argv, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True, umask=0o077)
-        self.pumps[key] = LogPump(self.procs[key].stdout, self.log_dir / f"{key}.log",
+        assert proc.stdout is not None  # stdout=PIPE
+        self.pumps[key] = LogPump(proc.stdout, self.log_dir / f"{key}.log",
                                   limits.log_max_bytes, limits.log_backups)
         return key
 

@@ -41,14 +41,14 @@ def run_process(name: str, settings: Settings, regions: Sequence[str]) -> int:
         build_worker(settings, regions, ctx).execute_from_commandline()
         return 0  # not reached: the worker exits the process
     if name == "sweeper":
-        from mdmbus.services.sweeper import run
-        return _until_signalled(lambda stop: run(settings, regions, stop, metrics))
+        from mdmbus.services.sweeper import run as sweeper
+        return _until_signalled(lambda stop: sweeper(settings, regions, stop, metrics))
     if name == "gateway":
-        from mdmbus.services.gateway.server import run
-        return _until_signalled(lambda stop: run(settings, regions, stop, metrics))
+        from mdmbus.services.gateway.server import run as gateway
+        return _until_signalled(lambda stop: gateway(settings, regions, stop, metrics))
     if name == "cm-connector":
-        from mdmbus.services.connector.connector import run
-        return _until_signalled(lambda stop: run(settings, stop, metrics))
+        from mdmbus.services.connector.connector import run as connector
+        return _until_signalled(lambda stop: connector(settings, stop, metrics))
     raise ValueError(f"unknown process {name!r}; known: {', '.join(PROCESSES)}")
 
 

@@ -161,12 +161,12 @@ async def _routed(settings: Settings, items: Iterable[Produced], region: str | N
                     yield item.to(None)
                     continue
                 entry = known[item.tenant_id]
-                reason = (Refusal.TENANT_NOT_ONBOARDED if entry is None else
-                          Refusal.TENANT_DELETED if entry.state == directory.PURGED else None)
-                if reason is not None:
-                    refuse(RefusedLine(item.line, reason, message(reason)))
+                if entry is not None and entry.state != directory.PURGED:
+                    yield item.to(entry.region)
                     continue
-                yield item.to(entry.region)
+                reason = (Refusal.TENANT_NOT_ONBOARDED if entry is None
+                          else Refusal.TENANT_DELETED)
+                refuse(RefusedLine(item.line, reason, message(reason)))
     finally:
         await pool.close()
 

@@ -285,7 +285,7 @@ def _hex_word_in(data: bytes) -> bool:
     return _HEX_WORDS[0] in lower or _HEX_WORDS[1] in lower
 
 
-def private_key_form(value: str | bytes, *, fragment: bool = False) -> str | None:
+def private_key_form(value: str | bytes | bytearray, *, fragment: bool = False) -> str | None:
     """Which form of private key material ``value`` holds anywhere in it, or None: ``"pem"``
     (armour, or a key file's magic, in clear, base64 or hex), ``"der"``, ``"base64"`` or
     ``"hex"`` (a DER private key, raw or encoded, line breaks allowed).
@@ -313,7 +313,7 @@ def private_key_form(value: str | bytes, *, fragment: bool = False) -> str | Non
     return None
 
 
-def holds_private_key(value: str | bytes, *, fragment: bool = False) -> bool:
+def holds_private_key(value: str | bytes | bytearray, *, fragment: bool = False) -> bool:
     """True if ``value`` holds private key material in any form :func:`private_key_form`
     recognises."""
     return private_key_form(value, fragment=fragment) is not None

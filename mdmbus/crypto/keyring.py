@@ -160,7 +160,8 @@ class FileKeyring:
         self.dir = Path(root) / region
         self._stamp: tuple[int, int, int] | None = None
         self._checked = 0.0
-        self._status: KeyringStatus | None = None
+        # Set by the first _load() below, which raises if it cannot: never None once built.
+        self._status: KeyringStatus
         self._keks: dict[str, Kek] = {}
         if create:
             self._ensure()

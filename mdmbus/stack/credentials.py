@@ -33,7 +33,7 @@ def ensure_pg_certificates(settings: Settings) -> list[Path]:
     logs in by certificate, its common name the role; a password file such a role had (from
     an older mdmbus) is removed, since no password of it is accepted any more."""
     pki = Pki(settings.pki_dir)
-    out = []
+    out: list[Path] = []
     for role in pg_roles():
         if role.login != CERTIFICATE:
             continue

@@ -37,7 +37,10 @@ _RESOURCE_NOT_FOUND = 91
 _RESOURCE = {Resource.TOPIC: ResourceType.TOPIC, Resource.GROUP: ResourceType.GROUP}
 _PATTERN = {Pattern.LITERAL: ResourcePatternType.LITERAL,
             Pattern.PREFIXED: ResourcePatternType.PREFIXED}
-_EVERY_ACL = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
+#: None matches any name, principal and host in a filter (confluent-kafka documents it; its type
+#: hints say str only).
+_ANY: Any = None
+_EVERY_ACL = AclBindingFilter(ResourceType.ANY, _ANY, ResourcePatternType.ANY, _ANY, _ANY,
                               AclOperation.ANY, AclPermissionType.ANY)
 
 
@@ -58,13 +61,14 @@ def binding(acl: Acl) -> AclBinding:
 def declared(bound: AclBinding) -> Acl | None:
     """The ACL mdmbus could have declared, or None for one it never writes (DENY, a host
     limit, a cluster or transactional-id resource, an operation it does not use)."""
-    resource = {v: k for k, v in _RESOURCE.items()}.get(bound.restype)
-    pattern = {v: k for k, v in _PATTERN.items()}.get(bound.resource_pattern_type)
+    resource = next((k for k, v in _RESOURCE.items() if v == bound.restype), None)
+    pattern = next((k for k, v in _PATTERN.items() if v == bound.resource_pattern_type), None)
+    operation = bound.operation
     if resource is None or pattern is None or bound.host != "*" \
             or bound.permission_type != AclPermissionType.ALLOW \
-            or bound.operation.name not in Op.__members__:
+            or not isinstance(operation, AclOperation) or operation.name not in Op.__members__:
         return None
-    return Acl(bound.principal, resource, bound.name, pattern, Op[bound.operation.name])
+    return Acl(bound.principal, resource, bound.name, pattern, Op[operation.name])
 
 
 async def _result(future: Future, what: str) -> Any:
@@ -138,6 +142,7 @@ class AclAdmin:
         out: dict[str, list[str]] = {}
         futures = self._client.describe_user_scram_credentials(names,
                                                                request_timeout=self._timeout)
+        assert isinstance(futures, dict)  # one future a user when users are named
         for user, future in futures.items():
             try:
                 description = await _result(future, f"describe SCRAM user {user}")

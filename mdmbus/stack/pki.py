@@ -124,6 +124,9 @@ class Pki:
                 cert_file, self.ca_file, common_name or name, set(usages), names):
             return cert_file, key_file
         ca_key = serialization.load_pem_private_key((self.root / "ca.key").read_bytes(), None)
+        if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{self.root / 'ca.key'} is not the EC key this CA is made with "
+                             f"(it holds a {type(ca_key).__name__}): remove the CA to make it anew")
         ca_cert = x509.load_pem_x509_certificate(self.ca_file.read_bytes())
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.timezone.utc)

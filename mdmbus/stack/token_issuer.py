@@ -67,4 +67,7 @@ class TokenIssuer:
                   "tid": str(uuid.UUID(tenant)), "roles": [role], "iat": now, "nbf": now,
                   "exp": now + int(ttl_s), "jti": uuid.uuid4().hex}
         key = serialization.load_pem_private_key(self.key_file.read_bytes(), None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{self.key_file} is not an EC key (ES256 needs one; it holds a "
+                             f"{type(key).__name__})")
         return jwt.encode(claims, key, algorithm="ES256", headers={"kid": self._kid()})

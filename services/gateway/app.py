@@ -33,7 +33,8 @@ from mdmbus.metrics import Metrics
 from mdmbus.producer import prepare_record
 from mdmbus.services.export import export_page
 from mdmbus.services.gateway import privacy_api, privacy_center
-from mdmbus.services.gateway.access import allowed
+from mdmbus.services.gateway.access import (NOT_ONBOARDED, TENANT_DELETED, WRONG_REGION,
+                                            allowed, tenant_refusal)
 from mdmbus.services.gateway.guards import (ROUTE_KINDS, SlotsFull, StoreBusy, TenantSlots,
                                             bounded_acquire)
 from mdmbus.services.gateway.tokens import Caller, TokenError, TokenVerifier
@@ -43,6 +44,7 @@ from mdmbus.services.stores.pools import hold_to_tenant
 from mdmbus.services.stores.retry import STORE_ERRORS, outage
 from mdmbus.settings import Settings
 from mdmbus.topics import TopicKind, topic_name
+from mdmbus.services.stores.pools import Connection
 
 __all__ = ["Gateway", "Limits", "build_app", "LIMITS"]
 
@@ -146,7 +148,7 @@ class Gateway:
 
     @contextlib.asynccontextmanager
     async def as_tenant(self, pool: asyncpg.Pool,
-                        tenant: uuid.UUID) -> AsyncIterator[asyncpg.Connection]:
+                        tenant: uuid.UUID) -> AsyncIterator[Connection]:
         """A connection that sees and changes only ``tenant``'s rows: the gateway's role is
         held to the tenant named by ``mdmbus.tenant`` by row-level security
         (mdmbus/identities.py), so a query that forgot its tenant filter finds nothing of
@@ -161,15 +163,16 @@ class Gateway:
         """The caller's tenant, which must live in this region."""
         async with self.as_tenant(self.directory_pool, caller.tenant) as conn:
             entry = (await directory.entries(conn, [caller.tenant])).get(caller.tenant)
-        if entry is None:
-            raise ApiError(403, "tenant_not_onboarded", "the token's tenant is not onboarded")
-        if entry.region != self.region:
-            raise ApiError(421, "wrong_region",
+        refusal = tenant_refusal(entry, self.region, purged_ok=purged_ok)
+        if refusal == NOT_ONBOARDED or entry is None:
+            raise ApiError(403, NOT_ONBOARDED, "the token's tenant is not onboarded")
+        if refusal == WRONG_REGION:
+            raise ApiError(421, WRONG_REGION,
                            f"this tenant's data lives in region {entry.region}: call "
                            f"{self.settings.gateway_url(entry.region)}", region=entry.region,
                            gateway=self.settings.gateway_url(entry.region))
-        if entry.state == directory.PURGED and not purged_ok:
-            raise ApiError(410, "tenant_deleted", "this tenant's data has been deleted")
+        if refusal == TENANT_DELETED:
+            raise ApiError(410, TENANT_DELETED, "this tenant's data has been deleted")
         return entry
 
     async def body(self, request: web.Request) -> bytes:
@@ -191,14 +194,14 @@ class Gateway:
     def _records_of(self, body: bytes, content_type: str) -> list[tuple[int, Any]]:
         """(index, item) of each record in the body: a JSON line's parsed value or an Avro
         message's bytes; a line that is not JSON becomes an ApiError-free refusal later."""
+        items: list[tuple[int, Any]] = []
         if content_type == NDJSON:
-            items = []
             for line in body.split(b"\n"):
                 if line.strip():
                     items.append((len(items), line))
             return items
         if content_type == AVRO_BATCH:
-            items, pos = [], 0
+            pos = 0
             while pos < len(body):
                 if pos + 4 > len(body):
                     raise ApiError(400, "bad_framing", "an Avro batch is a sequence of 4-byte "
@@ -217,9 +220,13 @@ class Gateway:
         """(kind, record, encoded value) of a valid record; ItemRefused says why not."""
         if avro:
             verdict = check_message(self.contract, item, None, None)
-            if isinstance(verdict, Refused) and verdict.reason != "missing_key":
-                raise ItemRefused(verdict.reason, _safe_message(verdict.reason, verdict.path))
-            kind, record = verdict.decoded if isinstance(verdict, Refused) else verdict
+            if isinstance(verdict, Refused):
+                # The gateway sets the key itself: a record refused only for its key is valid.
+                if verdict.reason != "missing_key" or verdict.decoded is None:
+                    raise ItemRefused(verdict.reason, _safe_message(verdict.reason, verdict.path))
+                kind, record = verdict.decoded
+            else:
+                kind, record = verdict
             return kind, record, item
         if len(item) > 4 * MAX_RECORD_BYTES:  # its JSON cannot encode under the limit
             raise ItemRefused("oversized", f"a record may hold {MAX_RECORD_BYTES} bytes encoded")
@@ -454,6 +461,8 @@ class Gateway:
             async with self.as_tenant(self.pool, tenant) as conn:
                 row = await erasure_receipts.complete_receipt(conn, tenant, receipt_id,
                                                               self.clock.now_dt())
+            if row is None:  # the receipt is gone since it was read: as if never made
+                return None
         return erasure_receipts.receipt_json(row)
 
     async def erasure_receipt(self, request: web.Request) -> web.Response:

@@ -21,6 +21,7 @@ from collections import Counter
 from typing import Any, AsyncIterator, Callable
 
 import asyncpg
+from mdmbus.services.stores.pools import Connection
 
 __all__ = ["TenantSlots", "SlotsFull", "bounded_acquire", "StoreBusy", "ConnectionGuard",
            "ROUTE_KINDS"]
@@ -70,7 +71,7 @@ class StoreBusy(Exception):
 
 @contextlib.asynccontextmanager
 async def bounded_acquire(pool: asyncpg.Pool, timeout_s: float
-                          ) -> AsyncIterator[asyncpg.Connection]:
+                          ) -> AsyncIterator[Connection]:
     try:
         conn = await pool.acquire(timeout=timeout_s)
     except asyncio.TimeoutError:

@@ -35,7 +35,8 @@ async def holdings(gateway: "Gateway", caller: Caller, entry: Entry) -> web.Resp
         life = await store.lifecycle(conn, caller.tenant)
     async with gateway.as_tenant(gateway.pool, caller.tenant) as conn, \
             conn.transaction(readonly=True, isolation="repeatable_read"):
-        records = await store.records_held(conn, caller.tenant, _parse(life["purge_at"]))
+        records = await store.records_held(
+            conn, caller.tenant, None if life is None else _parse(life["purge_at"]))
         letters = await store.dead_letters_held(conn, caller.tenant)
         downloads = await store.cm_downloads(conn, caller.tenant,
                                              dt.datetime.now(dt.timezone.utc))

@@ -71,10 +71,11 @@ async def run(settings: Settings, regions: Sequence[str], stop: asyncio.Event,
                                    keepalive_timeout=settings.gateway_keepalive_s)
             await runner.setup()
             assert runner.server is not None
+            def on_cut(reason: str, region: str = region) -> None:
+                metrics.gateway_connections_cut.labels(region, reason).inc()
             guard = ConnectionGuard(
                 runner.server, settings.gateway_max_connections,
-                settings.gateway_header_timeout_s,
-                lambda reason, r=region: metrics.gateway_connections_cut.labels(r, reason).inc())
+                settings.gateway_header_timeout_s, on_cut)
             runners.append(runner)
             try:
                 servers.append(await asyncio.get_running_loop().create_server(

@@ -45,7 +45,8 @@ class _KeySet:
     def __init__(self, path: str) -> None:
         self.path = path
         self._stamp: tuple[int, float] | None = None
-        self._keys: dict[str, jwt.PyJWK] = {}
+        #: By key id (None: a key published without one).
+        self._keys: dict[str | None, jwt.PyJWK] = {}
 
     def key(self, kid: str | None) -> jwt.PyJWK:
         stat = os.stat(self.path)

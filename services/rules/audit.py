@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
-import asyncpg
+from mdmbus.services.stores.pools import Connection
 
 __all__ = ["Deletion", "audit"]
 
@@ -42,7 +42,7 @@ class Deletion:
         return len(self.record_ids) + self.unidentified
 
 
-async def audit(conn: asyncpg.Connection, now: dt.datetime, deletions: Iterable[Deletion]) -> None:
+async def audit(conn: Connection, now: dt.datetime, deletions: Iterable[Deletion]) -> None:
     """Writes the audit rows in the caller's transaction, so a delete and its proof commit together."""
     rows = [(now, d.rule, d.region, d.category, d.tenant_id, d.count, list(d.record_ids),
              max(d.lags_s) if d.lags_s else None) for d in deletions if d.count]

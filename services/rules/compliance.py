@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 
 import asyncpg
+from mdmbus.services.stores.pools import Connection
 
 __all__ = ["rows_past_deadline"]
 
 
-async def rows_past_deadline(conn: asyncpg.Connection | asyncpg.Pool,
+async def rows_past_deadline(conn: Connection | asyncpg.Pool,
                              late: dt.datetime) -> dict[str, int]:
     """Rows whose deadline was before ``late``, by rule: session expiry, retention purge and
     dead-letter expiry."""

@@ -21,11 +21,12 @@ import asyncpg
 from mdmbus.categories import Category
 from mdmbus.services.rules.audit import DELETE_AFTER_DOWNLOAD, Deletion, audit
 from mdmbus.services.stores.sealing import open_record
+from mdmbus.services.stores.pools import Connection
 
 __all__ = ["pending", "pending_summary", "acknowledge", "AckOutcome"]
 
 
-async def pending(conn: asyncpg.Connection | asyncpg.Pool, tenant_id: uuid.UUID,
+async def pending(conn: Connection | asyncpg.Pool, tenant_id: uuid.UUID,
                   limit: int) -> list[dict]:
     """The tenant's relay records not downloaded and acknowledged yet, oldest first, each
     body opened (record_id, kind, event_time, body)."""
@@ -37,7 +38,7 @@ async def pending(conn: asyncpg.Connection | asyncpg.Pool, tenant_id: uuid.UUID,
              "body": open_record(r)} for r in rows]
 
 
-async def pending_summary(conn: asyncpg.Connection | asyncpg.Pool,
+async def pending_summary(conn: Connection | asyncpg.Pool,
                           tenant_id: uuid.UUID | None = None) -> tuple[int, dt.datetime | None]:
     """(records pending, when the oldest was stored, real time) for a tenant, or for the whole
     store when ``tenant_id`` is None."""
@@ -45,6 +46,7 @@ async def pending_summary(conn: asyncpg.Connection | asyncpg.Pool,
         "SELECT count(*) AS n, min(stored_at_real) AS oldest FROM records"
         " WHERE category = 'relay' AND held AND ($1::uuid IS NULL OR tenant_id = $1)",
         tenant_id)
+    assert row is not None  # an aggregate without GROUP BY: one row
     return row["n"], row["oldest"]
 
 
@@ -59,7 +61,7 @@ class AckOutcome:
     deletions: list[Deletion] = field(default_factory=list)
 
 
-async def acknowledge(conn: asyncpg.Connection, region: str, tenant_id: uuid.UUID,
+async def acknowledge(conn: Connection, region: str, tenant_id: uuid.UUID,
                       record_ids: Sequence[uuid.UUID], now: dt.datetime,
                       lag_s: float = 0.0) -> AckOutcome:
     """Deletes each acknowledged relay record of ``tenant_id`` once, with its audit row, in one

@@ -7,15 +7,15 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-import asyncpg
 
 from mdmbus.categories import Category
 from mdmbus.services.rules.audit import INVENTORY_CACHE, Deletion, audit
+from mdmbus.services.stores.pools import Connection
 
 __all__ = ["remove_device_cache"]
 
 
-async def remove_device_cache(conn: asyncpg.Connection, region: str, now: dt.datetime,
+async def remove_device_cache(conn: Connection, region: str, now: dt.datetime,
                               tenant_id: uuid.UUID, device_id: uuid.UUID) -> list[Deletion]:
     """Deletes the device's cached inventory, with its audit row, in the caller's transaction."""
     rows = await conn.fetch(

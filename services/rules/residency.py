@@ -16,9 +16,10 @@ from mdmbus.services.stores.pools import Stores
 __all__ = ["residency_problem", "onboard"]
 
 
-def residency_problem(topic_region: str, tenant_region: str | None) -> Refusal | None:
+def residency_problem(topic_region: str | None, tenant_region: str | None) -> Refusal | None:
     """Why a record of a tenant living in ``tenant_region`` (None: not in the directory) may
-    not be stored in ``topic_region``, or None."""
+    not be stored in ``topic_region`` (None: a topic of no region, where no tenant lives), or
+    None."""
     if tenant_region is None:
         return Refusal.TENANT_NOT_ONBOARDED
     if tenant_region != topic_region:

@@ -14,12 +14,11 @@ import datetime as dt
 import uuid
 from typing import Callable
 
-import asyncpg
 
 from mdmbus.categories import Category
 from mdmbus.services.rules.audit import DELETION_REQUEST, RETENTION_PURGE, Deletion, audit
 from mdmbus.services.stores import directory
-from mdmbus.services.stores.pools import Stores
+from mdmbus.services.stores.pools import Connection, Stores
 
 __all__ = ["retention_dates", "end_subscription", "purge_tenant", "delete_on_request",
            "sweep_due_purges"]
@@ -65,7 +64,7 @@ async def end_subscription(stores: Stores, region: str, tenant_id: uuid.UUID, no
     return changed
 
 
-async def purge_tenant(conn: asyncpg.Connection, region: str, tenant_id: uuid.UUID,
+async def purge_tenant(conn: Connection, region: str, tenant_id: uuid.UUID,
                        now: dt.datetime, rule: str, batch: int,
                        lag: float | None = None) -> list[Deletion]:
     """Deletes every row of the tenant in this region store (records, dead letters, sessions),

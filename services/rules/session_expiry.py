@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Sequence
 
-import asyncpg
+from mdmbus.services.stores.pools import Connection
 
 __all__ = ["SessionEvent", "session_expiry", "command_deadline", "apply_session_events",
            "COMMAND_FALLBACK"]
@@ -55,7 +55,7 @@ def command_deadline(session_expires_at: dt.datetime | None, event_time: dt.date
     return session_expires_at + dt.timedelta(seconds=grace_s)
 
 
-async def apply_session_events(conn: asyncpg.Connection, events: Sequence[SessionEvent],
+async def apply_session_events(conn: Connection, events: Sequence[SessionEvent],
                                grace_s: float
                                ) -> tuple[list[SessionEvent], list[tuple[SessionEvent, str | None]]]:
     """Opens, extends or closes sessions and moves their commands' deadlines with them, in the

@@ -118,13 +118,13 @@ class SimulatedWorld:
         tenant.client = GatewayClient(self.settings.gateway_url(tenant.region),
                                       self.token(tenant.tenant_id, "connector"), self._ssl)
         if self.connector_tokens is not None:
-            self._write_token(tenant)
+            self._write_token(self.connector_tokens, tenant)
         self._tenants.append(tenant)
         return tenant
 
-    def _write_token(self, tenant: _Tenant) -> None:
-        self.connector_tokens.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path = self.connector_tokens / f"{tenant.tenant_id}.json"
+    def _write_token(self, folder: Path, tenant: _Tenant) -> None:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = folder / f"{tenant.tenant_id}.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"tenant_id": tenant.tenant_id,
                                    "gateway": self.settings.gateway_url(tenant.region),
@@ -143,6 +143,7 @@ class SimulatedWorld:
         """Each tenant's CM side sends what it gathered this tick through its gateway."""
         async def flush(tenant: _Tenant) -> None:
             lines, tenant.pending = tenant.pending, []
+            assert tenant.client is not None  # onboard() sets it before listing the tenant
             try:
                 answer = await tenant.client.upload(lines)
             except GatewayError as exc:  # e.g. in retention: refused at the door

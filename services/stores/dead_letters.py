@@ -16,6 +16,7 @@ import asyncpg
 from mdmbus.crypto.envelope import letter_aad, seal_letters
 from mdmbus.crypto.keyring import Kek
 from mdmbus.services.stores.sealing import open_letter, open_letter_error
+from mdmbus.services.stores.pools import Connection
 
 __all__ = ["DeadLetter", "Source", "insert", "unnotified", "mark_notified", "listing", "fetch"]
 
@@ -49,14 +50,14 @@ class DeadLetter:
         return (self.topic, self.partition, self.offset)
 
 
-def _sealed(letters: Sequence[DeadLetter], kek: Kek) -> list[tuple[bytes | None, ...]]:
+def _sealed(letters: Sequence[DeadLetter], kek: Kek) -> list[tuple[bytes | None, bytes, bytes]]:
     """(sealed body or None, sealed error text, wrapped data key) of each letter."""
     return seal_letters(kek, [(letter_aad(d.topic, d.partition, d.offset, d.tenant_id,
                                           d.record_id), d.body, d.error.encode("utf-8"))
                               for d in letters])
 
 
-async def insert(conn: asyncpg.Connection, letters: Sequence[DeadLetter], now: dt.datetime,
+async def insert(conn: Connection, letters: Sequence[DeadLetter], now: dt.datetime,
                  deadline: dt.datetime, *, kek: Kek) -> list[Source]:
     """Stores the letters not stored yet, each body sealed under a data key of its own wrapped
     by ``kek``; returns the sources of those newly stored. A body whose tenant was purged in
@@ -90,7 +91,7 @@ async def insert(conn: asyncpg.Connection, letters: Sequence[DeadLetter], now: d
     return [(r["source_topic"], r["source_partition"], r["source_offset"]) for r in rows]
 
 
-async def unnotified(conn: asyncpg.Connection | asyncpg.Pool,
+async def unnotified(conn: Connection | asyncpg.Pool,
                      sources: Sequence[Source]) -> list[asyncpg.Record]:
     """The letters among ``sources`` whose notice was not sent yet (a replay finds those a
     crash left unsent)."""
@@ -105,7 +106,7 @@ async def unnotified(conn: asyncpg.Connection | asyncpg.Pool,
         " WHERE NOT d.notified ORDER BY 1, 2, 3", list(t), list(p), list(o))
 
 
-async def mark_notified(conn: asyncpg.Connection | asyncpg.Pool, sources: Sequence[Source]) -> None:
+async def mark_notified(conn: Connection | asyncpg.Pool, sources: Sequence[Source]) -> None:
     if not sources:
         return
     t, p, o = zip(*sources)
@@ -116,7 +117,7 @@ async def mark_notified(conn: asyncpg.Connection | asyncpg.Pool, sources: Sequen
         list(t), list(p), list(o))
 
 
-async def listing(conn: asyncpg.Connection | asyncpg.Pool, *, tenant: uuid.UUID | None = None,
+async def listing(conn: Connection | asyncpg.Pool, *, tenant: uuid.UUID | None = None,
                   reason: str | None = None, limit: int = 50) -> list[asyncpg.Record]:
     """The newest letters (without bodies), optionally of one tenant or reason."""
     return await conn.fetch(
@@ -128,7 +129,7 @@ async def listing(conn: asyncpg.Connection | asyncpg.Pool, *, tenant: uuid.UUID 
         tenant, reason, limit)
 
 
-async def fetch(conn: asyncpg.Connection | asyncpg.Pool, source: Source) -> dict | None:
+async def fetch(conn: Connection | asyncpg.Pool, source: Source) -> dict | None:
     """One letter with its body (opened) and full error; never its wrapped data key."""
     row = await conn.fetchrow(
         "SELECT * FROM dead_letters WHERE source_topic = $1 AND source_partition = $2"

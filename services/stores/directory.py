@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 import asyncpg
+from mdmbus.services.stores.pools import Connection
 
 __all__ = ["Entry", "RegionCache", "entries", "claim", "mark_retention", "mark_purged",
            "ACTIVE", "RETENTION", "PURGED"]
@@ -35,14 +36,14 @@ def _entry(row: asyncpg.Record) -> Entry:
 _COLUMNS = "tenant_id, region, country, state, read_only_until, purge_at"
 
 
-async def entries(conn: asyncpg.Connection | asyncpg.Pool,
+async def entries(conn: Connection | asyncpg.Pool,
                   tenants: Iterable[uuid.UUID]) -> dict[uuid.UUID, Entry]:
     rows = await conn.fetch(f"SELECT {_COLUMNS} FROM tenant_directory"
                             " WHERE tenant_id = ANY($1::uuid[])", list(tenants))
     return {row["tenant_id"]: _entry(row) for row in rows}
 
 
-async def claim(conn: asyncpg.Connection | asyncpg.Pool, tenant: uuid.UUID, region: str,
+async def claim(conn: Connection | asyncpg.Pool, tenant: uuid.UUID, region: str,
                 country: str, now: dt.datetime) -> tuple[Entry, bool]:
     """Registers a tenant in ``region``; returns (its entry, newly registered). A tenant that
     is already there keeps its entry: its region, and a purged tenant stays purged."""
@@ -54,10 +55,11 @@ async def claim(conn: asyncpg.Connection | asyncpg.Pool, tenant: uuid.UUID, regi
         return _entry(row), True
     row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM tenant_directory WHERE tenant_id = $1",
                               tenant)
+    assert row is not None  # the INSERT met this row (ON CONFLICT); entries are never deleted
     return _entry(row), False
 
 
-async def mark_retention(conn: asyncpg.Connection | asyncpg.Pool, tenant: uuid.UUID,
+async def mark_retention(conn: Connection | asyncpg.Pool, tenant: uuid.UUID,
                          ended_at: dt.datetime, read_only_until: dt.datetime,
                          purge_at: dt.datetime) -> None:
     await conn.execute(
@@ -66,7 +68,7 @@ async def mark_retention(conn: asyncpg.Connection | asyncpg.Pool, tenant: uuid.U
         tenant, ended_at, read_only_until, purge_at)
 
 
-async def mark_purged(conn: asyncpg.Connection | asyncpg.Pool, tenant: uuid.UUID,
+async def mark_purged(conn: Connection | asyncpg.Pool, tenant: uuid.UUID,
                       now: dt.datetime) -> None:
     await conn.execute(
         "UPDATE tenant_directory SET state = 'purged', purged_at = COALESCE(purged_at, $2)"

@@ -14,25 +14,27 @@ from typing import Any
 
 import asyncpg
 
+from mdmbus.services.stores.pools import Connection
+
 __all__ = ["open_receipt", "receipt_row", "complete_receipt", "receipt_json"]
 
 
-async def open_receipt(conn: asyncpg.Connection, receipt_id: uuid.UUID, tenant: uuid.UUID,
+async def open_receipt(conn: Connection, receipt_id: uuid.UUID, tenant: uuid.UUID,
                        requested_at: dt.datetime) -> None:
     await conn.execute("INSERT INTO erasure_receipts (receipt_id, tenant_id, requested_at)"
                        " VALUES ($1, $2, $3)", receipt_id, tenant, requested_at)
 
 
-async def receipt_row(conn: asyncpg.Connection, tenant: uuid.UUID,
+async def receipt_row(conn: Connection, tenant: uuid.UUID,
                       receipt_id: uuid.UUID) -> asyncpg.Record | None:
     return await conn.fetchrow("SELECT * FROM erasure_receipts WHERE receipt_id = $1"
                                " AND tenant_id = $2", receipt_id, tenant)
 
 
-async def complete_receipt(conn: asyncpg.Connection, tenant: uuid.UUID, receipt_id: uuid.UUID,
-                           completed_at: dt.datetime) -> asyncpg.Record:
+async def complete_receipt(conn: Connection, tenant: uuid.UUID, receipt_id: uuid.UUID,
+                           completed_at: dt.datetime) -> asyncpg.Record | None:
     """Fills the receipt from the tenant's deletion-request audit rows: rows deleted and the
-    record ids, by category."""
+    record ids, by category (None: the receipt is gone since it was read)."""
     counts: dict[str, int] = {}
     ids: dict[str, list[str]] = {}
     for audit in await conn.fetch(

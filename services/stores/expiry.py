@@ -8,15 +8,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Callable
 
-import asyncpg
 
 from mdmbus.categories import Category
 from mdmbus.services.rules.audit import DEAD_LETTER_EXPIRY, SESSION_EXPIRY, Deletion, audit
+from mdmbus.services.stores.pools import Connection
 
 __all__ = ["sweep_deadlines"]
 
 
-async def sweep_deadlines(conn: asyncpg.Connection, region: str, now: dt.datetime, limit: int,
+async def sweep_deadlines(conn: Connection, region: str, now: dt.datetime, limit: int,
                           real_lag: Callable[[dt.datetime], float]) -> list[Deletion]:
     """Deletes up to ``limit`` rows of each table past their deadline, oldest first, with
     their audit rows, in one transaction.

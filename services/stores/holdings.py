@@ -12,11 +12,10 @@ import datetime as dt
 import uuid
 from typing import Any
 
-import asyncpg
-
 from mdmbus.categories import Category
 from mdmbus.services.rules.audit import (DEAD_LETTER_EXPIRY, DELETE_AFTER_DOWNLOAD,
                                          INVENTORY_CACHE, RETENTION_PURGE, SESSION_EXPIRY)
+from mdmbus.services.stores.pools import Connection
 
 __all__ = ["lifecycle", "records_held", "held_counts", "ids_held", "dead_letters_held", "cm_downloads", "receipt_ids",
            "UNDATED_RULE"]
@@ -34,7 +33,7 @@ def _iso(value: dt.datetime | None) -> str | None:
     return None if value is None else value.astimezone(dt.timezone.utc).isoformat()
 
 
-async def lifecycle(conn: asyncpg.Connection, tenant: uuid.UUID) -> dict[str, Any] | None:
+async def lifecycle(conn: Connection, tenant: uuid.UUID) -> dict[str, Any] | None:
     """The tenant's lifecycle dates from the directory (None: not in it)."""
     row = await conn.fetchrow(
         "SELECT state, onboarded_at, ended_at, read_only_until, purge_at, purged_at"
@@ -47,7 +46,7 @@ async def lifecycle(conn: asyncpg.Connection, tenant: uuid.UUID) -> dict[str, An
             "purged_at": _iso(row["purged_at"])}
 
 
-async def records_held(conn: asyncpg.Connection, tenant: uuid.UUID,
+async def records_held(conn: Connection, tenant: uuid.UUID,
                        purge_at: dt.datetime | None) -> dict[str, list[dict[str, Any]]]:
     """Held rows of ``records`` by category and kind: count, oldest (stored, shared clock),
     the next deadline and its rule. A row without a dated deadline waits for its category's
@@ -72,7 +71,7 @@ async def records_held(conn: asyncpg.Connection, tenant: uuid.UUID,
     return out
 
 
-async def dead_letters_held(conn: asyncpg.Connection,
+async def dead_letters_held(conn: Connection,
                             tenant: uuid.UUID) -> list[dict[str, Any]]:
     """The tenant's refused records by reason: count, oldest, next deadline (the body's
     keeping time) and how many still keep a body (redacted of private keys)."""
@@ -85,7 +84,7 @@ async def dead_letters_held(conn: asyncpg.Connection,
              "bodies_kept": r["bodies"]} for r in rows]
 
 
-async def cm_downloads(conn: asyncpg.Connection, tenant: uuid.UUID,
+async def cm_downloads(conn: Connection, tenant: uuid.UUID,
                        now_real: dt.datetime) -> dict[str, Any]:
     """Relay records waiting for CM: how many, the oldest's age in real seconds (the pending
     time CM's connector controls), and when CM last acknowledged one."""
@@ -95,6 +94,7 @@ async def cm_downloads(conn: asyncpg.Connection, tenant: uuid.UUID,
     last = await conn.fetchrow(
         "SELECT max(deleted_at) AS at, max(deleted_at_real) AS at_real FROM deletion_audit"
         " WHERE tenant_id = $1 AND rule = $2", tenant, DELETE_AFTER_DOWNLOAD)
+    assert row is not None and last is not None  # aggregates without GROUP BY: one row each
     oldest = row["oldest"]
     return {"pending": row["n"],
             "oldest_pending_age_s": None if oldest is None
@@ -103,21 +103,21 @@ async def cm_downloads(conn: asyncpg.Connection, tenant: uuid.UUID,
             "rule": DELETE_AFTER_DOWNLOAD}
 
 
-async def receipt_ids(conn: asyncpg.Connection, tenant: uuid.UUID) -> list[uuid.UUID]:
+async def receipt_ids(conn: Connection, tenant: uuid.UUID) -> list[uuid.UUID]:
     """The tenant's erasure receipts, newest first (they outlive its purge)."""
     rows = await conn.fetch("SELECT receipt_id FROM erasure_receipts WHERE tenant_id = $1"
                             " ORDER BY requested_at DESC, receipt_id", tenant)
     return [r["receipt_id"] for r in rows]
 
 
-async def held_counts(conn: asyncpg.Connection, tenant: uuid.UUID) -> dict[str, int]:
+async def held_counts(conn: Connection, tenant: uuid.UUID) -> dict[str, int]:
     """Category -> how many records the tenant holds (tombstones of relayed rows excluded)."""
     return {r["category"]: r["n"] for r in await conn.fetch(
         "SELECT category, count(*) AS n FROM records WHERE tenant_id = $1"
         " AND held GROUP BY category", tenant)}
 
 
-async def ids_held(conn: asyncpg.Connection, tenant: uuid.UUID,
+async def ids_held(conn: Connection, tenant: uuid.UUID,
                    record_ids: list[str]) -> set[str]:
     """The ids among ``record_ids`` the tenant already has a row for (a record, or the
     tombstone of one delivered to CM): the store would not take them again."""

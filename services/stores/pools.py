@@ -6,16 +6,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 import uuid
-from typing import Iterable
+from typing import Iterable, TypeAlias
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from mdmbus.connections import pg_pool
 from mdmbus.identities import role_of
 from mdmbus.regions import CM_DATABASE, DIRECTORY_DATABASE, REGIONS, region_database
 from mdmbus.settings import Settings
 
-__all__ = ["Stores", "open_pool", "hold_to_tenant"]
+__all__ = ["Stores", "open_pool", "hold_to_tenant", "Connection"]
+
+#: A connection as the stores' functions receive it: opened on its own (asyncpg.connect) or
+#: lent by a pool (``pool.acquire()``, a proxy that asyncpg's types keep apart).
+Connection: TypeAlias = asyncpg.Connection | PoolConnectionProxy
 
 
 async def open_pool(settings: Settings, database: str, role: str | None, *, min_size: int = 1,
@@ -98,7 +103,7 @@ class Stores:
         self.cm = None
 
 
-async def hold_to_tenant(conn: asyncpg.Connection, tenant: uuid.UUID) -> None:
+async def hold_to_tenant(conn: Connection, tenant: uuid.UUID) -> None:
     """Holds the session to ``tenant``'s rows: the row-level security policies of
     mdmbus/identities.py (``pg_policies``) read this setting; asyncpg's RESET ALL undoes it
     when the connection goes back to its pool."""

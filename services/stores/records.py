@@ -13,10 +13,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Sequence
 
-import asyncpg
 
 from mdmbus.crypto.keyring import Kek
 from mdmbus.services.stores.sealing import sealed_record_tuples
+from mdmbus.services.stores.pools import Connection
 
 __all__ = ["StoreRow", "WriteOutcome", "RecordKey", "write_records", "COLUMNS"]
 
@@ -115,11 +115,16 @@ LEFT JOIN purged_tenants p ON p.tenant_id = i.tenant_id
 """
 
 
-async def write_records(conn: asyncpg.Connection, rows: Sequence[StoreRow], now: dt.datetime,
+async def write_records(conn: Connection, rows: Sequence[StoreRow], now: dt.datetime,
                         command_grace_s: float = 0.0, *, kek: Kek) -> WriteOutcome:
     """Stores ``rows`` in one transaction, each body sealed under a data key of its own
     wrapped by ``kek`` (the region's current KEK); durable when this returns."""
-    stored, duplicates, in_retention, not_onboarded, deleted, expired = [], [], [], [], [], []
+    stored: list[RecordKey] = []
+    duplicates: list[RecordKey] = []
+    in_retention: list[RecordKey] = []
+    not_onboarded: list[RecordKey] = []
+    deleted: list[RecordKey] = []
+    expired: list[RecordKey] = []
     if not rows:
         return WriteOutcome(stored, duplicates, in_retention, not_onboarded, deleted, expired)
     async with conn.transaction():

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-import asyncpg
 
 from mdmbus.regions import database_kind
+from mdmbus.services.stores.pools import Connection
 
 __all__ = ["ensure_schema", "schema_file", "schema_files"]
 
@@ -27,7 +27,7 @@ def schema_files(database: str) -> list[str]:
     return [schema_file(database), *extra]
 
 
-async def ensure_schema(conn: asyncpg.Connection, database: str,
+async def ensure_schema(conn: Connection, database: str,
                         owner: str | None = None) -> None:
     """Creates what is missing in ``database`` (the connection's own database), as ``owner``
     (a role the connection may become: what it creates belongs to that role)."""

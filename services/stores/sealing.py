@@ -4,7 +4,9 @@ wrapped data key and the KEK's id beside the body."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeAlias
+
+import asyncpg
 
 from mdmbus.crypto.envelope import ERROR_AAD, letter_aad, open_body, record_aad, seal_batch
 from mdmbus.crypto.keyring import Kek, keyrings
@@ -13,6 +15,8 @@ __all__ = ["sealed_record_tuples", "open_record", "open_letter", "open_letter_er
 
 #: Resolves a KEK id to the KEK (default: this process's keyrings).
 KekOf = Callable[[str], Kek]
+#: A row as read: asyncpg's Record, or a mapping of the same columns.
+Row: TypeAlias = Mapping[str, Any] | asyncpg.Record
 
 
 def sealed_record_tuples(rows: Sequence[Any], kek: Kek) -> list[tuple]:
@@ -30,29 +34,33 @@ def sealed_record_tuples(rows: Sequence[Any], kek: Kek) -> list[tuple]:
             for r, (body, wrapped) in zip(rows, sealed)]
 
 
-def open_record(row: Mapping[str, Any], kek_of: KekOf | None = None) -> bytes | None:
+def open_record(row: Row, kek_of: KekOf | None = None) -> bytes | None:
     """The body of a ``records`` row read with its tenant_id, record_id, body, wrapped_key and
     kek_id."""
     return open_body(kek_of or keyrings.kek, record_aad(row["tenant_id"], row["record_id"]),
                      row["body"], row["wrapped_key"], row["kek_id"])
 
 
-def open_letter(row: Mapping[str, Any], kek_of: KekOf | None = None) -> bytes | None:
+def open_letter(row: Row, kek_of: KekOf | None = None) -> bytes | None:
     """The body of a ``dead_letters`` row read with its source, tenant and record ids, body,
     wrapped_key and kek_id."""
     return open_body(kek_of or keyrings.kek, _letter_aad(row), row["body"], row["wrapped_key"],
                      row["kek_id"])
 
 
-def open_letter_error(row: Mapping[str, Any], kek_of: KekOf | None = None) -> str:
+def open_letter_error(row: Row, kek_of: KekOf | None = None) -> str:
     """The error text of a ``dead_letters`` row (read with error and error_sealed too)."""
     if row["kek_id"] is None:
         return row["error"]
     aad = _letter_aad(row)
-    return open_body(kek_of or keyrings.kek, aad, row["error_sealed"], row["wrapped_key"],
-                     row["kek_id"], aad + ERROR_AAD).decode("utf-8")
+    error = open_body(kek_of or keyrings.kek, aad, row["error_sealed"], row["wrapped_key"],
+                      row["kek_id"], aad + ERROR_AAD)
+    if error is None:  # sealing writes error_sealed with the KEK id: never one without the other
+        raise ValueError(f"dead letter {row['source_topic']}/{row['source_partition']}/"
+                         f"{row['source_offset']} has a KEK id but no sealed error")
+    return error.decode("utf-8")
 
 
-def _letter_aad(row: Mapping[str, Any]) -> bytes:
+def _letter_aad(row: Row) -> bytes:
     return letter_aad(row["source_topic"], row["source_partition"], row["source_offset"],
                       row["tenant_id"], row["record_id"])

@@ -29,11 +29,13 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.mutation.stage import STAGE
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 SURVIVORS = HERE / "survivors.txt"
 EXPLICIT = HERE / "explicit.toml"
-EXPLICIT_DIR = ROOT / "mutants" / "explicit"
+EXPLICIT_DIR = STAGE / "mutants" / "explicit"
 #: mutmut statuses that count as killed.
 KILLED = {"killed", "timeout", "segfault", "caught by type check"}
 
@@ -137,7 +139,7 @@ class Survivor:
 
 def mutmut_results() -> tuple[dict[str, int], list[Survivor]]:
     """Count of mutants by status, and the mutants that were not killed."""
-    os.chdir(ROOT)
+    os.chdir(STAGE)  # where ./run mutation ran mutmut
     from mutmut.__main__ import (Config, SourceFileMutationData, get_diff_for_mutant,
                                  status_by_exit_code, walk_mutatable_files)
     Config.ensure_loaded()

@@ -121,8 +121,8 @@ def _runtime(journal: Journal, monkeypatch, messages: list[Msg]) -> tuple[Region
     runtime = RegionRuntime(ctx, "eu")
     runtime.template = BatchTemplate(ctx, {TopicKind.UPLOAD: Processor(route, write)})
     consumer = FakeConsumer(journal, {TopicPartition(m.topic, m.partition) for m in messages})
-    runtime.consumer = consumer
-    runtime.truncator = Truncator(None, "pipeline", "eu", ctx.metrics)
+    runtime._consumer = consumer
+    runtime._truncator = Truncator(None, "pipeline", "eu", ctx.metrics)
     return runtime, consumer
 
 

@@ -72,8 +72,8 @@ class FakeCtx:
 def _runtime(admin: FakeAdmin, assigned: set[TopicPartition]) -> RegionRuntime:
     ctx = FakeCtx()
     runtime = RegionRuntime(ctx, "eu")
-    runtime.consumer = FakeConsumer(assigned)
-    runtime.truncator = Truncator(admin, "pipeline", "eu", ctx.metrics)
+    runtime._consumer = FakeConsumer(assigned)
+    runtime._truncator = Truncator(admin, "pipeline", "eu", ctx.metrics)
     runtime.assigned(assigned)
     return runtime
 

@@ -1,0 +1,76 @@
+"""Which database each process's pools reach, as which role (services/stores/pools.py): the
+table below is written by hand (the oracle); a pool opened as another region's role, as the
+superuser, or to another region's database fails here. No server: ``open_pool`` is replaced
+by a recorder (a unit test; tests/integration reads the roles back from PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mdmbus.services.stores import pools
+from mdmbus.services.stores.pools import Stores
+from mdmbus.settings import Settings
+
+
+class FakePool:
+    def __init__(self, database: str, role: str | None, opened: list) -> None:
+        self.database, self.role, self.closed = database, role, False
+        opened.append(self)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def opened(monkeypatch) -> list[FakePool]:
+    opened: list[FakePool] = []
+
+    async def open_pool(settings, database, role, *, min_size=1, max_size=4,
+                        application="mdmbus"):
+        if database == "mdmbus_fail":
+            raise OSError("refused")
+        return FakePool(database, role, opened)
+    monkeypatch.setattr(pools, "open_pool", open_pool)
+    return opened
+
+
+def test_a_service_reaches_each_region_as_that_regions_role(opened):
+    stores = asyncio.run(Stores(Settings(), service="pipeline").start(("eu", "ap"), cm=True))
+    assert [(p.database, p.role) for p in opened] == [
+        ("mdmbus_eu", "mdmbus_eu_pipeline"), ("mdmbus_directory", "mdmbus_eu_pipeline"),
+        ("mdmbus_ap", "mdmbus_ap_pipeline"), ("mdmbus_directory", "mdmbus_ap_pipeline"),
+        ("mdmbus_cm", "mdmbus_cm_connector")]
+    assert stores.region("eu").database == "mdmbus_eu"
+    assert stores.region("ap").role == "mdmbus_ap_pipeline"
+    assert stores.directory_of("ap").role == "mdmbus_ap_pipeline"
+    assert stores.directory.role == "mdmbus_eu_pipeline"  # the first region's
+    with pytest.raises(KeyError, match="no pool for region 'na' \\(it serves eu, ap\\)"):
+        stores.region("na")
+    with pytest.raises(KeyError, match="no directory pool for region 'na' \\(it serves eu, ap\\)"):
+        stores.directory_of("na")
+    asyncio.run(stores.close())
+    assert all(p.closed for p in opened)
+    assert (stores.regions, stores.directories, stores.cm) == ({}, {}, None)
+
+
+def test_without_a_service_the_pools_are_the_superusers(opened):
+    stores = asyncio.run(Stores(Settings()).start(("na",), directory=False, cm=True))
+    assert [(p.database, p.role) for p in opened] == [("mdmbus_na", None), ("mdmbus_cm", None)]
+    with pytest.raises(KeyError, match="^'this process holds no directory pool'$"):
+        _ = stores.directory
+    with pytest.raises(KeyError, match="\\(it serves none\\)"):
+        stores.directory_of("na")
+    asyncio.run(stores.close())
+
+
+def test_a_failed_start_closes_what_it_opened(opened, monkeypatch):
+    monkeypatch.setattr(pools, "CM_DATABASE", "mdmbus_fail")
+    stores = Stores(Settings(), service="sweeper")
+    with pytest.raises(OSError, match="refused"):
+        asyncio.run(stores.start(("eu",), cm=True))
+    assert [(p.database, p.role, p.closed) for p in opened] == [
+        ("mdmbus_eu", "mdmbus_eu_sweeper", True),
+        ("mdmbus_directory", "mdmbus_eu_sweeper", True)]
+    assert stores.regions == {} and stores.directories == {}

@@ -1,0 +1,114 @@
+"""Where the stores seal and open bodies (services/stores/sealing.py): a row's body opens only
+as the row it was sealed for (its tenant and record id, a dead letter's source message too),
+its error text only as that letter's error, and never under another KEK. Pure functions on
+a KEK made here; tests/integration reads sealed rows back from PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+
+import pytest
+
+from mdmbus.crypto.envelope import SealError, letter_aad, seal_letters
+from mdmbus.crypto.keyring import KEK_BYTES, Kek, WrapError
+from mdmbus.services.stores.records import StoreRow
+from mdmbus.services.stores.sealing import (open_letter, open_letter_error, open_record,
+                                            sealed_record_tuples)
+
+KEK = Kek("eu-k1", os.urandom(KEK_BYTES))
+OTHER = Kek("eu-k2", os.urandom(KEK_BYTES))
+NOW = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def kek_of(kek_id: str) -> Kek:
+    return {KEK.id: KEK, OTHER.id: OTHER}[kek_id]
+
+
+def _row(tenant: str, record: str, body: bytes) -> StoreRow:
+    return StoreRow(record, tenant, "U1", "upload", None, None, NOW, None, None, body)
+
+
+def _as_read(t: tuple) -> dict:
+    """A sealed tuple as the records table gives it back."""
+    names = ("record_id", "tenant_id", "kind", "category", "device_id", "session_id",
+             "event_time", "deadline", "deadline_rule", "body", "wrapped_key", "kek_id")
+    assert len(t) == len(names)
+    return dict(zip(names, t))
+
+
+def test_each_record_opens_as_itself_only():
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    rows = [_row(a, ids[0], b"first"), _row(a, ids[1], b"second"), _row(b, ids[2], b"third")]
+    sealed = [_as_read(t) for t in sealed_record_tuples(rows, KEK)]
+    # every column but the body is the row's own, in order; then the wrapped key and KEK id
+    for row, out in zip(rows, sealed):
+        assert tuple(out.values())[:9] == row.as_tuple()[:9]
+        assert out["kek_id"] == "eu-k1" and out["body"] != row.body
+        assert row.body not in out["body"] and len(out["wrapped_key"]) > 16
+    assert [open_record(r, kek_of) for r in sealed] == [b"first", b"second", b"third"]
+    # a body moved to another record, or to another tenant, does not open
+    moved = dict(sealed[0], record_id=ids[1])
+    with pytest.raises(WrapError):
+        open_record(moved, kek_of)
+    other_tenant = dict(sealed[2], tenant_id=a)
+    with pytest.raises(WrapError):
+        open_record(other_tenant, kek_of)
+    # the same body and key with another row's data key: altered, refused
+    swapped = dict(sealed[0], body=sealed[1]["body"])
+    with pytest.raises(SealError):
+        open_record(swapped, kek_of)
+    with pytest.raises(WrapError):
+        open_record(dict(sealed[0], kek_id="eu-k2"), kek_of)
+
+
+def test_a_deleted_or_unsealed_record_opens_to_what_is_stored():
+    row = {"tenant_id": str(uuid.uuid4()), "record_id": str(uuid.uuid4()), "body": None,
+           "wrapped_key": None, "kek_id": None}
+    assert open_record(row, kek_of) is None
+    assert open_record(dict(row, body=b"as stored"), kek_of) == b"as stored"
+    with pytest.raises(SealError, match="no wrapped data key"):
+        open_record(dict(row, body=b"x" * 40, kek_id="eu-k1"), kek_of)
+
+
+def _letter(source: tuple[str, int, int], tenant: str | None, record: str | None,
+            body: bytes | None, error: str) -> dict:
+    (sealed_body, sealed_error, wrapped), = seal_letters(
+        KEK, [(letter_aad(*source, tenant, record), body, error.encode())])
+    return {"source_topic": source[0], "source_partition": source[1],
+            "source_offset": source[2], "tenant_id": tenant, "record_id": record,
+            "body": sealed_body, "error": "", "error_sealed": sealed_error,
+            "wrapped_key": wrapped, "kek_id": KEK.id}
+
+
+def test_a_dead_letter_opens_as_its_own_source_only():
+    tenant, record = str(uuid.uuid4()), str(uuid.uuid4())
+    letter = _letter(("mdm.eu.upload", 2, 41), tenant, record, b"the message", "bad: why")
+    assert open_letter(letter, kek_of) == b"the message"
+    assert open_letter_error(letter, kek_of) == "bad: why"
+    for column, value in (("source_topic", "mdm.na.upload"), ("source_partition", 3),
+                          ("source_offset", 42), ("tenant_id", str(uuid.uuid4())),
+                          ("record_id", str(uuid.uuid4()))):
+        with pytest.raises(WrapError):
+            open_letter(dict(letter, **{column: value}), kek_of)
+        with pytest.raises(WrapError):
+            open_letter_error(dict(letter, **{column: value}), kek_of)
+    # the error does not open as the body, nor the body as the error
+    with pytest.raises(SealError):
+        open_letter(dict(letter, body=letter["error_sealed"]), kek_of)
+    with pytest.raises(SealError):
+        open_letter_error(dict(letter, error_sealed=letter["body"]), kek_of)
+
+
+def test_a_dead_letter_without_a_body_or_unsealed_keeps_its_error():
+    letter = _letter(("mdm.eu.relay", 0, 7), None, None, None, "no body kept")
+    assert open_letter(letter, kek_of) is None
+    assert open_letter_error(letter, kek_of) == "no body kept"
+    plain = dict(letter, kek_id=None, error="in clear", error_sealed=None, body=b"raw")
+    assert open_letter(plain, kek_of) == b"raw"
+    assert open_letter_error(plain, kek_of) == "in clear"
+    with pytest.raises(ValueError, match=r"dead letter mdm.eu.relay/0/7 has a KEK id but no "
+                                         r"sealed error"):
+        open_letter_error(dict(letter, error_sealed=None), kek_of)
