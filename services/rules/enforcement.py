@@ -44,6 +44,8 @@ POINTS: tuple[Point, ...] = (
        "acknowledge_relay: body, wrapped key and KEK id nulled in the acknowledging transaction"),
     _P(2, "mdmbus.services.connector.connector:TenantConnector.once",
        "acknowledges only after CM's commit"),
+    _P(3, "mdmbus.services.rules.session_expiry:command_deadline_sql",
+       "a command's deadline: its session's expiry + grace (one SQL definition)"),
     _P(3, "mdmbus.services.rules.session_expiry:apply_session_events",
        "a session's end or expiry moves its commands' deadlines"),
     _P(3, "mdmbus.services.stores.records:write_records",
@@ -103,7 +105,8 @@ PROOFS: dict[int, tuple[str, ...]] = {
         "test_kill_9_between_cm_commit_and_ack_many_times_under_load",
         "tests/integration/test_acknowledgement.py"),
     3: ("tests/integration/test_pipeline_rules.py::"
-        "test_session_commands_are_deleted_at_session_expiry",),
+        "test_session_commands_are_deleted_at_session_expiry",
+        "tests/integration/test_command_deadline.py"),
     4: ("tests/integration/test_pipeline_rules.py::test_retention_lifecycle_read_only_then_purged",
         "tests/integration/test_pipeline_rules.py::"
         "test_a_deletion_request_deletes_at_once_with_an_erasure_receipt"),

@@ -16,7 +16,7 @@ from typing import Sequence
 
 from mdmbus.services.stores.pools import Connection
 
-__all__ = ["SessionEvent", "session_expiry", "command_deadline", "apply_session_events",
+__all__ = ["SessionEvent", "session_expiry", "command_deadline_sql", "apply_session_events",
            "COMMAND_FALLBACK"]
 
 #: How long a command is kept when its session is not known yet (simulated time); the session
@@ -46,13 +46,22 @@ def session_expiry(event: SessionEvent) -> dt.datetime:
     return min(event.expires_at, event.event_time)
 
 
-def command_deadline(session_expires_at: dt.datetime | None, event_time: dt.datetime,
-                     grace_s: float) -> dt.datetime:
-    """The deadline of a command: its session's expiry plus the grace, or the fallback after
-    the command's own time while the session is unknown."""
-    if session_expires_at is None:
-        return event_time + COMMAND_FALLBACK + dt.timedelta(seconds=grace_s)
-    return session_expires_at + dt.timedelta(seconds=grace_s)
+def command_deadline_sql(session_expires_at: str, fallback: str, grace_s: str) -> str:
+    """A command's deadline as a SQL expression over the three given SQL expressions: its
+    session's expiry plus the grace, or, while the session is unknown, its fallback (the
+    command's own time + COMMAND_FALLBACK, set by the pipeline) plus the grace. The one
+    definition: the store's write (services/stores/records.py) and the session update below
+    both use it, so a command gets the same deadline whichever comes first."""
+    return f"(COALESCE({session_expires_at}, {fallback}) + make_interval(secs => {grace_s}))"
+
+
+#: The session update: every held command of the session takes its deadline from it.
+_MOVE_DEADLINES = (
+    "UPDATE records SET deadline = " + command_deadline_sql("s.expires_at", "NULL", "$3")
+    + " FROM device_sessions s WHERE s.tenant_id = $4 AND s.device_id = $1"
+    " AND records.tenant_id = $4 AND records.device_id = $1"
+    " AND records.category = 'command' AND records.session_id = $2"
+    " AND records.held")
 
 
 async def apply_session_events(conn: Connection, events: Sequence[SessionEvent],
@@ -80,12 +89,6 @@ async def apply_session_events(conn: Connection, events: Sequence[SessionEvent],
             "   ELSE EXCLUDED.expires_at END",
             ev.device_id, ev.tenant_id, ev.session_id, session_expiry(ev),
             ev.event_type not in _OPEN)
-        await conn.execute(
-            "UPDATE records SET deadline = s.expires_at + make_interval(secs => $3)"
-            " FROM device_sessions s WHERE s.tenant_id = $4 AND s.device_id = $1"
-            " AND records.tenant_id = $4 AND records.device_id = $1"
-            " AND records.category = 'command' AND records.session_id = $2"
-            " AND records.held",
-            ev.device_id, ev.session_id, grace_s, ev.tenant_id)
+        await conn.execute(_MOVE_DEADLINES, ev.device_id, ev.session_id, grace_s, ev.tenant_id)
         applied.append(ev)
     return applied, refused

@@ -15,6 +15,7 @@ from typing import Sequence
 
 
 from mdmbus.crypto.keyring import Kek
+from mdmbus.services.rules.session_expiry import command_deadline_sql
 from mdmbus.services.stores.sealing import sealed_record_tuples
 from mdmbus.services.stores.pools import Connection
 
@@ -76,13 +77,13 @@ CREATE TEMP TABLE IF NOT EXISTS incoming (
 ) ON COMMIT DELETE ROWS
 """
 
-_INSERT = """
+_INSERT = f"""
 WITH candidates AS (
     SELECT DISTINCT ON (i.tenant_id, i.record_id)
            i.record_id, i.tenant_id, i.kind, i.category, i.device_id, i.session_id,
            i.event_time, i.deadline_rule, i.body, i.wrapped_key, i.kek_id,
            CASE WHEN i.category = 'command'
-                THEN COALESCE(s.expires_at, i.deadline) + make_interval(secs => $2)
+                THEN {command_deadline_sql("s.expires_at", "i.deadline", "$2")}
                 ELSE i.deadline END AS deadline
     FROM incoming i
     JOIN tenants t ON t.tenant_id = i.tenant_id AND t.state = 'active'

@@ -17,7 +17,7 @@ from mdmbus.services.rules.refusals import Refusal, keeps_body, message
 from mdmbus.services.rules.residency import residency_problem
 from mdmbus.services.rules.retention import retention_dates
 from mdmbus.services.rules.session_expiry import (COMMAND_FALLBACK, SessionEvent,
-                                                   command_deadline, session_expiry)
+                                                   session_expiry)
 
 T0 = dt.datetime(2027, 1, 1, 12, tzinfo=dt.timezone.utc)
 
@@ -100,12 +100,8 @@ def test_a_session_expires_as_announced_while_open_and_at_its_end_once_closed() 
     assert session_expiry(_event("END", T0, later)) == T0
 
 
-def test_a_commands_deadline_follows_its_session() -> None:
-    expires = T0 + dt.timedelta(hours=2)
-    assert command_deadline(expires, T0, 0) == expires
-    assert command_deadline(expires, T0, 90) == expires + dt.timedelta(seconds=90)
-    assert command_deadline(None, T0, 0) == T0 + COMMAND_FALLBACK
-    assert command_deadline(None, T0, 30) == T0 + COMMAND_FALLBACK + dt.timedelta(seconds=30)
+def test_a_commands_fallback_is_a_quarter_hour() -> None:
+    """(The deadline itself is SQL, tested where it runs: tests/integration/test_command_deadline.py.)"""
     assert COMMAND_FALLBACK == dt.timedelta(minutes=15)
 
 
