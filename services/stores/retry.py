@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from dataclasses import dataclass, field
 from typing import Awaitable, Callable, TypeVar
 
 import asyncpg
 
-__all__ = ["until_written", "STORE_ERRORS", "StoreMisconfigured", "outage"]
+__all__ = ["until_written", "STORE_ERRORS", "StoreMisconfigured", "outage", "Backoff"]
 
 T = TypeVar("T")
 log = logging.getLogger("mdmbus.store")
@@ -53,15 +54,37 @@ def check_outage(exc: BaseException) -> None:
                                  f"{type(exc).__name__}: {exc}") from exc
 
 
+@dataclass
+class Backoff:
+    """How long to wait before retrying a store: ``start_s``, doubling after each failure up to
+    ``max_s``, back to ``start_s`` after a success. The one policy of every store retry (a
+    worker's batch, a service opening its pools)."""
+
+    start_s: float = 0.2
+    max_s: float = 5.0
+    current_s: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.current_s = self.start_s
+
+    def next(self) -> float:
+        """The wait now; the one after it doubles."""
+        wait, self.current_s = self.current_s, min(self.current_s * 2, self.max_s)
+        return wait
+
+    def reset(self) -> None:
+        self.current_s = self.start_s
+
+
 async def until_written(write: Callable[[], Awaitable[T]], on_error: Callable[[BaseException], None],
-                        max_backoff_s: float = 5.0) -> T:
-    delay = 0.2
+                        backoff: Backoff | None = None) -> T:
+    backoff = backoff or Backoff()
     while True:
         try:
             return await write()
         except STORE_ERRORS as exc:
             check_outage(exc)
             on_error(exc)
+            delay = backoff.next()
             log.warning("store not writable (%s); retrying in %.1f s, offsets held", exc, delay)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, max_backoff_s)
