@@ -277,7 +277,7 @@ def pg_database_privileges() -> list[tuple[str, str, str]]:
 
 #: Columns of records the sweeper may read: no body, ever. It re-wraps data keys under a new
 #: KEK (services/rotation.py), so it reads and writes the wrapped keys and their KEK ids.
-_RECORD_META = ("record_id", "tenant_id", "category", "deadline", "deadline_rule", "held",
+_RECORD_META = ("record_id", "tenant_id", "category", "deadline", "deadline_rule", "has_body",
                 "stored_at_real", "wrapped_key", "kek_id")
 _LETTER_META = ("source_topic", "source_partition", "source_offset", "tenant_id", "record_id",
                 "deadline", "body_kept", "wrapped_key", "kek_id")

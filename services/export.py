@@ -34,7 +34,7 @@ async def export_page(conn: Connection, tenant_id: uuid.UUID, after: uuid.UUID |
     contract = contract or default_registry()
     rows = await conn.fetch(
         "SELECT tenant_id, record_id, body, wrapped_key, kek_id FROM records"
-        " WHERE tenant_id = $1 AND held"
+        " WHERE tenant_id = $1 AND has_body"
         " AND ($2::uuid IS NULL OR record_id > $2) ORDER BY record_id LIMIT $3",
         tenant_id, after, limit)
     page = [contract.codec.decode(_body(row)) for row in rows]

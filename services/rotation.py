@@ -51,7 +51,7 @@ class RotationReport:
 
 _TABLES = {
     # table: (id columns read for the associated data, key columns to update by)
-    "records": ("tenant_id, record_id", "held"),
+    "records": ("tenant_id, record_id", "has_body"),
     # A dead letter's error text is sealed with or without a body.
     "dead_letters": ("source_topic, source_partition, source_offset, tenant_id, record_id",
                      "true"),
@@ -104,7 +104,7 @@ async def rows_past_retirement(conn: Connection | asyncpg.Pool, status: KeyringS
     if not late:
         return 0
     return await conn.fetchval(
-        "SELECT (SELECT count(*) FROM records WHERE held AND kek_id = ANY($1::text[]))"
+        "SELECT (SELECT count(*) FROM records WHERE has_body AND kek_id = ANY($1::text[]))"
         " + (SELECT count(*) FROM dead_letters WHERE kek_id = ANY($1::text[]))",
         late)
 
@@ -112,7 +112,7 @@ async def rows_past_retirement(conn: Connection | asyncpg.Pool, status: KeyringS
 async def rows_unsealed(conn: Connection | asyncpg.Pool) -> int:
     """Live rows stored before sealing (no KEK id): `mdmbus crypto upgrade` seals them."""
     return await conn.fetchval(
-        "SELECT (SELECT count(*) FROM records WHERE held AND kek_id IS NULL)"
+        "SELECT (SELECT count(*) FROM records WHERE has_body AND kek_id IS NULL)"
         " + (SELECT count(*) FROM dead_letters WHERE kek_id IS NULL)")
 
 

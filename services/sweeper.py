@@ -92,7 +92,7 @@ class Sweeper:
             for category in RECORD_CATEGORIES:
                 self.metrics.stored_rows.labels(region, category).set(0)
             for row in await pool.fetch("SELECT category, count(*) AS n FROM records"
-                                        " WHERE held GROUP BY category"):
+                                        " WHERE has_body GROUP BY category"):
                 self.metrics.stored_rows.labels(region, row["category"]).set(row["n"])
             self.metrics.stored_rows.labels(region, "dead_letter").set(await pool.fetchval(
                 "SELECT count(*) FROM dead_letters WHERE body_kept"))

@@ -30,7 +30,7 @@ from mdmbus.settings import Settings
 __all__ = ["upgrade", "status", "seal_clear_rows"]
 
 _SELECT = {
-    "records": "SELECT tenant_id, record_id, body FROM records WHERE held AND kek_id IS NULL"
+    "records": "SELECT tenant_id, record_id, body FROM records WHERE has_body AND kek_id IS NULL"
                " ORDER BY tenant_id, record_id LIMIT $1 FOR UPDATE SKIP LOCKED",
     "dead_letters": "SELECT source_topic, source_partition, source_offset, tenant_id, record_id,"
                     " body, error FROM dead_letters WHERE kek_id IS NULL"
@@ -38,7 +38,7 @@ _SELECT = {
                     " LIMIT $1 FOR UPDATE SKIP LOCKED",
 }
 _COUNT = {
-    "records": "SELECT count(*) FROM records WHERE held AND kek_id IS NULL",
+    "records": "SELECT count(*) FROM records WHERE has_body AND kek_id IS NULL",
     "dead_letters": "SELECT count(*) FROM dead_letters WHERE kek_id IS NULL",
 }
 

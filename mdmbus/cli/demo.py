@@ -86,7 +86,7 @@ async def _summary(demo: _Demo, pools: dict[str, asyncpg.Pool], directory: async
     letters = collections.Counter(demo.dead_letters)
     late = demo.clock.now_dt() - dt.timedelta(seconds=PAST_DEADLINE_TOLERANCE_S * demo.clock.speed)
     for region, pool in pools.items():
-        stored[region] = await pool.fetchval("SELECT count(*) FROM records WHERE held")
+        stored[region] = await pool.fetchval("SELECT count(*) FROM records WHERE has_body")
         for row in await pool.fetch("SELECT state, count(*) AS n FROM tenants GROUP BY state"):
             states[row["state"]] += row["n"]
         for row in await pool.fetch(

@@ -17,7 +17,7 @@ async def rows_past_deadline(conn: Connection | asyncpg.Pool,
     counts = {"session_expiry": 0, "retention_purge": 0, "dead_letter_expiry": 0}
     for row in await conn.fetch(
             "SELECT COALESCE(deadline_rule, 'session_expiry') AS rule, count(*) AS n FROM records"
-            " WHERE deadline < $1 AND held GROUP BY 1", late):
+            " WHERE deadline < $1 AND has_body GROUP BY 1", late):
         counts[row["rule"]] = counts.get(row["rule"], 0) + row["n"]
     counts["session_expiry"] += await conn.fetchval(
         "SELECT count(*) FROM device_sessions WHERE expires_at < $1", late)

@@ -32,7 +32,7 @@ async def pending(conn: Connection | asyncpg.Pool, tenant_id: uuid.UUID,
     body opened (record_id, kind, event_time, body)."""
     rows = await conn.fetch(
         "SELECT record_id, kind, event_time, body, tenant_id, wrapped_key, kek_id FROM records"
-        " WHERE tenant_id = $1 AND category = 'relay' AND held"
+        " WHERE tenant_id = $1 AND category = 'relay' AND has_body"
         " ORDER BY stored_at_real, record_id LIMIT $2", tenant_id, limit)
     return [{"record_id": r["record_id"], "kind": r["kind"], "event_time": r["event_time"],
              "body": open_record(r)} for r in rows]
@@ -44,7 +44,7 @@ async def pending_summary(conn: Connection | asyncpg.Pool,
     store when ``tenant_id`` is None."""
     row = await conn.fetchrow(
         "SELECT count(*) AS n, min(stored_at_real) AS oldest FROM records"
-        " WHERE category = 'relay' AND held AND ($1::uuid IS NULL OR tenant_id = $1)",
+        " WHERE category = 'relay' AND has_body AND ($1::uuid IS NULL OR tenant_id = $1)",
         tenant_id)
     assert row is not None  # an aggregate without GROUP BY: one row
     return row["n"], row["oldest"]
@@ -81,7 +81,7 @@ async def acknowledge(conn: Connection, region: str, tenant_id: uuid.UUID,
         if rest:
             known = await conn.fetch(
                 "SELECT record_id FROM records WHERE record_id = ANY($1::uuid[])"
-                " AND tenant_id = $2 AND category = 'relay' AND NOT held", rest, tenant_id)
+                " AND tenant_id = $2 AND category = 'relay' AND NOT has_body", rest, tenant_id)
             outcome.already = sorted(r["record_id"] for r in known)
             outcome.unknown = sorted(set(rest) - set(outcome.already))
         if outcome.deleted:

@@ -51,7 +51,7 @@ async def end_subscription(stores: Stores, region: str, tenant_id: uuid.UUID, no
             await conn.execute(
                 "UPDATE records r SET deadline = $2, deadline_rule = $3 FROM ("
                 # In record_id order, as every writer of several rows locks them.
-                "  SELECT record_id FROM records WHERE tenant_id = $1 AND held"
+                "  SELECT record_id FROM records WHERE tenant_id = $1 AND has_body"
                 "  AND (deadline IS NULL OR deadline > $2) ORDER BY record_id FOR UPDATE) t"
                 " WHERE r.record_id = t.record_id", tenant_id, purge_at, RETENTION_PURGE)
             await conn.execute(

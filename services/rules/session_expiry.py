@@ -61,7 +61,7 @@ _MOVE_DEADLINES = (
     + " FROM device_sessions s WHERE s.tenant_id = $4 AND s.device_id = $1"
     " AND records.tenant_id = $4 AND records.device_id = $1"
     " AND records.category = 'command' AND records.session_id = $2"
-    " AND records.held")
+    " AND records.has_body")
 
 
 async def apply_session_events(conn: Connection, events: Sequence[SessionEvent],

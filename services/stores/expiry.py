@@ -29,8 +29,8 @@ async def sweep_deadlines(conn: Connection, region: str, now: dt.datetime, limit
     async with conn.transaction():
         records = await conn.fetch(
             "DELETE FROM records r WHERE (r.tenant_id, r.record_id) IN ("
-            "  SELECT tenant_id, record_id FROM records WHERE deadline <= $1 AND held"
-            "  ORDER BY deadline LIMIT $2) AND r.deadline <= $1 AND r.held"
+            "  SELECT tenant_id, record_id FROM records WHERE deadline <= $1 AND has_body"
+            "  ORDER BY deadline LIMIT $2) AND r.deadline <= $1 AND r.has_body"
             " RETURNING r.record_id, r.category, r.deadline, r.deadline_rule, r.tenant_id",
             now, limit)
         sessions = await conn.fetch(

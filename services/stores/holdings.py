@@ -56,7 +56,7 @@ async def records_held(conn: Connection, tenant: uuid.UUID,
         " min(deadline) AS next_deadline,"
         " (array_agg(deadline_rule ORDER BY deadline) FILTER (WHERE deadline IS NOT NULL))[1]"
         "   AS next_rule"
-        " FROM records WHERE tenant_id = $1 AND held GROUP BY category, kind"
+        " FROM records WHERE tenant_id = $1 AND has_body GROUP BY category, kind"
         " ORDER BY category, length(kind), kind", tenant)
     out: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
@@ -90,7 +90,7 @@ async def cm_downloads(conn: Connection, tenant: uuid.UUID,
     time CM's connector controls), and when CM last acknowledged one."""
     row = await conn.fetchrow(
         "SELECT count(*) AS n, min(stored_at_real) AS oldest FROM records"
-        " WHERE tenant_id = $1 AND category = $2 AND held", tenant, Category.RELAY.value)
+        " WHERE tenant_id = $1 AND category = $2 AND has_body", tenant, Category.RELAY.value)
     last = await conn.fetchrow(
         "SELECT max(deleted_at) AS at, max(deleted_at_real) AS at_real FROM deletion_audit"
         " WHERE tenant_id = $1 AND rule = $2", tenant, DELETE_AFTER_DOWNLOAD)
@@ -114,7 +114,7 @@ async def held_counts(conn: Connection, tenant: uuid.UUID) -> dict[str, int]:
     """Category -> how many records the tenant holds (tombstones of relayed rows excluded)."""
     return {r["category"]: r["n"] for r in await conn.fetch(
         "SELECT category, count(*) AS n FROM records WHERE tenant_id = $1"
-        " AND held GROUP BY category", tenant)}
+        " AND has_body GROUP BY category", tenant)}
 
 
 async def ids_held(conn: Connection, tenant: uuid.UUID,

@@ -7,7 +7,7 @@
 ALTER TABLE records ADD COLUMN IF NOT EXISTS wrapped_key bytea;
 ALTER TABLE records ADD COLUMN IF NOT EXISTS kek_id text;
 -- The rotation job re-wraps by KEK and the gauge counts by KEK: both walk this index.
-CREATE INDEX IF NOT EXISTS records_kek ON records (kek_id) WHERE held;
+CREATE INDEX IF NOT EXISTS records_kek ON records (kek_id) WHERE has_body;
 ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS wrapped_key bytea;
 ALTER TABLE dead_letters ADD COLUMN IF NOT EXISTS kek_id text;
 -- A dead letter's error text may quote values of the refused record: it is sealed too, under

@@ -22,10 +22,10 @@ AS $$
            session_id = NULL, deadline = NULL, deadline_rule = NULL
       FROM (SELECT d.tenant_id, d.record_id FROM public.records d
              WHERE d.tenant_id = p_tenant AND d.record_id = ANY (p_record_ids)
-               AND d.category = 'relay' AND d.held
+               AND d.category = 'relay' AND d.has_body
              ORDER BY d.record_id FOR UPDATE) doomed
      WHERE r.tenant_id = doomed.tenant_id AND r.record_id = doomed.record_id
-       AND r.category = 'relay' AND r.held
+       AND r.category = 'relay' AND r.has_body
     RETURNING r.record_id
 $$;
 REVOKE ALL ON FUNCTION public.acknowledge_relay(uuid, uuid[]) FROM PUBLIC;
@@ -41,6 +41,6 @@ AS $$
      WHERE r.tenant_id = p_tenant AND r.record_id = ANY (ARRAY(
            SELECT s.record_id FROM public.records s WHERE s.tenant_id = p_tenant
             LIMIT greatest(p_limit, 0)))
-    RETURNING r.record_id, r.category, NOT r.held
+    RETURNING r.record_id, r.category, NOT r.has_body
 $$;
 REVOKE ALL ON FUNCTION public.purge_tenant_records(uuid, integer) FROM PUBLIC;

@@ -45,10 +45,22 @@ CREATE TABLE IF NOT EXISTS records (
 -- The tenant index is the key's prefix (stores made before records were keyed by tenant: their
 -- key widens below, after device_sessions).
 DROP INDEX IF EXISTS records_tenant;
--- Whether the row holds data: what the sweeper may know of a row, which may never read a body.
-ALTER TABLE records ADD COLUMN IF NOT EXISTS held boolean GENERATED ALWAYS AS (body IS NOT NULL) STORED;
+-- Whether the row has a body (not the tombstone of a relay record CM acknowledged): what the
+-- sweeper may know of a row, which may never read a body. (Stores made before it was named
+-- has_body call it held: renamed in place, with its indexes, which follow the column.)
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM information_schema.columns
+                WHERE table_schema = 'public' AND table_name = 'records'
+                  AND column_name = 'held') THEN
+        ALTER TABLE records RENAME COLUMN held TO has_body;
+    END IF;
+END $$;
+ALTER INDEX IF EXISTS records_deadline_held RENAME TO records_deadline_has_body;
+ALTER INDEX IF EXISTS records_relay_pending_held RENAME TO records_relay_pending_has_body;
+ALTER TABLE records ADD COLUMN IF NOT EXISTS has_body boolean GENERATED ALWAYS AS (body IS NOT NULL) STORED;
 DROP INDEX IF EXISTS records_deadline;
-CREATE INDEX IF NOT EXISTS records_deadline_held ON records (deadline) WHERE deadline IS NOT NULL AND held;
+CREATE INDEX IF NOT EXISTS records_deadline_has_body ON records (deadline) WHERE deadline IS NOT NULL AND has_body;
 DROP INDEX IF EXISTS records_device;
 CREATE INDEX IF NOT EXISTS records_tenant_device ON records (tenant_id, device_id, category)
     WHERE device_id IS NOT NULL;
@@ -142,5 +154,5 @@ CREATE TABLE IF NOT EXISTS erasure_receipts (
 );
 CREATE INDEX IF NOT EXISTS erasure_receipts_tenant ON erasure_receipts (tenant_id);
 DROP INDEX IF EXISTS records_relay_pending;
-CREATE INDEX IF NOT EXISTS records_relay_pending_held ON records (tenant_id, stored_at_real)
-    WHERE category = 'relay' AND held;
+CREATE INDEX IF NOT EXISTS records_relay_pending_has_body ON records (tenant_id, stored_at_real)
+    WHERE category = 'relay' AND has_body;

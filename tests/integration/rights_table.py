@@ -87,7 +87,7 @@ def kafka_may(principal: str, resource: str, name: str, op: str) -> bool:
     return False
 
 
-_SWEEPER_RECORD_COLUMNS = ("category", "deadline", "deadline_rule", "held", "kek_id",
+_SWEEPER_RECORD_COLUMNS = ("category", "deadline", "deadline_rule", "has_body", "kek_id",
                            "record_id", "stored_at_real", "tenant_id", "wrapped_key")
 _SWEEPER_LETTER_COLUMNS = ("body_kept", "deadline", "kek_id", "record_id", "source_offset",
                            "source_partition", "source_topic", "tenant_id", "wrapped_key")

@@ -30,13 +30,13 @@ ACKNOWLEDGE = SQL[_START:SQL.index("$$;", _START) + 3]
 #: name -> (text in acknowledge_relay, what replaces it): each is a way the rule could break.
 MUTANTS = {
     # the breach issue 19 found: the caller's rows of any category deleted
-    "any-category": [("AND d.category = 'relay' AND d.held", "AND d.held"),
-                     ("AND r.category = 'relay' AND r.held", "AND r.held")],
+    "any-category": [("AND d.category = 'relay' AND d.has_body", "AND d.has_body"),
+                     ("AND r.category = 'relay' AND r.has_body", "AND r.has_body")],
     "any-tenant": [("WHERE d.tenant_id = p_tenant AND d.record_id",
                     "WHERE d.record_id")],
-    "tombstones-again": [("AND d.category = 'relay' AND d.held",
+    "tombstones-again": [("AND d.category = 'relay' AND d.has_body",
                           "AND d.category = 'relay'"),
-                         ("AND r.category = 'relay' AND r.held", "AND r.category = 'relay'")],
+                         ("AND r.category = 'relay' AND r.has_body", "AND r.category = 'relay'")],
     "ids-not-named": [("d.record_id = ANY (p_record_ids)", "NOT d.record_id = ANY (p_record_ids)")],
     "body-kept": [("SET body = NULL, wrapped_key = NULL", "SET wrapped_key = NULL")],
     "session-kept": [("session_id = NULL, deadline = NULL", "deadline = NULL")],

@@ -344,7 +344,7 @@ async def test_the_upgrade_seals_rows_stored_in_clear_and_resumes_where_it_stopp
 
         def stop_after_first(done: int, total: int) -> None:
             raise Stop(done)
-        clear = "SELECT count(*) FROM records WHERE held AND kek_id IS NULL"
+        clear = "SELECT count(*) FROM records WHERE has_body AND kek_id IS NULL"
         before = await conn.fetchval(clear)
         with pytest.raises(Stop):
             await seal_clear_rows(conn, REGION, "records", 2, stop_after_first)

@@ -1192,9 +1192,9 @@ async def test_the_sweeper_never_reads_a_body(stack):
                 out = await attempt(conn, sql, fetch=True)
                 if not out.refused:
                     problems.append(f"{sweeper}: {sql!r} {out}")
-            for sql in ("SELECT record_id, held FROM records LIMIT 1",
+            for sql in ("SELECT record_id, has_body FROM records LIMIT 1",
                         "SELECT record_id, tenant_id, deadline FROM records"
-                        " WHERE held AND deadline < now() LIMIT 1",
+                        " WHERE has_body AND deadline < now() LIMIT 1",
                         "SELECT source_offset, body_kept FROM dead_letters LIMIT 1"):
                 out = await attempt(conn, sql, fetch=True)
                 if out.error is not None:

@@ -46,11 +46,11 @@ async def _row(work: Workload, region: str, tenant: str, record_id: str) -> dict
     """Whether the region store holds data for (tenant, id), and its body opened with the
     region's keyring (bodies are sealed in the store); None: no row."""
     row = await work.region_pool(region).fetchrow(
-        "SELECT tenant_id, record_id, held, body, wrapped_key, kek_id FROM records"
+        "SELECT tenant_id, record_id, has_body, body, wrapped_key, kek_id FROM records"
         " WHERE tenant_id = $1 AND record_id = $2", uuid.UUID(tenant), uuid.UUID(record_id))
     if row is None:
         return None
-    return {"held": row["held"], "body": open_record(row) if row["body"] is not None else None}
+    return {"has_body": row["has_body"], "body": open_record(row) if row["body"] is not None else None}
 
 
 async def _body(work: Workload, region: str, tenant: str, record_id: str) -> bytes | None:
@@ -109,7 +109,7 @@ async def test_relay_records_sharing_an_id_across_regions_both_reach_cm(work, sy
     async def both_delivered() -> bool:
         for tenant in (a, n):
             row = await _row(work, work.region_of[tenant], tenant, rid)
-            if row is None or row["held"]:
+            if row is None or row["has_body"]:
                 return False
         return True
     await wait_for(both_delivered, 60, "both cloud copies deleted after download")
@@ -139,10 +139,10 @@ async def test_a_record_cm_holds_with_other_bytes_is_a_conflict_never_acknowledg
 
     async def later_delivered() -> bool:
         row = await _row(work, "ap", a, later)
-        return row is not None and not row["held"]
+        return row is not None and not row["has_body"]
     await wait_for(later_delivered, 60, "the next record delivered")
     row = await _row(work, "ap", a, rid)
-    assert row["held"] and row["body"] == work.contract.codec.encode("R3", record), \
+    assert row["has_body"] and row["body"] == work.contract.codec.encode("R3", record), \
         "the conflicting record was deleted from the cloud"
     assert await _cm_body(work, a, rid) == b"CM's own bytes"
     assert await work.audited("ap", "delete_after_download", [rid]) == []
@@ -265,6 +265,6 @@ async def test_a_session_event_under_another_tenants_device_id_leaves_its_comman
 async def _all_held(work: Workload, tenant: str, ids: list[str]) -> bool:
     for rid in ids:
         row = await _row(work, "eu", tenant, rid)
-        if row is None or not row["held"]:
+        if row is None or not row["has_body"]:
             return False
     return True
