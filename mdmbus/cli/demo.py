@@ -170,7 +170,7 @@ async def _demo(settings: Settings, speed: float, duration: float | None, rate: 
     world = await SimulatedWorld(settings, clock,
                                  lambda tenant, role: token_issuer.issue(tenant, role, 24 * 3600),
                                  rate=rate, tenants=tenants, connector_tokens=tokens_dir).start()
-    await _wait_for_gateways(settings, stop)
+    await _wait_for_gateways(settings, stop, launcher)
     tasks = [asyncio.create_task(world.run(stop)),
              asyncio.create_task(_count_dead_letters(demo, stop))]
     if launcher.procs:
@@ -211,12 +211,18 @@ async def _demo(settings: Settings, speed: float, duration: float | None, rate: 
     return status
 
 
-async def _wait_for_gateways(settings: Settings, stop: asyncio.Event, timeout_s: float = 60) -> None:
-    """Until every region's gateway accepts connections (the world uploads through them)."""
+async def _wait_for_gateways(settings: Settings, stop: asyncio.Event, launcher: Launcher,
+                             timeout_s: float = 120) -> None:
+    """Until every region's gateway accepts connections (the world uploads through them); a
+    process of the demo that ends meanwhile (a gateway that cannot listen says why in its log)
+    ends the wait at once, with its log's last lines."""
     deadline = time.monotonic() + timeout_s
     for region in REGIONS:
         port = settings.gateway_ports[region]
         while not stop.is_set():
+            for key, code in launcher.exited().items():
+                raise RuntimeError(f"{key} exited with {code} before the gateways listened:\n"
+                                   f"{launcher.tail(key, 10)}")
             try:
                 _, writer = await asyncio.open_connection(settings.gateway_addr, port)
                 writer.close()
@@ -224,7 +230,8 @@ async def _wait_for_gateways(settings: Settings, stop: asyncio.Event, timeout_s:
             except OSError:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the {region} gateway did not listen on port {port} "
-                                       f"within {timeout_s:.0f} s") from None
+                                       f"within {timeout_s:.0f} s (its log: "
+                                       f"{launcher.log_dir}/gateway-all.log)") from None
                 await asyncio.sleep(0.2)
 
 
