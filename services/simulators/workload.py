@@ -69,6 +69,7 @@ class SimulatedWorld:
         self.random = random.Random(seed)
         self.factory = RecordFactory(seed, self.contract)
         self._tenants: list[_Tenant] = []
+        self._bad_turns = 0
         self._producers: dict[str | None, AIOKafkaProducer] = {}
         self._ssl = client_ssl_context(self.settings.ca_path)
 
@@ -191,16 +192,17 @@ class SimulatedWorld:
         await self.onboard()
 
     async def _bad_input(self) -> None:
-        """Garbage, a relay record carrying a private key, a record in the wrong region: each
-        must end as a dead letter, none in a store."""
+        """Garbage, a relay record carrying a private key, a record in the wrong region, in
+        turn (each kind every third time, so a short run shows all three): each must end as a
+        dead letter, none in a store."""
         tenant = self.random.choice(self._tenants)
-        choice = self.random.random()
-        if choice < 0.4:
+        turn, self._bad_turns = self._bad_turns % 3, self._bad_turns + 1
+        if turn == 0:
             await self._producer(tenant.region).send(
                 topic_name(TopicKind.RELAY, tenant.region), value=self.random.randbytes(40),
                 key=tenant.tenant_id.encode())
             self.sent += 1
-        elif choice < 0.7:
+        elif turn == 1:
             key = ("-----BEGIN PRIVATE KEY-----\nMIIBVgIBADANBgkqhkiG9w0BAQEFAASCAUAwggE8AgEA"
                    "\n-----END PRIVATE KEY-----\n")
             record = self.factory.make("R3", tenant.tenant_id, self.clock.now_ms(),
