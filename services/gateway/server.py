@@ -49,7 +49,7 @@ async def run(settings: Settings, regions: Sequence[str], stop: asyncio.Event,
     for reason in REFUSALS:  # every refusal reason reads 0 until it happens
         metrics.gateway_tokens_refused.labels(reason)
     for region in regions:  # every series reads 0 until it happens
-        for reason in ("over_cap", "slow_headers"):
+        for reason in ("over_cap", "slow_headers", "idle_closed"):
             metrics.gateway_connections_cut.labels(region, reason)
         for _, _, route in ROUTES:
             metrics.gateway_store_busy.labels(region, route)

@@ -83,3 +83,73 @@ async def test_the_guard_cuts_silent_connections_and_caps_open_ones():
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                  path: str = "/") -> bytes:
+    """One HTTP/1.1 request kept alive; the answer's body."""
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    return await asyncio.wait_for(reader.readexactly(length), 5)
+
+
+async def test_at_the_cap_an_idle_kept_alive_connection_makes_room_and_busy_ones_do_not():
+    """aiohttp's own protocol behind the guard: a client that leaves each connection idle
+    after one answer (as a pool per TLS context does) is served on every new one, the
+    connection idle the longest being closed in order; connections busy with a request are
+    never closed for a newcomer, which is refused instead."""
+    from aiohttp import web
+
+    release = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.Response:
+        if request.path == "/slow":
+            await release.wait()
+        return web.Response(text="ok")
+
+    cuts: list[str] = []
+    server = web.Server(handler)
+    guard = ConnectionGuard(server, max_connections=3, header_timeout_s=5, on_cut=cuts.append)
+    listener = await asyncio.get_running_loop().create_server(guard, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    conns = []
+    try:
+        for _ in range(8):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            conns.append((reader, writer))
+            assert await _answer(reader, writer) == b"ok"
+        # The five oldest were closed in an orderly way (EOF after their answer); the three
+        # newest still answer.
+        for reader, _ in conns[:5]:
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+        for reader, writer in conns[5:]:
+            assert await _answer(reader, writer) == b"ok"
+        assert cuts == ["idle_closed"] * 5 and guard.open == 3
+
+        # Three requests in progress: a fourth connection finds nobody idle and is refused.
+        for _, writer in conns[5:]:
+            writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            await writer.drain()
+
+        def all_busy() -> bool:
+            return not any(c.idle() for c in guard.live)
+        deadline = asyncio.get_running_loop().time() + 5
+        while not all_busy():
+            assert asyncio.get_running_loop().time() < deadline, "requests never started"
+            await asyncio.sleep(0.01)
+        r9, w9 = await asyncio.open_connection("127.0.0.1", port)
+        assert await _closed(r9, 2.0)
+        w9.close()
+        assert cuts[-1] == "over_cap" and guard.open == 3
+        release.set()
+        for reader, _ in conns[5:]:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200")
+    finally:
+        for _, writer in conns:
+            writer.close()
+        listener.close()
+        await listener.wait_closed()
+        await server.shutdown(1)
