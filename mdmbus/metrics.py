@@ -100,7 +100,9 @@ class Metrics:
         self.gateway_connections_cut = Counter(
             "mdmbus_gateway_connections_cut_total", "Client connections the gateway closed to "
             "protect the others: over_cap (MDMBUS_GATEWAY_MAX_CONNECTIONS open already, none "
-            "of them idle), idle_closed (idle between requests, closed to make room for a new "
+            "of them idle), source_cap and source_rate (the source address over "
+            "MDMBUS_GATEWAY_SOURCE_MAX_CONNECTIONS open, or over MDMBUS_GATEWAY_SOURCE_RATE and "
+            "_BURST new connections), idle_closed (idle between requests, closed to make room for a new "
             "one at the cap) or slow_headers (no complete request headers within "
             "MDMBUS_GATEWAY_HEADER_TIMEOUT).",
             ["region", "reason"], registry=r)

@@ -1,11 +1,16 @@
 """The gateway's door (services/gateway/guards.py), against a real gateway process over real
 TLS: what happens to a connection before any token is read.
 
-The gateway here runs with a small connection cap (MAX_CONNECTIONS) so that the cap is reached
-within the test: a client that leaves every connection idle after one request (a fresh TLS
-context per request gives aiohttp a fresh pool each time, as tests/integration/
-test_keys_stored_nowhere.py did) must be served on each new one, where the gateway used to
-reset the connection once idle ones filled the cap.
+The gateway here runs with small connection caps (MAX_CONNECTIONS in all, SOURCE_CAP per
+source address) so that they are reached within the test, and the default rate of new
+connections per source address. Loopback has a whole /8 of addresses: each client role below
+connects from one of its own, as separate clients would.
+
+- A client that leaves every connection idle after one request (a fresh TLS context per
+  request gives aiohttp a fresh pool each time) must be served on each new one; the gateway
+  used to reset the connection once idle ones filled the cap.
+- One source address over its rate of new connections, or over its cap of open ones, is
+  refused at once, before TLS, while another address's requests keep succeeding.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import time
 import uuid
 
 import aiohttp
@@ -21,6 +27,7 @@ import pytest
 from mdmbus.contract import to_json
 from mdmbus.regions import REGIONS
 from mdmbus.services.connector.client import client_ssl_context
+from mdmbus.settings import Settings
 from tests.conftest import wait_for
 from tests.integration.harness import Workload, launcher, listening
 
@@ -28,6 +35,9 @@ pytestmark = pytest.mark.integration
 
 REGION = "eu"
 MAX_CONNECTIONS = 20
+SOURCE_CAP = 10
+#: The defaults of MDMBUS_GATEWAY_SOURCE_RATE and _BURST, read from the settings' declaration.
+RATE, BURST = Settings().gateway_source_rate, Settings().gateway_source_burst
 NDJSON = "application/x-ndjson"
 
 
@@ -36,7 +46,9 @@ async def system(stack, tmp_path_factory):
     procs = launcher(stack, tmp_path_factory.mktemp("door"), speed=1.0)
     try:
         procs.start("pipeline", "all")
-        procs.start("gateway", "all", env={"MDMBUS_GATEWAY_MAX_CONNECTIONS": str(MAX_CONNECTIONS)})
+        procs.start("gateway", "all", env={
+            "MDMBUS_GATEWAY_MAX_CONNECTIONS": str(MAX_CONNECTIONS),
+            "MDMBUS_GATEWAY_SOURCE_MAX_CONNECTIONS": str(SOURCE_CAP)})
 
         def up() -> bool:
             procs.assert_alive()
@@ -62,7 +74,8 @@ def _upload_line(work: Workload, tenant: str) -> bytes:
 
 async def test_a_client_leaving_idle_connections_behind_is_served_past_the_cap(work):
     """Three times the cap of uploads, each on a new connection while the previous ones stay
-    open and idle in the client's pools: every one is answered and accepted."""
+    open and idle in the client's pools, from three addresses in turn (so that the overall
+    cap is reached before any address's own): every one is answered and accepted."""
     tenant = await work.onboarded(REGION)
     url = work.settings.gateway_url(REGION) + "/v1/records"
     headers = {"Authorization": f"Bearer {work.token(tenant, 'connector')}",
@@ -73,14 +86,112 @@ async def test_a_client_leaving_idle_connections_behind_is_served_past_the_cap(w
     async def created(session, context, params) -> None:
         connections.append(1)
     trace.on_connection_create_end.append(created)
-    async with aiohttp.ClientSession(headers=headers, trace_configs=[trace]) as http:
-        for _ in range(3 * MAX_CONNECTIONS):
-            async with http.post(url, data=_upload_line(work, tenant),
-                                 ssl=client_ssl_context(work.settings.ca_path)) as resp:
+    sessions = [aiohttp.ClientSession(headers=headers, trace_configs=[trace],
+                                      connector=aiohttp.TCPConnector(local_addr=(source, 0)))
+                for source in ("127.0.0.1", "127.0.0.5", "127.0.0.6")]
+    try:
+        for i in range(3 * MAX_CONNECTIONS):
+            async with sessions[i % 3].post(url, data=_upload_line(work, tenant),
+                                            ssl=client_ssl_context(work.settings.ca_path)
+                                            ) as resp:
                 answers.append((resp.status, len((await resp.json())["accepted"])))
+    finally:
+        for http in sessions:
+            await http.close()
     # Each request had a connection of its own (the premise of the test).
     assert len(connections) == 3 * MAX_CONNECTIONS
     assert answers == [(200, 1)] * (3 * MAX_CONNECTIONS)
+
+
+async def _handshake(ctx: ssl.SSLContext, port: int, source: str):
+    """A TLS connection from ``source``, or None when the gateway refused it."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(
+            "127.0.0.1", port, ssl=ctx, local_addr=(source, 0)), 10)
+        return writer
+    except (OSError, asyncio.TimeoutError):  # reset, or closed during the handshake
+        return None
+
+
+async def _status_on_a_new_connection(work: Workload, tenant: str) -> int | str:
+    """A status call from 127.0.0.1 on a connection of its own: the status, or the error."""
+    url = work.settings.gateway_url(REGION) + "/v1/status"
+    headers = {"Authorization": f"Bearer {work.token(tenant, 'auditor')}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        try:
+            async with http.get(url, ssl=client_ssl_context(work.settings.ca_path)) as resp:
+                return resp.status
+        except aiohttp.ClientError as exc:
+            return type(exc).__name__
+
+
+class _Victim:
+    """Status calls on a new connection each, from 127.0.0.1, until stopped (one at least)."""
+
+    def __init__(self, work: Workload, tenant: str) -> None:
+        self.work, self.tenant = work, tenant
+        self.statuses: list[int | str] = []
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set() or not self.statuses:
+            self.statuses.append(await _status_on_a_new_connection(self.work, self.tenant))
+            await asyncio.sleep(0.05)  # a victim's pace, not a flood of its own
+
+
+async def test_a_source_over_its_connection_rate_is_refused_while_another_is_served(work,
+                                                                                     stack):
+    """127.0.0.2 opens TLS connections as fast as it can, closing each once its handshake is
+    done (so that its cap of open ones is not what stops it): no more handshakes succeed than
+    the burst plus the rate over the time taken, the rest are refused; 127.0.0.1's status
+    calls, each on a new connection, all succeed meanwhile."""
+    tenant = await work.onboarded(REGION)
+    ctx = client_ssl_context(stack.ca_path)
+    port = stack.gateway_ports[REGION]
+    victim, stop = _Victim(work, tenant), asyncio.Event()
+    calls = asyncio.create_task(victim.run(stop))
+    attempts = 3 * BURST
+    started = time.monotonic()
+    accepted = 0
+    for _ in range(attempts):
+        writer = await _handshake(ctx, port, "127.0.0.2")
+        if writer is not None:
+            accepted += 1
+            writer.close()
+            await writer.wait_closed()
+    elapsed = time.monotonic() - started
+    stop.set()
+    await calls
+    assert 0 < accepted <= BURST + RATE * elapsed + 1, (accepted, elapsed)
+    assert attempts - accepted > 0
+    assert victim.statuses and set(victim.statuses) == {200}, victim.statuses
+
+
+async def test_a_source_over_its_cap_of_open_connections_is_refused_while_another_is_served(
+        work, stack):
+    """127.0.0.3 holds SOURCE_CAP connections open, silent after TLS: its next one is
+    refused at once (well before the header timeout that would cut the silent ones), while
+    127.0.0.1's status calls on new connections succeed."""
+    tenant = await work.onboarded(REGION)
+    ctx = client_ssl_context(stack.ca_path)
+    port = stack.gateway_ports[REGION]
+    held = [await _handshake(ctx, port, "127.0.0.3") for _ in range(SOURCE_CAP)]
+    try:
+        assert all(w is not None for w in held)
+        started = time.monotonic()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port,
+                                                       local_addr=("127.0.0.3", 0))
+        try:  # plain TCP: the refusal comes before TLS, so no ClientHello is needed to see it
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+        except ConnectionResetError:
+            pass
+        finally:
+            writer.close()
+        assert time.monotonic() - started < 5
+        assert [await _status_on_a_new_connection(work, tenant) for _ in range(5)] == [200] * 5
+    finally:
+        for w in held:
+            if w is not None:
+                w.close()
 
 
 async def test_a_refusal_before_the_body_is_read_keeps_the_connection_usable(work, stack):
