@@ -14,9 +14,9 @@ Three phases in one run: before (victim alone) and attack of --seconds each, aft
 after is measured once the process had its chance to give back what the attack made it
 allocate). During the attack the attacker keeps its exports open and unread (as many as it
 may start, re-opened as they are cut) and --slow other connections complete TLS and send
-nothing (slowloris), each re-opened as it is cut (half a second after a refusal). The attacker is a
-process of its own whose every connection comes from --attacker-address (loopback has a whole
-/8), the victim's from 127.0.0.1: two clients, as on a network. All the time the victim calls,
+nothing (slowloris), each re-opened as it is cut (half a second after a refusal). The
+attacker is a process of its own whose every connection comes from --attacker-address
+(loopback has a whole /8), the victim's from 127.0.0.1: two clients, as on a network. All the time the victim calls,
 in a loop: status, a relay download of 10, an upload of one record. The victim's CM connector
 role (download) is part of the loop: it must keep draining.
 
