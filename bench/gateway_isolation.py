@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import datetime as dt
 import multiprocessing
+import os
 import random
 import ssl
 import time
@@ -45,9 +46,9 @@ from mdmbus.services.connector.client import GatewayClient, GatewayError, client
 from mdmbus.services.simulators.records import RecordFactory
 from mdmbus.settings import Settings
 from mdmbus.stack import issuer
-from bench.support import (check_stack, delete_tenants, launcher, listening, onboard_tenants,
-                           open_stores, parser as make_parser, percentile, rss_mb, run_cli, say,
-                           start_gateway, table)
+from bench.support import (CpuMeter, check_stack, delete_tenants, launcher, listening,
+                           onboard_tenants, open_stores, parser as make_parser, percentile,
+                           rss_mb, run_cli, say, start_gateway, table)
 
 __all__ = ["main"]
 
@@ -183,6 +184,8 @@ async def run(args: argparse.Namespace) -> None:
     client = None
     phases: dict[str, tuple[float, float]] = {}
     memory: dict[str, float | None] = {}
+    #: Per phase: cores busy on average (gateway, attacker, this process, rest, machine).
+    cpu: dict[str, dict[str, float]] = {}
     try:
         pool = stores.region(region)
         await pool.copy_records_to_table("records", records=_rows(
@@ -213,11 +216,15 @@ async def run(args: argparse.Namespace) -> None:
                     target=_attacker, args=(str(settings.ca_path), port, token, args.slow,
                                             args.attacker_address, args.seconds))
                 attacker.start()
+            groups = {"gateway": [pid] if pid else [], "benchmark (victim client)": [os.getpid()],
+                      "attacker": [attacker.pid] if attacker is not None else []}
+            meter = CpuMeter(groups)
             started = time.monotonic()
             jobs = [asyncio.create_task(victim.run(stop))]
             await asyncio.sleep(seconds)
             if pid:
                 memory[f"{phase} (end)"] = rss_mb(pid)
+            cpu[phase] = {what: cores for what, _, cores in meter.stop()}
             stop.set()
             await asyncio.gather(*jobs)
             if attacker is not None:
@@ -244,6 +251,12 @@ async def run(args: argparse.Namespace) -> None:
     ratio = p99["attack"] / p99["before"]
     print(f"victim p99 under attack / before: {ratio:.2f} "
           f"({'meets' if ratio <= P99_TARGET else 'ABOVE'} the target of {P99_TARGET}x)")
+    if cpu:
+        whats = list(next(iter(cpu.values())))
+        table(["phase", *whats], [(phase, *(f"{c[w]:.2f}" for w in whats))
+                                  for phase, c in cpu.items()],
+              title="cores busy on average (the machine has "
+                    f"{os.cpu_count()}; 'rest': other jobs on it)")
     if memory:
         table(["when", "gateway RSS MB"], [(k, v) for k, v in memory.items()],
               title="gateway memory")
