@@ -1,22 +1,29 @@
 """One tenant attacks its region's gateway; another tenant of the region is the victim.
 
     python -m bench.gateway_isolation [--region eu] [--rows 20000] [--slow 1000]
-                                      [--seconds 30] [--running-gateway]
+                                      [--seconds 30] [--after-seconds 75]
+                                      [--attacker-address 127.0.0.2] [--running-gateway]
 
 Two tenants are onboarded straight into the stores (bench.support.onboard_tenants); the
 attacker holds --rows upload records (an export of megabytes), the victim a few relay records
 that are put back after each download. The gateway is a real process started by this benchmark
 (or the one already listening, with --running-gateway).
 
-Three phases of --seconds each, in one run: before (victim alone), attack, after. During the
-attack the attacker keeps its exports open and unread (as many as it may start, re-opened as
-they are cut) and --slow other connections complete TLS and send nothing (slowloris). All the
-time the victim calls, in a loop: status, a relay download of 10, an upload of one record. The
-victim's CM connector role (download) is part of the loop: it must keep draining.
+Three phases in one run: before (victim alone) and attack of --seconds each, after of
+--after-seconds (by default longer than the gateway's once-a-minute heap trim, so that memory
+after is measured once the process had its chance to give back what the attack made it
+allocate). During the attack the attacker keeps its exports open and unread (as many as it
+may start, re-opened as they are cut) and --slow other connections complete TLS and send
+nothing (slowloris), each re-opened as it is cut (half a second after a refusal). The
+attacker is a process of its own whose every connection comes from --attacker-address
+(loopback has a whole /8), the victim's from 127.0.0.1: two clients, as on a network. All the time the victim calls,
+in a loop: status, a relay download of 10, an upload of one record. The victim's CM connector
+role (download) is part of the loop: it must keep draining.
 
 Prints the victim's p50 / p99 / max latency per phase, the attack's p99 over the one before
-(target <= 2x), failures and 429/503 answers, and the gateway's resident memory before, at
-the end of the attack and after (target: after within 20 % of before).
+(target <= 2x), failures and 429/503 answers, what the attacker got (connections opened and
+refused), and the gateway's resident memory at the start and end of each phase (target:
+after within 20 % of before, the end of each phase: a warmed-up process against itself).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import argparse
 import asyncio
 import datetime as dt
 import multiprocessing
+import os
 import random
 import ssl
 import time
@@ -32,15 +40,16 @@ import uuid
 
 from mdmbus.categories import Category
 from mdmbus.contract import default_registry, to_json
+from mdmbus.heap import TRIM_INTERVAL_S
 from mdmbus.regions import REGIONS
 from mdmbus.services.connector.client import GatewayClient, GatewayError
 from mdmbus.tls import client_ssl_context
 from mdmbus.services.simulators.records import RecordFactory
 from mdmbus.settings import Settings
 from mdmbus.stack import issuer
-from bench.support import (check_stack, delete_tenants, launcher, listening, onboard_tenants,
-                           open_stores, parser as make_parser, percentile, rss_mb, run_cli, say,
-                           start_gateway, table)
+from bench.support import (CpuMeter, check_stack, delete_tenants, launcher, listening,
+                           onboard_tenants, open_stores, parser as make_parser, percentile,
+                           rss_mb, run_cli, say, start_gateway, table)
 
 __all__ = ["main"]
 
@@ -91,26 +100,29 @@ class Victim:
             await self.one(lambda line=line: self.client.upload([line]))
 
 
-async def _unread_export(ctx: ssl.SSLContext, port: int, token: str):
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+async def _unread_export(ctx: ssl.SSLContext, port: int, token: str, source: str):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx,
+                                                   local_addr=(source, 0))
     writer.write(f"GET /v1/export HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
                  .encode())
     await writer.drain()
     return writer
 
 
-async def attack(ctx: ssl.SSLContext, port: int, token: str, slow: int,
+async def attack(ctx: ssl.SSLContext, port: int, token: str, slow: int, source: str,
                  stop: asyncio.Event) -> dict[str, int]:
     """Unread exports (4 at a time, re-opened every second) and ``slow`` silent connections
-    (re-opened as they are cut), until ``stop``."""
-    counts = {"exports opened": 0, "slow opened": 0}
+    (re-opened as they are cut), from ``source``, until ``stop``."""
+    counts = {"exports opened": 0, "slow opened": 0, "refused": 0}
     open_writers: list[asyncio.StreamWriter] = []
 
     async def silent() -> None:
         while not stop.is_set():
             try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+                reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx,
+                                                               local_addr=(source, 0))
             except (OSError, ssl.SSLError):
+                counts["refused"] += 1
                 await asyncio.sleep(0.5)
                 continue
             counts["slow opened"] += 1
@@ -130,10 +142,10 @@ async def attack(ctx: ssl.SSLContext, port: int, token: str, slow: int,
         while not stop.is_set():
             for _ in range(4):
                 try:
-                    open_writers.append(await _unread_export(ctx, port, token))
+                    open_writers.append(await _unread_export(ctx, port, token, source))
                     counts["exports opened"] += 1
                 except (OSError, ssl.SSLError):
-                    pass
+                    counts["refused"] += 1
             try:
                 await asyncio.wait_for(stop.wait(), 1.0)
             except asyncio.TimeoutError:
@@ -147,13 +159,13 @@ async def attack(ctx: ssl.SSLContext, port: int, token: str, slow: int,
     return counts
 
 
-def _attacker(ca: str, port: int, token: str, slow: int, seconds: float) -> None:
+def _attacker(ca: str, port: int, token: str, slow: int, source: str, seconds: float) -> None:
     """The attack in a process of its own: its thousand connections must not slow the victim's
     client loop, only the gateway."""
     async def main() -> None:
         stop = asyncio.Event()
         asyncio.get_running_loop().call_later(seconds, stop.set)
-        counts = await attack(client_ssl_context(ca), port, token, slow, stop)
+        counts = await attack(client_ssl_context(ca), port, token, slow, source, stop)
         print(f"attack: {counts}", flush=True)
     asyncio.run(main())
 
@@ -173,6 +185,8 @@ async def run(args: argparse.Namespace) -> None:
     client = None
     phases: dict[str, tuple[float, float]] = {}
     memory: dict[str, float | None] = {}
+    #: Per phase: cores busy on average (gateway, attacker, this process, rest, machine).
+    cpu: dict[str, dict[str, float]] = {}
     try:
         pool = stores.region(region)
         await pool.copy_records_to_table("records", records=_rows(
@@ -192,7 +206,8 @@ async def run(args: argparse.Namespace) -> None:
         await client.status()
 
         for phase in ("before", "attack", "after"):
-            say(f"{phase}: {args.seconds} s")
+            seconds = args.after_seconds if phase == "after" else args.seconds
+            say(f"{phase}: {seconds} s")
             if pid:
                 memory[f"{phase} (start)"] = rss_mb(pid)
             stop = asyncio.Event()
@@ -200,20 +215,22 @@ async def run(args: argparse.Namespace) -> None:
             if phase == "attack":
                 attacker = multiprocessing.get_context("spawn").Process(
                     target=_attacker, args=(str(settings.ca_path), port, token, args.slow,
-                                            args.seconds))
+                                            args.attacker_address, args.seconds))
                 attacker.start()
+            groups = {"gateway": [pid] if pid else [], "benchmark (victim client)": [os.getpid()],
+                      "attacker": [attacker.pid] if attacker is not None else []}
+            meter = CpuMeter(groups)
             started = time.monotonic()
             jobs = [asyncio.create_task(victim.run(stop))]
-            await asyncio.sleep(args.seconds)
-            if pid and phase == "attack":
-                memory["attack (end)"] = rss_mb(pid)
+            await asyncio.sleep(seconds)
+            if pid:
+                memory[f"{phase} (end)"] = rss_mb(pid)
+            cpu[phase] = {what: cores for what, _, cores in meter.stop()}
             stop.set()
             await asyncio.gather(*jobs)
             if attacker is not None:
                 await asyncio.get_running_loop().run_in_executor(None, attacker.join, 60)
             phases[phase] = (started, time.monotonic())
-        if pid:
-            memory["after (end)"] = rss_mb(pid)
     finally:
         if client is not None:
             await client.close()
@@ -235,15 +252,24 @@ async def run(args: argparse.Namespace) -> None:
     ratio = p99["attack"] / p99["before"]
     print(f"victim p99 under attack / before: {ratio:.2f} "
           f"({'meets' if ratio <= P99_TARGET else 'ABOVE'} the target of {P99_TARGET}x)")
+    if cpu:
+        whats = list(next(iter(cpu.values())))
+        table(["phase", *whats], [(phase, *(f"{c[w]:.2f}" for w in whats))
+                                  for phase, c in cpu.items()],
+              title="cores busy on average (the machine has "
+                    f"{os.cpu_count()}; 'rest': other jobs on it)")
     if memory:
         table(["when", "gateway RSS MB"], [(k, v) for k, v in memory.items()],
               title="gateway memory")
-        before, after = memory.get("before (start)"), memory.get("after (end)")
+        cold, before, after = (memory.get(k) for k in ("before (start)", "before (end)",
+                                                       "after (end)"))
         if before and after:
             growth = after / before - 1
-            print(f"gateway memory after / before: {after / before:.2f} "
+            print(f"gateway memory after / before (ends of the phases): {after / before:.2f} "
                   f"({'meets' if growth <= MEMORY_TARGET else 'ABOVE'} the target of "
                   f"+{MEMORY_TARGET:.0%})")
+        if cold and after:
+            print(f"gateway memory after / at its start, before any traffic: {after / cold:.2f}")
 
 
 def main() -> None:
@@ -251,7 +277,14 @@ def main() -> None:
     parser.add_argument("--region", choices=REGIONS, default="eu")
     parser.add_argument("--rows", type=int, default=20_000, help="the attacker's records")
     parser.add_argument("--slow", type=int, default=1000, help="silent connections at once")
-    parser.add_argument("--seconds", type=float, default=30.0, help="length of each phase")
+    parser.add_argument("--seconds", type=float, default=30.0,
+                        help="length of the before and attack phases")
+    parser.add_argument("--after-seconds", type=float, default=TRIM_INTERVAL_S + 15,
+                        help="length of the after phase (default: past the gateway's next "
+                        "heap trim)")
+    parser.add_argument("--attacker-address", default="127.0.0.2",
+                        help="the source address of every attacker connection (the victim "
+                        "connects from 127.0.0.1)")
     parser.add_argument("--running-gateway", action="store_true",
                         help="use the gateway already listening on the region's port")
     run_cli(run, parser)

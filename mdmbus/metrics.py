@@ -99,8 +99,12 @@ class Metrics:
             "route.", ["region", "route"], registry=r)
         self.gateway_connections_cut = Counter(
             "mdmbus_gateway_connections_cut_total", "Client connections the gateway closed to "
-            "protect the others: over_cap (MDMBUS_GATEWAY_MAX_CONNECTIONS open already) or "
-            "slow_headers (no complete request headers within MDMBUS_GATEWAY_HEADER_TIMEOUT).",
+            "protect the others: over_cap (MDMBUS_GATEWAY_MAX_CONNECTIONS open already, none "
+            "of them idle), source_cap and source_rate (the source address over "
+            "MDMBUS_GATEWAY_SOURCE_MAX_CONNECTIONS open, or over MDMBUS_GATEWAY_SOURCE_RATE and "
+            "_BURST new connections), idle_closed (idle between requests, closed to make room for a new "
+            "one at the cap) or slow_headers (no complete request headers within "
+            "MDMBUS_GATEWAY_HEADER_TIMEOUT).",
             ["region", "reason"], registry=r)
         self.gateway_tokens_refused = Counter(
             "mdmbus_gateway_tokens_refused_total", "Bearer tokens refused, by reason.",

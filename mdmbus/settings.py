@@ -277,6 +277,14 @@ class Settings:
     #: closes an idle connection as its client reuses it resets that client's request.)
     gateway_keepalive_s: float = positive("MDMBUS_GATEWAY_KEEPALIVE", 75.0)
     gateway_max_connections: int = whole("MDMBUS_GATEWAY_MAX_CONNECTIONS", 1000, minimum=1)
+    #: Per source address, checked on the plain TCP connection before any TLS work (a flood
+    #: of handshakes from one client is the cost no per-tenant limit reaches, since it comes
+    #: before a token is read): connections open at once, and new connections a second,
+    #: sustained, with a burst; one more is closed at once, unanswered.
+    gateway_source_max_connections: int = whole("MDMBUS_GATEWAY_SOURCE_MAX_CONNECTIONS", 100,
+                                                minimum=1)
+    gateway_source_rate: float = positive("MDMBUS_GATEWAY_SOURCE_RATE", 20.0)
+    gateway_source_burst: int = whole("MDMBUS_GATEWAY_SOURCE_BURST", 100, minimum=1)
     gateway_tenant_slots: Mapping[str, int] = _setting(
         read=lambda env: {k: int(_number(env, f"MDMBUS_GATEWAY_SLOTS_{k.upper()}", v, int,
                                          minimum=1)) for k, v in _TENANT_SLOTS.items()},

@@ -18,7 +18,7 @@ from mdmbus.errors import ConfigError
 from mdmbus.identities import principal_of
 from mdmbus.metrics import Metrics
 from mdmbus.services.gateway.app import ROUTES, Gateway, Limits, build_app
-from mdmbus.services.gateway.guards import ConnectionGuard
+from mdmbus.services.gateway.guards import ConnectionGuard, SourceLimits
 from mdmbus.services.gateway.tokens import REFUSALS, TokenVerifier
 from mdmbus.services.stores.pools import Stores
 from mdmbus.services.stores.retry import until_written
@@ -48,7 +48,7 @@ async def run(settings: Settings, regions: Sequence[str], stop: asyncio.Event,
     for reason in REFUSALS:  # every refusal reason reads 0 until it happens
         metrics.gateway_tokens_refused.labels(reason)
     for region in regions:  # every series reads 0 until it happens
-        for reason in ("over_cap", "slow_headers"):
+        for reason in ("over_cap", "source_cap", "source_rate", "slow_headers", "idle_closed"):
             metrics.gateway_connections_cut.labels(region, reason)
         for _, _, route in ROUTES:
             metrics.gateway_store_busy.labels(region, route)
@@ -60,6 +60,7 @@ async def run(settings: Settings, regions: Sequence[str], stop: asyncio.Event,
         await producer.start()
     runners = []
     servers: list[asyncio.base_events.Server] = []
+    guards: list[ConnectionGuard] = []
     try:
         tls = server_ssl_context(settings)
         contract, clock = default_registry(), Clock.from_settings(settings)
@@ -73,14 +74,18 @@ async def run(settings: Settings, regions: Sequence[str], stop: asyncio.Event,
             assert runner.server is not None
             def on_cut(reason: str, region: str = region) -> None:
                 metrics.gateway_connections_cut.labels(region, reason).inc()
+            # TLS is the guard's to start: a connection it refuses costs no handshake.
             guard = ConnectionGuard(
                 runner.server, settings.gateway_max_connections,
-                settings.gateway_header_timeout_s, on_cut)
+                settings.gateway_header_timeout_s, on_cut,
+                tls=tls, per_source=SourceLimits(settings.gateway_source_max_connections,
+                                                 settings.gateway_source_rate,
+                                                 settings.gateway_source_burst))
             runners.append(runner)
+            guards.append(guard)
             try:
                 servers.append(await asyncio.get_running_loop().create_server(
-                    guard, settings.gateway_addr, settings.gateway_ports[region], ssl=tls,
-                    ssl_handshake_timeout=settings.gateway_header_timeout_s,
+                    guard, settings.gateway_addr, settings.gateway_ports[region],
                     reuse_address=True))
             except OSError as exc:
                 raise ConfigError(
@@ -93,6 +98,8 @@ async def run(settings: Settings, regions: Sequence[str], stop: asyncio.Event,
     finally:
         for server in servers:
             server.close()
+        for guard in guards:
+            guard.close()
         for runner in runners:
             await runner.cleanup()
         for producer in producers.values():

@@ -89,7 +89,8 @@ POINTS: tuple[Point, ...] = (
     _P(8, "mdmbus.services.stores.pools:hold_to_tenant",
        "a gateway connection held to its caller's tenant"),
     _P(8, "mdmbus.services.gateway.guards:ConnectionGuard",
-       "no client degrades another: connection cap, header deadline"),
+       "no client degrades another: connection caps overall and per source address, new "
+       "connections a second per source address (refused before TLS), header deadline"),
     _P(8, "mdmbus.services.gateway.guards:bounded_acquire", "bounded waits for a store (503)"),
     _P(8, "mdmbus.streams.deletion_requests:deletion_requests_processor",
        "a region's deletion requests, for its own tenants only"),
@@ -119,7 +120,7 @@ PROOFS: dict[int, tuple[str, ...]] = {
     7: ("tests/integration/test_deletion.py::"
         "test_a_purged_tenant_stays_purged_when_every_topic_is_replayed",),
     8: ("tests/integration/test_identities.py", "tests/integration/test_gateway.py",
-        "tests/integration/test_gateway_isolation.py",
+        "tests/integration/test_gateway_isolation.py", "tests/integration/test_gateway_door.py",
         "tests/integration/test_tenant_isolation.py",
         "tests/integration/test_gateway_tenant_channels.py",
         "tests/unit/test_gateway_tokens.py", "tests/integration/test_pg_privileges.py",

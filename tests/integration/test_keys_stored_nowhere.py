@@ -34,7 +34,7 @@ from tests.integration.harness import Workload, launcher
 from tests.keyforms import key_forms, leaked, normalised, text_key_forms
 from tests.keyshapes import SHAPE_NAMES, shapes
 
-# On demand (./run tests -m key_shapes): see run. Integration: it needs the embedded stack.
+# Integration: it needs the embedded stack; key_shapes: `./run tests -m key_shapes` runs it alone.
 pytestmark = [pytest.mark.integration, pytest.mark.key_shapes]
 
 REGION = "eu"
@@ -105,6 +105,9 @@ async def _upload_through_gateway(work: Workload, tenant: str) -> list[dict]:
     token = work.token(tenant, "connector")
     url = work.settings.gateway_url(REGION) + "/v1/records"
     verdicts = []
+    # One TLS context for every upload, as a client holds it: aiohttp pools connections per
+    # context, so a context per request would be a new connection (and handshake) each time.
+    tls = client_ssl_context(work.settings.ca_path)
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
         async def post(body: bytes, content_type: str) -> None:
             answer, status = await send(body, content_type)
@@ -114,7 +117,7 @@ async def _upload_through_gateway(work: Workload, tenant: str) -> list[dict]:
 
         async def send(body: bytes, content_type: str) -> tuple[dict, int]:
             async with http.post(url, data=body, headers={"Content-Type": content_type},
-                                 ssl=client_ssl_context(work.settings.ca_path)) as resp:
+                                 ssl=tls) as resp:
                 return await resp.json(), resp.status
         for form in key_forms():
             for shape in shapes("U12", work.make("U12", tenant), form):

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from mdmbus.services.gateway.guards import ConnectionGuard, SlotsFull, TenantSlots
+from mdmbus.services.gateway.guards import ConnectionGuard, SlotsFull, SourceLimits, TenantSlots
 
 
 def test_a_tenant_gets_its_cap_of_one_kind_and_no_more_while_others_are_unaffected():
@@ -83,3 +83,135 @@ async def test_the_guard_cuts_silent_connections_and_caps_open_ones():
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                  path: str = "/") -> bytes:
+    """One HTTP/1.1 request kept alive; the answer's body."""
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    return await asyncio.wait_for(reader.readexactly(length), 5)
+
+
+async def test_at_the_cap_an_idle_kept_alive_connection_makes_room_and_busy_ones_do_not():
+    """aiohttp's own protocol behind the guard: a client that leaves each connection idle
+    after one answer (as a pool per TLS context does) is served on every new one, the
+    connection idle the longest being closed in order; connections busy with a request are
+    never closed for a newcomer, which is refused instead."""
+    from aiohttp import web
+
+    release = asyncio.Event()
+
+    async def handler(request: web.Request) -> web.Response:
+        if request.path == "/slow":
+            await release.wait()
+        return web.Response(text="ok")
+
+    cuts: list[str] = []
+    server = web.Server(handler)
+    guard = ConnectionGuard(server, max_connections=3, header_timeout_s=5, on_cut=cuts.append)
+    listener = await asyncio.get_running_loop().create_server(guard, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    conns = []
+    try:
+        for _ in range(8):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            conns.append((reader, writer))
+            assert await _answer(reader, writer) == b"ok"
+        # The five oldest were closed in an orderly way (EOF after their answer); the three
+        # newest still answer.
+        for reader, _ in conns[:5]:
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+        for reader, writer in conns[5:]:
+            assert await _answer(reader, writer) == b"ok"
+        assert cuts == ["idle_closed"] * 5 and guard.open == 3
+
+        # Three requests in progress: a fourth connection finds nobody idle and is refused.
+        for _, writer in conns[5:]:
+            writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            await writer.drain()
+
+        def all_busy() -> bool:
+            return not any(c.idle() for pool in guard.live.values() for c in pool)
+        deadline = asyncio.get_running_loop().time() + 5
+        while not all_busy():
+            assert asyncio.get_running_loop().time() < deadline, "requests never started"
+            await asyncio.sleep(0.01)
+        r9, w9 = await asyncio.open_connection("127.0.0.1", port)
+        assert await _closed(r9, 2.0)
+        w9.close()
+        assert cuts[-1] == "over_cap" and guard.open == 3
+        release.set()
+        for reader, _ in conns[5:]:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200")
+    finally:
+        for _, writer in conns:
+            writer.close()
+        listener.close()
+        await listener.wait_closed()
+        await server.shutdown(1)
+
+
+async def _connect_from(source: str, port: int):
+    return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+
+
+async def test_one_source_over_its_rate_or_its_cap_is_refused_while_another_is_served():
+    """Per source address: a burst of 3 new connections, then 1 a second (a clock the test
+    moves), at most 4 open; 127.0.0.2 refused over either does not cost 127.0.0.3 anything."""
+    now = [0.0]
+    cuts: list[str] = []
+    guard = ConnectionGuard(_Echo, max_connections=100, header_timeout_s=30,
+                            on_cut=cuts.append, per_source=SourceLimits(4, 1.0, 3),
+                            clock=lambda: now[0])
+    server = await asyncio.get_running_loop().create_server(guard, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    writers = []
+
+    async def served(source: str) -> bool:
+        reader, writer = await _connect_from(source, port)
+        writers.append(writer)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            return await asyncio.wait_for(reader.readline(), 2) == b"ok\n"
+        except ConnectionError:
+            return False
+
+    try:
+        assert [await served("127.0.0.2") for _ in range(4)] == [True, True, True, False]
+        assert cuts == ["source_rate"]
+        assert [await served("127.0.0.3") for _ in range(3)] == [True] * 3
+        now[0] += 1.0  # one token back: one more connection, the fourth open
+        assert await served("127.0.0.2") and not await served("127.0.0.2")
+        now[0] += 5.0  # tokens enough, but four are open (none idle): the cap refuses
+        assert not await served("127.0.0.2")
+        assert cuts == ["source_rate", "source_rate", "source_cap"]
+        assert guard.open_by_source == {"127.0.0.2": 4, "127.0.0.3": 3}
+        # Its connections closed, the address is served again.
+        for writer in writers[:3]:
+            writer.close()
+        deadline = asyncio.get_running_loop().time() + 5
+        while guard.open_by_source["127.0.0.2"] > 1:
+            assert asyncio.get_running_loop().time() < deadline, guard.open_by_source
+            await asyncio.sleep(0.01)
+        assert await served("127.0.0.2")
+    finally:
+        for writer in writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+def test_token_buckets_of_addresses_seen_once_are_forgotten_once_full():
+    now = [0.0]
+    guard = ConnectionGuard(_Echo, max_connections=10**6, header_timeout_s=1,
+                            per_source=SourceLimits(10, 1.0, 2), clock=lambda: now[0])
+    guard.BUCKETS_KEPT = 100
+    for i in range(100):
+        assert guard.admit(f"10.0.0.{i}")
+    now[0] += 2.0  # every bucket full again
+    assert guard.admit("10.0.1.1")
+    assert len(guard._buckets) == 1
