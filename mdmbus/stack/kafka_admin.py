@@ -45,11 +45,13 @@ _EVERY_ACL = AclBindingFilter(ResourceType.ANY, _ANY, ResourcePatternType.ANY, _
 
 
 class KafkaAdminError(Exception):
-    """The broker refused an administrative request; ``code`` is Kafka's error code."""
+    """The broker refused an administrative request; ``code`` is Kafka's error code, and
+    ``retriable`` says whether the same request may succeed later (a timeout on a cluster that
+    has just started, a leader moving)."""
 
-    def __init__(self, what: str, code: int, reason: str):
+    def __init__(self, what: str, code: int, reason: str, retriable: bool = False):
         super().__init__(f"{what}: {reason} (Kafka error {code})")
-        self.code = code
+        self.code, self.retriable = code, retriable
 
 
 def binding(acl: Acl) -> AclBinding:
@@ -76,7 +78,7 @@ async def _result(future: Future, what: str) -> Any:
         return await asyncio.wrap_future(future)
     except KafkaException as exc:
         error = exc.args[0]
-        raise KafkaAdminError(what, error.code(), error.str()) from None
+        raise KafkaAdminError(what, error.code(), error.str(), error.retriable()) from None
 
 
 class AclAdmin:
