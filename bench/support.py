@@ -216,7 +216,6 @@ def launcher(settings: Settings, name: str, speed: float = 1.0,
     shared clock of ``speed`` (every process started by it gets the same clock)."""
     log_dir = settings.state_dir / "bench-logs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     base = dict(os.environ)
-    base.setdefault("MDMBUS_METRICS_PORT", "0")
     base.update(env or {})
     return Launcher(log_dir, Clock(speed, origin if origin is not None else time.time()), base)
 
