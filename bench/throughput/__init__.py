@@ -28,9 +28,10 @@ what it has committed (DeleteRecords), so a topic cannot be drained twice.
    worker, the PostgreSQL backends and the broker.
 4. --profile (bench.throughput.profile): one more run, one worker under cProfile (through
    Launcher.start(prefix=...)) on the last --profile-n messages, and a summary of where its
-   main thread's time goes; and (--stages, default 20,000) the pipeline's own batch steps
-   timed one by one in this process (BatchTemplate.prepare: decode + validate; .process:
-   route + idempotent write + metrics).
+   main thread's time goes. Before the drains (their rows deleted before the first one, so
+   --keep leaves the last drain's rows), --stages (default 20,000): the pipeline's own batch
+   steps timed one by one in this process (BatchTemplate.prepare: decode + validate;
+   .process: route + idempotent write + metrics).
 5. report (bench.throughput.report): records/s and the ratio to the baseline for each run
    (targets: >= 0.4 with one worker, >= 0.5 with two), CPU microseconds per record summed
    over every process beside the baseline's, where it goes, and n workers estimated from the

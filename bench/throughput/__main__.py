@@ -43,6 +43,15 @@ async def run(args: argparse.Namespace) -> None:
                           rows=args.baseline)
         say(f"  {load.bytes / load.count:.0f} bytes each on average")
 
+        # The batch steps are timed first, and their rows deleted before the drains: what
+        # --keep leaves is then the last drain's rows, not the stage timing's.
+        steps: list[tuple[str, float, float]] = []
+        if args.stages:
+            say(f"timing the pipeline's batch steps in this process on {args.stages:,} "
+                "records ...")
+            steps = await stages(settings, stores, load, args.stages)
+            await forget_rows(stores, tenants)
+
         baselines: dict[str, bl.Baseline] = {}
         runs: list[DrainResult] = []
         for i, w in enumerate(workers):
@@ -78,12 +87,6 @@ async def run(args: argparse.Namespace) -> None:
             runs.append(await drain(settings, stores, tenants, region, produced, 1,
                                     f"1 worker under cProfile (last {n:,} records)",
                                     prefix=prefix(profile_path), stall_s=args.stall))
-        steps: list[tuple[str, float, float]] = []
-        if args.stages:
-            say(f"timing the pipeline's batch steps in this process on {args.stages:,} "
-                "records ...")
-            await forget_rows(stores, tenants)
-            steps = await stages(settings, stores, load, args.stages)
         report(settings, load, baselines, runs, steps)
         if profile_path is not None:
             if profile_path.exists():
