@@ -20,12 +20,21 @@ from bench.throughput.report import report
 
 __all__ = ["main", "run"]
 
+#: --sealing's words: whether the drain's workers seal every body (mdmbus as it runs) or store
+#: them in clear (bench.unsealed, benchmarks only), to measure what sealing costs.
+_SEALING = {"on": True, "off": False}
+
 
 async def run(args: argparse.Namespace) -> None:
     settings = Settings.from_env()
     region = args.region
     await check_stack(settings, [region])
     workers = [int(w) for w in args.workers.split(",") if w.strip()]
+    modes = [m.strip() for m in args.sealing.split(",") if m.strip()]
+    unknown = [m for m in modes if m not in _SEALING]
+    if unknown or not modes:
+        raise SystemExit(f"--sealing {args.sealing!r}: each mode is 'on' or 'off'")
+    sealing = [_SEALING[m] for m in modes]
     if args.seed is None:
         args.seed = random.SystemRandom().getrandbits(32)
     print(f"load: {args.n:,} upload records of {args.tenants} tenants of {region} (seed "
@@ -54,12 +63,15 @@ async def run(args: argparse.Namespace) -> None:
 
         baselines: dict[str, bl.Baseline] = {}
         runs: list[DrainResult] = []
-        for i, w in enumerate(workers):
+        plan = [(w, sealed) for w in workers for sealed in sealing]
+        for i, (w, sealed) in enumerate(plan):
             if i:
                 await forget_rows(stores, tenants)
             first_run = i == 0
+            label = (f"{w} worker{'s' if w > 1 else ''}"
+                     + ("" if sealed else ", bodies in clear (bench only)"))
             produced = await produce(settings, load, index=first_run and args.baseline,
-                                     label=f"produced for {w} worker(s)")
+                                     label=f"produced for {label}")
             say(f"  produced at {produced.count / produced.seconds:,.0f} records/s")
             if first_run and args.baseline:
                 say("baseline: consume-only and the consume -> COPY loop on the same bytes, "
@@ -67,8 +79,8 @@ async def run(args: argparse.Namespace) -> None:
                 baselines[bl.CONSUME] = await bl.consume_only(settings, stores, produced)
                 baselines[bl.LOOP] = await bl.consume_copy(settings, stores, load, produced,
                                                            settings.batch_size)
-            runs.append(await drain(settings, stores, tenants, region, produced, w,
-                                    f"{w} worker{'s' if w > 1 else ''}", stall_s=args.stall))
+            runs.append(await drain(settings, stores, tenants, region, produced, w, label,
+                                    stall_s=args.stall, sealed=sealed))
         if args.baseline:
             say("baseline: COPY-only ...")
             baselines[bl.COPY] = await bl.copy_only(settings, stores, load, settings.batch_size)
@@ -111,6 +123,11 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2",
                         help="a drain for each of these numbers of workers (default 1,2)")
     parser.add_argument("--tenants", type=int, default=300)
+    parser.add_argument("--sealing", default="on,off",
+                        help="for each number of workers, a drain with bodies sealed (on, as "
+                             "mdmbus runs) and one with bodies stored in clear (off: "
+                             "bench.unsealed, benchmarks only), to report sealing's CPU per "
+                             "record in the same run (default on,off)")
     parser.add_argument("--no-baseline", dest="baseline", action="store_false",
                         help="skip the raw baseline (and do not keep the rows for it)")
     parser.add_argument("--profile", action="store_true",

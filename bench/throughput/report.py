@@ -58,11 +58,13 @@ def report(settings: Settings, load: Load, baselines: dict[str, Baseline],
            for r in runs],
           title=f"End to end: {load.topic} -> durable rows in the {load.region} store "
                 "(rate: rows stored / first to last stored_at_real)")
-    one = next((r for r in measured if r.workers == 1), None)
-    two = next((r for r in measured if r.workers == 2), None)
+    one = next((r for r in measured if r.workers == 1 and r.sealed), None)
+    two = next((r for r in measured if r.workers == 2 and r.sealed), None)
     if one and two:
         print(f"2 workers / 1 worker: {two.rate / one.rate:.2f}x")
     for r in measured:
+        if not r.sealed:
+            continue
         target = TARGETS.get(r.workers)
         if target is not None and not math.isnan(base):
             ratio = r.rate / base
@@ -89,6 +91,8 @@ def report(settings: Settings, load: Load, baselines: dict[str, Baseline],
               title="CPU a record summed over every process (the workers, PostgreSQL's "
                     "backends, the broker; for the baseline its client in place of workers)")
 
+    _sealing_cost(measured)
+
     if stages:
         rows = [(name, cpu, wall) for name, cpu, wall in stages]
         if one and one.cpu_records:
@@ -104,6 +108,35 @@ def report(settings: Settings, load: Load, baselines: dict[str, Baseline],
 
     if one and one.cpu_records:
         _on_paper(one, base, base_cpu, cores)
+
+
+#: Sealing's share of the worker's CPU a record (the crypto-shredding issue's target).
+SEALING_TARGET = 0.10
+
+
+def _sealing_cost(measured: list[DrainResult]) -> None:
+    """What sealing costs: for each number of workers drained both ways in this run, the CPU a
+    record with bodies sealed and in clear, by process, and the difference's share of the
+    worker's CPU a record."""
+    rows = []
+    for w in sorted({r.workers for r in measured}):
+        on = next((r for r in measured if r.workers == w and r.sealed), None)
+        off = next((r for r in measured if r.workers == w and not r.sealed), None)
+        if on is None or off is None:
+            continue
+        cost = on.cpu_us(WORKERS) - off.cpu_us(WORKERS)
+        share = cost / on.cpu_us(WORKERS)
+        rows.append((f"{w} worker(s)", on.cpu_us(WORKERS), off.cpu_us(WORKERS), cost,
+                     f"{100 * share:.1f}%", on.cpu_us("postgres") - off.cpu_us("postgres"),
+                     on.cpu_us() - off.cpu_us(), on.rate / off.rate,
+                     f"< {100 * SEALING_TARGET:.0f}%: {'met' if share < SEALING_TARGET else 'NOT met'}"))
+    if rows:
+        table(["workers", "worker us/rec sealed", "in clear", "sealing us/rec",
+               "of worker CPU", "postgres +us/rec", "all +us/rec", "rate sealed/clear",
+               "target"], rows,
+              title="What sealing every body costs, measured in this run: the same drain with "
+                    "bodies sealed (as mdmbus runs) and stored in clear (bench.unsealed, "
+                    "benchmarks only)")
 
 
 def _target(workers: int, ratio: float) -> str:
