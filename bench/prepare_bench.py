@@ -8,7 +8,8 @@ of decoded records, generated per kind (``mdmbus.contract.generated``, as the pi
 them) and, in the same run on the same records, by the closure walk they replaced
 (``mdmbus.contract.content.compile_decoded_check``); ``validate_decoded`` whole (field checks
 and the relations between fields); the message verdict (``check_message``: decode, validate, topic, key); and the whole of
-``classify_all`` with its per-batch metrics, on MDMBUS_BATCH_SIZE batches.
+``classify_all`` with its per-batch metrics, on MDMBUS_BATCH_SIZE batches; and, of the
+write step, the end-to-end latency histogram observed per record and per batch.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from mdmbus.contract import default_registry
 from mdmbus.contract.content import compile_decoded_check
 from mdmbus.contract.rules import _check, validate_decoded
 from mdmbus.contract.verdict import check_message
-from mdmbus.metrics import Metrics
+from mdmbus.metrics import Metrics, observe_many
 from mdmbus.settings import Settings
 from mdmbus.streams.classify import classify_all
 from bench.support import RecordMix, Tenants, parser as make_parser, run_cli, table, uuid_from
@@ -86,6 +87,19 @@ async def run(args: argparse.Namespace) -> None:
         for i in range(0, len(messages), batch):
             classify_all(registry, metrics, messages[i:i + batch])
 
+    latencies = [rng.expovariate(20.0) for _ in range(args.n)]
+    histogram = metrics.end_to_end_seconds
+
+    def observe_each() -> None:
+        child = histogram.labels("inventory")
+        for seconds in latencies:
+            child.observe(seconds)
+
+    def observe_batches() -> None:
+        child = histogram.labels("inventory")
+        for i in range(0, args.n, batch):
+            observe_many(child, latencies[i:i + batch])
+
     rows = [(name, _best_cpu_us(fn, args.n, args.rounds)) for name, fn in (
         ("decode (mdmbus.codec)", decode),
         ("field checks: generated per kind (mdmbus.contract.generated)",
@@ -95,6 +109,9 @@ async def run(args: argparse.Namespace) -> None:
         ("verdict: decode + validate + topic + key (check_message)", verdicts),
         (f"classify_all in batches of {batch} (prepare's whole step, metrics per batch)",
          classify),
+        ("(process) end-to-end latency histogram, observed per record", observe_each),
+        ("(process) the same, observed per batch (mdmbus.metrics.observe_many)",
+         observe_batches),
     )]
     table(["step", "CPU us/record"], rows,
           title=f"{args.n:,} upload records of the throughput mix "
