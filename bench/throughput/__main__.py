@@ -35,6 +35,8 @@ async def run(args: argparse.Namespace) -> None:
     if unknown or not modes:
         raise SystemExit(f"--sealing {args.sealing!r}: each mode is 'on' or 'off'")
     sealing = [_SEALING[m] for m in modes]
+    in_flight: list[int | None] = ([int(k) for k in args.in_flight.split(",") if k.strip()]
+                                   if args.in_flight else [None])
     if args.seed is None:
         args.seed = random.SystemRandom().getrandbits(32)
     print(f"load: {args.n:,} upload records of {args.tenants} tenants of {region} (seed "
@@ -63,12 +65,13 @@ async def run(args: argparse.Namespace) -> None:
 
         baselines: dict[str, bl.Baseline] = {}
         runs: list[DrainResult] = []
-        plan = [(w, sealed) for w in workers for sealed in sealing]
-        for i, (w, sealed) in enumerate(plan):
+        plan = [(w, k, sealed) for w in workers for k in in_flight for sealed in sealing]
+        for i, (w, k, sealed) in enumerate(plan):
             if i:
                 await forget_rows(stores, tenants)
             first_run = i == 0
             label = (f"{w} worker{'s' if w > 1 else ''}"
+                     + ("" if k is None else f", {k} write{'s' if k > 1 else ''} in flight")
                      + ("" if sealed else ", bodies in clear (bench only)"))
             produced = await produce(settings, load, index=first_run and args.baseline,
                                      label=f"produced for {label}")
@@ -80,7 +83,7 @@ async def run(args: argparse.Namespace) -> None:
                 baselines[bl.LOOP] = await bl.consume_copy(settings, stores, load, produced,
                                                            settings.batch_size)
             runs.append(await drain(settings, stores, tenants, region, produced, w, label,
-                                    stall_s=args.stall, sealed=sealed))
+                                    stall_s=args.stall, sealed=sealed, in_flight=k))
         if args.baseline:
             say("baseline: COPY-only ...")
             baselines[bl.COPY] = await bl.copy_only(settings, stores, load, settings.batch_size)
@@ -128,6 +131,10 @@ def main() -> None:
                              "mdmbus runs) and one with bodies stored in clear (off: "
                              "bench.unsealed, benchmarks only), to report sealing's CPU per "
                              "record in the same run (default on,off)")
+    parser.add_argument("--in-flight", default="", metavar="K,..",
+                        help="for each number of workers, a drain for each of these "
+                             "MDMBUS_WRITES_IN_FLIGHT (e.g. 1,2: the writes one at a time and "
+                             "overlapped, in the same run; default: the setting as given)")
     parser.add_argument("--no-baseline", dest="baseline", action="store_false",
                         help="skip the raw baseline (and do not keep the rows for it)")
     parser.add_argument("--profile", action="store_true",

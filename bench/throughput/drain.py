@@ -45,6 +45,8 @@ class DrainResult:
     log_dir: str = ""
     #: False: the workers stored bodies in clear (bench.unsealed), to measure what sealing costs.
     sealed: bool = True
+    #: The workers' MDMBUS_WRITES_IN_FLIGHT (None: the setting as the environment gives it).
+    in_flight: int | None = None
 
     @property
     def rate(self) -> float:
@@ -77,14 +79,15 @@ async def stored_times(stores: Stores, tenants: Tenants) -> list[float]:
 async def drain(settings: Settings, stores: Stores, tenants: Tenants, region: str,
                 produced: Produced, workers: int, label: str,
                 prefix: tuple[str, ...] = (), stall_s: float = 120.0,
-                sealed: bool = True) -> DrainResult:
+                sealed: bool = True, in_flight: int | None = None) -> DrainResult:
     """Starts ``workers`` pipeline workers of ``region`` on the produced records (the first
     one wrapped in ``prefix``, e.g. a profiler; every one in bench.unsealed unless ``sealed``)
     and waits until their group has committed all of them; stops them (SIGTERM: a graceful
     stop) and reads the rate from the store."""
     clear = () if sealed else unsealed_prefix()
     await point_pipeline_at(settings, region, start=produced.start)
-    procs = launcher(settings, f"throughput-{workers}w")
+    procs = launcher(settings, f"throughput-{workers}w", env=None if in_flight is None else
+                     {"MDMBUS_WRITES_IN_FLIGHT": str(in_flight)})
     group = pipeline_group(region)
     admin = AIOKafkaAdminClient(**kafka_options(settings))
     await admin.start()
@@ -144,7 +147,7 @@ async def drain(settings: Settings, stores: Stores, tenants: Tenants, region: st
     result = DrainResult(label, workers, total, len(times), times[0] if times else 0.0,
                          times[-1] if times else 0.0, percentile(times, 10),
                          percentile(times, 90), startup, cpu, total - metered_from,
-                         bool(prefix), str(procs.log_dir), sealed)
+                         bool(prefix), str(procs.log_dir), sealed, in_flight)
     say(f"  {result.stored:,} stored in {result.last - result.first:.1f} s: "
         f"{result.rate:,.0f} records/s")
     return result

@@ -58,8 +58,9 @@ def report(settings: Settings, load: Load, baselines: dict[str, Baseline],
            for r in runs],
           title=f"End to end: {load.topic} -> durable rows in the {load.region} store "
                 "(rate: rows stored / first to last stored_at_real)")
-    one = next((r for r in measured if r.workers == 1 and r.sealed), None)
-    two = next((r for r in measured if r.workers == 2 and r.sealed), None)
+    one = next((r for r in reversed(measured) if r.workers == 1 and r.sealed), None)
+    two = next((r for r in reversed(measured) if r.workers == 2 and r.sealed), None)
+    _in_flight(measured)
     if one and two:
         print(f"2 workers / 1 worker: {two.rate / one.rate:.2f}x")
     for r in measured:
@@ -120,8 +121,9 @@ def _sealing_cost(measured: list[DrainResult]) -> None:
     worker's CPU a record."""
     rows = []
     for w in sorted({r.workers for r in measured}):
-        on = next((r for r in measured if r.workers == w and r.sealed), None)
-        off = next((r for r in measured if r.workers == w and not r.sealed), None)
+        on = next((r for r in reversed(measured) if r.workers == w and r.sealed), None)
+        off = next((r for r in reversed(measured) if r.workers == w and not r.sealed
+                    and on is not None and r.in_flight == on.in_flight), None)
         if on is None or off is None:
             continue
         cost = on.cpu_us(WORKERS) - off.cpu_us(WORKERS)
@@ -137,6 +139,26 @@ def _sealing_cost(measured: list[DrainResult]) -> None:
               title="What sealing every body costs, measured in this run: the same drain with "
                     "bodies sealed (as mdmbus runs) and stored in clear (bench.unsealed, "
                     "benchmarks only)")
+
+
+def _in_flight(measured: list[DrainResult]) -> None:
+    """Writes one at a time against overlapped, for each number of workers drained both ways
+    (sealed) in this run: rate and CPU a record by process."""
+    rows = []
+    for w in sorted({r.workers for r in measured}):
+        runs = {r.in_flight: r for r in measured if r.workers == w and r.sealed
+                and r.in_flight is not None}
+        if len(runs) < 2:
+            continue
+        base = runs[min(runs)]
+        for k, r in sorted(runs.items()):
+            rows.append((f"{w} worker(s), {k} in flight", r.rate, r.rate / base.rate,
+                         r.cpu_us(WORKERS), r.cpu_us("postgres"), r.cpu_us("kafka broker"),
+                         r.cpu_us()))
+    if rows:
+        table(["drain", "records/s", "x one at a time", "worker us/rec", "postgres",
+               "broker", "all"], rows,
+              title="Store writes in flight (MDMBUS_WRITES_IN_FLIGHT), same run")
 
 
 def _target(workers: int, ratio: float) -> str:
