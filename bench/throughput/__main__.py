@@ -14,6 +14,7 @@ from bench.support import (RecordMix, check_stack, delete_tenants, forget_rows, 
                            open_stores, parser as make_parser, run_cli, say)
 from bench.throughput import baselines as bl
 from bench.throughput.drain import DrainResult, drain
+from bench.throughput.peer import peer_drain
 from bench.throughput.produce import build_load, produce
 from bench.throughput.profile import prefix, stages, summarize
 from bench.throughput.report import report
@@ -35,6 +36,7 @@ async def run(args: argparse.Namespace) -> None:
     if unknown or not modes:
         raise SystemExit(f"--sealing {args.sealing!r}: each mode is 'on' or 'off'")
     sealing = [_SEALING[m] for m in modes]
+    peers = [int(n) for n in args.peer.split(",") if n.strip()]
     in_flight: list[int | None] = ([int(k) for k in args.in_flight.split(",") if k.strip()]
                                    if args.in_flight else [None])
     if args.seed is None:
@@ -84,6 +86,13 @@ async def run(args: argparse.Namespace) -> None:
                                                            settings.batch_size)
             runs.append(await drain(settings, stores, tenants, region, produced, w, label,
                                     stall_s=args.stall, sealed=sealed, in_flight=k))
+        # The peer, on the same messages, after mdmbus's drains (the load produced anew).
+        for n in peers:
+            await forget_rows(stores, tenants)
+            produced = await produce(settings, load, label=f"produced for the peer, {n} "
+                                                           f"process{'es' if n > 1 else ''}")
+            runs.append(await peer_drain(settings, stores, tenants, region, produced, n,
+                                         stall_s=args.stall))
         if args.baseline:
             say("baseline: COPY-only ...")
             baselines[bl.COPY] = await bl.copy_only(settings, stores, load, settings.batch_size)
@@ -135,6 +144,10 @@ def main() -> None:
                         help="for each number of workers, a drain for each of these "
                              "MDMBUS_WRITES_IN_FLIGHT (e.g. 1,2: the writes one at a time and "
                              "overlapped, in the same run; default: the setting as given)")
+    parser.add_argument("--peer", default="", metavar="N,..",
+                        help="after mdmbus's drains, one drain of the Quix Streams peer "
+                             "(bench/peer/quix_upload.py, in .venv-peer) for each of these "
+                             "numbers of processes (e.g. 1,2)")
     parser.add_argument("--no-baseline", dest="baseline", action="store_false",
                         help="skip the raw baseline (and do not keep the rows for it)")
     parser.add_argument("--profile", action="store_true",

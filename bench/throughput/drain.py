@@ -47,6 +47,8 @@ class DrainResult:
     sealed: bool = True
     #: The workers' MDMBUS_WRITES_IN_FLIGHT (None: the setting as the environment gives it).
     in_flight: int | None = None
+    #: The Quix Streams peer (bench.throughput.peer), not mdmbus.
+    peer: bool = False
 
     @property
     def rate(self) -> float:

@@ -49,6 +49,8 @@ def report(settings: Settings, load: Load, baselines: dict[str, Baseline],
                     f"baseline's CPU = consume-only's + COPY-only's)")
     loop = baselines[LOOP].rate if LOOP in baselines else float("nan")
 
+    peers = [r for r in runs if r.peer]
+    runs = [r for r in runs if not r.peer]
     measured = [r for r in runs if not r.profiled]
     table(["mdmbus pipeline, workers of one region", "stored", "start-up s", "first->last s",
            "records/s", "p10-p90 rec/s", "/ baseline", "target", "/ loop"],
@@ -93,6 +95,7 @@ def report(settings: Settings, load: Load, baselines: dict[str, Baseline],
                     "backends, the broker; for the baseline its client in place of workers)")
 
     _sealing_cost(measured)
+    _against_peer(measured, peers, base)
 
     if stages:
         rows = [(name, cpu, wall) for name, cpu, wall in stages]
@@ -139,6 +142,34 @@ def _sealing_cost(measured: list[DrainResult]) -> None:
               title="What sealing every body costs, measured in this run: the same drain with "
                     "bodies sealed (as mdmbus runs) and stored in clear (bench.unsealed, "
                     "benchmarks only)")
+
+
+#: mdmbus / the Quix Streams peer, for the same number of processes (the issue's target).
+PEER_TARGET = 1.5
+
+
+def _against_peer(measured: list[DrainResult], peers: list[DrainResult], base: float) -> None:
+    """The peer's drains beside mdmbus's (sealed, the last drain of each number of workers):
+    rate, CPU a record by process, and the ratio."""
+    if not peers:
+        return
+    rows = []
+    for p in peers:
+        ours = next((r for r in reversed(measured) if r.workers == p.workers and r.sealed), None)
+        for r in ([ours] if ours else []) + [p]:
+            rows.append((r.label, r.rate, r.rate / base, r.cpu_us(WORKERS),
+                         r.cpu_us("postgres"), r.cpu_us("kafka broker"), r.cpu_us(),
+                         "" if r is p or ours is None else
+                         f"{r.rate / p.rate:.2f}x ({'met' if r.rate / p.rate >= PEER_TARGET else 'NOT met'})"))
+        if ours is not None:
+            print(f"mdmbus / peer with {p.workers} process(es): {ours.rate / p.rate:.2f}x "
+                  f"(target >= {PEER_TARGET}), CPU a record all processes "
+                  f"{ours.cpu_us() / p.cpu_us():.2f}x the peer's")
+    table(["drain", "records/s", "/ baseline", "process(es) us/rec", "postgres", "broker",
+           "all us/rec", "mdmbus / peer"], rows,
+          title="mdmbus beside the Quix Streams peer doing the same job (bench/peer/"
+                "quix_upload.py: decode, ids, tenant lookup, idempotent insert; no content "
+                "checks, dead letters, sealing, truncation or metrics), same run")
 
 
 def _in_flight(measured: list[DrainResult]) -> None:
