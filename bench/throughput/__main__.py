@@ -36,6 +36,8 @@ async def run(args: argparse.Namespace) -> None:
     if unknown or not modes:
         raise SystemExit(f"--sealing {args.sealing!r}: each mode is 'on' or 'off'")
     sealing = [_SEALING[m] for m in modes]
+    if True not in sealing:
+        raise SystemExit("--sealing must include 'on' (the drains as mdmbus runs)")
     peers = [int(n) for n in args.peer.split(",") if n.strip()]
     in_flight: list[int | None] = ([int(k) for k in args.in_flight.split(",") if k.strip()]
                                    if args.in_flight else [None])
@@ -67,12 +69,21 @@ async def run(args: argparse.Namespace) -> None:
 
         baselines: dict[str, bl.Baseline] = {}
         runs: list[DrainResult] = []
-        plan = [(w, k, sealed) for w in workers for k in in_flight for sealed in sealing]
-        for i, (w, k, sealed) in enumerate(plan):
+        # For each number of workers: the levers off (one write in flight), then each
+        # MDMBUS_WRITES_IN_FLIGHT asked for, sealed; then, bodies in clear, the last of them.
+        plan: list[tuple[int, int | None, bool, bool]] = []
+        for w in workers:
+            if not args.levers_on:
+                plan.append((w, 1, True, False))
+            plan += [(w, k, True, True) for k in in_flight]
+            if False in sealing:
+                plan.append((w, in_flight[-1], False, True))
+        for i, (w, k, sealed, levers) in enumerate(plan):
             if i:
                 await forget_rows(stores, tenants)
             first_run = i == 0
             label = (f"{w} worker{'s' if w > 1 else ''}"
+                     + ("" if levers else ", levers off (bench only)")
                      + ("" if k is None else f", {k} write{'s' if k > 1 else ''} in flight")
                      + ("" if sealed else ", bodies in clear (bench only)"))
             produced = await produce(settings, load, index=first_run and args.baseline,
@@ -85,7 +96,8 @@ async def run(args: argparse.Namespace) -> None:
                 baselines[bl.LOOP] = await bl.consume_copy(settings, stores, load, produced,
                                                            settings.batch_size)
             runs.append(await drain(settings, stores, tenants, region, produced, w, label,
-                                    stall_s=args.stall, sealed=sealed, in_flight=k))
+                                    stall_s=args.stall, sealed=sealed, in_flight=k,
+                                    levers=levers))
         # The peer, on the same messages, after mdmbus's drains (the load produced anew).
         for n in peers:
             await forget_rows(stores, tenants)
@@ -136,14 +148,18 @@ def main() -> None:
                         help="a drain for each of these numbers of workers (default 1,2)")
     parser.add_argument("--tenants", type=int, default=300)
     parser.add_argument("--sealing", default="on,off",
-                        help="for each number of workers, a drain with bodies sealed (on, as "
-                             "mdmbus runs) and one with bodies stored in clear (off: "
-                             "bench.unsealed, benchmarks only), to report sealing's CPU per "
-                             "record in the same run (default on,off)")
+                        help="for each number of workers, drains with bodies sealed (on, as "
+                             "mdmbus runs) and one more with bodies stored in clear (off: "
+                             "bench.unsealed, benchmarks only; with the last --in-flight), to "
+                             "report sealing's CPU per record in the same run (default on,off)")
     parser.add_argument("--in-flight", default="", metavar="K,..",
                         help="for each number of workers, a drain for each of these "
                              "MDMBUS_WRITES_IN_FLIGHT (e.g. 1,2: the writes one at a time and "
                              "overlapped, in the same run; default: the setting as given)")
+    parser.add_argument("--levers-off", dest="levers_on", action="store_false",
+                        help="for each number of workers, first a drain with the CPU levers "
+                             "off (bench.levers_off: the closure-walk validator, one histogram "
+                             "observation a record, one write in flight), benchmarks only")
     parser.add_argument("--peer", default="", metavar="N,..",
                         help="after mdmbus's drains, one drain of the Quix Streams peer "
                              "(bench/peer/quix_upload.py, in .venv-peer) for each of these "

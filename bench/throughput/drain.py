@@ -17,6 +17,7 @@ from bench.support import (CpuMeter, Progress, Tenants, committed, kafka_options
                            launcher,
                            percentile, pipeline_group, point_pipeline_at, postgres_pid, say)
 from bench.throughput.produce import Produced
+from bench.levers_off import prefix as levers_off_prefix
 from bench.unsealed import prefix as unsealed_prefix
 
 __all__ = ["DrainResult", "drain", "stored_times", "WORKERS"]
@@ -49,6 +50,8 @@ class DrainResult:
     in_flight: int | None = None
     #: The Quix Streams peer (bench.throughput.peer), not mdmbus.
     peer: bool = False
+    #: False: the workers ran with the CPU levers off (bench.levers_off).
+    levers: bool = True
 
     @property
     def rate(self) -> float:
@@ -81,12 +84,13 @@ async def stored_times(stores: Stores, tenants: Tenants) -> list[float]:
 async def drain(settings: Settings, stores: Stores, tenants: Tenants, region: str,
                 produced: Produced, workers: int, label: str,
                 prefix: tuple[str, ...] = (), stall_s: float = 120.0,
-                sealed: bool = True, in_flight: int | None = None) -> DrainResult:
+                sealed: bool = True, in_flight: int | None = None,
+                levers: bool = True) -> DrainResult:
     """Starts ``workers`` pipeline workers of ``region`` on the produced records (the first
     one wrapped in ``prefix``, e.g. a profiler; every one in bench.unsealed unless ``sealed``)
     and waits until their group has committed all of them; stops them (SIGTERM: a graceful
     stop) and reads the rate from the store."""
-    clear = () if sealed else unsealed_prefix()
+    clear = (() if sealed else unsealed_prefix()) + (() if levers else levers_off_prefix())
     await point_pipeline_at(settings, region, start=produced.start)
     procs = launcher(settings, f"throughput-{workers}w", env=None if in_flight is None else
                      {"MDMBUS_WRITES_IN_FLIGHT": str(in_flight)})
@@ -149,7 +153,8 @@ async def drain(settings: Settings, stores: Stores, tenants: Tenants, region: st
     result = DrainResult(label, workers, total, len(times), times[0] if times else 0.0,
                          times[-1] if times else 0.0, percentile(times, 10),
                          percentile(times, 90), startup, cpu, total - metered_from,
-                         bool(prefix), str(procs.log_dir), sealed, in_flight)
+                         bool(prefix), str(procs.log_dir), sealed, in_flight,
+                         levers=levers)
     say(f"  {result.stored:,} stored in {result.last - result.first:.1f} s: "
         f"{result.rate:,.0f} records/s")
     return result

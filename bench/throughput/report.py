@@ -60,13 +60,15 @@ def report(settings: Settings, load: Load, baselines: dict[str, Baseline],
            for r in runs],
           title=f"End to end: {load.topic} -> durable rows in the {load.region} store "
                 "(rate: rows stored / first to last stored_at_real)")
-    one = next((r for r in reversed(measured) if r.workers == 1 and r.sealed), None)
-    two = next((r for r in reversed(measured) if r.workers == 2 and r.sealed), None)
+    one = next((r for r in reversed(measured) if r.workers == 1 and r.sealed and r.levers),
+               None)
+    two = next((r for r in reversed(measured) if r.workers == 2 and r.sealed and r.levers),
+               None)
     _in_flight(measured)
     if one and two:
         print(f"2 workers / 1 worker: {two.rate / one.rate:.2f}x")
     for r in measured:
-        if not r.sealed:
+        if not (r.sealed and r.levers):
             continue
         target = TARGETS.get(r.workers)
         if target is not None and not math.isnan(base):
@@ -95,6 +97,7 @@ def report(settings: Settings, load: Load, baselines: dict[str, Baseline],
                     "backends, the broker; for the baseline its client in place of workers)")
 
     _sealing_cost(measured)
+    _levers(measured)
     _against_peer(measured, peers, base)
 
     if stages:
@@ -124,7 +127,8 @@ def _sealing_cost(measured: list[DrainResult]) -> None:
     worker's CPU a record."""
     rows = []
     for w in sorted({r.workers for r in measured}):
-        on = next((r for r in reversed(measured) if r.workers == w and r.sealed), None)
+        on = next((r for r in reversed(measured) if r.workers == w and r.sealed and r.levers),
+                  None)
         off = next((r for r in reversed(measured) if r.workers == w and not r.sealed
                     and on is not None and r.in_flight == on.in_flight), None)
         if on is None or off is None:
@@ -155,7 +159,8 @@ def _against_peer(measured: list[DrainResult], peers: list[DrainResult], base: f
         return
     rows = []
     for p in peers:
-        ours = next((r for r in reversed(measured) if r.workers == p.workers and r.sealed), None)
+        ours = next((r for r in reversed(measured)
+                     if r.workers == p.workers and r.sealed and r.levers), None)
         for r in ([ours] if ours else []) + [p]:
             rows.append((r.label, r.rate, r.rate / base, r.cpu_us(WORKERS),
                          r.cpu_us("postgres"), r.cpu_us("kafka broker"), r.cpu_us(),
@@ -172,12 +177,41 @@ def _against_peer(measured: list[DrainResult], peers: list[DrainResult], base: f
                 "checks, dead letters, sealing, truncation or metrics), same run")
 
 
+def _levers(measured: list[DrainResult]) -> None:
+    """Each lever's effect, step by step, for each number of workers: levers off (closure
+    walk, a histogram observation a record, one write in flight) -> validator and metrics
+    (one write in flight) -> every lever (the last in-flight drain), by process."""
+    rows = []
+    for w in sorted({r.workers for r in measured}):
+        off = next((r for r in measured if r.workers == w and not r.levers), None)
+        if off is None:
+            continue
+        one = next((r for r in measured if r.workers == w and r.levers and r.sealed
+                    and r.in_flight == 1), None)
+        last = next((r for r in reversed(measured) if r.workers == w and r.levers
+                     and r.sealed), None)
+        steps = [("levers off", off)]
+        if one is not None and one is not last:
+            steps.append(("+ generated validator, metrics per batch", one))
+        if last is not None:
+            steps.append((f"+ {last.in_flight or 'the default'} writes in flight", last))
+        for name, r in steps:
+            rows.append((f"{w} worker(s): {name}", r.rate, r.rate / off.rate,
+                         r.cpu_us(WORKERS), r.cpu_us("postgres"), r.cpu_us("kafka broker"),
+                         r.cpu_us()))
+    if rows:
+        table(["step", "records/s", "x levers off", "worker us/rec", "postgres", "broker",
+               "all us/rec"], rows,
+              title="What each lever bought, same run (levers off: bench.levers_off and "
+                    "MDMBUS_WRITES_IN_FLIGHT=1)")
+
+
 def _in_flight(measured: list[DrainResult]) -> None:
     """Writes one at a time against overlapped, for each number of workers drained both ways
     (sealed) in this run: rate and CPU a record by process."""
     rows = []
     for w in sorted({r.workers for r in measured}):
-        runs = {r.in_flight: r for r in measured if r.workers == w and r.sealed
+        runs = {r.in_flight: r for r in measured if r.workers == w and r.sealed and r.levers
                 and r.in_flight is not None}
         if len(runs) < 2:
             continue
