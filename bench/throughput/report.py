@@ -192,7 +192,7 @@ def _levers(measured: list[DrainResult]) -> None:
                      and r.sealed), None)
         steps = [("levers off", off)]
         if one is not None and one is not last:
-            steps.append(("+ generated validator, metrics per batch", one))
+            steps.append(("+ generated validator, metrics per batch, plain write", one))
         if last is not None:
             steps.append((f"+ {last.in_flight or 'the default'} writes in flight", last))
         for name, r in steps:
