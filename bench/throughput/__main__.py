@@ -64,7 +64,8 @@ async def run(args: argparse.Namespace) -> None:
         if args.stages:
             say(f"timing the pipeline's batch steps in this process on {args.stages:,} "
                 "records ...")
-            steps = await stages(settings, stores, load, args.stages)
+            steps = await stages(settings, stores, load, args.stages,
+                                 lambda: forget_rows(stores, tenants))
             await forget_rows(stores, tenants)
 
         baselines: dict[str, bl.Baseline] = {}

@@ -104,7 +104,8 @@ def report(settings: Settings, load: Load, baselines: dict[str, Baseline],
         rows = [(name, cpu, wall) for name, cpu, wall in stages]
         if one and one.cpu_records:
             worker = one.cpu_us(WORKERS)
-            own = sum(cpu for name, cpu, _ in stages if "PostgreSQL" not in name)
+            own = sum(cpu for name, cpu, _ in stages
+                      if "PostgreSQL" not in name and "full INSERT" not in name)
             rows.append(("worker process in the 1-worker drain (measured above)", worker,
                          float("nan")))
             rows.append(("=> runtime, Kafka client, commit, truncation, faust (difference)",
