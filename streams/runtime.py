@@ -173,9 +173,9 @@ class RegionRuntime(Service):
         self._adopt |= set(assigned)
 
     async def revoked(self, revoked) -> None:
-        """A rebalance: the batch being written commits first (the partitions are still this
-        worker's until this returns); every batch fetched before is dropped, the prepared one
-        and the one being fetched, since their partitions may go to another worker, which
+        """A rebalance: the batches being written commit first, in order (the partitions are
+        still this worker's until this returns); every batch fetched before is dropped, the
+        prepared one and the one being fetched, since their partitions may go to another worker, which
         reads them from the committed offsets."""
         async with self._write_lock:
             await self._settle_locked(0)
