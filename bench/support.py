@@ -216,7 +216,6 @@ def launcher(settings: Settings, name: str, speed: float = 1.0,
     shared clock of ``speed`` (every process started by it gets the same clock)."""
     log_dir = settings.state_dir / "bench-logs" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     base = dict(os.environ)
-    base.setdefault("MDMBUS_METRICS_PORT", "0")
     base.update(env or {})
     return Launcher(log_dir, Clock(speed, origin if origin is not None else time.time()), base)
 
@@ -465,22 +464,37 @@ async def end_offsets(settings: Settings, topic: str) -> dict[TopicPartition, in
         await consumer.stop()
 
 
+#: How long a group may keep a member after its process ended (the broker's session timeout
+#: for a member that did not leave, plus a margin) before another process of it is assumed.
+GROUP_EMPTY_WAIT_S = 60.0
+
+
 async def commit_group(settings: Settings, group: str,
-                       offsets: Mapping[TopicPartition, int]) -> None:
-    """Sets a consumer group's committed offsets; exits when the group has a live member
-    (another process of this group runs on this stack: a benchmark, the demo, tests?)."""
-    consumer = AIOKafkaConsumer(**kafka_options(settings, group_id=group,
-                                                enable_auto_commit=False))
-    await consumer.start()
-    try:
-        consumer.assign(list(offsets))
-        await consumer.commit({tp: OffsetAndMetadata(off, "") for tp, off in offsets.items()})
-    except CommitFailedError:
-        raise SystemExit(f"consumer group {group} has a live member: another process of it "
-                         "runs on this stack (a benchmark, the demo, tests?); stop it first, "
-                         "benchmarks must run alone") from None
-    finally:
-        await consumer.stop()
+                       offsets: Mapping[TopicPartition, int],
+                       wait_s: float = GROUP_EMPTY_WAIT_S) -> None:
+    """Sets a consumer group's committed offsets. While the group has a live member the
+    broker refuses the commit: a member of a process this run just stopped stays until its
+    session times out, so the commit is retried for ``wait_s``; after that the member is
+    another process of this group on this stack (a benchmark, the demo, tests?) and this
+    exits."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        consumer = AIOKafkaConsumer(**kafka_options(settings, group_id=group,
+                                                    enable_auto_commit=False))
+        await consumer.start()
+        try:
+            consumer.assign(list(offsets))
+            await consumer.commit({tp: OffsetAndMetadata(off, "") for tp, off in offsets.items()})
+            return
+        except CommitFailedError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"consumer group {group} has a live member after "
+                                 f"{wait_s:.0f} s: another process of it runs on this stack "
+                                 "(a benchmark, the demo, tests?); stop it first, benchmarks "
+                                 "must run alone") from None
+        finally:
+            await consumer.stop()
+        await asyncio.sleep(1.0)  # the member's session timing out; retried until the deadline
 
 
 async def committed(admin: AIOKafkaAdminClient, group: str,

@@ -7,11 +7,12 @@ category, state, group, partition -- never a tenant, device or record id.
 
 from __future__ import annotations
 
-from typing import Iterable
+from bisect import bisect_left
+from typing import Any, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-__all__ = ["Metrics", "serve"]
+__all__ = ["Metrics", "serve", "observe_many"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _LAG_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600)
@@ -167,8 +168,28 @@ class Metrics:
         """Counts services.rules.audit.Deletion batches: rows by rule, lag by rule."""
         for d in deletions:
             self.deletions.labels(d.rule, d.region, d.category).inc(d.count)
-            for lag in d.lags_s:
-                self.deletion_lag_seconds.labels(d.rule).observe(lag)
+            observe_many(self.deletion_lag_seconds.labels(d.rule), d.lags_s)
+
+
+def observe_many(child: Any, amounts: Iterable[float]) -> None:
+    """``child.observe(a)`` for each amount, as one update a batch: each bucket and the sum
+    incremented once (Histogram.observe takes a lock and walks the buckets per value, which
+    on the pipeline's path cost more per record than the rest of its metrics). ``child`` is
+    a labelled Histogram (``h.labels(...)``); the result is what observing one by one gives
+    (tests/unit/test_metrics_batch.py compares the two expositions), exemplars aside."""
+    bounds = child._upper_bounds  # noqa: SLF001 -- prometheus_client's own layout (pinned)
+    counts = [0] * len(bounds)
+    total = 0.0
+    for amount in amounts:
+        counts[bisect_left(bounds, amount)] += 1  # the first bound >= amount, as observe()
+        total += amount
+    if not any(counts):
+        return
+    child._raise_if_not_observable()  # noqa: SLF001
+    child._sum.inc(total)  # noqa: SLF001
+    for bucket, n in zip(child._buckets, counts):  # noqa: SLF001
+        if n:
+            bucket.inc(n)
 
 
 def serve(metrics: Metrics, port: int, addr: str = "127.0.0.1") -> None:

@@ -228,6 +228,10 @@ class Settings:
     #: Processes: how many records a store write takes at most, and how long a batch may wait.
     batch_size: int = whole("MDMBUS_BATCH_SIZE", 500, minimum=1)
     batch_wait_s: float = positive("MDMBUS_BATCH_WAIT", 0.05)
+    #: Pipeline: store writes of consecutive upload/relay batches in flight at once (1: each
+    #: batch commits before the next is written). Offsets are committed in order, each only
+    #: once its batch and every batch before it are durable (mdmbus.streams.runtime).
+    writes_in_flight: int = whole("MDMBUS_WRITES_IN_FLIGHT", 2, minimum=1)
     #: How long a record of an unknown tenant waits for its onboarding to be applied (real s).
     unknown_tenant_wait_s: float = nonnegative("MDMBUS_UNKNOWN_TENANT_WAIT", 2.0)
     #: Sweepers: rows per delete statement (0 would loop forever on empty batches), and the

@@ -5,9 +5,10 @@ transaction, whether the tenant may still be written (rules 4 and 7)."""
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 
 from mdmbus.categories import Category, category_of
+from mdmbus.metrics import observe_many
 from mdmbus.services.rules.refusals import Refusal, keeps_body, message
 from mdmbus.services.rules.session_expiry import COMMAND_FALLBACK
 from mdmbus.services.stores.records import StoreRow, write_records
@@ -56,17 +57,15 @@ async def _write(ctx: PipelineContext, region: str | None, items: list[Accepted]
     # same (lower-case uuids), so the envelope's own strings key the batch, no uuid -> str.
     by_key = {(a.record["envelope"]["tenant_id"], row.record_id): (row, a)
               for row, a in zip(rows, items)}
-    stored: Counter[str] = Counter()
-    latency = {}  # one labelled child per category, not a label lookup per record
+    # The latencies of a batch go into the histogram at once, a category at a time.
+    latency: dict[str, list[float]] = defaultdict(list)
+    to_real = ctx.clock.to_real_seconds
     for key in outcome.stored:
         row = by_key[key][0]
-        stored[row.category] += 1
-        if row.category not in latency:
-            latency[row.category] = m.end_to_end_seconds.labels(row.category)
-        latency[row.category].observe(
-            max(0.0, ctx.clock.to_real_seconds(now - row.event_time.timestamp())))
-    for category, n in stored.items():
-        m.records_stored.labels(region, category).inc(n)
+        latency[row.category].append(max(0.0, to_real(now - row.event_time.timestamp())))
+    for category, seconds in latency.items():
+        m.records_stored.labels(region, category).inc(len(seconds))
+        observe_many(m.end_to_end_seconds.labels(category), seconds)
     for category, n in Counter(by_key[k][0].category for k in outcome.duplicates).items():
         m.records_duplicate.labels(region, category).inc(n)
     for category, n in Counter(by_key[k][0].category for k in outcome.expired).items():

@@ -3,17 +3,24 @@ inside the faust worker (a mode Service started with it), through the one batch 
 
 Per batch: fetch -> prepare (decode, validate) -> process (route, write, dead letters) ->
 commit (mdmbus.streams.commit). Preparing the next batch overlaps the writing of the current
-one: while the current batch waits on PostgreSQL, the next is fetched and decoded. What is
+one: while the current batch waits on PostgreSQL, the next is fetched and decoded. And up to
+MDMBUS_WRITES_IN_FLIGHT batches of upload and relay records are written at once (each in its
+own transaction): batch N+1 is written while batch N's transaction commits and fsyncs. The
+commit protocol's order holds: batches are committed to Kafka in the order they were read,
+each only once it and every batch before it are durable, and only committed offsets are
+truncated. A batch holding sessions, commands or deletion requests (which change or read rows
+of earlier batches) is written alone, after every earlier batch has committed. What is
 committed is truncated by a timer of its own every TRUNCATE_INTERVAL_S, so a batch held up
 (a store outage, a wait for an onboarding) does not keep earlier copies readable.
 
 Faults:
-- a store that cannot be written: the batch (and the prepared next one) are dropped, every
-  partition is sought back to the first offset not durable, and the assignment is paused for a
+- a store that cannot be written: the batch, the batches in flight after it (written or
+  not, their offsets are not committed) and the prepared next one are dropped, every
+  partition is sought back to the first offset not committed, and the assignment is paused for a
   back-off (growing to 5 s) before it is fetched again: nothing is buffered while a store is
   down, and nothing is committed that is not durable;
-- a rebalance: ``on_partitions_revoked`` waits for the batch being written to commit (so no
-  batch is half-committed) and drops the prepared one, and the one being fetched when it
+- a rebalance: ``on_partitions_revoked`` waits for the batches being written to commit (so
+  no batch is half-committed) and drops the prepared one, and the one being fetched when it
   arrives; the partitions' new owner starts from the committed offsets;
 - a crash anywhere: the uncommitted batches are replayed, and every write is idempotent.
 """
@@ -23,6 +30,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.abc import ConsumerRebalanceListener
@@ -63,6 +72,22 @@ WRITTEN, STORE_DOWN, STALE = "written", "store down", "stale"
 _BACKOFF_START_S = 0.2
 _BACKOFF_MAX_S = 5.0
 
+#: Topic kinds whose batches may be written while earlier ones are still being written: each
+#: record is an idempotent insert of its own, read by nothing else in the pipeline. Sessions
+#: (which set the deadlines of stored commands), commands (which read their session) and
+#: deletion requests (which delete what earlier batches stored) are written in order.
+OVERLAPPING = frozenset({TopicKind.UPLOAD, TopicKind.RELAY})
+
+
+@dataclass
+class _InFlight:
+    """A batch being written: its processing task, and what committing it stores."""
+
+    task: asyncio.Future
+    checkpoint: Checkpoint
+    #: Whether a later batch may be written before this one has committed.
+    overlaps: bool
+
 
 class _Listener(ConsumerRebalanceListener):
     def __init__(self, runtime: "RegionRuntime") -> None:
@@ -87,6 +112,15 @@ class RegionRuntime(Service):
         self.group = group_name(PROCESS, region)
         self.topics = [topic_name(kind, region) for kind in RECORD_TOPICS]
         self.template = BatchTemplate(ctx, {kind: make() for kind, make in RECORD_TOPICS.items()})
+        self._overlapping = {topic_name(kind, region) for kind in OVERLAPPING}
+        self._max_in_flight = max(1, ctx.settings.writes_in_flight)
+        #: Batches being written, oldest first; committed in this order (``_settle``).
+        self._in_flight: deque[_InFlight] = deque()
+        #: Checkpoints of batches dropped without a commit (a store outage, a revocation),
+        #: where the run loop rewinds or backs off from.
+        self._dropped: list[Checkpoint] = []
+        #: Set when a write failed because the store is down (``_settle``).
+        self._store_down = False
         self._consumer: AIOKafkaConsumer | None = None
         self.admin: AIOKafkaAdminClient | None = None
         self._truncator: Truncator | None = None
@@ -153,11 +187,12 @@ class RegionRuntime(Service):
         self._adopt |= set(assigned)
 
     async def revoked(self, revoked) -> None:
-        """A rebalance: the batch being written commits first (the partitions are still this
-        worker's until this returns); every batch fetched before is dropped, the prepared one
-        and the one being fetched, since their partitions may go to another worker, which
+        """A rebalance: the batches being written commit first, in order (the partitions are
+        still this worker's until this returns); every batch fetched before is dropped, the
+        prepared one and the one being fetched, since their partitions may go to another worker, which
         reads them from the committed offsets."""
         async with self._write_lock:
+            await self._settle_locked(0)
             self._epoch += 1
             self._prepared = None
             if self._truncator is not None:
@@ -173,22 +208,110 @@ class RegionRuntime(Service):
 
     @Service.task
     async def _run(self) -> None:
-        while not self.should_stop:
-            epoch = self._epoch
-            fetching = asyncio.ensure_future(self._fetch())
-            current, self._prepared = self._prepared, None
-            outcome = WRITTEN if current is None else await self._write(*current)
-            nxt = await self._fetched(fetching)
-            dropped = [b[1] for b in (current, nxt) if b is not None]
-            if outcome == STORE_DOWN:
-                # What was fetched meanwhile is dropped too, and read again after a pause.
-                await self._back_off(Checkpoint.union(dropped))
-            elif outcome == STALE or self._epoch != epoch:
-                # Fetched across a rebalance: dropped, and read again from the committed
-                # offsets (the positions moved past them).
-                await self._rewind(Checkpoint.union(dropped))
-            else:
-                self._prepared = None if nxt is None else (*nxt, epoch)
+        try:
+            while not self.should_stop:
+                await self._step()
+            await self._settle(0)  # a graceful stop commits what is durable
+        finally:
+            for batch in self._in_flight:  # cancelled: replayed from the committed offsets
+                batch.task.cancel()
+
+    async def _step(self) -> None:
+        """Starts writing the prepared batch while the next is fetched and prepared, and
+        commits the batches in flight beyond what may stay in flight (all of them when
+        nothing new came)."""
+        epoch = self._epoch
+        fetching = asyncio.ensure_future(self._fetch())
+        current, self._prepared = self._prepared, None
+        outcome = WRITTEN
+        if current is not None:
+            outcome = await self._start(*current)
+        if outcome == WRITTEN:
+            # Nothing new to write: what is in flight is committed now, not when the next
+            # batch comes (which may be never).
+            outcome = await self._settle(self._may_stay() if current is not None else 0)
+        nxt = await self._fetched(fetching)
+        dropped, self._dropped = self._dropped, []
+        down, self._store_down = self._store_down, False
+        if nxt is not None:
+            dropped.append(nxt[1])
+        if outcome == STORE_DOWN or down:
+            # What was in flight or fetched meanwhile is dropped too, and read again after a
+            # pause from the first offset not committed.
+            await self._back_off(Checkpoint.union(dropped))
+        elif outcome == STALE or self._epoch != epoch:
+            # Fetched across a rebalance: dropped, and read again from the committed
+            # offsets (the positions moved past them).
+            await self._rewind(Checkpoint.union(dropped))
+        else:
+            self._prepared = None if nxt is None else (*nxt, epoch)
+
+    def _overlaps(self, checkpoint: Checkpoint) -> bool:
+        return all(tp.topic in self._overlapping for tp in checkpoint.next)
+
+    def _may_stay(self) -> int:
+        """How many batches may stay in flight once the latest has started: none after a
+        batch that is written alone."""
+        if self._in_flight and self._in_flight[-1].overlaps:
+            return self._max_in_flight - 1
+        return 0
+
+    async def _start(self, prepared: Prepared, checkpoint: Checkpoint, epoch: int) -> str:
+        """Starts writing a batch fetched in ``epoch``, after every earlier batch has
+        committed if it is written alone (or if as many as may be are in flight); returns
+        WRITTEN (started), STALE (fetched before a revocation: not written) or STORE_DOWN
+        (an earlier batch failed: not written)."""
+        overlaps = self._overlaps(checkpoint)
+        async with self._write_lock:
+            if epoch != self._epoch:
+                self._dropped.append(checkpoint)
+                return STALE
+            # Written alone, or after one written alone: once every earlier batch committed.
+            outcome = await self._settle_locked(self._may_stay() if overlaps else 0)
+            if outcome != WRITTEN:
+                self._dropped.append(checkpoint)
+                return outcome
+            self._in_flight.append(_InFlight(
+                asyncio.ensure_future(self.template.process(prepared)), checkpoint, overlaps))
+            return WRITTEN
+
+    async def _settle(self, keep: int) -> str:
+        async with self._write_lock:
+            return await self._settle_locked(keep)
+
+    async def _settle_locked(self, keep: int) -> str:
+        """Waits for the oldest batches in flight until at most ``keep`` remain, committing
+        each in turn once it is durable (every batch before it is, being older). A batch that
+        fails on a store outage is not committed, nor is any batch after it (their rows may be
+        durable: replayed, idempotently); they are dropped and STORE_DOWN returned."""
+        while len(self._in_flight) > keep:
+            oldest = self._in_flight[0]
+            try:
+                await oldest.task
+            except STORE_ERRORS as exc:
+                check_outage(exc)
+                log.warning("%s: store not writable (%s); pausing for %.1f s, offsets held",
+                            self.region, exc, self._backoff)
+                await self._drop_in_flight()
+                self._store_down = True
+                return STORE_DOWN
+            self._in_flight.popleft()
+            await oldest.checkpoint.commit(self.consumer, self.truncator,
+                                           self.consumer.assignment())
+            self._backoff = _BACKOFF_START_S
+        return WRITTEN
+
+    async def _drop_in_flight(self) -> None:
+        """Lets every batch in flight finish, commits none of them, and keeps their
+        checkpoints for the rewind."""
+        while self._in_flight:
+            batch = self._in_flight.popleft()
+            try:
+                await batch.task
+            except Exception as exc:  # noqa: BLE001 -- not committed either way; replayed
+                log.info("%s: a batch in flight after a failed one ended with %s", self.region,
+                         type(exc).__name__)
+            self._dropped.append(batch.checkpoint)
 
     @Service.timer(TRUNCATE_INTERVAL_S)
     async def _truncate(self) -> None:
@@ -230,23 +353,11 @@ class RegionRuntime(Service):
 
     async def _write(self, prepared: Prepared, checkpoint: Checkpoint,
                      epoch: int | None = None) -> str:
-        """Processes and commits one batch fetched in ``epoch`` (None: the current one);
-        returns WRITTEN, STORE_DOWN (nothing committed), or STALE: the batch was fetched
-        before a revocation and is not written."""
-        async with self._write_lock:
-            if epoch is not None and epoch != self._epoch:
-                return STALE
-            try:
-                await self.template.process(prepared)
-                await checkpoint.commit(self.consumer, self.truncator,
-                                        self.consumer.assignment())
-                self._backoff = _BACKOFF_START_S
-                return WRITTEN
-            except STORE_ERRORS as exc:
-                check_outage(exc)
-                log.warning("%s: store not writable (%s); pausing for %.1f s, offsets held",
-                            self.region, exc, self._backoff)
-                return STORE_DOWN
+        """Writes and commits one batch fetched in ``epoch`` (None: the current one) and
+        every batch in flight before it; returns WRITTEN, STORE_DOWN (nothing of it
+        committed), or STALE: the batch was fetched before a revocation and is not written."""
+        outcome = await self._start(prepared, checkpoint, self._epoch if epoch is None else epoch)
+        return outcome if outcome != WRITTEN else await self._settle(0)
 
     async def _rewind(self, checkpoint: Checkpoint) -> None:
         """Sets each partition of dropped batches that is still this worker's back to its

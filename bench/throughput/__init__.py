@@ -25,12 +25,16 @@ what it has committed (DeleteRecords), so a topic cannot be drained twice.
    stored / first to last stored_at_real; the p10-p90 rate beside it). For each W of
    --workers (default 1,2) the rows of the previous run are deleted, the table vacuumed and
    the messages produced again. CPU is metered from the first commit to the last for every
-   worker, the PostgreSQL backends and the broker.
+   worker, the PostgreSQL backends and the broker. With --sealing on,off (the default) each
+   W is drained twice: as mdmbus runs (every body sealed under a data key of its own) and with
+   bodies stored in clear (bench.unsealed: a benchmark-only wrapper of the worker; mdmbus has
+   no such setting), so sealing's CPU per record is measured in the same run.
 4. --profile (bench.throughput.profile): one more run, one worker under cProfile (through
    Launcher.start(prefix=...)) on the last --profile-n messages, and a summary of where its
-   main thread's time goes; and (--stages, default 20,000) the pipeline's own batch steps
-   timed one by one in this process (BatchTemplate.prepare: decode + validate; .process:
-   route + idempotent write + metrics).
+   main thread's time goes. Before the drains (their rows deleted before the first one, so
+   --keep leaves the last drain's rows), --stages (default 20,000): the pipeline's own batch
+   steps timed one by one in this process (BatchTemplate.prepare: decode + validate;
+   .process: route + idempotent write + metrics).
 5. report (bench.throughput.report): records/s and the ratio to the baseline for each run
    (targets: >= 0.4 with one worker, >= 0.5 with two), CPU microseconds per record summed
    over every process beside the baseline's, where it goes, and n workers estimated from the

@@ -17,6 +17,8 @@ from bench.support import (CpuMeter, Progress, Tenants, committed, kafka_options
                            launcher,
                            percentile, pipeline_group, point_pipeline_at, postgres_pid, say)
 from bench.throughput.produce import Produced
+from bench.levers_off import prefix as levers_off_prefix
+from bench.unsealed import prefix as unsealed_prefix
 
 __all__ = ["DrainResult", "drain", "stored_times", "WORKERS"]
 
@@ -42,6 +44,14 @@ class DrainResult:
     cpu_records: int = 0
     profiled: bool = False
     log_dir: str = ""
+    #: False: the workers stored bodies in clear (bench.unsealed), to measure what sealing costs.
+    sealed: bool = True
+    #: The workers' MDMBUS_WRITES_IN_FLIGHT (None: the setting as the environment gives it).
+    in_flight: int | None = None
+    #: The Quix Streams peer (bench.throughput.peer), not mdmbus.
+    peer: bool = False
+    #: False: the workers ran with the CPU levers off (bench.levers_off).
+    levers: bool = True
 
     @property
     def rate(self) -> float:
@@ -73,12 +83,17 @@ async def stored_times(stores: Stores, tenants: Tenants) -> list[float]:
 
 async def drain(settings: Settings, stores: Stores, tenants: Tenants, region: str,
                 produced: Produced, workers: int, label: str,
-                prefix: tuple[str, ...] = (), stall_s: float = 120.0) -> DrainResult:
+                prefix: tuple[str, ...] = (), stall_s: float = 120.0,
+                sealed: bool = True, in_flight: int | None = None,
+                levers: bool = True) -> DrainResult:
     """Starts ``workers`` pipeline workers of ``region`` on the produced records (the first
-    one wrapped in ``prefix``, e.g. a profiler) and waits until their group has committed all
-    of them; stops them (SIGTERM: a graceful stop) and reads the rate from the store."""
+    one wrapped in ``prefix``, e.g. a profiler; every one in bench.unsealed unless ``sealed``)
+    and waits until their group has committed all of them; stops them (SIGTERM: a graceful
+    stop) and reads the rate from the store."""
+    clear = (() if sealed else unsealed_prefix()) + (() if levers else levers_off_prefix())
     await point_pipeline_at(settings, region, start=produced.start)
-    procs = launcher(settings, f"throughput-{workers}w")
+    procs = launcher(settings, f"throughput-{workers}w", env=None if in_flight is None else
+                     {"MDMBUS_WRITES_IN_FLIGHT": str(in_flight)})
     group = pipeline_group(region)
     admin = AIOKafkaAdminClient(**kafka_options(settings))
     await admin.start()
@@ -92,7 +107,7 @@ async def drain(settings: Settings, stores: Stores, tenants: Tenants, region: st
     metered_from = 0
     try:
         keys = [procs.start("pipeline", region, key=f"pipeline-{region}-{i + 1}",
-                            prefix=prefix if i == 0 else ())
+                            prefix=(prefix if i == 0 else ()) + clear)
                 for i in range(workers)]
         pids = [procs.procs[k].pid for k in keys]
         postmaster = await postgres_pid(stores.directory)
@@ -138,7 +153,8 @@ async def drain(settings: Settings, stores: Stores, tenants: Tenants, region: st
     result = DrainResult(label, workers, total, len(times), times[0] if times else 0.0,
                          times[-1] if times else 0.0, percentile(times, 10),
                          percentile(times, 90), startup, cpu, total - metered_from,
-                         bool(prefix), str(procs.log_dir))
+                         bool(prefix), str(procs.log_dir), sealed, in_flight,
+                         levers=levers)
     say(f"  {result.stored:,} stored in {result.last - result.first:.1f} s: "
         f"{result.rate:,.0f} records/s")
     return result

@@ -29,6 +29,7 @@ import time
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Awaitable, Callable
 
 from mdmbus.services.stores.pools import Stores
 from mdmbus.settings import Settings
@@ -135,12 +136,13 @@ def summarize(path: Path, top: int = 15) -> None:
           title="Top functions by cumulative time (calls nest: shares overlap)")
 
 
-async def stages(settings: Settings, stores: Stores, load: Load,
-                 sample: int) -> list[tuple[str, float, float]]:
+async def stages(settings: Settings, stores: Stores, load: Load, sample: int,
+                 forget: Callable[[], Awaitable[None]]) -> list[tuple[str, float, float]]:
     """(step, CPU us/record in this process, wall us/record) of the pipeline's batch steps on
     the first ``sample`` messages of the load, batch by batch (MDMBUS_BATCH_SIZE), and the
-    PostgreSQL backends' CPU while ``process`` ran. The rows must not be in the store (they are
-    written as new rows); the caller deletes them afterwards."""
+    PostgreSQL backends' CPU while ``process`` ran, with the store's plain write and again
+    (after ``forget`` deleted the rows) with the full INSERT. The rows must not be in the
+    store (they are written as new rows); the caller deletes them afterwards."""
     from mdmbus.streams.batch import BatchTemplate
     from mdmbus.streams.context import PipelineContext
     from mdmbus.streams.runtime import RECORD_TOPICS
@@ -167,15 +169,26 @@ async def stages(settings: Settings, stores: Stores, load: Load,
             raise RuntimeError(f"{refused} benchmark records were refused by prepare()")
         out = [("prepare: decode + validate (BatchTemplate.prepare)", 1e6 * best_cpu / n,
                 1e6 * best_wall / n)]
-        meter = CpuMeter({}, postmaster=await postgres_pid(stores.directory))
-        cpu, wall = time.process_time(), time.perf_counter()
-        for p in prepared:
-            await template.process(p)
-        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-        pg = next(s for what, s, _ in meter.stop() if what == "postgres")
-        out.append(("process: route + idempotent write + metrics, client side", 1e6 * cpu / n,
-                    1e6 * wall / n))
-        out.append(("process: PostgreSQL backends", 1e6 * pg / n, float("nan")))
+        from mdmbus.services.stores import records as store
+        plain = store.plain
+        # The store's plain write (as mdmbus runs), then, on the same rows written afresh,
+        # the full INSERT that every batch took before it.
+        for name, use_plain in (("", True), (" [full INSERT, as before the plain write]", False)):
+            if not use_plain:
+                await forget()
+                store.plain = lambda rows: False  # type: ignore[assignment]
+            try:
+                meter = CpuMeter({}, postmaster=await postgres_pid(stores.directory))
+                cpu, wall = time.process_time(), time.perf_counter()
+                for p in prepared:
+                    await template.process(p)
+                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                pg = next(s for what, s, _ in meter.stop() if what == "postgres")
+            finally:
+                store.plain = plain  # type: ignore[assignment]
+            out.append((f"process: route + idempotent write + metrics, client side{name}",
+                        1e6 * cpu / n, 1e6 * wall / n))
+            out.append((f"process: PostgreSQL backends{name}", 1e6 * pg / n, float("nan")))
         return out
     finally:
         await ctx.close()

@@ -49,6 +49,8 @@ def report(settings: Settings, load: Load, baselines: dict[str, Baseline],
                     f"baseline's CPU = consume-only's + COPY-only's)")
     loop = baselines[LOOP].rate if LOOP in baselines else float("nan")
 
+    peers = [r for r in runs if r.peer]
+    runs = [r for r in runs if not r.peer]
     measured = [r for r in runs if not r.profiled]
     table(["mdmbus pipeline, workers of one region", "stored", "start-up s", "first->last s",
            "records/s", "p10-p90 rec/s", "/ baseline", "target", "/ loop"],
@@ -58,11 +60,16 @@ def report(settings: Settings, load: Load, baselines: dict[str, Baseline],
            for r in runs],
           title=f"End to end: {load.topic} -> durable rows in the {load.region} store "
                 "(rate: rows stored / first to last stored_at_real)")
-    one = next((r for r in measured if r.workers == 1), None)
-    two = next((r for r in measured if r.workers == 2), None)
+    one = next((r for r in reversed(measured) if r.workers == 1 and r.sealed and r.levers),
+               None)
+    two = next((r for r in reversed(measured) if r.workers == 2 and r.sealed and r.levers),
+               None)
+    _in_flight(measured)
     if one and two:
         print(f"2 workers / 1 worker: {two.rate / one.rate:.2f}x")
     for r in measured:
+        if not (r.sealed and r.levers):
+            continue
         target = TARGETS.get(r.workers)
         if target is not None and not math.isnan(base):
             ratio = r.rate / base
@@ -89,11 +96,16 @@ def report(settings: Settings, load: Load, baselines: dict[str, Baseline],
               title="CPU a record summed over every process (the workers, PostgreSQL's "
                     "backends, the broker; for the baseline its client in place of workers)")
 
+    _sealing_cost(measured)
+    _levers(measured)
+    _against_peer(measured, peers, base)
+
     if stages:
         rows = [(name, cpu, wall) for name, cpu, wall in stages]
         if one and one.cpu_records:
             worker = one.cpu_us(WORKERS)
-            own = sum(cpu for name, cpu, _ in stages if "PostgreSQL" not in name)
+            own = sum(cpu for name, cpu, _ in stages
+                      if "PostgreSQL" not in name and "full INSERT" not in name)
             rows.append(("worker process in the 1-worker drain (measured above)", worker,
                          float("nan")))
             rows.append(("=> runtime, Kafka client, commit, truncation, faust (difference)",
@@ -104,6 +116,115 @@ def report(settings: Settings, load: Load, baselines: dict[str, Baseline],
 
     if one and one.cpu_records:
         _on_paper(one, base, base_cpu, cores)
+
+
+#: Sealing's share of the worker's CPU a record (the crypto-shredding issue's target).
+SEALING_TARGET = 0.10
+
+
+def _sealing_cost(measured: list[DrainResult]) -> None:
+    """What sealing costs: for each number of workers drained both ways in this run, the CPU a
+    record with bodies sealed and in clear, by process, and the difference's share of the
+    worker's CPU a record."""
+    rows = []
+    for w in sorted({r.workers for r in measured}):
+        on = next((r for r in reversed(measured) if r.workers == w and r.sealed and r.levers),
+                  None)
+        off = next((r for r in reversed(measured) if r.workers == w and not r.sealed
+                    and on is not None and r.in_flight == on.in_flight), None)
+        if on is None or off is None:
+            continue
+        cost = on.cpu_us(WORKERS) - off.cpu_us(WORKERS)
+        share = cost / on.cpu_us(WORKERS)
+        rows.append((f"{w} worker(s)", on.cpu_us(WORKERS), off.cpu_us(WORKERS), cost,
+                     f"{100 * share:.1f}%", on.cpu_us("postgres") - off.cpu_us("postgres"),
+                     on.cpu_us() - off.cpu_us(), on.rate / off.rate,
+                     f"< {100 * SEALING_TARGET:.0f}%: {'met' if share < SEALING_TARGET else 'NOT met'}"))
+    if rows:
+        table(["workers", "worker us/rec sealed", "in clear", "sealing us/rec",
+               "of worker CPU", "postgres +us/rec", "all +us/rec", "rate sealed/clear",
+               "target"], rows,
+              title="What sealing every body costs, measured in this run: the same drain with "
+                    "bodies sealed (as mdmbus runs) and stored in clear (bench.unsealed, "
+                    "benchmarks only)")
+
+
+#: mdmbus / the Quix Streams peer, for the same number of processes (the issue's target).
+PEER_TARGET = 1.5
+
+
+def _against_peer(measured: list[DrainResult], peers: list[DrainResult], base: float) -> None:
+    """The peer's drains beside mdmbus's (sealed, the last drain of each number of workers):
+    rate, CPU a record by process, and the ratio."""
+    if not peers:
+        return
+    rows = []
+    for p in peers:
+        ours = next((r for r in reversed(measured)
+                     if r.workers == p.workers and r.sealed and r.levers), None)
+        for r in ([ours] if ours else []) + [p]:
+            rows.append((r.label, r.rate, r.rate / base, r.cpu_us(WORKERS),
+                         r.cpu_us("postgres"), r.cpu_us("kafka broker"), r.cpu_us(),
+                         "" if r is p or ours is None else
+                         f"{r.rate / p.rate:.2f}x ({'met' if r.rate / p.rate >= PEER_TARGET else 'NOT met'})"))
+        if ours is not None:
+            print(f"mdmbus / peer with {p.workers} process(es): {ours.rate / p.rate:.2f}x "
+                  f"(target >= {PEER_TARGET}), CPU a record all processes "
+                  f"{ours.cpu_us() / p.cpu_us():.2f}x the peer's")
+    table(["drain", "records/s", "/ baseline", "process(es) us/rec", "postgres", "broker",
+           "all us/rec", "mdmbus / peer"], rows,
+          title="mdmbus beside the Quix Streams peer doing the same job (bench/peer/"
+                "quix_upload.py: decode, ids, tenant lookup, idempotent insert; no content "
+                "checks, dead letters, sealing, truncation or metrics), same run")
+
+
+def _levers(measured: list[DrainResult]) -> None:
+    """Each lever's effect, step by step, for each number of workers: levers off (closure
+    walk, a histogram observation a record, one write in flight) -> validator and metrics
+    (one write in flight) -> every lever (the last in-flight drain), by process."""
+    rows = []
+    for w in sorted({r.workers for r in measured}):
+        off = next((r for r in measured if r.workers == w and not r.levers), None)
+        if off is None:
+            continue
+        one = next((r for r in measured if r.workers == w and r.levers and r.sealed
+                    and r.in_flight == 1), None)
+        last = next((r for r in reversed(measured) if r.workers == w and r.levers
+                     and r.sealed), None)
+        steps = [("levers off", off)]
+        if one is not None and one is not last:
+            steps.append(("+ generated validator, metrics per batch, plain write", one))
+        if last is not None:
+            steps.append((f"+ {last.in_flight or 'the default'} writes in flight", last))
+        for name, r in steps:
+            rows.append((f"{w} worker(s): {name}", r.rate, r.rate / off.rate,
+                         r.cpu_us(WORKERS), r.cpu_us("postgres"), r.cpu_us("kafka broker"),
+                         r.cpu_us()))
+    if rows:
+        table(["step", "records/s", "x levers off", "worker us/rec", "postgres", "broker",
+               "all us/rec"], rows,
+              title="What each lever bought, same run (levers off: bench.levers_off and "
+                    "MDMBUS_WRITES_IN_FLIGHT=1)")
+
+
+def _in_flight(measured: list[DrainResult]) -> None:
+    """Writes one at a time against overlapped, for each number of workers drained both ways
+    (sealed) in this run: rate and CPU a record by process."""
+    rows = []
+    for w in sorted({r.workers for r in measured}):
+        runs = {r.in_flight: r for r in measured if r.workers == w and r.sealed and r.levers
+                and r.in_flight is not None}
+        if len(runs) < 2:
+            continue
+        base = runs[min(runs)]
+        for k, r in sorted(runs.items()):
+            rows.append((f"{w} worker(s), {k} in flight", r.rate, r.rate / base.rate,
+                         r.cpu_us(WORKERS), r.cpu_us("postgres"), r.cpu_us("kafka broker"),
+                         r.cpu_us()))
+    if rows:
+        table(["drain", "records/s", "x one at a time", "worker us/rec", "postgres",
+               "broker", "all"], rows,
+              title="Store writes in flight (MDMBUS_WRITES_IN_FLIGHT), same run")
 
 
 def _target(workers: int, ratio: float) -> str:

@@ -45,10 +45,12 @@ class Launcher:
 
     def environment(self, metrics_port: int | None = None,
                     extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The environment of one process. A /metrics port belongs to one process, so the
+        caller's MDMBUS_METRICS_PORT is never inherited (two processes would both bind it):
+        a process serves /metrics only on the port given for it here."""
         env = dict(self.env, MDMBUS_CLOCK_SPEED=repr(self.clock.speed),
-                   MDMBUS_CLOCK_ORIGIN=repr(self.clock.origin), PYTHONUNBUFFERED="1")
-        if metrics_port is not None:
-            env["MDMBUS_METRICS_PORT"] = str(metrics_port)
+                   MDMBUS_CLOCK_ORIGIN=repr(self.clock.origin), PYTHONUNBUFFERED="1",
+                   MDMBUS_METRICS_PORT=str(metrics_port or 0))
         env.update(extra or {})
         return env
 

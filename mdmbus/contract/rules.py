@@ -28,8 +28,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from mdmbus.contract import errors as e
-from mdmbus.contract.content import (INT_RANGE, check_public_key, compile_decoded_check, flag,
-                                     scan_text)
+from mdmbus.contract.content import INT_RANGE, check_public_key, flag, scan_text
+from mdmbus.contract.generated import generate_decoded_check
 from mdmbus.contract.keys import PRIVATE, holds_private_key, public_key_problem
 from mdmbus.contract.limits import COUNTRY_CODE, is_canonical_uuid
 from mdmbus.contract.registry import Registry, default_registry
@@ -238,7 +238,7 @@ def validate_decoded(kind: str, record: Any, registry: Registry) -> None:
     compiled = registry.decoded_checks.get(kind)
     if compiled is None:  # once per kind: the check and the required ids, in error order
         spec = registry.spec(kind)
-        compiled = (compile_decoded_check(spec.expanded, _check) or _nothing,
+        compiled = (generate_decoded_check(spec.expanded, _check, f"check_{kind}") or _nothing,
                     tuple(sorted(spec.requires)))
         registry.decoded_checks[kind] = compiled
     check, requires = compiled

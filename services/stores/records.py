@@ -4,6 +4,11 @@ One batch is one transaction: COPY into a temporary table, then one INSERT ... S
 ON CONFLICT (tenant_id, record_id) DO NOTHING that keeps only rows of tenants that are onboarded and active. The
 store, not a cache in the processor, decides whether a tenant may still be written (rule 4),
 so a lifecycle change and a write can never disagree.
+
+A batch without deadlines (no commands) takes the plain write: the same INSERT without the
+session join, the DISTINCT and the outcome query, which run only for the rows it did not store
+(COPY straight into ``records`` is not open to the pipeline: the table forces row-level
+security, under which PostgreSQL refuses COPY FROM).
 """
 
 from __future__ import annotations
@@ -116,10 +121,42 @@ LEFT JOIN purged_tenants p ON p.tenant_id = i.tenant_id
 """
 
 
+#: The plain write: rows without a deadline (no command, nothing that can arrive expired), of
+#: tenants active in this store, inserted straight from ``incoming`` (in key order, as every
+#: writer of several rows locks them). Whatever it does not store is classified by _WHY_NOT.
+_INSERT_PLAIN = """
+INSERT INTO records (record_id, tenant_id, kind, category, device_id, session_id, event_time,
+                     stored_at, deadline, deadline_rule, body, wrapped_key, kek_id)
+SELECT i.record_id, i.tenant_id, i.kind, i.category, i.device_id, i.session_id, i.event_time,
+       $1, i.deadline, i.deadline_rule, i.body, i.wrapped_key, i.kek_id
+FROM incoming i
+JOIN tenants t ON t.tenant_id = i.tenant_id AND t.state = 'active'
+ORDER BY i.tenant_id, i.record_id
+ON CONFLICT (tenant_id, record_id) DO NOTHING
+RETURNING tenant_id::text AS tenant_id, record_id::text AS record_id
+"""
+
+#: Why rows of ``incoming`` were not stored by the plain write: their tenant's state here.
+_WHY_NOT = """
+SELECT i.tenant_id::text AS tenant_id, i.record_id::text AS record_id,
+       COALESCE(t.state, CASE WHEN p.tenant_id IS NOT NULL THEN 'purged' END) AS state
+FROM incoming i
+LEFT JOIN tenants t ON t.tenant_id = i.tenant_id
+LEFT JOIN purged_tenants p ON p.tenant_id = i.tenant_id
+"""
+
+
+def plain(rows: Sequence[StoreRow]) -> bool:
+    """Whether a batch can take the plain write: no row has a deadline to decide (commands
+    join their session, a deadline may have passed)."""
+    return all(r.deadline is None and r.category != "command" for r in rows)
+
+
 async def write_records(conn: Connection, rows: Sequence[StoreRow], now: dt.datetime,
                         command_grace_s: float = 0.0, *, kek: Kek) -> WriteOutcome:
     """Stores ``rows`` in one transaction, each body sealed under a data key of its own
-    wrapped by ``kek`` (the region's current KEK); durable when this returns."""
+    wrapped by ``kek`` (the region's current KEK); durable when this returns. Whether a
+    tenant may be written is decided in this transaction, by the statement that writes."""
     stored: list[RecordKey] = []
     duplicates: list[RecordKey] = []
     in_retention: list[RecordKey] = []
@@ -132,6 +169,8 @@ async def write_records(conn: Connection, rows: Sequence[StoreRow], now: dt.date
         await conn.execute(_CREATE_INCOMING)
         await conn.copy_records_to_table("incoming", records=sealed_record_tuples(rows, kek),
                                          columns=COLUMNS)
+        if plain(rows):
+            return await _write_plain(conn, len(rows), now)
         seen: set[RecordKey] = set()
         for rec in await conn.fetch(_INSERT, now, command_grace_s):
             rid = (rec["tenant_id"], rec["record_id"])
@@ -152,3 +191,32 @@ async def write_records(conn: Connection, rows: Sequence[StoreRow], now: dt.date
             else:
                 duplicates.append(rid)
     return WriteOutcome(stored, duplicates, in_retention, not_onboarded, deleted, expired)
+
+
+async def _write_plain(conn: Connection, count: int, now: dt.datetime) -> WriteOutcome:
+    """The plain write (_INSERT_PLAIN), in the caller's transaction: every row stored in the
+    common case (fresh ids of active tenants) costs one statement; otherwise each row not
+    stored is told apart by its tenant's state (not onboarded, in retention, purged) or is a
+    duplicate (stored before, or twice in the batch: stored once)."""
+    inserted = {(r["tenant_id"], r["record_id"]) for r in await conn.fetch(_INSERT_PLAIN, now)}
+    stored: list[RecordKey] = []
+    duplicates: list[RecordKey] = []
+    in_retention: list[RecordKey] = []
+    not_onboarded: list[RecordKey] = []
+    deleted: list[RecordKey] = []
+    if len(inserted) == count:
+        return WriteOutcome(list(inserted), duplicates, in_retention, not_onboarded, deleted, [])
+    for rec in await conn.fetch(_WHY_NOT):
+        rid = (rec["tenant_id"], rec["record_id"])
+        if rid in inserted:
+            inserted.discard(rid)  # its first copy in the batch; a second is a duplicate
+            stored.append(rid)
+        elif rec["state"] is None:
+            not_onboarded.append(rid)
+        elif rec["state"] == "retention":
+            in_retention.append(rid)
+        elif rec["state"] == "purged":
+            deleted.append(rid)
+        else:
+            duplicates.append(rid)
+    return WriteOutcome(stored, duplicates, in_retention, not_onboarded, deleted, [])
