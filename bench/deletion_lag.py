@@ -215,7 +215,7 @@ async def retention_purge(settings: Settings, stores: Stores, args: argparse.Nam
             await conn.execute(
                 "UPDATE records r SET deadline = t.purge_at FROM tenants t"
                 " WHERE r.tenant_id = t.tenant_id AND t.tenant_id = ANY($1::uuid[])", ids)
-        await stores.directory.execute(
+        await stores.directory_pool.execute(
             "UPDATE tenant_directory t SET purge_at = d.p FROM unnest($1::uuid[],"
             " $2::timestamptz[]) AS d(id, p) WHERE t.tenant_id = d.id", ids, days)
         deadline_real = {t: clock.real_time_of(p) for t, p in zip(ids, purge_at)}

@@ -112,7 +112,7 @@ async def paced_run(settings: Settings, stores: Stores, tenants: Tenants, region
         broker = kafka_pid(settings)
         if broker:
             groups["kafka broker"] = [broker]
-        meter = CpuMeter(groups, postmaster=await postgres_pid(stores.directory))
+        meter = CpuMeter(groups, postmaster=await postgres_pid(stores.directory_pool))
         sent = 0
         progress = Progress("sent", int(rate * (warmup + seconds)))
         tick = 0.01

@@ -340,7 +340,7 @@ async def onboard_tenants(stores: Stores, n: int, now: dt.datetime, rng: random.
                                now if retention else None, until, purge))
         by_region[region].append((uuid.UUID(tenant), COUNTRY_OF[region], region, state, now,
                                   now if retention else None, until, purge))
-    await stores.directory.copy_records_to_table(
+    await stores.directory_pool.copy_records_to_table(
         "tenant_directory", records=directory_rows,
         columns=["tenant_id", "region", "country", "state", "onboarded_at", "ended_at",
                  "read_only_until", "purge_at"])
@@ -370,9 +370,9 @@ async def delete_tenants(stores: Stores, tenants: Tenants | Mapping[str, str]) -
                 await conn.execute(f"DELETE FROM {table_} WHERE tenant_id = ANY($1::uuid[])",
                                    ids)
     ids = [uuid.UUID(t) for t in region_of]
-    await stores.directory.execute(
+    await stores.directory_pool.execute(
         "DELETE FROM tenant_directory WHERE tenant_id = ANY($1::uuid[])", ids)
-    await stores.directory.execute(
+    await stores.directory_pool.execute(
         "DELETE FROM lifecycle_refusals WHERE tenant_id = ANY($1::uuid[])", ids)
     if stores.cm is not None:
         await stores.cm.execute(

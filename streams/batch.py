@@ -29,7 +29,7 @@ from mdmbus.services.rules.audit import Deletion
 from mdmbus.services.rules.refusals import Refusal, keeps_body
 from mdmbus.services.rules.refusals import message as refusal_message
 from mdmbus.services.stores.retry import STORE_ERRORS
-from mdmbus.streams.classify import Accepted, Message, Rejected, classify_all
+from mdmbus.streams.classify import Accepted, Message, RefusedMessage, classify_all
 from mdmbus.streams.context import PipelineContext
 from mdmbus.streams.dead_letters import record_refusals
 from mdmbus.topics import TopicKind, parse_topic
@@ -45,21 +45,21 @@ class Prepared:
 
     messages: Sequence[Message]
     accepted: list[Accepted]
-    rejected: list[Rejected]
+    rejected: list[RefusedMessage]
 
 
 @dataclass
 class Written:
     """What a processor's write left to do: the records a rule refused, the rows it deleted."""
 
-    refused: list[Rejected] = field(default_factory=list)
+    refused: list[RefusedMessage] = field(default_factory=list)
     deletions: list[Deletion] = field(default_factory=list)
 
 
 #: Splits a topic kind's accepted records by the region whose store takes them; returns them
 #: and the records refused on the way (rule 1). The key None is a processor's own grouping.
 Route = Callable[[PipelineContext, list[Accepted]],
-                 Awaitable[tuple[dict[str | None, list[Accepted]], list[Rejected]]]]
+                 Awaitable[tuple[dict[str | None, list[Accepted]], list[RefusedMessage]]]]
 #: Writes one region's records of one topic kind durably (its own transaction).
 Write = Callable[[PipelineContext, str | None, list[Accepted]], Awaitable[Written]]
 
@@ -103,7 +103,7 @@ class BatchTemplate:
             log.error("record at %s[%d]@%d failed: %s", message.topic, message.partition,
                       message.offset, type(exc).__name__)
             _, region = parse_topic(message.topic)
-            await record_refusals(self.ctx, [Rejected(
+            await record_refusals(self.ctx, [RefusedMessage(
                 Refusal.PROCESSING_ERROR, f"{refusal_message(Refusal.PROCESSING_ERROR)}: "
                 f"{type(exc).__name__}", "", None, False, message.key, message.topic,
                 message.partition, message.offset, region)])
@@ -142,7 +142,7 @@ class BatchTemplate:
 
 
 async def residency_route(ctx: PipelineContext, items: list[Accepted]
-                          ) -> tuple[dict[str | None, list[Accepted]], list[Rejected]]:
+                          ) -> tuple[dict[str | None, list[Accepted]], list[RefusedMessage]]:
     """Rule 1 at the pipeline: each record to the store of the region whose topic it came
     from, if its tenant lives there; refused otherwise (services/rules/residency.py).
 
@@ -150,13 +150,13 @@ async def residency_route(ctx: PipelineContext, items: list[Accepted]
     not in the directory yet is looked up again for up to ``unknown_tenant_wait_s``."""
     from mdmbus.services.rules.residency import residency_problem
     tenants = {a.tenant_id for a in items}
-    regions = await ctx.directory.regions_of(tenants)
+    regions = await ctx.region_cache.regions_of(tenants)
     deadline = asyncio.get_running_loop().time() + ctx.settings.unknown_tenant_wait_s
     while len(regions) < len(tenants) and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.1)
-        regions = await ctx.directory.regions_of(tenants)
+        regions = await ctx.region_cache.regions_of(tenants)
     routed: dict[str | None, list[Accepted]] = defaultdict(list)
-    refused: list[Rejected] = []
+    refused: list[RefusedMessage] = []
     for a in items:
         problem = residency_problem(a.region, regions.get(a.tenant_id))
         if problem is None:

@@ -20,7 +20,7 @@ from mdmbus.contract.verdict import OVERSIZED, Refused, check_message
 from mdmbus.metrics import Metrics
 from mdmbus.topics import MARKER_HEADER, TopicKind, parse_topic
 
-__all__ = ["Message", "Accepted", "Rejected", "classify", "classify_all", "as_uuid", "tenant_uuid",
+__all__ = ["Message", "Accepted", "RefusedMessage", "classify", "classify_all", "as_uuid", "tenant_uuid",
            "is_marker", "MARKER_HEADER"]
 
 
@@ -53,17 +53,17 @@ class Accepted:
     def tenant_id(self) -> uuid.UUID:
         return tenant_uuid(self.record["envelope"]["tenant_id"])
 
-    def refuse(self, reason: str, error: str, keep_body: bool = True) -> "Rejected":
+    def refuse(self, reason: str, error: str, keep_body: bool = True) -> "RefusedMessage":
         """A valid record a rule refused (its tenant in retention, deleted, elsewhere)."""
         env = self.record["envelope"]
         kept = keep_valid(self.value, keep_body)
-        return Rejected(reason, error, "", kept.body, False, self.key,
+        return RefusedMessage(reason, error, "", kept.body, False, self.key,
                         self.topic, self.partition, self.offset, self.region, self.tenant_id,
                         as_uuid(env["record_id"]), self.kind, kept)
 
 
 @dataclass(slots=True)
-class Rejected:
+class RefusedMessage:
     reason: str
     error: str
     path: str
@@ -124,7 +124,7 @@ def _ids(record: Any, key: bytes | None,
     return tenant, record_id
 
 
-def classify(registry: Registry, message: Message) -> Accepted | Rejected:
+def classify(registry: Registry, message: Message) -> Accepted | RefusedMessage:
     """The contract's verdict on one message, with where it came from."""
     spec, region = parse_topic(message.topic)
     value, key = message.value, message.key
@@ -137,18 +137,18 @@ def classify(registry: Registry, message: Message) -> Accepted | Rejected:
     kept = keep(registry, value, verdict.decoded, verdict.reason == OVERSIZED,
                 verdict.reason == "private_key_material")
     tenant, record_id = _ids(record, key, spec.kind)
-    return Rejected(verdict.reason, safe_text(verdict.error), safe_text(verdict.path), kept.body,
+    return RefusedMessage(verdict.reason, safe_text(verdict.error), safe_text(verdict.path), kept.body,
                     kept.redacted, key, message.topic, message.partition, message.offset, region,
                     tenant, record_id, kind, kept)
 
 
 def classify_all(registry: Registry, metrics: Metrics, messages: Iterable[Message]
-                 ) -> tuple[list[Accepted], list[Rejected], int]:
+                 ) -> tuple[list[Accepted], list[RefusedMessage], int]:
     """Classifies a batch; returns (accepted, rejected, markers skipped), counting what came
     in, valid and invalid once a batch per label (a labelled increment costs more than
     decoding a small record's header)."""
     accepted: list[Accepted] = []
-    rejected: list[Rejected] = []
+    rejected: list[RefusedMessage] = []
     markers = 0
     valid: Counter[tuple[str, str]] = Counter()
     invalid: Counter[tuple[str, str]] = Counter()

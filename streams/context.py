@@ -56,10 +56,10 @@ class PipelineContext:
         return self._opened[0]
 
     @property
-    def directory(self) -> RegionCache:
+    def region_cache(self) -> RegionCache:
         """The directory cache: used before ready() opened it, an error that says so."""
         if self._opened is None:
-            raise RuntimeError("the pipeline's directory is not open yet: await ready() first")
+            raise RuntimeError("the pipeline's directory cache is not open yet: await ready() first")
         return self._opened[1]
 
     async def ready(self) -> "PipelineContext":
@@ -74,7 +74,7 @@ class PipelineContext:
                         lambda exc: self.metrics.store_batches.labels("all", "error").inc())
                     for region in self.regions:
                         self.producers[region] = await self._producer(region)
-                    self._opened = (stores, RegionCache(stores.directory))
+                    self._opened = (stores, RegionCache(stores.directory_pool))
         return self
 
     def keyring(self, region: str) -> FileKeyring:

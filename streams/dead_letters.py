@@ -19,7 +19,7 @@ from mdmbus.contract.retention import NOT_KEPT, WITHHELD
 from mdmbus.services.rules.dead_letters import dead_letter_deadline
 from mdmbus.services.rules.refusals import keeps_body
 from mdmbus.services.stores import dead_letters as store
-from mdmbus.streams.classify import Rejected
+from mdmbus.streams.classify import RefusedMessage
 from mdmbus.streams.context import PipelineContext
 from mdmbus.topics import TopicKind, topic_name
 
@@ -51,10 +51,10 @@ def notice(row) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
     return key, json.dumps(value, separators=(",", ":")).encode(), headers
 
 
-async def record_refusals(ctx: PipelineContext, rejected: Sequence[Rejected]) -> None:
+async def record_refusals(ctx: PipelineContext, rejected: Sequence[RefusedMessage]) -> None:
     """Stores every refusal where it belongs and sends the notices; returns when both are
     durable (the commit protocol commits the batch's offsets only after this)."""
-    by_region: dict[str | None, list[Rejected]] = defaultdict(list)
+    by_region: dict[str | None, list[RefusedMessage]] = defaultdict(list)
     for r in rejected:
         by_region[r.region].append(r)
     await asyncio.gather(*(
@@ -62,7 +62,7 @@ async def record_refusals(ctx: PipelineContext, rejected: Sequence[Rejected]) ->
         for region, letters in by_region.items()))
 
 
-def _letter(r: Rejected) -> store.DeadLetter:
+def _letter(r: RefusedMessage) -> store.DeadLetter:
     """The row of a refusal: its body only where the rule keeps one and it was scanned
     (mdmbus.contract.retention), with why, and the arrived message's length and digest."""
     kept = r.kept
@@ -75,7 +75,7 @@ def _letter(r: Rejected) -> store.DeadLetter:
                             basis, kept.length if kept else 0, kept.sha256 if kept else None)
 
 
-async def _region(ctx: PipelineContext, region: str, rejected: Sequence[Rejected]) -> None:
+async def _region(ctx: PipelineContext, region: str, rejected: Sequence[RefusedMessage]) -> None:
     now = ctx.clock.now_dt()
     letters = [_letter(r) for r in rejected]
     async with ctx.stores.region(region).acquire() as conn, conn.transaction():
@@ -102,8 +102,8 @@ async def _region(ctx: PipelineContext, region: str, rejected: Sequence[Rejected
                                for r in pending])
 
 
-async def _lifecycle(ctx: PipelineContext, rejected: Sequence[Rejected]) -> None:
-    rows = await ctx.stores.directory.fetch(
+async def _lifecycle(ctx: PipelineContext, rejected: Sequence[RefusedMessage]) -> None:
+    rows = await ctx.stores.directory_pool.fetch(
         "INSERT INTO lifecycle_refusals (source_topic, source_partition, source_offset, reason,"
         " error, tenant_id, kind)"
         " SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[],"

@@ -16,7 +16,7 @@ from mdmbus.services.rules.refusals import Refusal, keeps_body, message
 from mdmbus.services.rules.retention import delete_on_request
 from mdmbus.services.stores import directory
 from mdmbus.streams.batch import Processor, Written
-from mdmbus.streams.classify import Accepted, Rejected
+from mdmbus.streams.classify import Accepted, RefusedMessage
 from mdmbus.streams.context import PipelineContext
 
 __all__ = ["deletion_requests_processor", "DELETION_REQUEST_KINDS"]
@@ -25,12 +25,12 @@ __all__ = ["deletion_requests_processor", "DELETION_REQUEST_KINDS"]
 DELETION_REQUEST_KINDS = frozenset({"tenant_deletion_requested"})
 
 
-def _refuse(a: Accepted, reason: Refusal) -> Rejected:
+def _refuse(a: Accepted, reason: Refusal) -> RefusedMessage:
     return a.refuse(reason, message(reason), keeps_body(reason))
 
 
 async def _route(ctx: PipelineContext, items: list[Accepted]
-                 ) -> tuple[dict[str | None, list[Accepted]], list[Rejected]]:
+                 ) -> tuple[dict[str | None, list[Accepted]], list[RefusedMessage]]:
     """Each request stays in the region of the topic it came on: the region whose gateway
     wrote it and whose pipeline reads it."""
     routed: dict[str | None, list[Accepted]] = {}
@@ -47,7 +47,7 @@ async def _write(ctx: PipelineContext, region: str | None, items: list[Accepted]
         if a.kind not in DELETION_REQUEST_KINDS:
             written.refused.append(_refuse(a, Refusal.NOT_A_DELETION_REQUEST))
             continue
-        entry = (await directory.entries(stores.directory, [a.tenant_id])).get(a.tenant_id)
+        entry = (await directory.entries(stores.directory_pool, [a.tenant_id])).get(a.tenant_id)
         if entry is None:
             written.refused.append(_refuse(a, Refusal.TENANT_NOT_ONBOARDED))
         elif entry.region != region:

@@ -17,7 +17,7 @@ from mdmbus.services.rules.residency import onboard
 from mdmbus.services.rules.retention import delete_on_request, end_subscription
 from mdmbus.services.stores import directory
 from mdmbus.streams.batch import Processor, Written
-from mdmbus.streams.classify import Accepted, Rejected
+from mdmbus.streams.classify import Accepted, RefusedMessage
 from mdmbus.streams.context import PipelineContext
 
 __all__ = ["lifecycle_processor"]
@@ -25,7 +25,7 @@ __all__ = ["lifecycle_processor"]
 log = logging.getLogger("mdmbus.lifecycle")
 
 
-async def _apply(ctx: PipelineContext, a: Accepted) -> list[Deletion] | Rejected | None:
+async def _apply(ctx: PipelineContext, a: Accepted) -> list[Deletion] | RefusedMessage | None:
     """The event's effect in this process's regions: deletions, a refusal, or None."""
     s, stores, now, tenant = ctx.settings, ctx.stores, ctx.clock.now_dt(), a.tenant_id
     if a.kind == "tenant_onboarded":
@@ -33,7 +33,7 @@ async def _apply(ctx: PipelineContext, a: Accepted) -> list[Deletion] | Rejected
         if refusal is not None:
             return a.refuse(refusal, message(refusal))
         return [] if region in ctx.regions else None
-    entry = (await directory.entries(stores.directory, [tenant])).get(tenant)
+    entry = (await directory.entries(stores.directory_pool, [tenant])).get(tenant)
     if entry is None:
         return a.refuse(Refusal.TENANT_NOT_ONBOARDED, message(Refusal.TENANT_NOT_ONBOARDED))
     if entry.region not in ctx.regions:
@@ -50,7 +50,7 @@ async def _apply(ctx: PipelineContext, a: Accepted) -> list[Deletion] | Rejected
 
 
 async def _route(ctx: PipelineContext, items: list[Accepted]
-                 ) -> tuple[dict[str | None, list[Accepted]], list[Rejected]]:
+                 ) -> tuple[dict[str | None, list[Accepted]], list[RefusedMessage]]:
     return {None: items}, []  # each event finds its region as it is applied (_apply)
 
 
@@ -62,7 +62,7 @@ async def _write(ctx: PipelineContext, region: str | None, items: list[Accepted]
         except Exception:
             ctx.metrics.store_batches.labels("lifecycle", "error").inc()
             raise
-        if isinstance(outcome, Rejected):
+        if isinstance(outcome, RefusedMessage):
             written.refused.append(outcome)
         elif outcome is not None:
             written.deletions += outcome

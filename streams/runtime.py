@@ -41,7 +41,7 @@ from mode import Service
 
 from mdmbus.connections import kafka_options
 from mdmbus.identities import principal_of
-from mdmbus.services.stores.retry import STORE_ERRORS, check_outage
+from mdmbus.services.stores.retry import STORE_ERRORS, Backoff, check_outage
 from mdmbus.streams.batch import BatchTemplate, Prepared
 from mdmbus.streams.commit import Checkpoint
 from mdmbus.streams.context import PipelineContext
@@ -68,9 +68,6 @@ RECORD_TOPICS = {
 
 #: What became of a batch (RegionRuntime._write).
 WRITTEN, STORE_DOWN, STALE = "written", "store down", "stale"
-
-_BACKOFF_START_S = 0.2
-_BACKOFF_MAX_S = 5.0
 
 #: Topic kinds whose batches may be written while earlier ones are still being written: each
 #: record is an idempotent insert of its own, read by nothing else in the pipeline. Sessions
@@ -132,7 +129,8 @@ class RegionRuntime(Service):
         self._prepared: tuple[Prepared, Checkpoint, int] | None = None
         #: Counts revocations: a batch fetched before one is not written (``_write``).
         self._epoch = 0
-        self._backoff = _BACKOFF_START_S
+        #: How long a store outage pauses the consumer (the store retries' one policy).
+        self._backoff = Backoff()
         #: Partitions assigned since the last truncation, whose earlier commits it adopts.
         self._adopt: set = set()
 
@@ -291,14 +289,14 @@ class RegionRuntime(Service):
             except STORE_ERRORS as exc:
                 check_outage(exc)
                 log.warning("%s: store not writable (%s); pausing for %.1f s, offsets held",
-                            self.region, exc, self._backoff)
+                            self.region, exc, self._backoff.current_s)
                 await self._drop_in_flight()
                 self._store_down = True
                 return STORE_DOWN
             self._in_flight.popleft()
             await oldest.checkpoint.commit(self.consumer, self.truncator,
                                            self.consumer.assignment())
-            self._backoff = _BACKOFF_START_S
+            self._backoff.reset()
         return WRITTEN
 
     async def _drop_in_flight(self) -> None:
@@ -381,8 +379,7 @@ class RegionRuntime(Service):
                 self.consumer.seek(tp, offset)
         paused = list(assigned)
         self.consumer.pause(*paused)
-        until = time.monotonic() + self._backoff
-        self._backoff = min(self._backoff * 2, _BACKOFF_MAX_S)
+        until = time.monotonic() + self._backoff.next()
         while not self.should_stop and time.monotonic() < until:
             # getmany on paused partitions returns nothing; it keeps the member in its group.
             await self.consumer.getmany(timeout_ms=100)

@@ -66,7 +66,7 @@ async def _meter(stores: Stores, settings: Settings) -> CpuMeter:
     broker = kafka_pid(settings)
     if broker:
         groups["kafka broker"] = [broker]
-    return CpuMeter(groups, postmaster=await postgres_pid(stores.directory))
+    return CpuMeter(groups, postmaster=await postgres_pid(stores.directory_pool))
 
 
 @contextlib.asynccontextmanager

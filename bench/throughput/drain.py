@@ -110,7 +110,7 @@ async def drain(settings: Settings, stores: Stores, tenants: Tenants, region: st
                             prefix=(prefix if i == 0 else ()) + clear)
                 for i in range(workers)]
         pids = [procs.procs[k].pid for k in keys]
-        postmaster = await postgres_pid(stores.directory)
+        postmaster = await postgres_pid(stores.directory_pool)
         broker = kafka_pid(settings)
         progress: Progress | None = None
         meter: CpuMeter | None = None

@@ -110,7 +110,7 @@ async def peer_drain(settings: Settings, stores: Stores, tenants: Tenants, regio
             procs.append(subprocess.Popen([str(python), str(APP)], env=env, stdout=log,
                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                           start_new_session=True))
-        postmaster = await postgres_pid(stores.directory)
+        postmaster = await postgres_pid(stores.directory_pool)
         broker = kafka_pid(settings)
         progress = meter = None
         last_done, last_change = -1, time.monotonic()

@@ -178,7 +178,7 @@ async def stages(settings: Settings, stores: Stores, load: Load, sample: int,
                 await forget()
                 store.plain = lambda rows: False  # type: ignore[assignment]
             try:
-                meter = CpuMeter({}, postmaster=await postgres_pid(stores.directory))
+                meter = CpuMeter({}, postmaster=await postgres_pid(stores.directory_pool))
                 cpu, wall = time.process_time(), time.perf_counter()
                 for p in prepared:
                     await template.process(p)

@@ -88,7 +88,7 @@ class Stores:
                            f"(it serves {', '.join(self.directories) or 'none'})") from None
 
     @property
-    def directory(self) -> asyncpg.Pool:
+    def directory_pool(self) -> asyncpg.Pool:
         """The directory for reads every region's role may do (the first region's pool)."""
         if not self.directories:
             raise KeyError("this process holds no directory pool")

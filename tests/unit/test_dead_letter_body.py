@@ -14,7 +14,7 @@ import pytest
 
 from mdmbus.contract import default_registry
 from mdmbus.contract.retention import RAW_SCANNED, REDACTED_BODY, SCANNED, WITHHELD, keep
-from streams.classify import Rejected, classify
+from streams.classify import RefusedMessage, classify
 from tests.keyforms import key_forms, leaked
 from tests.keyshapes import SHAPE_NAMES, shapes
 from tests.unit.examples import example
@@ -34,9 +34,9 @@ class Msg:
     headers: list = field(default_factory=list)
 
 
-def _rejected(value: bytes | None, key: bytes | None = None) -> Rejected:
+def _rejected(value: bytes | None, key: bytes | None = None) -> RefusedMessage:
     verdict = classify(REGISTRY, Msg(value, key))
-    assert isinstance(verdict, Rejected)
+    assert isinstance(verdict, RefusedMessage)
     return verdict
 
 

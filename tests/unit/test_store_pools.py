@@ -45,7 +45,7 @@ def test_a_service_reaches_each_region_as_that_regions_role(opened):
     assert stores.region("eu").database == "mdmbus_eu"
     assert stores.region("ap").role == "mdmbus_ap_pipeline"
     assert stores.directory_of("ap").role == "mdmbus_ap_pipeline"
-    assert stores.directory.role == "mdmbus_eu_pipeline"  # the first region's
+    assert stores.directory_pool.role == "mdmbus_eu_pipeline"  # the first region's
     with pytest.raises(KeyError, match="no pool for region 'na' \\(it serves eu, ap\\)"):
         stores.region("na")
     with pytest.raises(KeyError, match="no directory pool for region 'na' \\(it serves eu, ap\\)"):
@@ -59,7 +59,7 @@ def test_without_a_service_the_pools_are_the_superusers(opened):
     stores = asyncio.run(Stores(Settings()).start(("na",), directory=False, cm=True))
     assert [(p.database, p.role) for p in opened] == [("mdmbus_na", None), ("mdmbus_cm", None)]
     with pytest.raises(KeyError, match="^'this process holds no directory pool'$"):
-        _ = stores.directory
+        _ = stores.directory_pool
     with pytest.raises(KeyError, match="\\(it serves none\\)"):
         stores.directory_of("na")
     asyncio.run(stores.close())

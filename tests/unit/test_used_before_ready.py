@@ -30,8 +30,8 @@ def test_the_pipeline_stores_before_ready_say_so():
     ctx = PipelineContext.create(Settings(), ("eu",))
     with pytest.raises(RuntimeError, match=r"stores are not open yet: await ready\(\)"):
         _ = ctx.stores
-    with pytest.raises(RuntimeError, match=r"directory is not open yet: await ready\(\)"):
-        _ = ctx.directory
+    with pytest.raises(RuntimeError, match=r"directory cache is not open yet: await ready\(\)"):
+        _ = ctx.region_cache
 
 
 def test_a_transit_watch_measured_before_start_says_so():
