@@ -79,11 +79,13 @@ def test_a_failed_start_closes_what_it_opened(opened, monkeypatch):
 def test_open_pool_passes_its_database_role_sizes_and_name_on(monkeypatch):
     seen = []
 
-    async def pg_pool(settings, database, role, **kw):
+    settings = Settings()
+
+    async def pg_pool(given, database, role, **kw):
+        assert given is settings
         seen.append((database, role, kw))
         return "pool"
     monkeypatch.setattr(pools, "pg_pool", pg_pool)
-    settings = Settings()
     assert asyncio.run(pools.open_pool(settings, "mdmbus_eu", "mdmbus_eu_gateway", min_size=2,
                                        max_size=7, application="mdmbus-gw")) == "pool"
     assert asyncio.run(pools.open_pool(settings, "mdmbus_na", None)) == "pool"
