@@ -35,7 +35,8 @@ PostgreSQL (S = SELECT, I = INSERT, U = UPDATE, D = DELETE; columns where limite
 
 from __future__ import annotations
 
-__all__ = ["KAFKA", "kafka_may", "pg_may", "PG", "SEQUENCE_USERS", "REGION_NAMES"]
+__all__ = ["KAFKA", "kafka_may", "pg_may", "PG", "SEQUENCE_USERS", "REGION_NAMES", "FUNCTIONS",
+           "POLICIES"]
 
 #: The regions, by name (not read from mdmbus.regions either).
 REGION_NAMES = ("na", "eu", "ap")
@@ -162,3 +163,51 @@ def pg_may(role: str, database: str, table: str, privilege: str, column: str | N
         return False
     columns = PG[key]
     return columns is None or column in columns
+
+#: Who may call the region stores' functions (they run as the tables' owner): the gateway
+#: acknowledges relay records, the pipeline and the sweeper purge a tenant; nobody else.
+FUNCTIONS = frozenset(
+    [(f"mdmbus_{r}", "acknowledge_relay", f"mdmbus_{r}_gateway", "EXECUTE")
+     for r in REGION_NAMES]
+    + [(f"mdmbus_{r}", "purge_tenant_records", f"mdmbus_{r}_{service}", "EXECUTE")
+       for r in REGION_NAMES for service in ("pipeline", "sweeper")])
+
+_TENANT = "tenant_id = nullif(current_setting('mdmbus.tenant', true), '')::uuid"
+
+
+def _policies() -> set[tuple[str, str, str, str, str, str, str]]:
+    """(database, table, role, policy name, command, USING, WITH CHECK): row-level security.
+    The gateway sees the tenant its request set (mdmbus.tenant) and nothing when none is set;
+    operators' readers and the pipeline and sweeper see every row of their region; the
+    owner's functions every record (each names its tenant itself); in the directory the
+    pipeline reads every tenant but adds and changes only its region's, the sweeper only
+    its region's, the gateway its caller's, the directory reader every one."""
+    out = set()
+    for r in REGION_NAMES:
+        db, gateway, here = f"mdmbus_{r}", f"mdmbus_{r}_gateway", f"region = '{r}'"
+        for table in ("records", "deletion_audit", "erasure_receipts", "dead_letters"):
+            out.add((db, table, gateway, "caller_tenant_only", "ALL", _TENANT, _TENANT))
+            out.add((db, table, f"mdmbus_{r}_reader", "every_row", "SELECT", "true", "true"))
+        for service in ("pipeline", "sweeper"):
+            for table in ("records", "deletion_audit", "dead_letters"):
+                out.add((db, table, f"mdmbus_{r}_{service}", "every_row", "ALL", "true",
+                         "true"))
+        out.add((db, "records", f"mdmbus_{r}_owner", "definer_functions", "ALL", "true",
+                 "true"))
+        directory, pipeline = "mdmbus_directory", f"mdmbus_{r}_pipeline"
+        out |= {(directory, "tenant_directory", pipeline, "every_row", "SELECT", "true", "true"),
+                (directory, "tenant_directory", pipeline, f"insert_region_{r}", "INSERT", "true",
+                 here),
+                (directory, "tenant_directory", pipeline, f"update_region_{r}", "UPDATE", here,
+                 here),
+                (directory, "tenant_directory", f"mdmbus_{r}_sweeper", f"region_{r}", "ALL",
+                 here, here),
+                (directory, "tenant_directory", gateway, "caller_tenant_only", "SELECT",
+                 _TENANT, _TENANT)}
+    out.add(("mdmbus_directory", "tenant_directory", "mdmbus_directory_reader", "every_row",
+             "SELECT", "true", "true"))
+    return out
+
+
+#: Row-level security, by hand (a WITH CHECK left out is the USING expression).
+POLICIES = frozenset(_policies())

@@ -137,20 +137,21 @@ class Survivor:
         return hashlib.sha256("\n".join(self.changed).encode()).hexdigest()[:10]
 
 
-def mutmut_results() -> tuple[dict[str, int], list[Survivor]]:
-    """Count of mutants by status, and the mutants that were not killed."""
+def mutmut_results() -> tuple[dict[str, dict[str, int]], list[Survivor]]:
+    """Count of mutants by module and status, and the mutants that were not killed."""
     os.chdir(STAGE)  # where ./run mutation ran mutmut
     from mutmut.__main__ import (Config, SourceFileMutationData, get_diff_for_mutant,
                                  status_by_exit_code, walk_mutatable_files)
     Config.ensure_loaded()
-    counts: dict[str, int] = {}
+    counts: dict[str, dict[str, int]] = {}
     survivors = []
     for path in walk_mutatable_files():
         data = SourceFileMutationData(path=path)
         data.load()
+        module = counts.setdefault(str(path.with_suffix("")).replace(os.sep, "."), {})
         for name, exit_code in data.exit_code_by_key.items():
             status = status_by_exit_code[exit_code]
-            counts[status] = counts.get(status, 0) + 1
+            module[status] = module.get(status, 0) + 1
             if status not in KILLED:
                 survivors.append(Survivor(name, status, get_diff_for_mutant(name, path=path)))
     return counts, survivors
@@ -170,7 +171,10 @@ def load_explained() -> dict[tuple[str, str], tuple[str, str]]:
     return explained
 
 
-def compare(survivors: list[Survivor]) -> list[str]:
+def compare(survivors: list[Survivor], modules: set[str]) -> list[str]:
+    """Problems: a survivor not listed, a listed one not 'survived', and a listed one that
+    no longer survives in a module this run mutated (``modules``; a run restricted to some
+    modules says nothing of the others' entries)."""
     explained = load_explained()
     problems = []
     seen = set()
@@ -186,7 +190,7 @@ def compare(survivors: list[Survivor]) -> list[str]:
         print(f"\n{survivor.name}: {survivor.status}\n  " + "\n  ".join(survivor.changed))
         print(f"  list it as:  {survivor.name} {survivor.digest} <why it is equivalent>")
     for key, (name, _) in sorted(explained.items()):
-        if key not in seen:
+        if key not in seen and name.split(".x", 1)[0] in modules:
             problems.append(f"stale entry in {SURVIVORS.name}: {name} {key[1]} no longer "
                             f"survives (killed, changed or gone): remove it")
     return problems
@@ -203,11 +207,23 @@ def main() -> int:
         print(f"mutation: {len(entries)} explicit mutants (explicit.toml)")
         problems += run_explicit(entries)
     counts, survivors = mutmut_results()
-    total = sum(counts.values())
-    print(f"mutation: mutmut: {total} mutants: "
-          + ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda i: -i[1])))
-    problems += compare(survivors)
-    explained = sum(1 for s in survivors if (s.function, s.digest) in load_explained())
+    listed = load_explained()
+    print("mutation: mutmut, by module: generated, killed, survived (of them listed as "
+          "equivalent), other")
+    for module, by_status in sorted(counts.items()):
+        killed = sum(n for status, n in by_status.items() if status in KILLED)
+        alive = [s for s in survivors if s.name.split(".x", 1)[0] == module]
+        equivalent = sum(1 for s in alive if (s.function, s.digest) in listed)
+        survived = by_status.get("survived", 0)
+        other = sum(by_status.values()) - killed - survived
+        print(f"  {module}: {sum(by_status.values())}, {killed}, {survived} ({equivalent}), "
+              f"{other}")
+    total = {status: sum(c.get(status, 0) for c in counts.values())
+             for status in {s for c in counts.values() for s in c}}
+    print(f"mutation: mutmut: {sum(total.values())} mutants: "
+          + ", ".join(f"{n} {s}" for s, n in sorted(total.items(), key=lambda i: -i[1])))
+    problems += compare(survivors, set(counts))
+    explained = sum(1 for s in survivors if (s.function, s.digest) in listed)
     print(f"mutation: {len(survivors)} not killed, {explained} of them listed as equivalent "
           f"in {SURVIVORS.relative_to(ROOT)}")
     for problem in problems:

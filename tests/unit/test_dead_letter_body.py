@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from mdmbus.contract import default_registry
-from mdmbus.contract.retention import RAW_SCANNED, REDACTED_BODY, SCANNED, WITHHELD, keep
-from streams.classify import RefusedMessage, classify
+from mdmbus.contract.retention import (RAW_SCANNED, REDACTED_BODY, SCANNED, WITHHELD, Kept, keep,
+                                       keep_valid)
+from mdmbus.streams.classify import RefusedMessage, classify
 from tests.keyforms import key_forms, leaked
 from tests.keyshapes import SHAPE_NAMES, shapes
 from tests.unit.examples import example
@@ -83,3 +84,13 @@ def test_clean_refused_messages_keep_their_bodies(name: str, value: bytes, reaso
 def test_an_empty_message_keeps_nothing_and_says_so() -> None:
     kept = keep(REGISTRY, None, None)
     assert (kept.body, kept.basis, kept.length, kept.sha256) == (None, "not_kept", 0, None)
+
+
+def test_a_record_refused_by_a_rule_keeps_its_body_where_the_rule_keeps_bodies() -> None:
+    """keep_valid: a record that passed every content check (refused by a rule, e.g. its tenant
+    in retention) keeps its bytes as they came, or none where the rule keeps no body; both
+    say its length and SHA-256."""
+    value = b"\xc3\x01" + bytes(range(40))
+    digest = hashlib.sha256(value).hexdigest()
+    assert keep_valid(value, True) == Kept(value, "scanned", False, 42, digest)
+    assert keep_valid(value, False) == Kept(None, "not_kept", False, 42, digest)

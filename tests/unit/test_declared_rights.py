@@ -5,8 +5,10 @@ integration tests hold the running broker and server to the same table."""
 
 from __future__ import annotations
 
-from mdmbus.identities import kafka_acls, pg_grants, pg_sequences
-from tests.integration.rights_table import KAFKA, PG, SEQUENCE_USERS
+from mdmbus import identities
+from mdmbus.identities import (Acl, KafkaPrincipal, Op, Pattern, Resource, kafka_acls,
+                               pg_functions, pg_grants, pg_policies, pg_sequences)
+from tests.integration.rights_table import FUNCTIONS, KAFKA, PG, POLICIES, SEQUENCE_USERS
 
 
 def test_the_declared_kafka_acls_are_the_table() -> None:
@@ -32,3 +34,40 @@ def test_the_declared_postgres_grants_are_the_table() -> None:
     assert {k: v for k, v in declared.items() if PG.get(k, "absent") != v} == {}
     assert {k: v for k, v in PG.items() if declared.get(k, "absent") != v} == {}
     assert {(g.database, g.role) for g in pg_sequences()} == SEQUENCE_USERS
+
+
+def test_the_declared_function_callers_are_the_table() -> None:
+    declared = [(g.database, g.table, g.role, g.privilege) for g in pg_functions()]
+    assert set(declared) == FUNCTIONS
+    assert declared == sorted(FUNCTIONS), "declared in order, each once"
+
+
+def test_the_declared_row_level_security_is_the_table() -> None:
+    """A WITH CHECK left out is the USING expression (PostgreSQL's rule), so both spellings
+    of a policy compare equal; the names are compared too (provisioning replaces a policy by
+    its name)."""
+    declared = [(p.database, p.table, p.role, p.name, p.command, p.using,
+                 p.using if p.check is None else p.check) for p in pg_policies()]
+    assert len(declared) == len(set(declared)), "a policy declared twice"
+    assert set(declared) - POLICIES == set(), "declared, not in the table"
+    assert POLICIES - set(declared) == set(), "in the table, not declared"
+
+
+def test_the_rights_table_in_docs_names_every_group_a_principal_without_rights_and_calls(
+        monkeypatch) -> None:
+    """docs/identities.md's generator on rights the current declaration does not have (two
+    groups for one operation, a principal with no right, a role calling two functions): the
+    test of docs/identities.md only sees the shapes the declaration has today."""
+    acls = [Acl("User:p-two", Resource.GROUP, name, Pattern.LITERAL, Op.READ)
+            for name in ("g-one", "g-two")]
+    monkeypatch.setattr(identities, "kafka_acls", lambda: acls)
+    monkeypatch.setattr(identities, "kafka_principals", lambda: [
+        KafkaPrincipal("p-two", "two groups"), KafkaPrincipal("p-none", "no right")])
+    two = identities.Grant("mdmbus_eu", "second_function", "mdmbus_eu_gateway", "EXECUTE")
+    monkeypatch.setattr(identities, "pg_functions",
+                        lambda: sorted([*pg_functions(), two]))
+    lines = identities.markdown().splitlines()
+    assert "| `p-two` | two groups | READ group `g-one`, `g-two` |" in lines
+    assert "| `p-none` | no right | nothing |" in lines
+    gateway = next(line for line in lines if line.startswith("| `mdmbus_eu_gateway`"))
+    assert "EXECUTE `acknowledge_relay()`, EXECUTE `second_function()`" in gateway

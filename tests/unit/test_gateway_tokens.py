@@ -171,3 +171,29 @@ def test_one_role_as_text_or_among_unknown_ones_is_that_role(keys) -> None:
     assert _verifier(path).verify(f"Bearer {_token(key, _claims(roles='admin'))}").role == "admin"
     mixed = _token(key, _claims(roles=["auditor", "something-else"]))
     assert _verifier(path).verify(f"Bearer {mixed}").role == "auditor"
+
+
+def test_a_key_set_at_an_https_url_is_fetched_once_and_kept_five_minutes(keys, monkeypatch):
+    """The identity provider's JWKS by URL (services/gateway/tokens.py _RemoteKeySet): no
+    network here, the fetch is replaced by the key set and counted."""
+    key, path = keys
+    fetched = []
+
+    def fetch_data(client):
+        fetched.append(client.uri)
+        return json.loads(path.read_text())
+    monkeypatch.setattr(jwt.PyJWKClient, "fetch_data", fetch_data)
+    url = "https://idp.example/keys"
+    verifier = TokenVerifier(url, ISSUER, AUDIENCE, ["ES256"], leeway_s=30)
+    assert verifier.verify(f"Bearer {_token(key)}") == Caller(uuid.UUID(TENANT), "connector",
+                                                             "connector@tenant")
+    # without a key id, the set's first key
+    assert verifier.verify(f"Bearer {_token(key, kid=None)}").tenant == uuid.UUID(TENANT)
+    assert fetched == [url]
+    cache = verifier.keys.client.jwk_set_cache
+    assert cache is not None and cache.lifespan == 300
+    assert hasattr(verifier.keys.client.get_signing_key, "cache_info")  # keys kept by id
+    other = ec.generate_private_key(ec.SECP256R1())
+    assert _refusal(verifier, f"Bearer {_token(other, kid='k9')}") == "unknown_key"
+    with pytest.raises(TokenError, match=r"not in the key set \(PyJWKClientError\)"):
+        verifier.verify(f"Bearer {_token(other, kid='k9')}")

@@ -74,3 +74,22 @@ def test_a_failed_start_closes_what_it_opened(opened, monkeypatch):
         ("mdmbus_eu", "mdmbus_eu_sweeper", True),
         ("mdmbus_directory", "mdmbus_eu_sweeper", True)]
     assert stores.regions == {} and stores.directories == {}
+
+
+def test_open_pool_passes_its_database_role_sizes_and_name_on(monkeypatch):
+    seen = []
+
+    settings = Settings()
+
+    async def pg_pool(given, database, role, **kw):
+        assert given is settings
+        seen.append((database, role, kw))
+        return "pool"
+    monkeypatch.setattr(pools, "pg_pool", pg_pool)
+    assert asyncio.run(pools.open_pool(settings, "mdmbus_eu", "mdmbus_eu_gateway", min_size=2,
+                                       max_size=7, application="mdmbus-gw")) == "pool"
+    assert asyncio.run(pools.open_pool(settings, "mdmbus_na", None)) == "pool"
+    assert seen == [
+        ("mdmbus_eu", "mdmbus_eu_gateway", {"min_size": 2, "max_size": 7,
+                                            "application": "mdmbus-gw"}),
+        ("mdmbus_na", None, {"min_size": 1, "max_size": 4, "application": "mdmbus"})]
