@@ -35,7 +35,7 @@ from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from mdmbus.clock import Clock
-from mdmbus.connections import admin_options, kafka_options
+from mdmbus.connections import admin_options, kafka_options, producer_options
 from mdmbus.contract import to_json
 from mdmbus.identities import principal_of
 from mdmbus.metrics import Metrics
@@ -270,9 +270,8 @@ async def main() -> None:
     await admin.start()
     producers = {}
     for region in REGIONS:
-        producers[region] = AIOKafkaProducer(**kafka_options(
-            settings, principal_of("devices", region), region, acks="all",
-            enable_idempotence=True, linger_ms=5))
+        producers[region] = AIOKafkaProducer(**producer_options(
+            settings, principal_of("devices", region), region, linger_ms=5))
         await producers[region].start()
     watches = [await TransitWatch(settings, r, Metrics(CollectorRegistry())).start() for r in REGIONS]
     load = Load()
