@@ -312,10 +312,10 @@ class Gateway:
 
     def _kafka_unavailable(self, topic: str, acknowledged: int, total: int) -> ApiError:
         self.metrics.gateway_kafka_unavailable.labels(self.region).inc()
-        log.warning("%s: %d of %d records acknowledged by Kafka within %.0f s: 503",
+        log.warning("%s: %d of %d records acknowledged by Kafka within %g s: 503",
                     topic, acknowledged, total, self.limits.produce_seconds)
         return ApiError(503, "kafka_unavailable", f"Kafka did not acknowledge the records within "
-                        f"{self.limits.produce_seconds:.0f} s (a broker away, its partitions "
+                        f"{self.limits.produce_seconds:g} s (a broker away, its partitions "
                         "moving to new leaders): none is confirmed; send the request again",
                         headers={"Retry-After": str(self.limits.produce_retry_after)})
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.compose.engine import (Engine, EngineError, compose_command, ensure_base_image,
-                                  host_leftovers, run)
+from tests.compose.engine import (Engine, compose_command, ensure_base_image, host_leftovers,
+                                  host_lock, run)
 
 pytestmark = pytest.mark.compose
 
@@ -200,7 +200,17 @@ def _remove_project(stack: Stack) -> None:
             run(["docker", kind, "rm", *ids], 120, log=stack.log)
 
 
+#: Held for the whole test (engine.host_lock); a run waits this long for another's to end.
+HOST_LOCK = Path("/run/lock/mdmbus-compose-e2e.lock")
+LOCK_WAIT_S = 1800
+
+
 def test_compose_cluster_survives_losing_a_broker(repo_root: Path) -> None:
+    with host_lock(HOST_LOCK, LOCK_WAIT_S):
+        _compose_cluster_survives_losing_a_broker(repo_root)
+
+
+def _compose_cluster_survives_losing_a_broker(repo_root: Path) -> None:
     work = repo_root / ".state" / "compose-e2e"
     work.mkdir(parents=True, exist_ok=True)
     for name in ("dockerd.log", "compose.log", "driver.log"):
