@@ -88,6 +88,8 @@ class Load:
         #: (monotonic time the answer came, outcome) of every upload request: "accepted" (2xx),
         #: a retryable refusal (RETRYABLE), or anything else (a hang, a reset, a 500...).
         self.outcomes: list[tuple[float, str]] = []
+        #: The longest an upload request waited for its answer.
+        self.slowest_upload_s = 0.0
         self.relay_retries = 0
         self.past_bound_max = 0
 
@@ -105,6 +107,7 @@ async def _uploads(work: Workload, load: Load, stop: asyncio.Event) -> None:
             record = work.make(kind, tenant)
             lines.append({"kind": kind, "record": to_json(work.contract.spec(kind).expanded,
                                                           record)})
+        began = time.monotonic()
         try:
             body = await asyncio.wait_for(clients[tenant].upload(lines), REQUEST_TIMEOUT_S)
         except GatewayError as exc:
@@ -114,6 +117,7 @@ async def _uploads(work: Workload, load: Load, stop: asyncio.Event) -> None:
         else:
             outcome = "accepted"
         load.outcomes.append((time.monotonic(), outcome))
+        load.slowest_upload_s = max(load.slowest_upload_s, time.monotonic() - began)
         if outcome != "accepted":
             load.upload_errors[outcome] += 1
             return
@@ -309,6 +313,7 @@ def _outage(load: Load, killed_at: float) -> dict[str, Any]:
     return {"uploads_after_kill": len(after),
             "uploads_refused_retryable_after_kill": len(refused_after),
             "uploads_refused_until_s": round(recovery_s, 1),
+            "slowest_upload_s": round(load.slowest_upload_s, 1),
             "recovery_bound_s": RECOVERY_BOUND_S}
 
 
