@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.compose.engine import (Engine, compose_command, ensure_base_image, host_leftovers,
-                                  host_lock, run)
+from tests.compose.engine import (Engine, EngineError, compose_command, ensure_base_image,
+                                  host_leftovers, host_lock, run)
 
 pytestmark = pytest.mark.compose
 
@@ -283,7 +283,18 @@ def _compose_cluster_survives_losing_a_broker(repo_root: Path) -> None:
             driver.stop()
         try:
             stack.logged("logs", "--no-color", "--timestamps", timeout_s=120)
-            _remove_project(stack)
+            try:
+                _remove_project(stack)
+            except EngineError:
+                # Seen once on a loaded machine: dockerd stopped answering `rm` of the killed
+                # containers (left "Dead"); a dockerd started again removed them in seconds.
+                if not engine.started_here:
+                    raise
+                print("compose e2e: removal stuck; starting dockerd again to finish it",
+                      file=sys.stderr, flush=True)
+                engine.stop()
+                engine.start()
+                _remove_project(stack)
         finally:
             engine.stop()
             timings.mark("down -v, dockerd stopped")
