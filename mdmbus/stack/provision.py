@@ -89,10 +89,12 @@ async def ensure_kafka_identities(settings: Settings) -> str:
     principals = [p.name for p in kafka_principals()]
     for bootstrap in clusters(settings):
         admin = await _admin(settings, settings.start_timeout_s, bootstrap)
+        end = time.monotonic() + settings.start_timeout_s
         try:
             for name in principals:
-                await admin.set_scram_password(name, settings.password("kafka", name))
-            c, d = await admin.sync_acls(kafka_acls())
+                await _retried(lambda a=admin, n=name: a.set_scram_password(
+                    n, settings.password("kafka", n)), end)
+            c, d = await _retried(lambda a=admin: a.sync_acls(kafka_acls()), end)
             created, deleted = created + c, deleted + d
         finally:
             await admin.close()
@@ -101,6 +103,20 @@ async def ensure_kafka_identities(settings: Settings) -> str:
         return f"{len(principals)} SCRAM users, {len(kafka_acls())} ACLs as declared (no change)"
     return (f"{len(principals)} SCRAM users, {len(kafka_acls())} ACLs ({created} added, "
             f"{deleted} removed)")
+
+
+async def _retried(call, end: float):
+    """``call()`` again while the broker answers with a retriable error (a request timed out
+    on a cluster just started on a loaded machine: seen on compose's three nodes), until the
+    monotonic time ``end``. Only for requests that may be repeated: setting a password,
+    bringing the ACLs to the declared set."""
+    while True:
+        try:
+            return await call()
+        except KafkaError as exc:
+            if not exc.retriable or time.monotonic() > end:
+                raise
+            await asyncio.sleep(0.5)
 
 
 async def _until_login(settings: Settings, bootstrap: str, principal: str,
