@@ -38,3 +38,6 @@ USER mdmbus
 EXPOSE 9100
 ENTRYPOINT ["mdmbus"]
 CMD ["--help"]
+# Marks the images this project builds: the compose test removes the ones a newer build
+# replaced (dangling), and keeps the current ones as the next build's cache.
+LABEL io.mdmbus.built="compose"

@@ -1,7 +1,11 @@
 """Every connection mdmbus opens, authenticated: the one place a Kafka client or a PostgreSQL
 pool gets its identity, its password and its TLS context.
 
-Kafka: SCRAM-SHA-512 over TLS with the principal's password, verifying the broker's
+Kafka: every client re-reads the cluster's metadata every few seconds
+(MDMBUS_KAFKA_METADATA_MAX_AGE), so that it follows partitions to their new leaders soon after
+a broker dies, and every producer writes with acks=all and idempotence, gives up on a request
+after MDMBUS_KAFKA_PRODUCER_REQUEST_TIMEOUT and sends it again (``producer_options``).
+SCRAM-SHA-512 over TLS with the principal's password, verifying the broker's
 certificate against the stack's CA (MDMBUS_CA_FILE); the provisioning admin of the embedded
 stack by its certificate over mutual TLS instead (it creates the SCRAM users). PostgreSQL:
 scram-sha-256 over TLS with the role's password, verifying the server's certificate. Who may do
@@ -20,7 +24,8 @@ from mdmbus.identities import ADMIN, CERTIFICATE, certificate_name, pg_roles
 from mdmbus.settings import Settings
 from mdmbus.tls import client_ssl_context
 
-__all__ = ["kafka_options", "admin_options", "librdkafka_config", "faust_credentials", "ca_context", "pg_pool",
+__all__ = ["kafka_options", "producer_options", "admin_options", "librdkafka_config",
+           "faust_credentials", "ca_context", "pg_pool",
            "pg_connect"]
 
 
@@ -37,7 +42,7 @@ def kafka_options(settings: Settings, principal: str, region: str | None = None,
     """The keyword arguments of an aiokafka client acting as ``principal`` on the cluster of
     ``region`` (None: the global cluster)."""
     bootstrap = settings.kafka_bootstrap if region is None else settings.kafka_bootstrap_of(region)
-    options: dict[str, Any] = {"bootstrap_servers": bootstrap}
+    options: dict[str, Any] = {"bootstrap_servers": bootstrap, **_follow_leaders(settings)}
     if settings.kafka_security == "sasl_ssl":
         options.update(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
                        sasl_plain_username=principal,
@@ -45,6 +50,26 @@ def kafka_options(settings: Settings, principal: str, region: str | None = None,
                        ssl_context=ca_context(settings))
     options.update(extra)
     return options
+
+
+def _follow_leaders(settings: Settings) -> dict[str, Any]:
+    """aiokafka refreshes its metadata on some errors only, and every 5 minutes otherwise: a
+    client that kept being told a dead broker leads a partition (until the controller fences
+    it) could stay on that answer for minutes. Refreshed every few seconds, it sends to the new
+    leader within that of the move."""
+    return {"metadata_max_age_ms": int(settings.kafka_metadata_max_age_s * 1000)}
+
+
+def producer_options(settings: Settings, principal: str, region: str | None = None,
+                     **extra: Any) -> dict[str, Any]:
+    """An AIOKafkaProducer's keyword arguments: acks=all (a record is acknowledged once the
+    partition's in-sync replicas, at least min.insync.replicas of them, have it) with
+    idempotence (a request sent again after a timeout or a leader change is not written
+    twice), and a request bound shorter than aiokafka's 40 s, so that a request caught on a
+    broker that died is sent again to the new leader soon. ``extra`` as kafka_options."""
+    return kafka_options(settings, principal, region, **{
+        "acks": "all", "enable_idempotence": True,
+        "request_timeout_ms": int(settings.kafka_producer_request_timeout_s * 1000), **extra})
 
 
 def admin_options(settings: Settings, bootstrap: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -64,7 +89,8 @@ def admin_options(settings: Settings, bootstrap: str | None = None, **extra: Any
             or f"127.0.0.1:{settings.kafka_mtls_port}",
             "security_protocol": "SSL",
             "ssl_context": client_ssl_context(settings.ca_path, pki / f"{ADMIN}.crt",
-                                              pki / f"{ADMIN}.key"), **extra}
+                                              pki / f"{ADMIN}.key"),
+            **_follow_leaders(settings), **extra}
 
 
 def librdkafka_config(settings: Settings, principal: str = ADMIN,

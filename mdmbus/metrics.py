@@ -98,6 +98,10 @@ class Metrics:
             "mdmbus_gateway_store_busy_total", "Requests answered 503 because no database "
             "connection became free within MDMBUS_GATEWAY_ACQUIRE_TIMEOUT, by region and "
             "route.", ["region", "route"], registry=r)
+        self.gateway_kafka_unavailable = Counter(
+            "mdmbus_gateway_kafka_unavailable_total", "Requests answered 503 because Kafka did "
+            "not acknowledge their records within MDMBUS_GATEWAY_PRODUCE_TIMEOUT (a broker "
+            "away, its partitions moving to new leaders), by region.", ["region"], registry=r)
         self.gateway_connections_cut = Counter(
             "mdmbus_gateway_connections_cut_total", "Client connections the gateway closed to "
             "protect the others: over_cap (MDMBUS_GATEWAY_MAX_CONNECTIONS open already, none "

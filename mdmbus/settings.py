@@ -190,6 +190,13 @@ class Settings:
     kafka_home: Path | None = _setting(None, read=_optional_path("MDMBUS_KAFKA_HOME"))
     #: Kafka broker heap; the embedded broker shares a small machine with PostgreSQL.
     kafka_heap: str = text("MDMBUS_KAFKA_HEAP", "768m")
+    #: How a client follows a cluster that loses a broker (mdmbus/connections.py): every
+    #: client asks for the cluster's metadata at least this often (seconds; aiokafka's 300
+    #: left clients on a dead node's leadership for minutes), and a producer gives up on one
+    #: request after this long (seconds) and sends it again, to the leader then known.
+    kafka_metadata_max_age_s: float = positive("MDMBUS_KAFKA_METADATA_MAX_AGE", 5.0)
+    kafka_producer_request_timeout_s: float = positive("MDMBUS_KAFKA_PRODUCER_REQUEST_TIMEOUT",
+                                                       15.0)
 
     pg_host: str = text("MDMBUS_PG_HOST", "127.0.0.1")
     pg_port: int = whole("MDMBUS_PG_PORT", 55432, minimum=1)
@@ -268,6 +275,10 @@ class Settings:
                           if u}, factory=dict)
     #: Seconds a client has to send a request's body before the gateway answers 408.
     gateway_body_timeout_s: float = positive("MDMBUS_GATEWAY_BODY_TIMEOUT", 30.0)
+    #: Seconds an upload (or a deletion request) waits for Kafka to acknowledge its records
+    #: before the gateway answers 503 with Retry-After: while a dead broker's partitions move
+    #: to new leaders, a client is told to retry instead of being held.
+    gateway_produce_timeout_s: float = positive("MDMBUS_GATEWAY_PRODUCE_TIMEOUT", 10.0)
     #: Isolation at the door (services/gateway/guards.py): seconds a request waits for a
     #: database connection before 503 with Retry-After; seconds one write to a client may take
     #: (an export nobody reads is cut); seconds a new connection has to send its first

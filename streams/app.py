@@ -53,6 +53,10 @@ def build_app(ctx: PipelineContext) -> faust.App:
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # Follows partitions to new leaders within seconds of a broker's loss, as every other
+        # client (mdmbus/connections.py).
+        consumer_metadata_max_age_ms=int(s.kafka_metadata_max_age_s * 1000),
+        producer_metadata_max_age_ms=int(s.kafka_metadata_max_age_s * 1000),
         broker_commit_interval=1.0,
         datadir=str(datadir),
     )

@@ -13,7 +13,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from mdmbus.clock import Clock
-from mdmbus.connections import kafka_options
+from mdmbus.connections import producer_options
 from mdmbus.contract import Registry, default_registry
 from mdmbus.crypto.keyring import FileKeyring, keyrings
 from mdmbus.identities import principal_of
@@ -85,9 +85,8 @@ class PipelineContext:
 
     async def _producer(self, region: str) -> Any:
         from aiokafka import AIOKafkaProducer
-        producer = AIOKafkaProducer(**kafka_options(
-            self.settings, principal_of("pipeline", region), region, acks="all",
-            enable_idempotence=True, linger_ms=5))
+        producer = AIOKafkaProducer(**producer_options(
+            self.settings, principal_of("pipeline", region), region, linger_ms=5))
         await producer.start()
         return producer
 

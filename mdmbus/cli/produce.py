@@ -175,9 +175,9 @@ async def _send(settings: Settings, items: Iterable[Produced], region: str | Non
                 refuse) -> tuple[int, list[RefusedByKafka]]:
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaError
-    from mdmbus.connections import kafka_options
-    producer = AIOKafkaProducer(**kafka_options(settings, settings.kafka_principal, acks="all",
-                                                enable_idempotence=True, linger_ms=5))
+    from mdmbus.connections import producer_options
+    producer = AIOKafkaProducer(**producer_options(settings, settings.kafka_principal,
+                                                   linger_ms=5))
     try:
         try:
             await producer.start()

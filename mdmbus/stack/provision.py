@@ -17,7 +17,7 @@ from mdmbus.regions import REGIONS, all_databases
 from mdmbus.settings import Settings
 from mdmbus.stack import pg_identities
 from mdmbus.stack.errors import StackError
-from mdmbus.stack.kafka_admin import AclAdmin
+from mdmbus.stack.kafka_admin import AclAdmin, KafkaAdminError
 from mdmbus.topics import TOPICS, TopicSpec
 
 __all__ = ["ensure_topics", "ensure_databases", "ensure_schemas", "topic_configs",
@@ -92,15 +92,31 @@ async def ensure_kafka_identities(settings: Settings) -> str:
         # Once the broker answers metadata requests (a cluster just started may not yet).
         await (await _admin(settings, settings.start_timeout_s, bootstrap)).close()
         admin = AclAdmin(librdkafka_config(settings, ADMIN, bootstrap))
+        end = time.monotonic() + settings.start_timeout_s
         for name in principals:
-            await admin.set_scram_password(name, settings.password("kafka", name))
-        c, d = await admin.sync_acls(kafka_acls())
+            await _retried(lambda a=admin, n=name: a.set_scram_password(
+                n, settings.password("kafka", n)), end)
+        c, d = await _retried(lambda a=admin: a.sync_acls(kafka_acls()), end)
         created, deleted = created + c, deleted + d
         await _until_login(settings, bootstrap, ADMIN, settings.start_timeout_s)
     if not (created or deleted):
         return f"{len(principals)} SCRAM users, {len(kafka_acls())} ACLs as declared (no change)"
     return (f"{len(principals)} SCRAM users, {len(kafka_acls())} ACLs ({created} added, "
             f"{deleted} removed)")
+
+
+async def _retried(call, end: float):
+    """``call()`` again while the broker answers with a retriable error (a request timed out
+    on a cluster just started on a loaded machine: seen on compose's three nodes), until the
+    monotonic time ``end``. Only for requests that may be repeated: setting a password,
+    bringing the ACLs to the declared set."""
+    while True:
+        try:
+            return await call()
+        except (KafkaError, KafkaAdminError) as exc:
+            if not exc.retriable or time.monotonic() > end:
+                raise
+            await asyncio.sleep(0.5)
 
 
 async def _until_login(settings: Settings, bootstrap: str, principal: str,

@@ -310,12 +310,16 @@ def pipeline_overview() -> dict[str, Any]:
                    "...). MdmbusTokensRefusedHigh fires above 1 per second for 10 minutes.", "cps",
                    [(f"sum by (reason) (rate(mdmbus_gateway_tokens_refused_total[{RATE}]))",
                      "{{reason}}")], thresholds=[(None, "green"), (1, "red")]),
-        timeseries("Gateway shedding: busy store, cut connections", "Requests answered 503 "
-                   "because no database connection came free within the acquire timeout, and "
+        timeseries("Gateway shedding: busy store, Kafka away, cut connections", "Requests "
+                   "answered 503 because no database connection came free within the acquire "
+                   "timeout, or because Kafka did not acknowledge their records within the "
+                   "produce timeout (a broker away, its partitions moving to new leaders), and "
                    "client connections cut (over the connection cap, or headers too slow), since "
                    "each gateway started. Rising under attack or overload: the gateway protects "
                    "the other tenants instead of queueing.", "short",
                    [("sum by (route) (mdmbus_gateway_store_busy_total)", "503 {{route}}"),
+                    ("sum by (region) (mdmbus_gateway_kafka_unavailable_total)",
+                     "503 Kafka away {{region}}"),
                     ("sum by (reason) (mdmbus_gateway_connections_cut_total)",
                      "cut {{reason}}")]),
         timeseries("Uploads refused by reason", "Records in tenants' uploads refused by the "

@@ -18,7 +18,7 @@ import struct
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
 import asyncpg
 from aiohttp import web
@@ -68,6 +68,11 @@ class Limits:
     wait_seconds: float = 30.0
     #: Seconds a deletion request waits for the erasure to complete before answering 202.
     erasure_seconds: float = 30.0
+    #: Seconds the records of one request may take to be acknowledged by Kafka before the
+    #: answer is 503 with Retry-After (MDMBUS_GATEWAY_PRODUCE_TIMEOUT).
+    produce_seconds: float = 10.0
+    #: The Retry-After of that answer: about the time a dead broker's partitions take to move.
+    produce_retry_after: int = 5
 
 
 LIMITS = Limits()
@@ -278,7 +283,7 @@ class Gateway:
             valid.append((index, kind, record, value))
         taken = await self._ids_held(caller.tenant, [str(r["envelope"]["record_id"])
                                                      for _, _, r, _ in valid])
-        futures, seen = [], set()
+        to_send, seen = [], set()
         for index, kind, record, value in valid:
             record_id = str(record["envelope"]["record_id"])
             if record_id in taken or record_id in seen:
@@ -288,14 +293,48 @@ class Gateway:
                                 in taken else "this record id is given twice in the upload"})
                 continue
             seen.add(record_id)
-            futures.append(await self.producer.send(topic, value=value,
-                                                    key=self.contract.key(kind, record)))
+            to_send.append((value, self.contract.key(kind, record)))
             accepted.append({"index": index, "record_id": record_id, "kind": kind})
-        await asyncio.gather(*futures)  # acks=all: accepted means durable in Kafka
+        await self._produce(topic, to_send)  # acks=all: accepted means durable in Kafka
         for r in refused:
             self.metrics.gateway_upload_refused.labels(self.region, r["reason"]).inc()
         return web.json_response({"accepted": accepted, "refused": refused},
                                  status=200 if not refused else 207)
+
+    async def _produce(self, topic: str,
+                       messages: Sequence[tuple[bytes, bytes | None]]) -> None:
+        """Sends (value, key) pairs to ``topic`` and waits until Kafka acknowledges every one
+        (acks=all), for at most ``limits.produce_seconds``; then ApiError 503 with Retry-After.
+        The producer is idempotent and keeps sending what it holds, so a refused request may
+        still be stored: sent again, its records already held are refused as record_id_taken
+        and the others stored once."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.produce_seconds
+        futures = []
+        try:
+            async with asyncio.timeout_at(deadline):  # send() waits for metadata, buffer room
+                for value, key in messages:
+                    futures.append(await self.producer.send(topic, value=value, key=key))
+        except TimeoutError:
+            raise self._kafka_unavailable(topic, len(futures), len(messages)) from None
+        if not futures:
+            return
+        # asyncio.wait, not a timeout around gather: the producer's futures are its own and
+        # are not to be cancelled.
+        _, pending = await asyncio.wait(futures, timeout=max(0.0, deadline - loop.time()))
+        if pending:
+            raise self._kafka_unavailable(topic, len(futures) - len(pending), len(messages))
+        for future in futures:
+            future.result()  # a refusal by Kafka (not a delay) is a fault: raised
+
+    def _kafka_unavailable(self, topic: str, acknowledged: int, total: int) -> ApiError:
+        self.metrics.gateway_kafka_unavailable.labels(self.region).inc()
+        log.warning("%s: %d of %d records acknowledged by Kafka within %g s: 503",
+                    topic, acknowledged, total, self.limits.produce_seconds)
+        return ApiError(503, "kafka_unavailable", f"Kafka did not acknowledge the records within "
+                        f"{self.limits.produce_seconds:g} s (a broker away, its partitions "
+                        "moving to new leaders): none is confirmed; send the request again",
+                        headers={"Retry-After": str(self.limits.produce_retry_after)})
 
     def _json(self, body: bytes) -> Any:
         try:
@@ -435,9 +474,8 @@ class Gateway:
         produced = prepare_record("tenant_deletion_requested", record, self.contract)
         async with self.as_tenant(self.pool, caller.tenant) as conn:
             await erasure_receipts.open_receipt(conn, receipt_id, caller.tenant, now)
-        await self.producer.send_and_wait(
-            topic_name(TopicKind.DELETION_REQUESTS, self.region), value=produced.value,
-            key=produced.key)
+        await self._produce(topic_name(TopicKind.DELETION_REQUESTS, self.region),
+                            [(produced.value, produced.key)])
         deadline = time.monotonic() + self.limits.erasure_seconds
         while time.monotonic() < deadline:
             receipt = await self._receipt(caller.tenant, receipt_id)

@@ -194,10 +194,15 @@ class _Guarded(asyncio.Protocol):
             return
         self.last_in = time.monotonic()
         if self._timer is not None:
-            self._head = (self._head + data)[-4096:]
-            if b"\r\n\r\n" in self._head:
+            # The end of the head is looked for in what came, then only the last 3 bytes are
+            # kept (an end split over two reads): a head and a body in one read end the wait
+            # too, and a long-running first request is never cut.
+            seen = self._head + data
+            if b"\r\n\r\n" in seen:
                 self._timer.cancel()
                 self._timer, self._head = None, b""
+            else:
+                self._head = seen[-3:]
         self.inner.data_received(data)  # type: ignore[attr-defined]
 
     def eof_received(self) -> bool | None:

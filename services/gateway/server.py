@@ -12,7 +12,7 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from mdmbus.clock import Clock
-from mdmbus.connections import kafka_options
+from mdmbus.connections import producer_options
 from mdmbus.contract import default_registry
 from mdmbus.errors import ConfigError
 from mdmbus.identities import principal_of
@@ -52,9 +52,9 @@ async def run(settings: Settings, regions: Sequence[str], stop: asyncio.Event,
             metrics.gateway_connections_cut.labels(region, reason)
         for _, _, route in ROUTES:
             metrics.gateway_store_busy.labels(region, route)
-    producers = {r: AIOKafkaProducer(**kafka_options(settings, principal_of("gateway", r), r,
-                                                     acks="all", enable_idempotence=True,
-                                                     linger_ms=2))
+        metrics.gateway_kafka_unavailable.labels(region)
+    producers = {r: AIOKafkaProducer(**producer_options(settings, principal_of("gateway", r), r,
+                                                        linger_ms=2))
                  for r in regions}
     for producer in producers.values():
         await producer.start()
@@ -67,7 +67,8 @@ async def run(settings: Settings, regions: Sequence[str], stop: asyncio.Event,
         for region in regions:
             gateway = Gateway(settings, region, stores.region(region), stores.directory_of(region),
                               producers[region], verifier, metrics, contract, clock,
-                              Limits(body_seconds=settings.gateway_body_timeout_s))
+                              Limits(body_seconds=settings.gateway_body_timeout_s,
+                                     produce_seconds=settings.gateway_produce_timeout_s))
             runner = web.AppRunner(build_app(gateway), access_log=None, shutdown_timeout=5,
                                    keepalive_timeout=settings.gateway_keepalive_s)
             await runner.setup()

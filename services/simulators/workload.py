@@ -21,7 +21,7 @@ from typing import Any, Callable
 from aiokafka import AIOKafkaProducer
 
 from mdmbus.clock import Clock
-from mdmbus.connections import kafka_options
+from mdmbus.connections import producer_options
 from mdmbus.contract import Registry, default_registry, to_json
 from mdmbus.identities import principal_of
 from mdmbus.regions import REGIONS, country_regions, region_of_country
@@ -78,9 +78,8 @@ class SimulatedWorld:
         # service as accounts (mdmbus/identities.py): each may write only its own topics.
         for region in (None, *REGIONS):
             principal = "accounts" if region is None else principal_of("devices", region)
-            producer = AIOKafkaProducer(**kafka_options(
-                self.settings, principal, region, acks="all", enable_idempotence=True,
-                linger_ms=5))
+            producer = AIOKafkaProducer(**producer_options(
+                self.settings, principal, region, linger_ms=5))
             await producer.start()
             self._producers[region] = producer
         return self

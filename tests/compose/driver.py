@@ -35,7 +35,7 @@ from aiokafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from mdmbus.clock import Clock
-from mdmbus.connections import admin_options, kafka_options
+from mdmbus.connections import admin_options, kafka_options, producer_options
 from mdmbus.contract import to_json
 from mdmbus.identities import principal_of
 from mdmbus.metrics import Metrics
@@ -45,6 +45,7 @@ from mdmbus.services.rules.compliance import rows_past_deadline
 from mdmbus.services.sweeper import PAST_DEADLINE_TOLERANCE_S
 from mdmbus.services.transit_watch import TransitWatch
 from mdmbus.settings import Settings
+from mdmbus.stack.provision import topic_configs
 from mdmbus.topics import TopicKind, all_topics, topic_name
 from tests.conftest import wait_for
 from tests.integration.harness import Workload
@@ -56,6 +57,13 @@ TENANTS_PER_REGION = 2
 REQUEST_TIMEOUT_S = 30.0
 #: Records per upload request.
 UPLOAD_BATCH = 20
+#: Seconds after the kill by which every upload is accepted again (README, docs/compose.md):
+#: the controller fences the dead node after broker.session.timeout.ms (30 s), clients see
+#: the new leaders within MDMBUS_KAFKA_METADATA_MAX_AGE (5 s), and an upload caught in between
+#: is answered within MDMBUS_GATEWAY_PRODUCE_TIMEOUT (10 s).
+RECOVERY_BOUND_S = 60.0
+#: A gateway's answers that tell the client to send the request again (503 with Retry-After).
+RETRYABLE = {"503 kafka_unavailable", "503 store_unavailable", "503 store_busy"}
 
 
 def event(name: str, **data: Any) -> None:
@@ -77,6 +85,11 @@ class Load:
         self.accepted: dict[str, str] = {}  # record id -> region, answered "accepted"
         self.relays: dict[str, str] = {}  # record id -> region, acknowledged by the brokers
         self.upload_errors: collections.Counter = collections.Counter()
+        #: (monotonic time the answer came, outcome) of every upload request: "accepted" (2xx),
+        #: a retryable refusal (RETRYABLE), or anything else (a hang, a reset, a 500...).
+        self.outcomes: list[tuple[float, str]] = []
+        #: The longest an upload request waited for its answer.
+        self.slowest_upload_s = 0.0
         self.relay_retries = 0
         self.past_bound_max = 0
 
@@ -94,13 +107,19 @@ async def _uploads(work: Workload, load: Load, stop: asyncio.Event) -> None:
             record = work.make(kind, tenant)
             lines.append({"kind": kind, "record": to_json(work.contract.spec(kind).expanded,
                                                           record)})
+        began = time.monotonic()
         try:
             body = await asyncio.wait_for(clients[tenant].upload(lines), REQUEST_TIMEOUT_S)
         except GatewayError as exc:
-            load.upload_errors[f"{exc.status} {exc.code}"] += 1
-            return
-        except (OSError, asyncio.TimeoutError) as exc:
-            load.upload_errors[type(exc).__name__] += 1
+            outcome = f"{exc.status} {exc.code}"
+        except Exception as exc:  # noqa: BLE001 -- a hang, a reset...: counted, then asserted
+            outcome = type(exc).__name__
+        else:
+            outcome = "accepted"
+        load.outcomes.append((time.monotonic(), outcome))
+        load.slowest_upload_s = max(load.slowest_upload_s, time.monotonic() - began)
+        if outcome != "accepted":
+            load.upload_errors[outcome] += 1
             return
         for item in body["accepted"]:
             load.accepted[item["record_id"]] = region
@@ -263,6 +282,41 @@ async def _check(work: Workload, load: Load, led: list[TopicPartition],
             "copies_on_them_at_kill_truncated": sum(ends_at_kill.values())}
 
 
+async def _replication(settings: Settings, admin: AIOKafkaAdminClient) -> dict[str, Any]:
+    """Every topic on three replicas, acknowledged writes on two of them at least, never an
+    out-of-sync replica elected leader: what keeps an acknowledged record through a broker's
+    loss (the producers' acks=all is mdmbus/connections.py's, tested in the unit tests)."""
+    names = [name for name, _ in all_topics()]
+    configs = await topic_configs(settings, names)
+    wanted = {"min.insync.replicas": "2", "unclean.leader.election.enable": "false"}
+    wrong = {t: {k: c.get(k) for k in wanted} for t, c in configs.items()
+             if any(c.get(k) != v for k, v in wanted.items())}
+    assert set(configs) == set(names) and not wrong, f"topics not configured as {wanted}: {wrong}"
+    replicas = collections.Counter(len(r) for _, r, _ in
+                                   (await _partition_leaders(admin, names)).values())
+    assert set(replicas) == {3}, f"partitions by replica count: {dict(replicas)}"
+    return {"topics": len(names), "partitions": sum(replicas.values()), "replicas": 3, **wanted}
+
+
+def _outage(load: Load, killed_at: float) -> dict[str, Any]:
+    """What the uploads saw of the kill: every answer an acceptance or a retryable refusal,
+    and the last refusal within RECOVERY_BOUND_S of the kill (every upload after it was
+    accepted)."""
+    unclear = collections.Counter(o for _, o in load.outcomes
+                                  if o != "accepted" and o not in RETRYABLE)
+    assert not unclear, f"uploads answered neither accepted nor 503 retryable: {dict(unclear)}"
+    refused_after = [t - killed_at for t, o in load.outcomes if o != "accepted" and t >= killed_at]
+    recovery_s = max(refused_after, default=0.0)
+    assert recovery_s <= RECOVERY_BOUND_S, \
+        f"uploads refused until {recovery_s:.1f} s after the kill (bound {RECOVERY_BOUND_S} s)"
+    after = [o for t, o in load.outcomes if t >= killed_at]
+    return {"uploads_after_kill": len(after),
+            "uploads_refused_retryable_after_kill": len(refused_after),
+            "uploads_refused_until_s": round(recovery_s, 1),
+            "slowest_upload_s": round(load.slowest_upload_s, 1),
+            "recovery_bound_s": RECOVERY_BOUND_S}
+
+
 async def main() -> None:
     settings = Settings.from_env()
     clock = Clock.from_settings(settings)
@@ -270,9 +324,8 @@ async def main() -> None:
     await admin.start()
     producers = {}
     for region in REGIONS:
-        producers[region] = AIOKafkaProducer(**kafka_options(
-            settings, principal_of("devices", region), region, acks="all",
-            enable_idempotence=True, linger_ms=5))
+        producers[region] = AIOKafkaProducer(**producer_options(
+            settings, principal_of("devices", region), region, linger_ms=5))
         await producers[region].start()
     watches = [await TransitWatch(settings, r, Metrics(CollectorRegistry())).start() for r in REGIONS]
     load = Load()
@@ -288,6 +341,7 @@ async def main() -> None:
             return all([await work.tenant_region(t) == r for t, r in load.tenants.items()])
         await wait_for(onboarded, 120, "tenants onboarded", interval_s=0.5)
         event("ONBOARDED", tenants=len(load.tenants))
+        event("TOPICS", **await _replication(settings, admin))
 
         stop = asyncio.Event()
         tasks = [asyncio.create_task(_uploads(work, load, stop)),
@@ -322,6 +376,7 @@ async def main() -> None:
             await wait_for(moved, 120, "new leaders for the killed node's partitions",
                            interval_s=0.5)
             failover_s = time.monotonic() - killed_at
+            event("FAILOVER", seconds=round(failover_s, 1))
             accepted_at_failover = len(load.accepted)
 
             # The workload goes on, on the new leaders, for a while.
@@ -335,8 +390,9 @@ async def main() -> None:
         for task in tasks:
             if task.exception() is not None:
                 raise task.exception()
+        outage = _outage(load, killed_at)
         summary = await _check(work, load, led, ends_at_kill, watches, timeout_s=240)
-        event("CHECKED", failover_s=round(failover_s, 1), **summary)
+        event("CHECKED", failover_s=round(failover_s, 1), **outage, **summary)
 
         await answer("restarted")
         everyone = [name for name, _ in all_topics()]
@@ -354,11 +410,14 @@ async def main() -> None:
         final = await _partition_leaders(admin, everyone)
         event("ISR", partitions=len(final), seconds=round(time.monotonic() - began, 1),
               replicas=sorted({len(r) for _, r, _ in final.values()}))
-    for watch in watches:
-        await watch.close()
-    for producer in producers.values():
-        await producer.stop()
-    await admin.close()
+    # Every check is done: the clients are closed within a bound, so that the driver exits
+    # and the test goes on to the tear-down.
+    for closing in [*(w.close() for w in watches), *(p.stop() for p in producers.values()),
+                    admin.close()]:
+        try:
+            await asyncio.wait_for(closing, REQUEST_TIMEOUT_S)
+        except (KafkaError, asyncio.TimeoutError) as exc:
+            print(f"driver: a client did not close ({exc!r})", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

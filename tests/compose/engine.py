@@ -8,15 +8,18 @@ is a clear error, never a hang.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
+import sys
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 __all__ = ["EngineError", "run", "Engine", "compose_command", "ensure_base_image",
-           "host_leftovers", "BASE_IMAGE"]
+           "host_leftovers", "host_lock", "BASE_IMAGE"]
 
 #: What the Dockerfiles build FROM (their ARG BASE); made here when the engine lacks it.
 BASE_IMAGE = "debian:bookworm-slim"
@@ -28,6 +31,34 @@ _CHAINS = {"filter": ("DOCKER", "DOCKER-ISOLATION-STAGE-1", "DOCKER-ISOLATION-ST
 
 class EngineError(AssertionError):
     pass
+
+
+@contextlib.contextmanager
+def host_lock(path: Path, timeout_s: float):
+    """One compose test at a time on this host: two runs (two checkouts' `./run tests`) would
+    share dockerd, the project's name and its ports, and the first to finish would stop
+    dockerd under the other. The second waits for the first, up to ``timeout_s``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as held:
+        deadline = time.monotonic() + timeout_s
+        said = False
+        while True:
+            try:
+                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise EngineError(f"another compose test held {path} for {timeout_s:.0f} s"
+                                      ) from None
+                if not said:
+                    print(f"compose e2e: waiting for another run's compose test ({path})",
+                          file=sys.stderr, flush=True)
+                    said = True
+                time.sleep(1)
+        try:
+            yield
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
 
 
 def run(cmd: list[str], timeout_s: float, check: bool = True, log: Path | None = None,

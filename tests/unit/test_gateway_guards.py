@@ -215,3 +215,38 @@ def test_token_buckets_of_addresses_seen_once_are_forgotten_once_full():
     now[0] += 2.0  # every bucket full again
     assert guard.admit("10.0.1.1")
     assert len(guard._buckets) == 1
+
+async def test_a_first_request_with_a_large_body_in_one_read_is_not_cut_while_it_runs():
+    """The head and more than 4 KiB of body in one read (what a TLS record brings): the head's
+    end is seen, so a handler slower than the header timeout is not cut (it was, when only the
+    last 4 KiB of what came were searched)."""
+    cuts: list[str] = []
+    guard = ConnectionGuard(_Echo, max_connections=3, header_timeout_s=0.3,
+                            on_cut=cuts.append)
+    server = await asyncio.get_running_loop().create_server(guard, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 16000\r\n\r\n"
+                     + b"x" * 16000)
+        assert await reader.readline() == b"ok\n"
+        # Split over reads: the end of a head arriving in two pieces counts as well.
+        r2, w2 = await asyncio.open_connection("127.0.0.1", port)
+        w2.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r")
+        await w2.drain()
+        await asyncio.sleep(0.05)
+        w2.write(b"\n")
+        assert await r2.readline() == b"ok\n"
+        # Past the header timeout neither is closed (nothing, not even EOF, arrives), and both
+        # answer.
+        for r in (reader, r2):
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(r.read(1), 0.5)
+        assert cuts == []
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert await reader.readline() == b"ok\n"
+        writer.close()
+        w2.close()
+    finally:
+        server.close()
+        await server.wait_closed()
