@@ -26,7 +26,7 @@ import pytest
 
 from mdmbus.contract import to_json
 from mdmbus.regions import REGIONS
-from mdmbus.services.connector.client import client_ssl_context
+from mdmbus.tls import client_ssl_context
 from mdmbus.settings import Settings
 from tests.conftest import wait_for
 from tests.integration.harness import Workload, launcher, listening
