@@ -316,9 +316,18 @@ def stop(settings: Settings) -> str:
     return "postgres: stopped"
 
 
+def _located(settings: Settings) -> PgPaths:
+    """Where the cluster is or would be, making nothing (a status must not leave a directory
+    in /var/tmp for a stack that was never started): the pointer's place, else the state
+    directory's."""
+    pointer = settings.state_dir / "postgres.location"
+    root = Path(pointer.read_text().strip()) if pointer.exists() else settings.state_dir / "postgres"
+    return PgPaths(root, root / "data", root / "postgres.log")
+
+
 def describe(settings: Settings) -> tuple[bool, str]:
     """Whether the server runs, and a status line saying where."""
-    paths = pg_paths(settings)
+    paths = _located(settings)
     up = running(paths)
     return up, (f"postgres  {'running' if up else 'stopped':<9} 127.0.0.1:{settings.pg_port} "
                 f"(TLS; services by certificate, operators by scram)  "

@@ -3,6 +3,8 @@ directory with no checkout, and installs nothing but ``mdmbus`` at the top level
 
 from __future__ import annotations
 
+import hashlib
+
 import json
 import os
 import subprocess
@@ -81,6 +83,11 @@ def test_stack_status_keeps_its_state_in_the_users_state_directory(installed):
     state = installed["cwd"] / ".local" / "state" / "mdmbus"
     assert str(state) in status.stdout, status.stdout
     assert "site-packages" not in status.stdout
+    # Looking made nothing: no cluster directory (in /var/tmp when run as root) for a stack
+    # that was never started.
+    tag = hashlib.sha1(str(state).encode()).hexdigest()[:10]
+    assert not Path(f"/var/tmp/mdmbus-pg-{tag}").exists()
+    assert not (state / "postgres").exists()
 
 
 def test_the_contract_imports_from_the_wheel(installed):
