@@ -157,14 +157,9 @@ async def write_records(conn: Connection, rows: Sequence[StoreRow], now: dt.date
     """Stores ``rows`` in one transaction, each body sealed under a data key of its own
     wrapped by ``kek`` (the region's current KEK); durable when this returns. Whether a
     tenant may be written is decided in this transaction, by the statement that writes."""
-    stored: list[RecordKey] = []
-    duplicates: list[RecordKey] = []
-    in_retention: list[RecordKey] = []
-    not_onboarded: list[RecordKey] = []
-    deleted: list[RecordKey] = []
-    expired: list[RecordKey] = []
+    out = WriteOutcome([], [], [], [], [], [])
     if not rows:
-        return WriteOutcome(stored, duplicates, in_retention, not_onboarded, deleted, expired)
+        return out
     async with conn.transaction():
         await conn.execute(_CREATE_INCOMING)
         await conn.copy_records_to_table("incoming", records=sealed_record_tuples(rows, kek),
@@ -175,22 +170,23 @@ async def write_records(conn: Connection, rows: Sequence[StoreRow], now: dt.date
         for rec in await conn.fetch(_INSERT, now, command_grace_s):
             rid = (rec["tenant_id"], rec["record_id"])
             if rid in seen:  # the same record twice in one batch: stored once
-                duplicates.append(rid)
-                continue
-            seen.add(rid)
-            if rec["stored"]:
-                stored.append(rid)
-            elif rec["state"] is None:
-                not_onboarded.append(rid)
-            elif rec["state"] == "retention":
-                in_retention.append(rid)
-            elif rec["state"] == "purged":
-                deleted.append(rid)
-            elif rec["expired"]:
-                expired.append(rid)
+                out.duplicates.append(rid)
+            elif rec["stored"]:
+                out.stored.append(rid)
             else:
-                duplicates.append(rid)
-    return WriteOutcome(stored, duplicates, in_retention, not_onboarded, deleted, expired)
+                _not_stored(out, rid, rec["state"], rec["expired"])
+            seen.add(rid)
+    return out
+
+
+def _not_stored(out: WriteOutcome, rid: RecordKey, state: str | None, expired: bool) -> None:
+    """Files a row the write did not store under why: its tenant's state here (not onboarded,
+    in retention, purged), else past its deadline, else a duplicate of a stored row."""
+    refused = {None: out.not_onboarded, "retention": out.in_retention, "purged": out.deleted}
+    if state in refused:
+        refused[state].append(rid)
+    else:
+        (out.expired if expired else out.duplicates).append(rid)
 
 
 async def _write_plain(conn: Connection, count: int, now: dt.datetime) -> WriteOutcome:
@@ -199,24 +195,15 @@ async def _write_plain(conn: Connection, count: int, now: dt.datetime) -> WriteO
     stored is told apart by its tenant's state (not onboarded, in retention, purged) or is a
     duplicate (stored before, or twice in the batch: stored once)."""
     inserted = {(r["tenant_id"], r["record_id"]) for r in await conn.fetch(_INSERT_PLAIN, now)}
-    stored: list[RecordKey] = []
-    duplicates: list[RecordKey] = []
-    in_retention: list[RecordKey] = []
-    not_onboarded: list[RecordKey] = []
-    deleted: list[RecordKey] = []
+    out = WriteOutcome([], [], [], [], [], [])
     if len(inserted) == count:
-        return WriteOutcome(list(inserted), duplicates, in_retention, not_onboarded, deleted, [])
+        out.stored.extend(inserted)
+        return out
     for rec in await conn.fetch(_WHY_NOT):
         rid = (rec["tenant_id"], rec["record_id"])
         if rid in inserted:
             inserted.discard(rid)  # its first copy in the batch; a second is a duplicate
-            stored.append(rid)
-        elif rec["state"] is None:
-            not_onboarded.append(rid)
-        elif rec["state"] == "retention":
-            in_retention.append(rid)
-        elif rec["state"] == "purged":
-            deleted.append(rid)
+            out.stored.append(rid)
         else:
-            duplicates.append(rid)
-    return WriteOutcome(stored, duplicates, in_retention, not_onboarded, deleted, [])
+            _not_stored(out, rid, rec["state"], False)
+    return out
