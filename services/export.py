@@ -23,7 +23,7 @@ from mdmbus.services.stores.pools import Connection
 __all__ = ["export_page", "EXPORT_PAGE"]
 
 #: Records a page holds.
-EXPORT_PAGE = 500
+EXPORT_PAGE = 100
 
 
 async def export_page(conn: Connection, tenant_id: uuid.UUID, after: uuid.UUID | None,

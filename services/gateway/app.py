@@ -411,12 +411,15 @@ class Gateway:
                 page, after = await export_page(conn, caller.tenant, after,
                                                 contract=self.contract)
             chunk: list[bytes] = []
+            size = 0
             for kind, record in page:
-                chunk.append(json.dumps({"kind": kind, "record": to_json(
-                    self.contract.spec(kind).expanded, record)}).encode() + b"\n")
-                if sum(map(len, chunk)) >= _CHUNK_BYTES:  # a client that left is seen soon
+                line = json.dumps({"kind": kind, "record": to_json(
+                    self.contract.spec(kind).expanded, record)}).encode() + b"\n"
+                chunk.append(line)
+                size += len(line)
+                if size >= _CHUNK_BYTES:  # a client that left is seen soon
                     await self._write(request, response, b"".join(chunk))
-                    chunk = []
+                    chunk, size = [], 0
             if chunk:
                 await self._write(request, response, b"".join(chunk))
             count += len(page)
