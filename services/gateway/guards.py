@@ -230,27 +230,31 @@ class _Guarded(asyncio.Protocol):
 
 
 class _Door(asyncio.Protocol):
-    """The plain TCP connection as accepted: admitted or closed at once by the guard, before
-    a byte of TLS; an admitted one is handed to TLS and then to aiohttp."""
+    """A plain TCP connection the guard admitted as it was accepted (services/gateway/
+    listener.py), before a byte of TLS: handed to TLS, then to aiohttp."""
 
-    def __init__(self, guard: "ConnectionGuard") -> None:
+    def __init__(self, guard: "ConnectionGuard", guarded: _Guarded) -> None:
         self.guard = guard
-        self.guarded: _Guarded | None = None
+        self.guarded: _Guarded | None = guarded
+        self._handed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        peer = transport.get_extra_info("peername")
-        source = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
-        if not self.guard.admit(source):
-            _abort(transport)
-            return
-        self.guarded = _Guarded(self.guard, self.guard.factory(), source)
+        guarded = self.guarded
+        assert guarded is not None
+        self._handed = True
         if self.guard.tls is None:
-            transport.set_protocol(self.guarded)
-            self.guarded.connection_made(transport)
+            transport.set_protocol(guarded)
+            self.guarded = None
+            guarded.connection_made(transport)
             return
         # Nothing is read until TLS takes the connection over (start_tls resumes reading).
         transport.pause_reading()  # type: ignore[attr-defined]
-        self.guard.handshake(transport, self.guarded)
+        self.guard.handshake(transport, guarded)
+
+    def abandoned(self) -> None:
+        """The connection went before asyncio took it over: it is no longer counted."""
+        if self.guarded is not None and not self._handed:
+            self.guarded.release()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.guarded is not None:  # gone before TLS took it over
@@ -263,7 +267,9 @@ def _abort(transport: asyncio.BaseTransport) -> None:
 
 
 class ConnectionGuard:
-    """A protocol factory for the listening socket, around aiohttp's (``web.Server``).
+    """The door of the gateway's listening sockets (:class:`~mdmbus.services.gateway.listener.
+    Listener` asks :meth:`admit` as it accepts), around aiohttp's protocol factory
+    (``web.Server``).
 
     At the door, on the plain TCP connection, before any TLS work: a source address over its
     rate of new connections (``per_source``) is closed at once, and so is a connection over
@@ -300,8 +306,9 @@ class ConnectionGuard:
         self.cut = 0
         self.reclaimed = 0
 
-    def __call__(self) -> asyncio.Protocol:
-        return _Door(self)
+    def door(self, source: str) -> _Door:
+        """The protocol of a connection from ``source`` that :meth:`admit` let in."""
+        return _Door(self, _Guarded(self, self.factory(), source))
 
     # ------------------------------------------------------------------ admission
 

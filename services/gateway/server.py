@@ -19,6 +19,7 @@ from mdmbus.identities import principal_of
 from mdmbus.metrics import Metrics
 from mdmbus.services.gateway.app import ROUTES, Gateway, Limits, build_app
 from mdmbus.services.gateway.guards import ConnectionGuard, SourceLimits
+from mdmbus.services.gateway.listener import Listener
 from mdmbus.services.gateway.tokens import REFUSALS, TokenVerifier
 from mdmbus.services.stores.pools import Stores
 from mdmbus.services.stores.retry import until_written
@@ -59,7 +60,7 @@ async def run(settings: Settings, regions: Sequence[str], stop: asyncio.Event,
     for producer in producers.values():
         await producer.start()
     runners = []
-    servers: list[asyncio.base_events.Server] = []
+    servers: list[Listener] = []
     guards: list[ConnectionGuard] = []
     try:
         tls = server_ssl_context(settings)
@@ -85,9 +86,8 @@ async def run(settings: Settings, regions: Sequence[str], stop: asyncio.Event,
             runners.append(runner)
             guards.append(guard)
             try:
-                servers.append(await asyncio.get_running_loop().create_server(
-                    guard, settings.gateway_addr, settings.gateway_ports[region],
-                    reuse_address=True))
+                servers.append(await Listener.open(guard, settings.gateway_addr,
+                                                   settings.gateway_ports[region]))
             except OSError as exc:
                 raise ConfigError(
                     f"the gateway of {region} cannot listen on {settings.gateway_addr}:"
@@ -99,6 +99,8 @@ async def run(settings: Settings, regions: Sequence[str], stop: asyncio.Event,
     finally:
         for server in servers:
             server.close()
+        for server in servers:
+            await server.wait_closed()
         for guard in guards:
             guard.close()
         for runner in runners:

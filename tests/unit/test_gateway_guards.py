@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from mdmbus.services.gateway.guards import ConnectionGuard, SlotsFull, SourceLimits, TenantSlots
+from mdmbus.services.gateway.listener import Listener
 
 
 def test_a_tenant_gets_its_cap_of_one_kind_and_no_more_while_others_are_unaffected():
@@ -59,7 +60,7 @@ async def test_the_guard_cuts_silent_connections_and_caps_open_ones():
     cuts: list[str] = []
     guard = ConnectionGuard(_Echo, max_connections=3, header_timeout_s=0.3,
                             on_cut=cuts.append)
-    server = await asyncio.get_running_loop().create_server(guard, "127.0.0.1", 0)
+    server = await Listener.open(guard, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
         # A client that sends a complete head in time is served and not cut after.
@@ -112,7 +113,7 @@ async def test_at_the_cap_an_idle_kept_alive_connection_makes_room_and_busy_ones
     cuts: list[str] = []
     server = web.Server(handler)
     guard = ConnectionGuard(server, max_connections=3, header_timeout_s=5, on_cut=cuts.append)
-    listener = await asyncio.get_running_loop().create_server(guard, "127.0.0.1", 0)
+    listener = await Listener.open(guard, "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
     conns = []
     try:
@@ -167,7 +168,7 @@ async def test_one_source_over_its_rate_or_its_cap_is_refused_while_another_is_s
     guard = ConnectionGuard(_Echo, max_connections=100, header_timeout_s=30,
                             on_cut=cuts.append, per_source=SourceLimits(4, 1.0, 3),
                             clock=lambda: now[0])
-    server = await asyncio.get_running_loop().create_server(guard, "127.0.0.1", 0)
+    server = await Listener.open(guard, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     writers = []
 
@@ -223,7 +224,7 @@ async def test_a_first_request_with_a_large_body_in_one_read_is_not_cut_while_it
     cuts: list[str] = []
     guard = ConnectionGuard(_Echo, max_connections=3, header_timeout_s=0.3,
                             on_cut=cuts.append)
-    server = await asyncio.get_running_loop().create_server(guard, "127.0.0.1", 0)
+    server = await Listener.open(guard, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
