@@ -91,6 +91,8 @@ POINTS: tuple[Point, ...] = (
     _P(8, "mdmbus.services.gateway.guards:ConnectionGuard",
        "no client degrades another: connection caps overall and per source address, new "
        "connections a second per source address (refused before TLS), header deadline"),
+    _P(8, "mdmbus.services.gateway.listener:Listener",
+       "a refused connection closed as it is accepted, before any transport or TLS"),
     _P(8, "mdmbus.services.gateway.guards:bounded_acquire", "bounded waits for a store (503)"),
     _P(8, "mdmbus.streams.deletion_requests:deletion_requests_processor",
        "a region's deletion requests, for its own tenants only"),
@@ -121,7 +123,7 @@ PROOFS: dict[int, tuple[str, ...]] = {
         "test_a_purged_tenant_stays_purged_when_every_topic_is_replayed",),
     8: ("tests/integration/test_identities.py", "tests/integration/test_gateway.py",
         "tests/integration/test_gateway_isolation.py", "tests/integration/test_gateway_door.py",
-        "tests/integration/test_tenant_isolation.py",
+        "tests/unit/test_gateway_listener.py", "tests/integration/test_tenant_isolation.py",
         "tests/integration/test_gateway_tenant_channels.py",
         "tests/unit/test_gateway_tokens.py", "tests/integration/test_pg_privileges.py",
         "tests/integration/test_data_at_rest.py"),
