@@ -52,6 +52,15 @@ def _number(env: Mapping[str, str], name: str, default: float, kind: type = floa
     return value
 
 
+def _prefix_bits(env: Mapping[str, str], name: str, default: int) -> int:
+    """An IPv6 prefix length: 1 to 128 bits."""
+    bits = int(_number(env, name, default, int, minimum=1))
+    if bits > 128:
+        raise ConfigError(f"{name}={env.get(name)!r} must be at most 128 (bits of an IPv6 "
+                          "address)")
+    return bits
+
+
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return int(_number(env, name, default, int))
 
@@ -300,6 +309,10 @@ class Settings:
                                                 minimum=1)
     gateway_source_rate: float = positive("MDMBUS_GATEWAY_SOURCE_RATE", 20.0)
     gateway_source_burst: int = whole("MDMBUS_GATEWAY_SOURCE_BURST", 100, minimum=1)
+    #: An IPv6 client counts by its network of this many bits, not its address: a /64 is one
+    #: subscriber's, and holds more addresses than any limit per address could count.
+    gateway_source_v6_prefix: int = _setting(
+        64, read=lambda env: _prefix_bits(env, "MDMBUS_GATEWAY_SOURCE_V6_PREFIX", 64))
     gateway_tenant_slots: Mapping[str, int] = _setting(
         read=lambda env: {k: int(_number(env, f"MDMBUS_GATEWAY_SLOTS_{k.upper()}", v, int,
                                          minimum=1)) for k, v in _TENANT_SLOTS.items()},

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import ssl
 import time
 from collections import Counter
@@ -32,7 +33,7 @@ import asyncpg
 from mdmbus.services.stores.pools import Connection
 
 __all__ = ["TenantSlots", "SlotsFull", "bounded_acquire", "StoreBusy", "ConnectionGuard",
-           "SourceLimits", "ROUTE_KINDS"]
+           "SourceLimits", "source_of", "ROUTE_KINDS"]
 
 #: Which kind of work each route is, for the per-tenant caps (settings.gateway_tenant_slots).
 ROUTE_KINDS = {
@@ -104,14 +105,32 @@ def _between_requests(handler: asyncio.Protocol) -> bool:
 
 @dataclass(frozen=True)
 class SourceLimits:
-    """What one source address may hold at the door: connections open at once (TLS
-    handshakes in progress included), and new connections a second, sustained, with a burst
-    (a token bucket; every attempt takes a token, refused ones too, so an address that
-    retries without pause stays refused until it slows down)."""
+    """What one source may hold at the door: connections open at once (TLS handshakes in
+    progress included), and new connections a second, sustained, with a burst (a token
+    bucket; every attempt takes a token, refused ones too, so a source that retries without
+    pause stays refused until it slows down). A source is an IPv4 address, or an IPv6
+    network of ``v6_prefix`` bits (64: one subscriber's network, which its owner can fill
+    with as many addresses as it likes)."""
 
     max_connections: int
     rate_per_s: float
     burst: int
+    v6_prefix: int = 64
+
+
+def source_of(address: str, v6_prefix: int = 64) -> str:
+    """The source a peer address counts against: an IPv4 address as it is (an IPv4-mapped IPv6
+    address as its IPv4 address), an IPv6 address as its network of ``v6_prefix`` bits, in
+    canonical form (``2001:db8:0:1::/64``)."""
+    if ":" not in address:
+        return address
+    try:
+        ip = ipaddress.IPv6Address(address.partition("%")[0])
+    except ValueError:
+        return address
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((ip, v6_prefix), strict=False))
 
 
 class _Bucket:
@@ -305,6 +324,12 @@ class ConnectionGuard:
         self.refused = 0
         self.cut = 0
         self.reclaimed = 0
+
+    def source_of(self, address: str) -> str:
+        """The source ``address`` counts against (:func:`source_of`)."""
+        if self.per_source is None:
+            return address
+        return source_of(address, self.per_source.v6_prefix)
 
     def door(self, source: str) -> _Door:
         """The protocol of a connection from ``source`` that :meth:`admit` let in."""

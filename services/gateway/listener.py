@@ -88,7 +88,8 @@ class Listener:
                 self._loop.remove_reader(sock.fileno())
                 self._loop.call_later(_PAUSE_S, self._resume, sock)
                 return
-            source = str(address[0]) if isinstance(address, tuple) and address else "unknown"
+            source = self.guard.source_of(
+                str(address[0]) if isinstance(address, tuple) and address else "unknown")
             if not self.guard.admit(source):
                 conn.close()
                 continue

@@ -82,7 +82,8 @@ async def run(settings: Settings, regions: Sequence[str], stop: asyncio.Event,
                 settings.gateway_header_timeout_s, on_cut,
                 tls=tls, per_source=SourceLimits(settings.gateway_source_max_connections,
                                                  settings.gateway_source_rate,
-                                                 settings.gateway_source_burst))
+                                                 settings.gateway_source_burst,
+                                                 settings.gateway_source_v6_prefix))
             runners.append(runner)
             guards.append(guard)
             try:

@@ -9,7 +9,7 @@ import asyncio
 import errno
 import socket
 
-from mdmbus.services.gateway.guards import ConnectionGuard, SourceLimits
+from mdmbus.services.gateway.guards import ConnectionGuard, SourceLimits, source_of
 from mdmbus.services.gateway.listener import Listener
 
 
@@ -110,3 +110,37 @@ async def test_a_name_with_two_addresses_is_listened_on_at_both():
     finally:
         listener.close()
     assert all(s.fileno() == -1 for s in listener.sockets)
+
+
+def test_an_ipv6_client_counts_by_its_network_and_a_mapped_ipv4_one_by_its_address():
+    """Oracle: prefixes written out by hand."""
+    assert source_of("2001:db8:0:1:aaaa::1") == "2001:db8:0:1::/64"
+    assert source_of("2001:db8:0:1:ffff:ffff:ffff:ffff") == "2001:db8:0:1::/64"
+    assert source_of("2001:db8:0:2::1") == "2001:db8:0:2::/64"
+    assert source_of("2001:db8:0:1:aaaa::1", 48) == "2001:db8::/48"
+    assert source_of("fe80::1%eth0") == "fe80::/64"
+    assert source_of("::ffff:192.0.2.7") == "192.0.2.7"
+    assert source_of("192.0.2.7") == "192.0.2.7"
+
+
+def test_every_address_of_one_ipv6_network_shares_one_bucket():
+    """A burst of 3 for a /64: the fourth address of it is refused, another /64 is not."""
+    guard = ConnectionGuard(_Echo, 100, 5, per_source=SourceLimits(100, 1e-9, 3))
+    admitted = [guard.admit(guard.source_of(f"2001:db8:0:1::{i:x}")) for i in range(1, 5)]
+    assert admitted == [True, True, True, False]
+    assert guard.admit(guard.source_of("2001:db8:0:2::1"))
+    assert guard.open_by_source == {"2001:db8:0:1::/64": 3, "2001:db8:0:2::/64": 1}
+
+
+async def test_a_connection_over_ipv6_is_served_and_counted_by_its_network():
+    guard = ConnectionGuard(_Echo, 100, 5, per_source=SourceLimits(10, 10.0, 10))
+    listener = await Listener.open(guard, "::1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await asyncio.open_connection("::1", port)
+        writer.write(b"x")
+        assert await asyncio.wait_for(reader.readline(), 5) == b"ok\n"
+        assert guard.open_by_source == {"::/64": 1}
+        writer.close()
+    finally:
+        listener.close()

@@ -35,6 +35,8 @@ def test_environment_overrides_and_external_broker():
     ("MDMBUS_GATEWAY_SOURCE_MAX_CONNECTIONS", "0", "must be at least 1"),
     ("MDMBUS_GATEWAY_SOURCE_RATE", "0", "must be greater than 0"),
     ("MDMBUS_GATEWAY_SOURCE_BURST", "0", "must be at least 1"),
+    ("MDMBUS_GATEWAY_SOURCE_V6_PREFIX", "0", "must be at least 1"),
+    ("MDMBUS_GATEWAY_SOURCE_V6_PREFIX", "129", "must be at most 128"),
     ("MDMBUS_GATEWAY_SLOTS_EXPORT", "0", "must be at least 1"),
     ("MDMBUS_GATEWAY_ACQUIRE_TIMEOUT", "0", "must be greater than 0"),
     ("MDMBUS_TOKEN_MAX_LIFETIME", "-5", "must be greater than 0"),
