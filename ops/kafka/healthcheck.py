@@ -28,6 +28,7 @@ def main() -> int:
         print("healthcheck: security.protocol must be SSL", file=sys.stderr)
         return 2
     context = ssl.create_default_context(cafile=props["ssl.truststore.location"])
+    context.minimum_version = ssl.TLSVersion.TLSv1_2  # as every mdmbus client (mdmbus/tls.py)
     # The key store is the key and its certificate chain in one PEM file.
     context.load_cert_chain(props["ssl.keystore.location"])
     client_id = b"healthcheck"
