@@ -36,7 +36,7 @@ from mdmbus.services.gateway import privacy_api, privacy_center
 from mdmbus.services.gateway.access import (NOT_ONBOARDED, TENANT_DELETED, WRONG_REGION,
                                             allowed, tenant_refusal)
 from mdmbus.services.gateway.guards import (ROUTE_KINDS, SlotsFull, StoreBusy, TenantSlots,
-                                            bounded_acquire)
+                                            bound_send_buffer, bounded_acquire)
 from mdmbus.services.gateway.tokens import Caller, TokenError, TokenVerifier
 from mdmbus.services.rules import delete_after_download as relay
 from mdmbus.services.stores import directory, erasure_receipts, holdings
@@ -404,6 +404,7 @@ class Gateway:
         caller = self.caller(request, "export")
         await self.entry(caller)
         response = web.StreamResponse(headers={"Content-Type": NDJSON, "Cache-Control": "no-store"})
+        bound_send_buffer(request.transport)  # an unread export stops early (guards.py)
         await response.prepare(request)
         count, after = 0, None
         while True:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 import socket
+import subprocess
 import ssl
 import time
 import uuid
@@ -78,12 +80,14 @@ async def _fill(work: Workload, region: str, tenant: str, n: int) -> None:
                                               "event_time", "stored_at", "body"))
 
 
-async def _unread_export(ctx: ssl.SSLContext, port: int, token: str
+async def _unread_export(ctx: ssl.SSLContext, port: int, token: str, rcvbuf: int | None = 64 * 1024
                          ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A client that asks for an export and never reads the answer. Its receive buffer is
-    small (64 KiB), so the export cannot all fit in the sockets' buffers and finish anyway."""
+    small (64 KiB; None: the system's default), so the export cannot all fit in the sockets'
+    buffers and finish anyway."""
     sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
     reader, writer = await asyncio.open_connection(sock=sock, ssl=ctx,
@@ -140,6 +144,39 @@ async def test_unread_exports_of_one_tenant_do_not_stall_its_region(work, stack)
                     return False
                 return (await response.read()).count(b"\n") == ATTACKER_ROWS
     await wait_for(can_export, 30, "the attacker's slots back after its connections ended")
+
+
+def _gateway_side(port: int, client_port: int) -> tuple[int, int] | None:
+    """(bytes queued to send, send buffer size) of the gateway's end of a connection, as the
+    kernel reports them (``ss``), or None when it has no such connection."""
+    out = subprocess.run(["ss", "-tmnH", "state", "established",
+                          f"( sport = :{port} and dport = :{client_port} )"],
+                         capture_output=True, text=True, check=True).stdout
+    head = re.search(r"^\s*\d+\s+(\d+)\s", out, re.M)
+    memory = re.search(r"\btb(\d+)\b", out)
+    return (int(head.group(1)), int(memory.group(1))) if head and memory else None
+
+
+async def test_an_unread_export_holds_at_most_its_bounded_send_buffer(work, stack):
+    """The kernel grows a connection's send buffer to megabytes on its own; an export nobody
+    reads then ran through that much of its tenant's store before it had to wait. The
+    gateway caps an export's send buffer at 256 KiB (the kernel reports twice what was set):
+    checked in the kernel's own figures for the gateway's end of the connection."""
+    region = "na"
+    tenant = await work.onboarded(region)
+    await _fill(work, region, tenant, ATTACKER_ROWS)
+    port = stack.gateway_ports[region]
+    reader, writer = await _unread_export(client_ssl_context(stack.ca_path), port,
+                                          work.token(tenant, "auditor"), rcvbuf=None)
+    client_port = writer.get_extra_info("sockname")[1]
+    try:
+        async def sending() -> tuple[int, int] | None:
+            seen = _gateway_side(port, client_port)
+            return seen if seen is not None and seen[0] > 0 else None
+        queued, buffer = await wait_for(sending, 30, "the export's bytes queued at the gateway")
+        assert buffer <= 2 * 256 * 1024, (queued, buffer)
+    finally:
+        writer.close()
 
 
 async def test_an_export_nobody_reads_is_cut_after_the_write_timeout(work, stack):
