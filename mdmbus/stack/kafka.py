@@ -20,6 +20,7 @@ from pathlib import Path
 
 from mdmbus.settings import Settings
 from mdmbus.stack.errors import StackError
+from mdmbus.stack.pki import write_private
 from mdmbus.stack.processes import (ensure_port_free, port_open, read_pid, stop_pid,
                                     wait_until)
 
@@ -140,7 +141,9 @@ def _render_config(settings: Settings, paths: KafkaPaths) -> None:
     if not keystore(settings).exists():
         raise StackError(f"the broker's key store {keystore(settings)} is missing: start the "
                          f"stack with `mdmbus stack up`, which creates it")
-    paths.config.write_text(_config_text(settings, paths))
+    # 0600 whatever the caller's umask (it names the key store and the listeners): a test or
+    # tool that restarts the broker is not always inside `mdmbus stack`'s umask 077.
+    write_private(paths.config, _config_text(settings, paths).encode())
 
 
 def _jvm(settings: Settings, libs: Path, paths: KafkaPaths) -> list[str]:
@@ -215,7 +218,7 @@ def start(settings: Settings, say=print) -> str:
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, cwd=paths.root, umask=0o077,
         )
-    paths.pidfile.write_text(f"{proc.pid}\n")
+    write_private(paths.pidfile, f"{proc.pid}\n".encode())
     wait_until(lambda: port_open(settings.kafka_port), settings.start_timeout_s, "Kafka",
                alive=lambda: proc.poll() is None, log=paths.log)
     return f"kafka: started (pid {proc.pid}) on 127.0.0.1:{settings.kafka_port}, log {paths.log}"

@@ -299,8 +299,11 @@ def start(settings: Settings) -> str:
     # pg_ctl -w waits until the server accepts connections; a stale postmaster.pid from a
     # crash is detected and replaced by the server itself.
     # -l: what the server says before its log collector runs (start-up failures).
+    # -c unix_socket_permissions=0700: the socket is the owner's alone (its default, 0777,
+    # relies on the directory's 0700 only), for clusters made by any version.
     proc = _pg_ctl(paths, "start", "-w", "-t", str(int(settings.start_timeout_s)),
-                   "-l", str(paths.log), "-o", f"-p {settings.pg_port}", check=False)
+                   "-l", str(paths.log), "-o",
+                   f"-p {settings.pg_port} -c unix_socket_permissions=0700", check=False)
     if proc.returncode != 0 or not port_open(settings.pg_port):
         raise StackError(f"PostgreSQL did not start on 127.0.0.1:{settings.pg_port}; see "
                          f"{paths.log}:\n{tail(paths.log)}")

@@ -8,6 +8,8 @@ A cluster losing one of three brokers is tests/compose."""
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 import time
 import uuid
 
@@ -56,7 +58,17 @@ async def test_an_upload_while_kafka_is_away_gets_503_and_sent_again_is_stored_o
                     await asyncio.wait_for(client.upload(lines[1:]), 60)
                 took = time.monotonic() - began
             finally:
-                await asyncio.to_thread(kafka.start, stack, lambda _: None)
+                previous = os.umask(0o022)  # a restart by a tool with the usual umask
+                try:
+                    await asyncio.to_thread(kafka.start, stack, lambda _: None)
+                finally:
+                    os.umask(previous)
+            # ... still leaves its files (the config names the key store and the listeners) the
+            # owner's alone.
+            paths = kafka.kafka_paths(stack)
+            assert {f.name: oct(stat.S_IMODE(f.stat().st_mode))
+                    for f in (paths.config, paths.pidfile)} == \
+                {"server.properties": "0o600", "kafka.pid": "0o600"}
             assert refused.value.status == 503 and refused.value.code == "kafka_unavailable", \
                 refused.value
             assert PRODUCE_TIMEOUT_S <= took < PRODUCE_TIMEOUT_S + 10, took
