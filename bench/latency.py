@@ -255,7 +255,9 @@ def _sealing_cost(summary: list[tuple]) -> None:
     if rows:
         table(["paced run, one worker", "sealed", "in clear", "sealed - in clear"], rows,
               title="What sealing costs at a paced rate, same run (in clear: bench.unsealed, "
-                    "benchmarks only; the CPU difference of two runs carries their noise)")
+                    "benchmarks only). The two paced runs' CPU a record differ by the seal and "
+                    "by their noise on a shared machine, which is of the seal's size: "
+                    "bench.throughput times the seal itself against the worker's CPU")
 
 
 def main() -> None:
