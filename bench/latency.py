@@ -13,6 +13,12 @@ bench.throughput mix, acks=all, linger 5 ms like the gateway) for --seconds, eac
 its event time just before it is sent. The latency of a record is its row's stored_at_real
 minus its envelope.event_time (services/stores/region_schema.sql); records of the first
 --warmup seconds are left out. Target: p99 < 250 ms (TARGET_P99_MS).
+
+With --sealing on,off (the default), each rate is paced twice, the same way: through a worker
+that seals every body (as mdmbus runs) and through one that stores bodies in clear
+(bench.unsealed, benchmarks only); each prints p50/p99 and the worker's CPU a record (its CPU
+while the producer paced / records sent), and a last table their differences: what sealing
+costs in latency and in the worker's CPU, in the same run.
 """
 
 from __future__ import annotations
@@ -38,11 +44,17 @@ from bench.support import (CpuMeter, Progress, RecordMix, Tenants, check_stack, 
                            wait_committed)
 from bench.throughput.drain import drain
 from bench.throughput.produce import build_load, produce
+from bench.unsealed import prefix as unsealed_prefix
 
 __all__ = ["main"]
 
 #: p99 under 250 ms at half the maximum throughput of one worker.
 TARGET_P99_MS = 250.0
+#: --sealing's words: a worker that seals every body (mdmbus as it runs) or one that stores
+#: them in clear (bench.unsealed, benchmarks only).
+SEALING = {"on": True, "off": False}
+#: The CPU meter's name for the worker.
+WORKER = "pipeline worker"
 
 
 async def _calibrate(settings: Settings, stores: Stores, tenants: Tenants, region: str,
@@ -85,9 +97,10 @@ async def _wait_stored(stores: Stores, region: str, record_id: str, timeout: flo
 
 
 async def paced_run(settings: Settings, stores: Stores, tenants: Tenants, region: str,
-                    mix: RecordMix, rate: float, seconds: float,
-                    warmup: float) -> tuple[list[tuple[float, float]], int, float, list]:
-    """(latencies after the warm-up, records sent, the rate actually sent, CPU rows)."""
+                    mix: RecordMix, rate: float, seconds: float, warmup: float,
+                    sealed: bool = True) -> tuple[list[tuple[float, float]], int, float, list]:
+    """(latencies after the warm-up, records sent, the rate actually sent, CPU rows); the
+    worker stores bodies in clear (bench.unsealed) unless ``sealed``."""
     clock = Clock(1.0, time.time())
     topic = topic_name(TopicKind.UPLOAD, region)
     await point_pipeline_at(settings, region)
@@ -96,7 +109,7 @@ async def paced_run(settings: Settings, stores: Stores, tenants: Tenants, region
     prod = producer(settings, linger_ms=5)
     await prod.start()
     try:
-        worker = procs.start("pipeline", region)
+        worker = procs.start("pipeline", region, prefix=() if sealed else unsealed_prefix())
         say(f"worker started (logs in {procs.log_dir}); waiting for a probe record ...")
         kind, probe = mix.make(clock.now_ms())
         to, key, value = mix.encode(kind, probe)
@@ -107,7 +120,7 @@ async def paced_run(settings: Settings, stores: Stores, tenants: Tenants, region
             f"(the first {warmup:.0f} s are warm-up)")
         began = time.monotonic()
         measured_from_ms = clock.now_ms() + int(warmup * 1000)
-        groups = {"pipeline worker": [procs.procs[worker].pid],
+        groups = {WORKER: [procs.procs[worker].pid],
                   "this benchmark (the paced producer)": [os.getpid()]}
         broker = kafka_pid(settings)
         if broker:
@@ -144,6 +157,10 @@ async def paced_run(settings: Settings, stores: Stores, tenants: Tenants, region
 async def run(args: argparse.Namespace) -> None:
     settings = Settings.from_env()
     region = args.region
+    words = [m.strip() for m in args.sealing.split(",") if m.strip()]
+    if not words or any(m not in SEALING for m in words):
+        raise SystemExit(f"--sealing {args.sealing!r}: each mode is 'on' or 'off'")
+    modes = list(dict.fromkeys(SEALING[m] for m in words))
     await check_stack(settings, [region])
     seed = args.seed if args.seed is not None else random.SystemRandom().getrandbits(32)
     print(f"settings: MDMBUS_BATCH_SIZE={settings.batch_size} MDMBUS_BATCH_WAIT="
@@ -162,14 +179,17 @@ async def run(args: argparse.Namespace) -> None:
             rates = [maximum / 2]
             say(f"  maximum {maximum:,.0f} records/s -> paced at {rates[0]:,.0f} records/s")
         summary = []
-        for i, rate in enumerate(rates):
+        runs = [(rate, sealed) for rate in rates for sealed in modes]
+        for i, (rate, sealed) in enumerate(runs):
             if i:
                 await forget_rows(stores, tenants)
             summary.append(await _one_rate(settings, stores, tenants, region, mix, rate,
-                                           maximum, args))
+                                           maximum, args, sealed))
         if len(summary) > 1:
-            table(["rate asked (records/s)", "sent/s", "p50 ms", "p99 ms", "max ms",
-                   f"p99 < {TARGET_P99_MS:g} ms"], summary, title="Latency by rate, one worker")
+            table(["rate asked (records/s)", "bodies", "sent/s", "p50 ms", "p99 ms", "max ms",
+                   f"p99 < {TARGET_P99_MS:g} ms", "worker us/rec"], summary,
+                  title="Latency by rate, one worker")
+        _sealing_cost(summary)
     finally:
         if not args.keep:
             say("cleaning up: the run's rows and tenants ...")
@@ -179,9 +199,11 @@ async def run(args: argparse.Namespace) -> None:
 
 async def _one_rate(settings: Settings, stores: Stores, tenants: Tenants, region: str,
                     mix: RecordMix, rate: float, maximum: float | None,
-                    args: argparse.Namespace) -> tuple:
+                    args: argparse.Namespace, sealed: bool = True) -> tuple:
+    bodies = "sealed" if sealed else "in clear (bench only)"
+    say(f"paced run at {rate:,.0f} records/s, bodies {bodies}")
     lat, sent, actual, cpu = await paced_run(settings, stores, tenants, region, mix, rate,
-                                             args.seconds, args.warmup)
+                                             args.seconds, args.warmup, sealed)
     ms = [1000 * x for _, x in lat]
     rows = [("records measured (after warm-up)", len(ms))]
     if maximum:
@@ -190,8 +212,12 @@ async def _one_rate(settings: Settings, stores: Stores, tenants: Tenants, region
              ("p50 (ms)", percentile(ms, 50)), ("p90 (ms)", percentile(ms, 90)),
              ("p99 (ms)", percentile(ms, 99)), ("p99.9 (ms)", percentile(ms, 99.9)),
              ("max (ms)", max(ms) if ms else float("nan"))]
+    worker_us = next((1e6 * s / sent for what, s, _ in cpu if what == WORKER and sent),
+                     float("nan"))
+    rows.append(("worker CPU a record (us; its CPU while paced / records sent)", worker_us))
     table(["event time -> durable row (real clock)", "value"], rows,
-          title=f"Latency over {args.seconds:.0f} s at {actual:,.0f} records/s, one worker")
+          title=f"Latency over {args.seconds:.0f} s at {actual:,.0f} records/s, one worker, "
+                f"bodies {bodies}")
     if lat:
         t0 = min(t for t, _ in lat)
         width = max(5.0, args.seconds / 12)
@@ -208,8 +234,30 @@ async def _one_rate(settings: Settings, stores: Stores, tenants: Tenants, region
     p99 = percentile(ms, 99)
     print(f"target p99 < {TARGET_P99_MS:g} ms at {actual:,.0f} records/s: {p99:.0f} ms -> "
           f"{'met' if p99 < TARGET_P99_MS else 'NOT met'}")
-    return (rate, actual, percentile(ms, 50), p99, max(ms) if ms else float("nan"),
-            "yes" if p99 < TARGET_P99_MS else "no")
+    return (rate, "sealed" if sealed else "in clear", actual, percentile(ms, 50), p99,
+            max(ms) if ms else float("nan"), "yes" if p99 < TARGET_P99_MS else "no", worker_us)
+
+
+def _sealing_cost(summary: list[tuple]) -> None:
+    """For each rate paced both ways: p50, p99 and the worker's CPU a record sealed, in
+    clear, and the difference (what sealing costs)."""
+    rows = []
+    for rate in dict.fromkeys(r[0] for r in summary):
+        on = next((r for r in summary if r[0] == rate and r[1] == "sealed"), None)
+        off = next((r for r in summary if r[0] == rate and r[1] == "in clear"), None)
+        if on is None or off is None:
+            continue
+        for what, i in (("p50 ms", 3), ("p99 ms", 4), ("worker CPU us/record", 7)):
+            rows.append((f"{rate:,.0f} records/s: {what}", on[i], off[i], on[i] - off[i]))
+        share = (on[7] - off[7]) / on[7]
+        rows.append((f"{rate:,.0f} records/s: sealing / worker CPU a record",
+                     float("nan"), float("nan"), f"{100 * share:.1f}%"))
+    if rows:
+        table(["paced run, one worker", "sealed", "in clear", "sealed - in clear"], rows,
+              title="What sealing costs at a paced rate, same run (in clear: bench.unsealed, "
+                    "benchmarks only). The two paced runs' CPU a record differ by the seal and "
+                    "by their noise on a shared machine, which is of the seal's size: "
+                    "bench.throughput times the seal itself against the worker's CPU")
 
 
 def main() -> None:
@@ -224,6 +272,10 @@ def main() -> None:
     parser.add_argument("--tenants", type=int, default=300)
     parser.add_argument("--region", choices=REGIONS, default="eu",
                         help="the region of every tenant, and of the worker")
+    parser.add_argument("--sealing", default="on,off",
+                        help="pace each rate through a worker that seals every body (on, as "
+                             "mdmbus runs) and/or one that stores them in clear (off: "
+                             "bench.unsealed, benchmarks only), in this order (default on,off)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--keep", action="store_true", help="leave rows and tenants in place")
     run_cli(run, parser)

@@ -28,7 +28,11 @@ what it has committed (DeleteRecords), so a topic cannot be drained twice.
    worker, the PostgreSQL backends and the broker. With --sealing on,off (the default) each
    W is drained twice: as mdmbus runs (every body sealed under a data key of its own) and with
    bodies stored in clear (bench.unsealed: a benchmark-only wrapper of the worker; mdmbus has
-   no such setting), so sealing's CPU per record is measured in the same run.
+   no such setting). Two drains differ by more than the seal's few microseconds a record from
+   noise alone, so after the drains the seal itself is timed in this process on --seal-n of
+   the load's rows (bench.throughput.seal: sealed_record_tuples against the same rows in
+   clear, best of --seal-rounds) and reported as a share of the sealed drain's worker CPU a
+   record: sealing's cost measured in the same run (target: under 10 %).
 4. --profile (bench.throughput.profile): one more run, one worker under cProfile (through
    Launcher.start(prefix=...)) on the last --profile-n messages, and a summary of where its
    main thread's time goes. Before the drains (their rows deleted before the first one, so

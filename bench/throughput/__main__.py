@@ -18,6 +18,7 @@ from bench.throughput.peer import peer_drain
 from bench.throughput.produce import build_load, produce
 from bench.throughput.profile import prefix, stages, summarize
 from bench.throughput.report import report
+from bench.throughput.seal import SealCost, seal_cost, store_rows
 
 __all__ = ["main", "run"]
 
@@ -55,7 +56,7 @@ async def run(args: argparse.Namespace) -> None:
         await stores.region(region).execute("VACUUM ANALYZE records")
         say(f"building {args.n:,} records in memory ...")
         load = build_load(RecordMix(tenants, seed=args.seed), args.n, clock, region,
-                          rows=args.baseline)
+                          rows=args.baseline or args.seal_rounds > 0)
         say(f"  {load.bytes / load.count:.0f} bytes each on average")
 
         # The batch steps are timed first, and their rows deleted before the drains: what
@@ -124,7 +125,14 @@ async def run(args: argparse.Namespace) -> None:
             runs.append(await drain(settings, stores, tenants, region, produced, 1,
                                     f"1 worker under cProfile (last {n:,} records)",
                                     prefix=prefix(profile_path), stall_s=args.stall))
-        report(settings, load, baselines, runs, steps)
+        seal: SealCost | None = None
+        if args.seal_rounds > 0:
+            # After the drains, so that nothing of this run competes with it for the cores.
+            rows = store_rows(load.rows[:args.seal_n])
+            say(f"timing the seal in this process on {len(rows):,} of the load's rows "
+                f"({args.seal_rounds} rounds) ...")
+            seal = seal_cost(rows, settings.batch_size, args.seal_rounds)
+        report(settings, load, baselines, runs, steps, seal=seal)
         if profile_path is not None:
             if profile_path.exists():
                 summarize(profile_path)
@@ -153,6 +161,13 @@ def main() -> None:
                              "mdmbus runs) and one more with bodies stored in clear (off: "
                              "bench.unsealed, benchmarks only; with the last --in-flight), to "
                              "report sealing's CPU per record in the same run (default on,off)")
+    parser.add_argument("--seal-n", type=int, default=50_000, metavar="N",
+                        help="after the drains, time the seal in this process on the first N "
+                             "rows of the load (services/stores/sealing.sealed_record_tuples "
+                             "against the same rows in clear), set against the sealed drain's "
+                             "worker CPU a record (default 50,000)")
+    parser.add_argument("--seal-rounds", type=int, default=5, metavar="R",
+                        help="rounds of that timing, best kept (0: skip it)")
     parser.add_argument("--in-flight", default="", metavar="K,..",
                         help="for each number of workers, a drain for each of these "
                              "MDMBUS_WRITES_IN_FLIGHT (e.g. 1,2: the writes one at a time and "

@@ -29,6 +29,8 @@ __all__ = ["seal", "seal_batch", "seal_letters", "open_body", "rewrap", "record_
 DEK_BYTES = 32
 #: Random bytes a seal takes: data key, body nonce, wrap nonce.
 _RANDOM = DEK_BYTES + 2 * NONCE_BYTES
+#: Where the wrap nonce starts in a seal's random bytes.
+_WRAP_NONCE_AT = DEK_BYTES + NONCE_BYTES
 
 
 class SealError(WrapError):
@@ -57,17 +59,20 @@ def seal(kek: Kek, aad: bytes, body: bytes) -> tuple[bytes, bytes]:
 
 
 def seal_batch(kek: Kek, items: Sequence[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """Seals each (associated data, body): one call for the randomness of a whole batch."""
+    """Seals each (associated data, body): one call for the randomness of a whole batch. The
+    loop runs once a stored record on the pipeline's hot path: names it calls are bound
+    locally."""
     rnd = os.urandom(_RANDOM * len(items))
-    out = []
+    wrap, aead = kek.wrap, AESGCM
+    out: list[tuple[bytes, bytes]] = []
+    append = out.append
     at = 0
     for aad, body in items:
         dek = rnd[at:at + DEK_BYTES]
-        nonce = rnd[at + DEK_BYTES:at + DEK_BYTES + NONCE_BYTES]
-        wrap_nonce = rnd[at + DEK_BYTES + NONCE_BYTES:at + _RANDOM]
+        nonce = rnd[at + DEK_BYTES:at + _WRAP_NONCE_AT]
+        wrap_nonce = rnd[at + _WRAP_NONCE_AT:at + _RANDOM]
         at += _RANDOM
-        out.append((nonce + AESGCM(dek).encrypt(nonce, body, aad),
-                    kek.wrap(dek, aad, wrap_nonce)))
+        append((nonce + aead(dek).encrypt(nonce, body, aad), wrap(dek, aad, wrap_nonce)))
     return out
 
 

@@ -61,23 +61,24 @@ class Kek:
     """One KEK: its id and an AES-GCM instance on it. The key's bytes are not kept here and
     never shown (repr, str, errors name the id only)."""
 
-    __slots__ = ("id", "_aead", "_id_bytes")
+    __slots__ = ("id", "_aead", "_aad_tail")
 
     def __init__(self, kek_id: str, key: bytes) -> None:
         if len(key) != KEK_BYTES:
             raise WrapError(f"KEK {kek_id} is {len(key)} bytes, not {KEK_BYTES}")
         self.id = kek_id
-        self._id_bytes = kek_id.encode("ascii")
+        #: What follows a row's associated data in a wrap's (made once: a wrap a record).
+        self._aad_tail = b"\x00" + kek_id.encode("ascii")
         self._aead = AESGCM(key)
 
     def wrap(self, dek: bytes, aad: bytes, nonce: bytes) -> bytes:
         """``nonce`` (12 random bytes) + AES-GCM(dek), bound to ``aad`` and this KEK's id."""
-        return nonce + self._aead.encrypt(nonce, dek, aad + b"\x00" + self._id_bytes)
+        return nonce + self._aead.encrypt(nonce, dek, aad + self._aad_tail)
 
     def unwrap(self, wrapped: bytes, aad: bytes) -> bytes:
         try:
             return self._aead.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:],
-                                      aad + b"\x00" + self._id_bytes)
+                                      aad + self._aad_tail)
         except (InvalidTag, ValueError):
             raise WrapError(f"a data key does not unwrap under KEK {self.id} with its row's "
                             f"associated data (moved, altered or truncated)") from None

@@ -51,6 +51,13 @@ class StoreRow:
         return (self.record_id, self.tenant_id, self.kind, self.category, self.device_id,
                 self.session_id, self.event_time, self.deadline, self.deadline_rule, self.body)
 
+    def sealed_tuple(self, body: bytes, wrapped_key: bytes, kek_id: str) -> tuple:
+        """The row as :data:`COLUMNS` takes it: as_tuple's, the body sealed, then its wrapped
+        data key and KEK id (built in one step: once a stored record)."""
+        return (self.record_id, self.tenant_id, self.kind, self.category, self.device_id,
+                self.session_id, self.event_time, self.deadline, self.deadline_rule, body,
+                wrapped_key, kek_id)
+
 
 #: A record's identity: (tenant id, record id), both as canonical text. Record ids are chosen by
 #: producers; two tenants may use the same one, and each keeps its record.

@@ -20,18 +20,18 @@ Row: TypeAlias = Mapping[str, Any] | asyncpg.Record
 
 
 def sealed_record_tuples(rows: Sequence[Any], kek: Kek) -> list[tuple]:
-    """Each StoreRow's tuple with its body sealed, then its wrapped data key and KEK id."""
-    tenants: dict[Any, bytes] = {}  # a batch holds few tenants: their text is made once each
+    """Each StoreRow's tuple with its body sealed, then its wrapped data key and KEK id. The
+    associated data is record_aad's, its tenant part made once a tenant (a batch holds few)."""
+    prefixes: dict[Any, bytes] = {}
     items = []
     for r in rows:
-        t = tenants.get(r.tenant_id)
-        if t is None:
-            t = tenants[r.tenant_id] = str(r.tenant_id).encode("ascii")
-        items.append((b"mdmbus.records\x00" + t + b"\x00" + str(r.record_id).encode("ascii"),
-                      r.body))
-    sealed = seal_batch(kek, items)
-    return [(*r.as_tuple()[:-1], body, wrapped, kek.id)
-            for r, (body, wrapped) in zip(rows, sealed)]
+        prefix = prefixes.get(r.tenant_id)
+        if prefix is None:
+            prefix = prefixes[r.tenant_id] = record_aad(r.tenant_id, "")
+        items.append((prefix + str(r.record_id).encode("ascii"), r.body))
+    kek_id = kek.id
+    return [r.sealed_tuple(body, wrapped, kek_id)
+            for r, (body, wrapped) in zip(rows, seal_batch(kek, items))]
 
 
 def open_record(row: Row, kek_of: KekOf | None = None) -> bytes | None:

@@ -112,3 +112,27 @@ def test_a_dead_letter_without_a_body_or_unsealed_keeps_its_error():
     with pytest.raises(ValueError, match=r"dead letter mdm.eu.relay/0/7 has a KEK id but no "
                                          r"sealed error"):
         open_letter_error(dict(letter, error_sealed=None), kek_of)
+
+
+def test_a_row_sealed_by_the_earlier_seal_still_opens():
+    """A row sealed (on 2026-12-06) by the seal as it was before it was made faster, under a
+    fixed KEK: its body and wrapped key are the oracle; the stored format has not changed."""
+    kek = Kek("eu-0123456789abcdef", bytes(range(32)))
+    stored = {
+        "record_id": uuid.UUID("6f1c1f2e-8d3a-4c55-9a7e-0d2f4b6a8c10"),
+        "tenant_id": uuid.UUID("3b9e2a44-1c7d-4f08-b2a1-5e6c7d8e9f00"),
+        "body": bytes.fromhex(
+            "035ff80ae6ff04bb83df77edf4e9f3da4886b8c5abc68513ff6f37ff6e8a1a6b0cd0c1820d1483a7"
+            "86dbbc5357865822437815ed968678bc91976d230bf1d3c90debb106dd681effec"),
+        "wrapped_key": bytes.fromhex(
+            "8cfc9a305cf8160a99e4223cb436b88aa5b826cdec03e00f34cf0d67971e2c6f3a76d4d87b88d60c"
+            "16d8a1565f21d9673a9725a38d07f39a97d3dcab"),
+        "kek_id": kek.id}
+    assert open_record(stored, {kek.id: kek}.__getitem__) == (
+        b"a body sealed before the seal was made faster")
+    # and what the seal makes now opens the same way, by the row's identity as text or UUID
+    row = _row(str(stored["tenant_id"]), str(stored["record_id"]), b"sealed now")
+    again = _as_read(sealed_record_tuples([row], kek)[0])
+    assert open_record(dict(again, record_id=stored["record_id"],
+                            tenant_id=stored["tenant_id"]), {kek.id: kek}.__getitem__) == (
+        b"sealed now")
