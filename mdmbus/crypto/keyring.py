@@ -35,6 +35,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from mdmbus.errors import MdmbusError
+from mdmbus.regions import REGIONS
 
 __all__ = ["Keyring", "FileKeyring", "KeyringStatus", "Kek", "KeyUnavailable", "WrapError",
            "keyrings", "read_status", "REFRESH_S", "KEK_BYTES", "NONCE_BYTES"]
@@ -355,7 +356,6 @@ class _Keyrings:
     def kek(self, kek_id: str) -> Kek:
         """The KEK ``kek_id`` names, from its region's keyring (the region is the id's
         prefix); :class:`KeyUnavailable` when no keyring holds it."""
-        from mdmbus.regions import REGIONS
         region = kek_id.partition("-")[0]
         if region not in REGIONS:
             raise KeyUnavailable(f"{kek_id!r} is not a KEK id of any region")
