@@ -4,8 +4,15 @@ and the connection guard in front of a real loopback server."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import ipaddress
+import ssl
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from mdmbus.services.gateway.guards import ConnectionGuard, SlotsFull, SourceLimits, TenantSlots
 
@@ -247,6 +254,82 @@ async def test_a_first_request_with_a_large_body_in_one_read_is_not_cut_while_it
         assert await reader.readline() == b"ok\n"
         writer.close()
         w2.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def _tls_pair(tmp_path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a self-signed certificate, and a client context trusting it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(
+                ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "k.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.load_verify_locations(tmp_path / "c.pem")
+    return server, client
+
+
+async def _until(condition, within: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_over_tls_a_client_is_served_and_a_silent_handshake_is_cut_and_uncounted(
+        tmp_path):
+    """With TLS (as the gateway runs): a client that completes its handshake is served; one
+    that connects and never starts TLS is closed once the header timeout passes, and no
+    longer counted against the cap."""
+    server_tls, client_tls = _tls_pair(tmp_path)
+    guard = ConnectionGuard(_Echo, max_connections=2, header_timeout_s=0.5, tls=server_tls)
+    server = await asyncio.get_running_loop().create_server(guard, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_tls)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert await asyncio.wait_for(reader.readline(), 5) == b"ok\n"
+        silent, silent_w = await asyncio.open_connection("127.0.0.1", port)
+        await _until(lambda: guard.open == 2)
+        assert await _closed(silent, 3.0)
+        await _until(lambda: guard.open == 1)
+        assert guard.open_by_source == {"127.0.0.1": 1}
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # the served one still is
+        assert await asyncio.wait_for(reader.readline(), 5) == b"ok\n"
+        writer.close()
+        silent_w.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_closing_the_guard_ends_the_handshakes_in_progress(tmp_path):
+    """The server stopping: a connection still in its TLS handshake is closed at once (not
+    after the 30 s handshake timeout) and no longer counted."""
+    server_tls, _ = _tls_pair(tmp_path)
+    guard = ConnectionGuard(_Echo, max_connections=2, header_timeout_s=30, tls=server_tls)
+    server = await asyncio.get_running_loop().create_server(guard, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        silent, silent_w = await asyncio.open_connection("127.0.0.1", port)
+        await _until(lambda: guard.open == 1 and len(guard._handshakes) == 1)
+        guard.close()
+        assert await _closed(silent, 3.0)
+        await _until(lambda: guard.open == 0 and not guard._handshakes)
+        silent_w.close()
     finally:
         server.close()
         await server.wait_closed()
