@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
+import socket
 import ssl
 
 import pytest
@@ -83,7 +84,7 @@ async def test_the_guard_cuts_silent_connections_and_caps_open_ones():
         w1.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert await r1.readline() == b"ok\n"
         assert sorted(cuts) == ["over_cap", "slow_headers", "slow_headers"]
-        assert guard.open == 1
+        assert (guard.cut, guard.refused, guard.open) == (2, 1, 1)
         w1.close()
         for _, writer in silent:
             writer.close()
@@ -330,6 +331,51 @@ async def test_closing_the_guard_ends_the_handshakes_in_progress(tmp_path):
         assert await _closed(silent, 3.0)
         await _until(lambda: guard.open == 0 and not guard._handshakes)
         silent_w.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_token_buckets_refill_at_the_rate_and_are_forgotten_exactly_when_full():
+    """A burst of 3, then 2 new connections a second (a clock the test moves): the answers
+    below are worked out by hand. A bucket that has refilled to the burst is the same as none
+    and is dropped when the table is full; one short of it is kept."""
+    now = [0.0]
+    guard = ConnectionGuard(_Echo, max_connections=10**6, header_timeout_s=1,
+                            per_source=SourceLimits(100, 2.0, 3), clock=lambda: now[0])
+    guard.BUCKETS_KEPT = 2
+    assert [guard.admit("a") for _ in range(4)] == [True, True, True, False]
+    now[0] = 0.25  # half a token back
+    assert not guard.admit("a")
+    now[0] = 0.5  # a whole one: "a" is admitted once, its bucket empty again
+    assert guard.admit("a") and not guard.admit("a")
+    assert guard.admit("b")  # 2 tokens left at 0.5
+    now[0] = 1.25  # "a" holds 1.5 of 3 (kept), "b" 3.5 (full: forgotten)
+    assert guard.admit("c")
+    assert set(guard._buckets) == {"a", "c"}
+    now[0] = 2.0  # "a" holds exactly 3 (full), "c" 3.5: both forgotten
+    assert guard.admit("d")
+    assert set(guard._buckets) == {"d"}
+
+
+async def test_a_cut_tls_connection_is_dropped_even_if_its_client_never_answers(tmp_path):
+    """A client that completes its TLS handshake, sends nothing and then ignores everything
+    (no close_notify back): cut at the header timeout, its connection is dropped at once and
+    no longer counted, not held while TLS waits for an orderly close (30 s)."""
+    server_tls, client_tls = _tls_pair(tmp_path)
+    guard = ConnectionGuard(_Echo, max_connections=2, header_timeout_s=0.5, tls=server_tls)
+    server = await asyncio.get_running_loop().create_server(guard, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+
+    def handshake() -> ssl.SSLSocket:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        return client_tls.wrap_socket(raw, server_hostname="127.0.0.1")
+    try:
+        client = await asyncio.to_thread(handshake)
+        await _until(lambda: guard.open == 1 and len(guard.live) == 1)
+        await _until(lambda: guard.open == 0 and not guard.live, within=3)
+        assert guard.cut == 1
+        client.close()
     finally:
         server.close()
         await server.wait_closed()
