@@ -379,3 +379,55 @@ async def test_a_cut_tls_connection_is_dropped_even_if_its_client_never_answers(
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_a_connection_yet_to_send_its_first_request_is_not_closed_to_make_room():
+    """aiohttp's protocol waits for a first request much as it waits between requests; only
+    the latter is idle. At the cap, a newcomer is refused rather than cutting a connection
+    whose client has not spoken yet (the header timeout is that one's bound)."""
+    from aiohttp import web
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    cuts: list[str] = []
+    server = web.Server(handler)
+    guard = ConnectionGuard(server, max_connections=1, header_timeout_s=5, on_cut=cuts.append)
+    listener = await asyncio.get_running_loop().create_server(guard, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    try:
+        fresh, fresh_w = await asyncio.open_connection("127.0.0.1", port)
+        await _until(lambda: guard.open == 1 and len(guard.live) == 1)
+        late, late_w = await asyncio.open_connection("127.0.0.1", port)
+        assert await _closed(late, 2.0)
+        assert cuts == ["over_cap"]
+        assert await _answer(fresh, fresh_w) == b"ok"  # the first one is served
+        fresh_w.close()
+        late_w.close()
+    finally:
+        listener.close()
+        await listener.wait_closed()
+        await server.shutdown(1)
+
+
+async def test_refusing_a_connection_raises_nothing_in_the_event_loop():
+    """A connection refused at the door ends quietly: no error reaches the loop's handler
+    (where the server's log would show one for every refusal)."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    try:
+        guard = ConnectionGuard(_Echo, max_connections=0, header_timeout_s=5)
+        server = await loop.create_server(guard, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await _closed(reader, 2.0)
+        await _until(lambda: guard.refused == 1)
+        for _ in range(5):  # the loop runs the transport's callbacks after the close
+            await asyncio.sleep(0)
+        writer.close()
+        server.close()
+        await server.wait_closed()
+        assert errors == [] and guard.open == 0
+    finally:
+        loop.set_exception_handler(None)
