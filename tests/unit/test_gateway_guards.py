@@ -134,7 +134,7 @@ async def test_at_the_cap_an_idle_kept_alive_connection_makes_room_and_busy_ones
             assert await asyncio.wait_for(reader.read(), 5) == b""
         for reader, writer in conns[5:]:
             assert await _answer(reader, writer) == b"ok"
-        assert cuts == ["idle_closed"] * 5 and guard.open == 3
+        assert cuts == ["idle_closed"] * 5 and (guard.open, guard.reclaimed) == (3, 5)
 
         # Three requests in progress: a fourth connection finds nobody idle and is refused.
         for _, writer in conns[5:]:
@@ -420,14 +420,86 @@ async def test_refusing_a_connection_raises_nothing_in_the_event_loop():
         guard = ConnectionGuard(_Echo, max_connections=0, header_timeout_s=5)
         server = await loop.create_server(guard, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        assert await _closed(reader, 2.0)
-        await _until(lambda: guard.refused == 1)
+        for _ in range(2):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            assert await _closed(reader, 2.0)
+            writer.close()
+        await _until(lambda: guard.refused == 2)
         for _ in range(5):  # the loop runs the transport's callbacks after the close
             await asyncio.sleep(0)
-        writer.close()
         server.close()
         await server.wait_closed()
         assert errors == [] and guard.open == 0
     finally:
         loop.set_exception_handler(None)
+
+
+async def test_each_source_is_counted_apart_and_makes_room_only_among_its_own():
+    """Two sources behind aiohttp's protocol, at most 2 connections each: the counts by
+    source and the served connections by source are exact at each step; a third connection
+    of a source closes that source's connection idle the longest, never another source's
+    (even an older one); once all are closed nothing is left in the tables."""
+    from aiohttp import web
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    cuts: list[str] = []
+    server = web.Server(handler)
+    guard = ConnectionGuard(server, max_connections=100, header_timeout_s=5, on_cut=cuts.append,
+                            per_source=SourceLimits(2, 1000.0, 1000))
+    listener = await asyncio.get_running_loop().create_server(guard, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    a, b = "127.0.0.2", "127.0.0.3"
+    writers = []
+
+    async def served(source: str):
+        reader, writer = await _connect_from(source, port)
+        writers.append(writer)
+        assert await _answer(reader, writer) == b"ok"
+        return reader, writer
+
+    try:
+        b1 = await served(b)  # idle the longest of all
+        a1 = await served(a)
+        await served(a)
+        assert guard.open_by_source == {a: 2, b: 1}
+        assert {source: len(pool) for source, pool in guard.live.items()} == {a: 2, b: 1}
+        await served(a)  # a at its cap: a1 makes room, b1 is left alone
+        assert await asyncio.wait_for(a1[0].read(), 5) == b""
+        assert await _answer(*b1) == b"ok"
+        await _until(lambda: guard.open_by_source == {a: 2, b: 1})
+        assert {source: len(pool) for source, pool in guard.live.items()} == {a: 2, b: 1}
+        assert (guard.open, guard.reclaimed, guard.refused, cuts) == (3, 1, 0, ["idle_closed"])
+        for writer in writers:
+            writer.close()
+        await _until(lambda: guard.open == 0)
+        assert guard.open_by_source == {} and guard.live == {}
+    finally:
+        listener.close()
+        await listener.wait_closed()
+        await server.shutdown(1)
+
+
+async def test_a_source_whose_connections_are_all_in_their_handshake_is_refused_at_its_cap(
+        tmp_path):
+    """Nothing of a source in its TLS handshake can be idle: at the source's cap the newcomer
+    is refused."""
+    server_tls, _ = _tls_pair(tmp_path)
+    cuts: list[str] = []
+    guard = ConnectionGuard(_Echo, max_connections=10, header_timeout_s=5, on_cut=cuts.append,
+                            tls=server_tls, per_source=SourceLimits(1, 1000.0, 1000))
+    server = await asyncio.get_running_loop().create_server(guard, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        first, first_w = await asyncio.open_connection("127.0.0.1", port)
+        await _until(lambda: guard.open == 1)
+        second, second_w = await asyncio.open_connection("127.0.0.1", port)
+        assert await _closed(second, 2.0)
+        assert cuts == ["source_cap"] and guard.open == 1
+        first_w.close()
+        second_w.close()
+        guard.close()
+    finally:
+        server.close()
+        await server.wait_closed()
