@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mdmbus.services.gateway.guards import ConnectionGuard, SlotsFull, SourceLimits, TenantSlots
+from mdmbus.services.gateway.guards import (ConnectionGuard, SlotsFull, SourceLimits,
+                                           TenantSlots, _Guarded)
 
 
 def test_a_tenant_gets_its_cap_of_one_kind_and_no_more_while_others_are_unaffected():
@@ -304,8 +305,11 @@ async def test_over_tls_a_client_is_served_and_a_silent_handshake_is_cut_and_unc
         writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert await asyncio.wait_for(reader.readline(), 5) == b"ok\n"
         silent, silent_w = await asyncio.open_connection("127.0.0.1", port)
-        await _until(lambda: guard.open == 2)
+        await _until(lambda: guard.open == 2 and len(guard._handshakes) == 1)
+        handshake = set(guard._handshakes)
         assert await _closed(silent, 3.0)
+        # The failed handshake ends its task quietly (nothing raised for the loop to log).
+        assert await asyncio.gather(*handshake, return_exceptions=True) == [None]
         await _until(lambda: guard.open == 1)
         assert guard.open_by_source == {"127.0.0.1": 1}
         writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # the served one still is
@@ -503,3 +507,55 @@ async def test_a_source_whose_connections_are_all_in_their_handshake_is_refused_
     finally:
         server.close()
         await server.wait_closed()
+
+
+class _Transport:
+    """What the guard and _Echo use of a transport, recorded."""
+
+    def __init__(self) -> None:
+        self.written, self.aborted, self.closed = b"", False, False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_a_connection_lost_before_it_was_made_is_uncounted_and_raises_nothing():
+    """TLS can lose a connection in the instant between its handshake and start_tls handing
+    it over (asyncio then calls connection_lost first): it is no longer counted."""
+    guard = ConnectionGuard(_Echo, max_connections=5, header_timeout_s=5)
+    assert guard.admit("10.0.0.9")
+    _Guarded(guard, _Echo(), "10.0.0.9").connection_lost(None)
+    assert guard.open == 0 and guard.open_by_source == {} and guard.live == {}
+
+
+async def test_a_connection_gone_during_its_handshake_is_aborted_when_tls_hands_it_over():
+    guard = ConnectionGuard(_Echo, max_connections=5, header_timeout_s=5)
+    assert guard.admit("10.0.0.9")
+    guarded = _Guarded(guard, _Echo(), "10.0.0.9")
+    guarded.release()  # its plain connection ended while TLS ran
+    transport = _Transport()
+    guarded.connection_made(transport)
+    assert transport.aborted and guard.live == {} and guard.open == 0
+
+
+async def test_the_guard_keeps_only_the_last_three_bytes_of_an_unfinished_head():
+    """Memory per connection: however long a head grows before its blank line, the guard
+    keeps three bytes of it (enough to see a blank line split over two reads)."""
+    guard = ConnectionGuard(_Echo, max_connections=5, header_timeout_s=5)
+    assert guard.admit("10.0.0.9")
+    guarded = _Guarded(guard, _Echo(), "10.0.0.9")
+    transport = _Transport()
+    guarded.connection_made(transport)
+    for chunk in (b"GET / HTTP/1.1\r\n", b"Host: x\r\n" * 100, b"X-A: b\r\n\r"):
+        guarded.data_received(chunk)
+        assert len(guarded._head) <= 3
+    guarded.data_received(b"\n")
+    assert transport.written == b"ok\n"
+    guarded.connection_lost(None)
+    assert guard.open == 0
