@@ -36,7 +36,7 @@ PostgreSQL (S = SELECT, I = INSERT, U = UPDATE, D = DELETE; columns where limite
 from __future__ import annotations
 
 __all__ = ["KAFKA", "kafka_may", "pg_may", "PG", "SEQUENCE_USERS", "REGION_NAMES", "FUNCTIONS",
-           "POLICIES"]
+           "POLICIES", "PRINCIPALS", "LOGIN_ROLES", "DATABASE_PRIVILEGES"]
 
 #: The regions, by name (not read from mdmbus.regions either).
 REGION_NAMES = ("na", "eu", "ap")
@@ -211,3 +211,33 @@ def _policies() -> set[tuple[str, str, str, str, str, str, str]]:
 
 #: Row-level security, by hand (a WITH CHECK left out is the USING expression).
 POLICIES = frozenset(_policies())
+
+
+#: Kafka principal of each (service, region); None: a service of the whole cluster.
+PRINCIPALS = {**{(service, r): f"{service}-{r}" for service in ("pipeline", "sweeper",
+                                                                 "gateway", "devices")
+                 for r in REGION_NAMES},
+              ("accounts", None): "accounts", ("admin", None): "admin"}
+
+
+def _login_roles() -> dict[str, tuple[frozenset[str], str]]:
+    """PostgreSQL login role -> (the databases it connects to, how it logs in): services by
+    client certificate, operators' readers and producers' directory lookups by password."""
+    out = {}
+    for r in REGION_NAMES:
+        both = frozenset((f"mdmbus_{r}", "mdmbus_directory"))
+        for service in ("pipeline", "sweeper", "gateway"):
+            out[f"mdmbus_{r}_{service}"] = (both, "certificate")
+        out[f"mdmbus_{r}_reader"] = (frozenset((f"mdmbus_{r}",)), "password")
+    out["mdmbus_directory_reader"] = (frozenset(("mdmbus_directory",)), "password")
+    out["mdmbus_cm_connector"] = (frozenset(("mdmbus_cm",)), "certificate")
+    return out
+
+
+LOGIN_ROLES = _login_roles()
+
+#: (database, role, privilege) on databases: CONNECT where a role connects, TEMPORARY for
+#: the pipeline (its bulk writes stage rows in a temporary table); nothing else.
+DATABASE_PRIVILEGES = frozenset(
+    {(db, role, "CONNECT") for role, (dbs, _) in LOGIN_ROLES.items() for db in dbs}
+    | {(f"mdmbus_{r}", f"mdmbus_{r}_pipeline", "TEMPORARY") for r in REGION_NAMES})

@@ -14,11 +14,11 @@ import pytest
 
 from mdmbus.contract import default_registry
 from mdmbus.contract.retention import (RAW_SCANNED, REDACTED_BODY, SCANNED, WITHHELD, Kept, keep,
-                                       keep_valid)
+                                       keep_valid, safe_text)
 from mdmbus.streams.classify import RefusedMessage, classify
 from tests.keyforms import key_forms, leaked
 from tests.keyshapes import SHAPE_NAMES, shapes
-from tests.unit.examples import example
+from tests.unit.examples import der, example, pem
 
 REGISTRY = default_registry()
 TOPIC = "mdm.eu.relay"
@@ -69,7 +69,8 @@ def _clean_shapes() -> list[tuple[str, bytes, str]]:
             ("schema_mismatch", REGISTRY.codec.encode(KIND, bad), "schema_mismatch")]
 
 
-@pytest.mark.parametrize("name, value, reason", _clean_shapes(), ids=lambda v: str(v)[:20])
+@pytest.mark.parametrize("name, value, reason", _clean_shapes(),
+                         ids=[name for name, _, _ in _clean_shapes()])
 def test_clean_refused_messages_keep_their_bodies(name: str, value: bytes, reason: str) -> None:
     """Positive control: scanned whole and clean, the body is kept (a KiB of an oversized one)."""
     r = _rejected(value)
@@ -94,3 +95,74 @@ def test_a_record_refused_by_a_rule_keeps_its_body_where_the_rule_keeps_bodies()
     digest = hashlib.sha256(value).hexdigest()
     assert keep_valid(value, True) == Kept(value, "scanned", False, 42, digest)
     assert keep_valid(value, False) == Kept(None, "not_kept", False, 42, digest)
+
+
+# keep() and safe_text() on inputs chosen by hand, each answer written out in full.
+PEM_KEY = pem("EC PRIVATE KEY", der("ec_private_sec1"))
+
+
+def _sha(value: bytes) -> str:
+    return hashlib.sha256(value).hexdigest()
+
+
+def _r3(message: str) -> tuple[bytes, dict]:
+    record = example(KIND)
+    record["message"] = message
+    return REGISTRY.codec.encode(KIND, record), record
+
+
+def test_nothing_to_keep_is_said_in_full() -> None:
+    assert keep(REGISTRY, None, None) == Kept(None, "not_kept", False, 0, None)
+
+
+def test_a_decoded_clean_record_is_kept_as_it_came() -> None:
+    value, record = _r3("the device could not reach the NDES server")
+    assert keep(REGISTRY, value, (KIND, record)) == Kept(value, "scanned", False, len(value),
+                                                        _sha(value))
+
+
+def test_a_clean_record_the_verdict_found_a_key_in_keeps_nothing() -> None:
+    """The verdict and the redaction disagree: nothing is kept rather than a body one of
+    them thought held a key."""
+    value, record = _r3("the device could not reach the NDES server")
+    assert keep(REGISTRY, value, (KIND, record), key_found=True) == Kept(
+        None, "withheld", False, len(value), _sha(value))
+
+
+def test_a_decoded_record_holding_a_key_keeps_the_record_with_the_key_replaced() -> None:
+    value, record = _r3("see attached: " + PEM_KEY.decode())
+    expected = REGISTRY.codec.encode(KIND, dict(record, message="[redacted: private key material]"))
+    assert keep(REGISTRY, value, (KIND, record), key_found=True) == Kept(
+        expected, "redacted", True, len(value), _sha(value))
+
+
+def test_a_redacted_record_that_no_longer_encodes_keeps_nothing() -> None:
+    """A decoded value that is not a whole record of its kind (here: the message alone)."""
+    value = b"\xc3\x01" + PEM_KEY
+    kept = keep(REGISTRY, value, (KIND, {"message": PEM_KEY.decode()}), key_found=True)
+    assert kept == Kept(None, "withheld", False, len(value), _sha(value))
+
+
+def test_undecodable_bytes_are_kept_only_when_clean_and_cut_only_when_oversized() -> None:
+    clean = b"not a record: " + bytes(range(32, 127)) * 30
+    assert len(clean) > 1024
+    assert keep(REGISTRY, clean, None) == Kept(clean, "raw_scanned", False, len(clean),
+                                               _sha(clean))
+    assert keep(REGISTRY, clean, None, oversized=True) == Kept(
+        clean[:1024], "raw_scanned", False, len(clean), _sha(clean))
+    keyed = b"garbage " + PEM_KEY
+    assert keep(REGISTRY, keyed, None) == Kept(None, "withheld", False, len(keyed), _sha(keyed))
+    # A key's opening cut short (the first 40 bytes of its armour and body) is withheld too.
+    cut = b"x" + PEM_KEY[:40]
+    assert keep(REGISTRY, cut, None) == Kept(None, "withheld", False, len(cut), _sha(cut))
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("", ""),
+    ("expected a uuid, got 'abc'", "expected a uuid, got 'abc'"),
+    ("envelope.tenant_id", "envelope.tenant_id"),
+    ("bad: -----BEGIN EC PRIVATE KEY-----", "[withheld: quoted private key material]"),
+    ("got " + PEM_KEY.decode(), "[withheld: quoted private key material]"),
+])
+def test_an_error_text_quoting_key_material_is_replaced(text: str, shown: str) -> None:
+    assert safe_text(text) == shown

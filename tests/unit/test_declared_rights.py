@@ -5,10 +5,15 @@ integration tests hold the running broker and server to the same table."""
 
 from __future__ import annotations
 
+import pytest
+
 from mdmbus import identities
 from mdmbus.identities import (Acl, KafkaPrincipal, Op, Pattern, Resource, kafka_acls,
-                               pg_functions, pg_grants, pg_policies, pg_sequences)
-from tests.integration.rights_table import FUNCTIONS, KAFKA, PG, POLICIES, SEQUENCE_USERS
+                               kafka_principals, pg_database_privileges, pg_functions,
+                               pg_grants, pg_policies, pg_roles, pg_sequences, principal_of,
+                               role_of)
+from tests.integration.rights_table import (DATABASE_PRIVILEGES, FUNCTIONS, KAFKA, LOGIN_ROLES, PG,
+                                            POLICIES, PRINCIPALS, REGION_NAMES, SEQUENCE_USERS)
 
 
 def test_the_declared_kafka_acls_are_the_table() -> None:
@@ -71,3 +76,49 @@ def test_the_rights_table_in_docs_names_every_group_a_principal_without_rights_a
     assert "| `p-none` | no right | nothing |" in lines
     gateway = next(line for line in lines if line.startswith("| `mdmbus_eu_gateway`"))
     assert "EXECUTE `acknowledge_relay()`, EXECUTE `second_function()`" in gateway
+
+
+def test_the_declared_login_roles_are_the_table() -> None:
+    declared = {}
+    for role in pg_roles():
+        assert role.name not in declared, f"declared twice: {role.name}"
+        assert len(set(role.databases)) == len(role.databases), role
+        declared[role.name] = (frozenset(role.databases), role.login)
+    assert {k: v for k, v in declared.items() if LOGIN_ROLES.get(k) != v} == {}, \
+        "declared, not in the table (or otherwise)"
+    assert {k: v for k, v in LOGIN_ROLES.items() if declared.get(k) != v} == {}, \
+        "in the table, not declared (or otherwise)"
+    assert all(role.purpose for role in pg_roles())
+
+
+def test_the_declared_database_privileges_are_the_table() -> None:
+    declared = pg_database_privileges()
+    assert len(declared) == len(set(declared)), "declared twice"
+    assert set(declared) == DATABASE_PRIVILEGES
+
+
+def test_each_service_has_the_principal_and_role_of_the_table() -> None:
+    assert {key: principal_of(*key) for key in PRINCIPALS} == PRINCIPALS
+    assert {p.name for p in kafka_principals()} == set(PRINCIPALS.values())
+    roles = {(service, r): role_of(service, r) for service in ("pipeline", "sweeper", "gateway",
+                                                               "reader") for r in REGION_NAMES}
+    roles |= {(service, None): role_of(service) for service in ("cm-connector",
+                                                                 "directory-reader")}
+    assert set(roles.values()) == set(LOGIN_ROLES)
+    assert roles[("gateway", "eu")] == "mdmbus_eu_gateway"
+    assert roles[("cm-connector", None)] == "mdmbus_cm_connector"
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: principal_of("pipeline"), "pipeline has a principal per region, not None"),
+    (lambda: principal_of("gateway", "mars"), "gateway has a principal per region, not 'mars'"),
+    (lambda: principal_of("cm"), "no Kafka principal for 'cm'"),
+    (lambda: principal_of("Accounts"), "no Kafka principal for 'Accounts'"),
+    (lambda: principal_of("reader", "eu"), "no Kafka principal for 'reader'"),
+    (lambda: role_of("sweeper"), "sweeper has a role per region, not None"),
+    (lambda: role_of("gateway", "mars"), "gateway has a role per region, not 'mars'"),
+])
+def test_a_service_without_an_identity_is_told_so(call, message) -> None:
+    with pytest.raises(ValueError) as caught:
+        call()
+    assert str(caught.value) == message

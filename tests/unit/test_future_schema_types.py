@@ -13,6 +13,7 @@ import pytest
 
 from mdmbus.contract import (REDACTED, SCHEMA_DIR, ValidationError, load_registry, redact,
                              validate)
+from mdmbus.contract.retention import keep
 from mdmbus.contract.verdict import Refused, check_message
 from tests.unit.examples import TENANT, der, example, pem
 
@@ -164,6 +165,18 @@ def test_opaque_fields_stay_opaque_at_any_depth(registry) -> None:
     expected = {"note": REDACTED, "blob": leaky["blob"]}
     assert clean["sealed"] == [expected] and clean["sealed_by_key"] == {"k": expected}
     assert clean["extra"]["sealed_maybe"] == expected
+
+
+def test_a_dead_letter_redacts_by_the_registry_it_is_given(registry) -> None:
+    """keep() redacts with the contract of the process (this registry, whose opaque blob the
+    repository's U12 lacks): the key in the note is replaced, the opaque blob stays as it came."""
+    leaky = {"note": KEY.decode(), "blob": b"\x00" + KEY}
+    record = _record(sealed=[leaky])
+    value = registry.codec.encode("U12", record)
+    expected = registry.codec.encode("U12", _record(sealed=[{"note": REDACTED,
+                                                            "blob": b"\x00" + KEY}]))
+    kept = keep(registry, value, ("U12", record), key_found=True)
+    assert (kept.body, kept.basis, kept.redacted) == (expected, "redacted", True)
 
 
 def test_redaction_keeps_binary_that_is_not_a_pem_private_key() -> None:

@@ -197,3 +197,97 @@ def test_a_key_set_at_an_https_url_is_fetched_once_and_kept_five_minutes(keys, m
     assert _refusal(verifier, f"Bearer {_token(other, kid='k9')}") == "unknown_key"
     with pytest.raises(TokenError, match=r"not in the key set \(PyJWKClientError\)"):
         verifier.verify(f"Bearer {_token(other, kid='k9')}")
+
+
+# The texts below are written out by hand: they are what a tenant's system reads in the
+# gateway's 401 answer ({"error": "invalid_token", "reason": ..., "message": ...}).
+ONLY_ES256 = "only ES256 tokens are accepted"
+NOT_BEARER = "the Authorization header is not 'Bearer <token>'"
+
+
+def _text(verifier: TokenVerifier, header: str | None) -> tuple[str, str]:
+    with pytest.raises(TokenError) as caught:
+        verifier.verify(header)
+    return caught.value.reason, str(caught.value)
+
+
+@pytest.mark.parametrize("header, expected", [
+    (None, ("missing", "no bearer token (Authorization: Bearer <token>)")),
+    ("", ("missing", "no bearer token (Authorization: Bearer <token>)")),
+    ("Basic dXNlcjpwYXNz", ("malformed", NOT_BEARER)),
+    ("Bearer    ", ("malformed", NOT_BEARER)),
+    ("Bearer not.a.jwt", ("malformed", "the token is not a well-formed JWT")),
+])
+def test_a_refused_header_is_told_why_in_words(keys, header, expected) -> None:
+    assert _text(_verifier(keys[1]), header) == expected
+
+
+def test_a_valid_token_under_another_scheme_is_refused(keys) -> None:
+    """Only the Bearer scheme carries a token: a well-signed token sent as 'Basic' or
+    'Token' is refused, not accepted for the token it holds."""
+    key, path = keys
+    for scheme in ("Basic", "Token", "JWT"):
+        assert _text(_verifier(path), f"{scheme} {_token(key)}") == ("malformed", NOT_BEARER)
+
+
+def test_each_token_refusal_is_told_in_words(keys) -> None:
+    key, path = keys
+    verifier = _verifier(path)
+    stranger = ec.generate_private_key(ec.SECP256R1())
+    cases = {
+        "unsigned": (jwt.encode(_claims(), None, algorithm="none"),
+                     ("algorithm_not_allowed", ONLY_ES256)),
+        "rsa": (_token(rsa.generate_private_key(public_exponent=65537, key_size=2048),
+                       alg="RS256"), ("algorithm_not_allowed", ONLY_ES256)),
+        "unknown key id": (_token(key, kid="k9"),
+                           ("unknown_key", "the token's signing key is not in the key set")),
+        "another key": (_token(stranger), ("bad_signature",
+                                           "the token's signature does not verify")),
+        "expired": (_token(key, _claims(exp=lambda now: now - 60)),
+                    ("expired", "the token has expired")),
+        "not yet valid": (_token(key, _claims(nbf=lambda now: now + 120)),
+                          ("not_yet_valid", "the token is not valid yet (nbf/iat)")),
+        "issuer": (_token(key, _claims(iss="https://elsewhere.test/")),
+                   ("wrong_issuer", "the token was not issued by the trusted issuer")),
+        "audience": (_token(key, _claims(aud="another-service")),
+                     ("wrong_audience", "the token is not addressed to this gateway")),
+        "no tenant": (_token(key, _claims(tid=...)),
+                      ("missing_claim", "the token lacks a required claim")),
+        "a day and a second": (_token(key, _claims(exp=lambda now: now + 24 * 3600 + 1)),
+                               ("lifetime_too_long",
+                                "a token may live at most 86400 s (exp - iat)")),
+        "tenant": (_token(key, _claims(tid="not-a-tenant")),
+                   ("bad_claim", "the tid claim is not a tenant id")),
+        "role": (_token(key, _claims(roles=["superuser"])),
+                 ("bad_claim", "the roles claim must hold one of connector, admin, auditor")),
+    }
+    told = {name: _text(verifier, f"Bearer {token}") for name, (token, _) in cases.items()}
+    assert told == {name: expected for name, (_, expected) in cases.items()}
+
+
+def test_the_refusal_names_every_algorithm_allowed(keys) -> None:
+    verifier = TokenVerifier(str(keys[1]), ISSUER, AUDIENCE, ["ES256", "ES384"])
+    token = jwt.encode(_claims(), None, algorithm="none")
+    assert _text(verifier, f"Bearer {token}") == (
+        "algorithm_not_allowed", "only ES256, ES384 tokens are accepted")
+
+
+def test_a_key_set_without_keys_refuses_every_token(keys, tmp_path) -> None:
+    """Fail closed: a key set file holding no key (an issuer's rotation gone wrong) verifies
+    nothing; the token is refused, never let through unchecked."""
+    key, _ = keys
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({"keys": []}))
+    assert _text(_verifier(empty), f"Bearer {_token(key)}") == (
+        "malformed", "the token is not valid")
+
+
+def test_the_default_leeway_is_thirty_seconds(keys) -> None:
+    """The gateway builds its verifier with the default leeway (services/gateway/server.py):
+    a token expired 30 s ago (to the second) is refused, one expired 25 s ago is accepted."""
+    key, path = keys
+    verifier = TokenVerifier(str(path), ISSUER, AUDIENCE, ["ES256"])
+    assert verifier.verify(f"Bearer {_token(key, _claims(exp=lambda now: now - 25))}").role \
+        == "connector"
+    assert _text(verifier, f"Bearer {_token(key, _claims(exp=lambda now: now - 30))}") == (
+        "expired", "the token has expired")

@@ -115,6 +115,12 @@ CASES = {
     "private key": ("U9", lambda: _record("U9", device_name=pem("EC PRIVATE KEY",
                                                                  der("ec_private_sec1")).decode()),
                     "private_key_material", "device_name", "holds a PEM private key", True),
+    **{f"{label} key": ("U9", lambda label=label, name=name: _record(
+        "U9", device_name=pem(label, der(name)).decode()), "private_key_material", "device_name",
+        "holds a PEM private key", True)
+       for label, name in (("RSA PRIVATE KEY", "rsa_private_pkcs1"),
+                           ("PRIVATE KEY", "ec_private_pkcs8"),
+                           ("ENCRYPTED PRIVATE KEY", "ec_private_encrypted_pkcs8"))},
     "certificate": ("U9", lambda: _record("U9", os=pem("CERTIFICATE", der("certificate")).decode()),
                     "certificate_body", "os", ONLY_U10, True),
     "certificate in bytes": ("U4", lambda: _record("U4", icon=pem("X509 CERTIFICATE",

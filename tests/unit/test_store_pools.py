@@ -6,6 +6,7 @@ by a recorder (a unit test; tests/integration reads the roles back from PostgreS
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 
@@ -93,3 +94,20 @@ def test_open_pool_passes_its_database_role_sizes_and_name_on(monkeypatch):
         ("mdmbus_eu", "mdmbus_eu_gateway", {"min_size": 2, "max_size": 7,
                                             "application": "mdmbus-gw"}),
         ("mdmbus_na", None, {"min_size": 1, "max_size": 4, "application": "mdmbus"})]
+
+
+def test_a_gateway_session_is_held_to_its_callers_tenant():
+    """The setting the row-level security policies read (mdmbus.tenant, rights_table.POLICIES),
+    set for the session (not the transaction: is_local false), to the tenant's id as text."""
+    class Recorder:
+        def __init__(self) -> None:
+            self.calls: list[tuple] = []
+
+        async def execute(self, *args):
+            self.calls.append(args)
+
+    conn = Recorder()
+    tenant = uuid.UUID("6f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9")
+    asyncio.run(pools.hold_to_tenant(conn, tenant))
+    assert conn.calls == [("SELECT set_config('mdmbus.tenant', $1, false)",
+                           "6f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9")]
