@@ -58,6 +58,12 @@ class _Echo(asyncio.Protocol):
         pass
 
 
+async def _listen(guard: ConnectionGuard) -> tuple[Listener, int]:
+    """The guard's door on a loopback port of its own: (the listener, its port)."""
+    listener = await Listener.open(guard, "127.0.0.1", 0)
+    return listener, listener.sockets[0].getsockname()[1]
+
+
 async def _closed(reader: asyncio.StreamReader, within: float) -> bool:
     try:
         return await asyncio.wait_for(reader.read(), within) == b""
@@ -69,8 +75,7 @@ async def test_the_guard_cuts_silent_connections_and_caps_open_ones():
     cuts: list[str] = []
     guard = ConnectionGuard(_Echo, max_connections=3, header_timeout_s=0.3,
                             on_cut=cuts.append)
-    server = await Listener.open(guard, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    server, port = await _listen(guard)
     try:
         # A client that sends a complete head in time is served and not cut after.
         r1, w1 = await asyncio.open_connection("127.0.0.1", port)
@@ -122,8 +127,7 @@ async def test_at_the_cap_an_idle_kept_alive_connection_makes_room_and_busy_ones
     cuts: list[str] = []
     server = web.Server(handler)
     guard = ConnectionGuard(server, max_connections=3, header_timeout_s=5, on_cut=cuts.append)
-    listener = await Listener.open(guard, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
+    listener, port = await _listen(guard)
     conns = []
     try:
         for _ in range(8):
@@ -177,8 +181,7 @@ async def test_one_source_over_its_rate_or_its_cap_is_refused_while_another_is_s
     guard = ConnectionGuard(_Echo, max_connections=100, header_timeout_s=30,
                             on_cut=cuts.append, per_source=SourceLimits(4, 1.0, 3),
                             clock=lambda: now[0])
-    server = await Listener.open(guard, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    server, port = await _listen(guard)
     writers = []
 
     async def served(source: str) -> bool:
@@ -233,8 +236,7 @@ async def test_a_first_request_with_a_large_body_in_one_read_is_not_cut_while_it
     cuts: list[str] = []
     guard = ConnectionGuard(_Echo, max_connections=3, header_timeout_s=0.3,
                             on_cut=cuts.append)
-    server = await Listener.open(guard, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    server, port = await _listen(guard)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 16000\r\n\r\n"
@@ -299,8 +301,7 @@ async def test_over_tls_a_client_is_served_and_a_silent_handshake_is_cut_and_unc
     longer counted against the cap."""
     server_tls, client_tls = _tls_pair(tmp_path)
     guard = ConnectionGuard(_Echo, max_connections=2, header_timeout_s=0.5, tls=server_tls)
-    server = await Listener.open(guard, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    server, port = await _listen(guard)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_tls)
         writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -327,8 +328,7 @@ async def test_closing_the_guard_ends_the_handshakes_in_progress(tmp_path):
     after the 30 s handshake timeout) and no longer counted."""
     server_tls, _ = _tls_pair(tmp_path)
     guard = ConnectionGuard(_Echo, max_connections=2, header_timeout_s=30, tls=server_tls)
-    server = await Listener.open(guard, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    server, port = await _listen(guard)
     try:
         silent, silent_w = await asyncio.open_connection("127.0.0.1", port)
         await _until(lambda: guard.open == 1 and len(guard._handshakes) == 1)
@@ -369,8 +369,7 @@ async def test_a_cut_tls_connection_is_dropped_even_if_its_client_never_answers(
     no longer counted, not held while TLS waits for an orderly close (30 s)."""
     server_tls, client_tls = _tls_pair(tmp_path)
     guard = ConnectionGuard(_Echo, max_connections=2, header_timeout_s=0.5, tls=server_tls)
-    server = await Listener.open(guard, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    server, port = await _listen(guard)
 
     def handshake() -> ssl.SSLSocket:
         raw = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -398,8 +397,7 @@ async def test_a_connection_yet_to_send_its_first_request_is_not_closed_to_make_
     cuts: list[str] = []
     server = web.Server(handler)
     guard = ConnectionGuard(server, max_connections=1, header_timeout_s=5, on_cut=cuts.append)
-    listener = await Listener.open(guard, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
+    listener, port = await _listen(guard)
     try:
         fresh, fresh_w = await asyncio.open_connection("127.0.0.1", port)
         await _until(lambda: guard.open == 1 and len(guard.live) == 1)
@@ -423,8 +421,7 @@ async def test_refusing_a_connection_raises_nothing_in_the_event_loop():
     loop.set_exception_handler(lambda _, context: errors.append(context))
     try:
         guard = ConnectionGuard(_Echo, max_connections=0, header_timeout_s=5)
-        server = await Listener.open(guard, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
+        server, port = await _listen(guard)
         for _ in range(2):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             assert await _closed(reader, 2.0)
@@ -453,8 +450,7 @@ async def test_each_source_is_counted_apart_and_makes_room_only_among_its_own():
     server = web.Server(handler)
     guard = ConnectionGuard(server, max_connections=100, header_timeout_s=5, on_cut=cuts.append,
                             per_source=SourceLimits(2, 1000.0, 1000))
-    listener = await Listener.open(guard, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
+    listener, port = await _listen(guard)
     a, b = "127.0.0.2", "127.0.0.3"
     writers = []
 
@@ -494,8 +490,7 @@ async def test_a_source_whose_connections_are_all_in_their_handshake_is_refused_
     cuts: list[str] = []
     guard = ConnectionGuard(_Echo, max_connections=10, header_timeout_s=5, on_cut=cuts.append,
                             tls=server_tls, per_source=SourceLimits(1, 1000.0, 1000))
-    server = await Listener.open(guard, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    server, port = await _listen(guard)
     try:
         first, first_w = await asyncio.open_connection("127.0.0.1", port)
         await _until(lambda: guard.open == 1)
