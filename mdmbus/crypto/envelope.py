@@ -24,13 +24,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from mdmbus.crypto.keyring import NONCE_BYTES, Kek, WrapError
 
 __all__ = ["seal", "seal_batch", "seal_letters", "open_body", "rewrap", "record_aad",
-           "letter_aad", "SealError", "DEK_BYTES", "ERROR_AAD"]
+           "letter_aad", "SealError", "DEK_BYTES", "ERROR_AAD", "SEAL_RANDOM", "WRAP_NONCE_AT"]
 
 DEK_BYTES = 32
-#: Random bytes a seal takes: data key, body nonce, wrap nonce.
-_RANDOM = DEK_BYTES + 2 * NONCE_BYTES
+#: Random bytes a seal takes, in this order: data key, body nonce, wrap nonce.
+SEAL_RANDOM = DEK_BYTES + 2 * NONCE_BYTES
 #: Where the wrap nonce starts in a seal's random bytes.
-_WRAP_NONCE_AT = DEK_BYTES + NONCE_BYTES
+WRAP_NONCE_AT = DEK_BYTES + NONCE_BYTES
 
 
 class SealError(WrapError):
@@ -62,16 +62,16 @@ def seal_batch(kek: Kek, items: Sequence[tuple[bytes, bytes]]) -> list[tuple[byt
     """Seals each (associated data, body): one call for the randomness of a whole batch. The
     loop runs once a stored record on the pipeline's hot path: names it calls are bound
     locally."""
-    rnd = os.urandom(_RANDOM * len(items))
+    rnd = os.urandom(SEAL_RANDOM * len(items))
     wrap, aead = kek.wrap, AESGCM
     out: list[tuple[bytes, bytes]] = []
     append = out.append
     at = 0
     for aad, body in items:
         dek = rnd[at:at + DEK_BYTES]
-        nonce = rnd[at + DEK_BYTES:at + _WRAP_NONCE_AT]
-        wrap_nonce = rnd[at + _WRAP_NONCE_AT:at + _RANDOM]
-        at += _RANDOM
+        nonce = rnd[at + DEK_BYTES:at + WRAP_NONCE_AT]
+        wrap_nonce = rnd[at + WRAP_NONCE_AT:at + SEAL_RANDOM]
+        at += SEAL_RANDOM
         append((nonce + aead(dek).encrypt(nonce, body, aad), wrap(dek, aad, wrap_nonce)))
     return out
 
@@ -85,14 +85,14 @@ def seal_letters(kek: Kek, items: Sequence[tuple[bytes, bytes | None, bytes]]
                  ) -> list[tuple[bytes | None, bytes, bytes]]:
     """Seals each dead letter's (associated data, body or None, error text) under one data key
     of its own: (sealed body or None, sealed error, wrapped data key)."""
-    rnd = os.urandom((_RANDOM + NONCE_BYTES) * len(items))
+    rnd = os.urandom((SEAL_RANDOM + NONCE_BYTES) * len(items))
     out = []
     at = 0
     for aad, body, error in items:
         dek, n_body = rnd[at:at + DEK_BYTES], rnd[at + DEK_BYTES:at + DEK_BYTES + NONCE_BYTES]
-        n_wrap = rnd[at + DEK_BYTES + NONCE_BYTES:at + _RANDOM]
-        n_error = rnd[at + _RANDOM:at + _RANDOM + NONCE_BYTES]
-        at += _RANDOM + NONCE_BYTES
+        n_wrap = rnd[at + DEK_BYTES + NONCE_BYTES:at + SEAL_RANDOM]
+        n_error = rnd[at + SEAL_RANDOM:at + SEAL_RANDOM + NONCE_BYTES]
+        at += SEAL_RANDOM + NONCE_BYTES
         aead = AESGCM(dek)
         out.append((None if body is None else n_body + aead.encrypt(n_body, body, aad),
                     n_error + aead.encrypt(n_error, error, aad + ERROR_AAD),
