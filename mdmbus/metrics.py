@@ -55,6 +55,10 @@ class Metrics:
         self.store_write_seconds = Histogram(
             "mdmbus_store_write_duration_seconds", "Duration of one store write transaction.",
             ["region"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.seal_cpu_seconds = Counter(
+            "mdmbus_seal_cpu_seconds_total", "CPU seconds the pipeline spent sealing bodies, "
+            "each under a data key of its own: set against the process's CPU, encryption's "
+            "share of it.", ["region"], registry=r)
         self.end_to_end_seconds = Histogram(
             "mdmbus_end_to_end_latency_seconds", "From a record's event time to its durable "
             "row, in real seconds.", ["category"], buckets=_LATENCY_BUCKETS, registry=r)

@@ -51,6 +51,7 @@ async def _write(ctx: PipelineContext, region: str | None, items: list[Accepted]
         raise
     m.store_write_seconds.labels(region).observe(time.perf_counter() - started)
     m.store_batches.labels(region, "ok").inc()
+    m.seal_cpu_seconds.labels(region).inc(outcome.seal_cpu_s)
 
     now = ctx.clock.now()
     # The store answers with (tenant, id) as text; the contract's canonical text of both is the

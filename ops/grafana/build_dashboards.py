@@ -234,6 +234,14 @@ def pipeline_overview() -> dict[str, Any]:
         timeseries("Store write latency by region", "Duration of one store write transaction "
                    "(a batch of records), median and 99th percentile, per region store.", "s",
                    _quantiles("mdmbus_store_write_duration_seconds", "region")),
+        timeseries("Sealing CPU per stored record", "CPU time the pipeline spends sealing a "
+                   "record's body under a data key of its own (AES-256-GCM, the key wrapped "
+                   "by the region's KEK), per record stored, per region: encryption's cost "
+                   "where it is paid. BENCHMARKS.md sets it against the worker's whole CPU a "
+                   "record (target: under 10 %).", "s",
+                   [(f"sum by (region) (rate(mdmbus_seal_cpu_seconds_total[{RATE}])) / "
+                     f"sum by (region) (rate(mdmbus_records_stored_total[{RATE}]))",
+                     "{{region}}")]),
         timeseries("End-to-end latency", "From a record's event time to its durable row in the "
                    "region store, in real seconds: median and 99th percentile over every "
                    "category, and the 99th percentile per category.", "s",
