@@ -6,10 +6,13 @@ every process from /proc."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from dataclasses import dataclass, field
 
+import aiohttp
 from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from mdmbus.services.stores.pools import Stores
 from mdmbus.settings import Settings
@@ -52,6 +55,15 @@ class DrainResult:
     peer: bool = False
     #: False: the workers ran with the CPU levers off (bench.levers_off).
     levers: bool = True
+    #: CPU seconds the workers' own count (mdmbus_seal_cpu_seconds_total) says they spent
+    #: sealing while the CPU meter ran; None where they did not count (the peer, unsealed).
+    seal_cpu_s: float | None = None
+
+    def seal_us(self) -> float:
+        """Sealing's CPU microseconds a record, as the workers timed it while they drained."""
+        if self.seal_cpu_s is None or not self.cpu_records:
+            return float("nan")
+        return 1e6 * self.seal_cpu_s / self.cpu_records
 
     @property
     def rate(self) -> float:
@@ -68,6 +80,24 @@ class DrainResult:
                 if not w.startswith(("rest of", "machine", "  of which"))]
         spent = sum(s for w, s in rows if what is None or w == what)
         return 1e6 * spent / self.cpu_records if self.cpu_records else float("nan")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def seal_seconds(http: aiohttp.ClientSession, ports: list[int]) -> float:
+    """The workers' mdmbus_seal_cpu_seconds_total, summed (every region label)."""
+    total = 0.0
+    for port in ports:
+        async with http.get(f"http://127.0.0.1:{port}/metrics") as response:
+            text = await response.text()
+        for family in text_string_to_metric_families(text):
+            if family.name == "mdmbus_seal_cpu_seconds":
+                total += sum(s.value for s in family.samples if s.name.endswith("_total"))
+    return total
 
 
 async def stored_times(stores: Stores, tenants: Tenants) -> list[float]:
@@ -105,9 +135,13 @@ async def drain(settings: Settings, stores: Stores, tenants: Tenants, region: st
     startup = float("nan")
     cpu: list[tuple[str, float, float]] = []
     metered_from = 0
+    ports = [_free_port() for _ in range(workers)]
+    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+    sealing_from: float | None = None
+    seal_cpu_s: float | None = None
     try:
         keys = [procs.start("pipeline", region, key=f"pipeline-{region}-{i + 1}",
-                            prefix=(prefix if i == 0 else ()) + clear)
+                            prefix=(prefix if i == 0 else ()) + clear, metrics_port=ports[i])
                 for i in range(workers)]
         pids = [procs.procs[k].pid for k in keys]
         postmaster = await postgres_pid(stores.directory_pool)
@@ -134,6 +168,8 @@ async def drain(settings: Settings, stores: Stores, tenants: Tenants, region: st
                 meter = CpuMeter(groups, postmaster=postmaster,
                                  threads_of=pids[0] if workers == 1 else None)
                 metered_from = done
+                if sealed:
+                    sealing_from = await seal_seconds(http, ports)
             if progress:
                 progress.update(done)
             if done >= total:
@@ -143,9 +179,12 @@ async def drain(settings: Settings, stores: Stores, tenants: Tenants, region: st
                                    f"see {procs.log_dir}")
         if meter is not None:
             cpu = meter.stop()
+            if sealing_from is not None:
+                seal_cpu_s = await seal_seconds(http, ports) - sealing_from
     finally:
         procs.stop()
         await admin.close()
+        await http.close()
     times = sorted(await stored_times(stores, tenants))
     if len(times) < total:
         say(f"  warning: {total - len(times):,} records were not stored (dead letters? see "
@@ -154,7 +193,7 @@ async def drain(settings: Settings, stores: Stores, tenants: Tenants, region: st
                          times[-1] if times else 0.0, percentile(times, 10),
                          percentile(times, 90), startup, cpu, total - metered_from,
                          bool(prefix), str(procs.log_dir), sealed, in_flight,
-                         levers=levers)
+                         levers=levers, seal_cpu_s=seal_cpu_s)
     say(f"  {result.stored:,} stored in {result.last - result.first:.1f} s: "
         f"{result.rate:,.0f} records/s")
     return result
