@@ -150,7 +150,7 @@ def source_of(address: str, v6_prefix: int = 64) -> str:
     if ":" not in address:
         return address
     try:
-        ip = ipaddress.IPv6Address(address.partition("%")[0])
+        ip = ipaddress.IPv6Address(address)  # a zone (fe80::1%eth0) is dropped by the network
     except ValueError:
         return address
     if ip.ipv4_mapped is not None:

@@ -88,12 +88,12 @@ class Listener:
                 self._loop.remove_reader(sock.fileno())
                 self._loop.call_later(_PAUSE_S, self._resume, sock)
                 return
-            source = self.guard.source_of(
-                str(address[0]) if isinstance(address, tuple) and address else "unknown")
+            # An inet or inet6 stream socket (open binds no other): address[0] is the peer's.
+            source = self.guard.source_of(str(address[0]))
             if not self.guard.admit(source):
                 conn.close()
                 continue
-            conn.setblocking(False)
+            # Blocking as accept() made it until asyncio takes it over (which makes it not).
             task = self._loop.create_task(self._hand_over(conn, source))
             self._handovers.add(task)
             task.add_done_callback(self._handovers.discard)

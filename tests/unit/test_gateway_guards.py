@@ -15,8 +15,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mdmbus.services.gateway.guards import (ConnectionGuard, SlotsFull, SourceLimits,
-                                           TenantSlots, _Guarded)
+from mdmbus.services.gateway.guards import (STREAM_SEND_BUFFER, ConnectionGuard, SlotsFull,
+                                           SourceLimits, TenantSlots, _Door, _Guarded,
+                                           bound_send_buffer)
 from mdmbus.services.gateway.listener import Listener
 
 
@@ -555,3 +556,97 @@ async def test_the_guard_keeps_only_the_last_three_bytes_of_an_unfinished_head()
     assert transport.written == b"ok\n"
     guarded.connection_lost(None)
     assert guard.open == 0
+
+
+class _SocketOnly:
+    """A transport reduced to what bound_send_buffer asks of it."""
+
+    def __init__(self, sock: socket.socket | None) -> None:
+        self.sock = sock
+
+    def get_extra_info(self, name: str, default=None):
+        return self.sock if name == "socket" else default
+
+
+def test_an_exports_send_buffer_is_capped_in_the_kernel():
+    """Oracle: the kernel's own answer (Linux doubles SO_SNDBUF for its bookkeeping, socket(7))."""
+    a, b = socket.socketpair()
+    try:
+        assert bound_send_buffer(_SocketOnly(a), 64 * 1024)
+        assert a.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * 64 * 1024
+        assert bound_send_buffer(_SocketOnly(b))
+        assert b.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * STREAM_SEND_BUFFER
+        assert STREAM_SEND_BUFFER == 256 * 1024  # the bound the README states
+    finally:
+        a.close()
+        b.close()
+    assert not bound_send_buffer(_SocketOnly(a))  # closed: nothing capped, nothing raised
+    assert not bound_send_buffer(_SocketOnly(None))
+    assert not bound_send_buffer(None)
+
+
+class _Counted:
+    """What a door hands over: counts its releases."""
+
+    def __init__(self) -> None:
+        self.released = 0
+        self.made: list[object] = []
+
+    def release(self) -> None:
+        self.released += 1
+
+    def connection_made(self, transport) -> None:
+        self.made.append(transport)
+
+
+class _PlainTransport:
+    def __init__(self) -> None:
+        self.protocol = None
+        self.paused = False
+
+    def set_protocol(self, protocol) -> None:
+        self.protocol = protocol
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+
+class _Guard:
+    def __init__(self, tls: object | None) -> None:
+        self.tls = tls
+        self.handshakes: list[tuple[object, object]] = []
+
+    def handshake(self, transport, guarded) -> None:
+        self.handshakes.append((transport, guarded))
+
+
+def test_a_door_releases_its_count_once_and_only_while_it_holds_the_connection():
+    """Before asyncio made the connection: lost or abandoned releases it. Plain: once made,
+    the connection is the guarded protocol's, and the door releases nothing more. TLS: once
+    made, the handshake holds it; abandoning then is not the door's to count."""
+    lost_early = _Counted()
+    _Door(_Guard(None), lost_early).connection_lost(None)  # type: ignore[arg-type]
+    assert lost_early.released == 1
+
+    plain, transport = _Counted(), _PlainTransport()
+    door = _Door(_Guard(None), plain)  # type: ignore[arg-type]
+    door.connection_made(transport)  # type: ignore[arg-type]
+    assert transport.protocol is plain and plain.made == [transport]
+    door.connection_lost(None)
+    door.abandoned()
+    assert plain.released == 0
+
+    tls, transport, guard = _Counted(), _PlainTransport(), _Guard(object())
+    door = _Door(guard, tls)  # type: ignore[arg-type]
+    door.connection_made(transport)  # type: ignore[arg-type]
+    assert transport.paused and guard.handshakes == [(transport, tls)]
+    door.abandoned()
+    assert tls.released == 0
+
+
+def test_a_guard_counts_ipv6_clients_by_the_prefix_it_was_given():
+    guard = ConnectionGuard(asyncio.Protocol, 100, 5,
+                            per_source=SourceLimits(10, 10.0, 10, v6_prefix=48))
+    assert guard.source_of("2001:db8:1:2::5") == "2001:db8:1::/48"
+    assert ConnectionGuard(asyncio.Protocol, 100, 5).source_of("2001:db8:1:2::5") == (
+        "2001:db8:1:2::5")  # no per-source limits: the address as it is

@@ -144,3 +144,152 @@ async def test_a_connection_over_ipv6_is_served_and_counted_by_its_network():
         writer.close()
     finally:
         listener.close()
+
+
+def _free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+async def _queued_clients(port: int, source: str, n: int) -> list[socket.socket]:
+    """n connections from ``source`` completed by the kernel (the backlog) and not accepted."""
+    clients = []
+    for _ in range(n):
+        c = socket.socket()
+        c.bind((source, 0))
+        c.connect(("127.0.0.1", port))
+        clients.append(c)
+    return clients
+
+
+async def test_one_pass_accepts_a_batch_and_a_refusal_does_not_end_it():
+    """20 connections waiting, the source allowed one: a pass of the event loop puts exactly
+    ACCEPT_BATCH (16) of them to the door, refusals included, the next pass the other 4."""
+    guard = ConnectionGuard(_Echo, 100, 5, per_source=SourceLimits(10, 1e-9, 1))
+    asked: list[str] = []
+    admit = guard.admit
+    guard.admit = lambda source: asked.append(source) or admit(source)  # type: ignore
+    listener = await Listener.open(guard, "127.0.0.1", 0)
+    sock = listener.sockets[0]
+    loop = asyncio.get_running_loop()
+    assert loop.remove_reader(sock.fileno())  # the test runs the passes itself
+    clients = await _queued_clients(sock.getsockname()[1], "127.0.0.2", 20)
+    try:
+        listener._accept(sock)
+        assert asked == ["127.0.0.2"] * 16
+        assert guard.refused == 15 and guard.open == 1
+        listener._accept(sock)
+        assert len(asked) == 20 and guard.refused == 19
+        listener._accept(sock)  # nothing left: returns at once
+        assert len(asked) == 20
+        await listener.wait_closed()
+        assert not listener._handovers  # a finished hand-over is forgotten
+    finally:
+        for c in clients:
+            c.close()
+        listener.close()
+        await listener.wait_closed()
+
+
+async def test_running_out_of_descriptors_is_logged_and_not_an_error(monkeypatch, caplog):
+    """EMFILE from accept(): a warning that says so, the reader off for the pause, nothing
+    raised into the event loop; any other accept() error is raised."""
+    guard = ConnectionGuard(_Echo, 100, 5)
+    listener = await Listener.open(guard, "127.0.0.1", 0)
+    sock = listener.sockets[0]
+    loop = asyncio.get_running_loop()
+    raised: list[object] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: raised.append(context))
+    errors = iter([OSError(errno.EMFILE, "Too many open files"),
+                   OSError(errno.EPERM, "Operation not permitted")])
+
+    def accept(self):
+        raise next(errors)
+
+    try:
+        monkeypatch.setattr(socket.socket, "accept", accept)
+        with caplog.at_level("WARNING", logger="mdmbus.gateway"):
+            listener._accept(sock)
+        assert [r.getMessage() for r in caplog.records] == [
+            "the gateway cannot accept connections (Too many open files): pausing 1 s"]
+        assert not loop.remove_reader(sock.fileno())  # already off: paused
+        assert not raised
+        listener._resume(sock)
+        try:
+            listener._accept(sock)
+        except OSError as exc:
+            assert exc.errno == errno.EPERM
+        else:
+            raise AssertionError("an accept() error other than running out was swallowed")
+    finally:
+        monkeypatch.undo()
+        loop.set_exception_handler(previous)
+        listener.close()
+        await listener.wait_closed()
+
+
+async def test_a_closed_listener_stays_closed():
+    """close() twice is harmless, and a pause ending after close() does not re-arm a closed
+    socket."""
+    listener = await Listener.open(ConnectionGuard(_Echo, 100, 5), "127.0.0.1", 0)
+    sock = listener.sockets[0]
+    listener.close()
+    listener.close()
+    listener._resume(sock)  # a pause that ends now: nothing to re-arm
+    assert sock.fileno() == -1
+
+
+async def test_a_connection_that_fails_its_hand_over_is_closed_and_uncounted():
+    """asyncio cannot take the connection (here: closed already, an OSError): the hand-over
+    ends quietly, the door's count is given back."""
+    guard = ConnectionGuard(_Echo, 100, 5)
+    listener = await Listener.open(guard, "127.0.0.1", 0)
+    try:
+        assert guard.admit("192.0.2.9")
+        conn = socket.socket()
+        conn.close()
+        await listener._hand_over(conn, "192.0.2.9")
+        assert guard.open == 0 and not guard.open_by_source
+    finally:
+        listener.close()
+
+
+async def test_closing_while_hand_overs_wait_ends_them_without_an_error():
+    guard = ConnectionGuard(_Echo, 100, 5)
+    listener = await Listener.open(guard, "127.0.0.1", 0)
+    sock = listener.sockets[0]
+    assert asyncio.get_running_loop().remove_reader(sock.fileno())
+    clients = await _queued_clients(sock.getsockname()[1], "127.0.0.4", 3)
+    try:
+        listener._accept(sock)
+        tasks = list(listener._handovers)
+        assert len(tasks) == 3
+        listener.close()
+        await listener.wait_closed()
+        assert all(t.done() for t in tasks)
+    finally:
+        for c in clients:
+            c.close()
+
+
+async def test_the_port_asked_for_is_the_port_listened_on():
+    port = _free_port()
+    listener = await Listener.open(ConnectionGuard(_Echo, 100, 5), "127.0.0.1", port)
+    try:
+        assert [s.getsockname()[1] for s in listener.sockets] == [port]
+    finally:
+        listener.close()
+
+
+async def test_no_host_listens_on_every_interface():
+    """Oracle: the wildcard addresses (0.0.0.0, and :: where the machine has IPv6), not the
+    loopback addresses a resolver gives for no host without AI_PASSIVE."""
+    port = _free_port("0.0.0.0")
+    listener = await Listener.open(ConnectionGuard(_Echo, 100, 5), None, port)
+    try:
+        bound = {s.getsockname()[0] for s in listener.sockets}
+        assert "0.0.0.0" in bound and bound <= {"0.0.0.0", "::"}
+    finally:
+        listener.close()
