@@ -58,8 +58,9 @@ class Listener:
             flags=socket.AI_PASSIVE)
         sockets: list[socket.socket] = []
         try:
-            for family, kind, proto, _, address in dict.fromkeys(
-                    (i[0], i[1], i[2], "", i[4]) for i in infos):
+            # getaddrinfo answers once per protocol it knows: each address once
+            for family, kind, proto, address in dict.fromkeys(
+                    (i[0], i[1], i[2], i[4]) for i in infos):
                 sock = socket.socket(family, kind, proto)
                 sockets.append(sock)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
