@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from mdmbus.contract.keys import _b64_forms, holds_private_key, private_key_form
 from tests.keyforms import key_forms
-from tests.unit.examples import der
+from tests.unit.examples import der, pem
 
 #: Text before a planted value: makes a whole value longer than the shortest key there is,
 #: without a byte any encoding of DER opens with.
@@ -213,7 +213,12 @@ def test_pkcs12_is_known_by_its_version_and_pkcs7_oid() -> None:
     assert private_key_form(b"key = " + pfx) == "der"
     pkcs9 = pfx.replace(_h("2a 86 48 86 f7 0d 01 07 01"), _h("2a 86 48 86 f7 0d 01 09 01"))
     assert private_key_form(b"key = " + pkcs9) is None
-    assert private_key_form(b"key = " + pfx.replace(_h("02 01 03"), _h("02 01 02"), 1)) is None
+    version2 = pfx.replace(_h("02 01 03"), _h("02 01 02"), 1)
+    assert private_key_form(b"key = " + version2) is None
+    assert private_key_form(base64.b64encode(version2)) is None
+    assert private_key_form(version2.hex().encode()) is None
+    assert private_key_form(base64.b64encode(pfx)) == "base64"
+    assert private_key_form(pfx.hex().encode()) == "hex"
     # cut inside the OID: a fragment while what is there is a prefix of it; a whole value
     # needs the OID's 8 bytes (21 in all)
     for cut in range(13, 23):
@@ -352,6 +357,16 @@ def test_the_base64_words_of_a_pem_key_file() -> None:
     for shift, word in enumerate(_b64_forms(b"PRIVATE KEY-----")):
         for fill in (b"\x00", b"\xff", b"-", b"Z"):
             assert word in base64.b64encode(fill * shift + b"PRIVATE KEY-----" + fill * 2)
+
+
+@pytest.mark.parametrize("label, name", [("CERTIFICATE", "certificate"),
+                                         ("PUBLIC KEY", "ec_public_spki")])
+def test_a_public_pem_file_base64_encoded_is_no_key(label: str, name: str) -> None:
+    """Its dashes encode as "LS0t" like a key file's, but no "PRIVATE KEY-----" is there."""
+    for lead in (b"", b"#", b"#!"):
+        encoded = base64.b64encode(lead + pem(label, der(name)))
+        assert b"LS0t" in encoded
+        assert private_key_form(encoded) is None
 
 
 @pytest.mark.parametrize("shift", [0, 1, 2])
