@@ -8,7 +8,9 @@ from __future__ import annotations
 import pytest
 
 from mdmbus.contract import ValidationError, validate
-from mdmbus.contract.keys import NOT_PUBLIC, PRIVATE, public_key_problem
+from mdmbus.contract.keys import (NOT_PUBLIC, PRIVATE, has_certificate_marker,
+                                  has_private_key_marker, public_key_problem)
+from tests.keyforms import key_forms
 from tests.unit.examples import der, example, pem
 
 SPKI_OUTLINE = bytes([0x30, 0x04, 0x30, 0x00, 0x03, 0x00])  # SEQUENCE { SEQUENCE, BIT STRING }
@@ -76,3 +78,60 @@ def test_a_certificate_in_a_bytes_field_is_refused(label: str) -> None:
     with pytest.raises(ValidationError) as caught:
         validate("U4", record)
     assert caught.value.reason == "certificate_body"
+
+
+@pytest.mark.parametrize("name", ["rsa_private_pkcs1", "ec_private_sec1", "ec_private_pkcs8",
+                                  "ec_private_encrypted_pkcs8"])
+def test_private_keys_as_der_are_private(name: str) -> None:
+    """PKCS#1 opens INTEGER, INTEGER, INTEGER...; SEC 1 INTEGER, OCTET STRING...; PKCS#8
+    INTEGER, SEQUENCE, OCTET STRING; EncryptedPrivateKeyInfo SEQUENCE, OCTET STRING."""
+    assert public_key_problem(der(name)) == PRIVATE
+
+
+@pytest.mark.parametrize("name", ["rsa-pkcs12", "ec-pkcs12-encrypted"])
+def test_pkcs12_as_der_is_private(name: str) -> None:
+    """PFX: INTEGER 3, SEQUENCE (authSafe), SEQUENCE (macData)."""
+    data = next(f.data for f in key_forms() if f.name == f"{name}/der")
+    assert public_key_problem(data) == PRIVATE
+
+
+@pytest.mark.parametrize("label", ["PUBLIC KEY", "RSA PUBLIC KEY", "CERTIFICATE", "EC PARAMETERS"])
+@pytest.mark.parametrize("name", ["rsa_private_pkcs1", "ec_private_pkcs8",
+                                  "ec_private_encrypted_pkcs8"])
+def test_a_private_key_under_a_public_label_is_private(label: str, name: str) -> None:
+    assert public_key_problem(pem(label, der(name))) == PRIVATE
+
+
+@pytest.mark.parametrize("blocks, verdict", [
+    ([("CERTIFICATE", "certificate"), ("PUBLIC KEY", "ec_public_spki")], None),
+    ([("RSA PUBLIC KEY", "rsa_public_pkcs1")], None),
+    ([("EC PARAMETERS", "ec_public_spki")], NOT_PUBLIC),  # a public DER under another label
+    ([("CERTIFICATE", "certificate"), ("EC PARAMETERS", "ec_public_spki")], NOT_PUBLIC),
+    ([("EC PARAMETERS", "ec_public_spki"), ("CERTIFICATE", "certificate")], NOT_PUBLIC),
+    # a private key after a block that is not public: still private, whatever came first
+    ([("EC PARAMETERS", "ec_public_spki"), ("PUBLIC KEY", "ec_private_pkcs8")], PRIVATE),
+    ([("CERTIFICATE", "certificate"), ("CERTIFICATE", "rsa_private_pkcs1")], PRIVATE),
+])
+def test_pem_chains(blocks: list[tuple[str, str]], verdict: str | None) -> None:
+    data = b"".join(pem(label, der(name)) for label, name in blocks)
+    assert public_key_problem(data) == verdict
+    assert public_key_problem(bytearray(data)) == verdict
+
+
+@pytest.mark.parametrize("text, private, certificate", [
+    ("-----BEGIN PRIVATE KEY-----", True, False),
+    ("-----BEGIN RSA PRIVATE KEY-----", True, False),
+    ("-----BEGIN ENCRYPTED PRIVATE KEY-----", True, False),
+    ("-----END PRIVATE KEY-----", False, False),  # the END line alone: no header
+    ("BEGIN PRIVATE KEY", False, False),
+    ("a PRIVATE KEY-----", False, False),
+    ("-----BEGIN private key-----", False, False),
+    ("-----BEGIN CERTIFICATE-----", False, True),
+    ("-----BEGIN TRUSTED CERTIFICATE-----", False, True),
+    ("-----BEGIN CERTIFICATE REQUEST-----", False, False),
+    ("CERTIFICATE-----", False, False),
+])
+def test_pem_markers(text: str, private: bool, certificate: bool) -> None:
+    for value in (text, text.encode(), "x " + text + " y", ("x " + text + " y").encode()):
+        assert has_private_key_marker(value) is private, value
+        assert has_certificate_marker(value) is certificate, value
