@@ -143,11 +143,12 @@ _PBE_OIDS = (bytes.fromhex("2a864886f70d0105"),     # 1.2.840.113549.1.5: PKCS#5
              bytes.fromhex("2a864886f70d010c01"))   # 1.2.840.113549.1.12.1: PKCS#12 PBE
 _PKCS7_OID = bytes.fromhex("2a864886f70d0107")      # 1.2.840.113549.1.7: PKCS#7 content types
 
-#: Where a DER private key may start: SEQUENCE, a length of 40 bytes or more, then a version
-#: INTEGER 0, 1 or 3, or a SEQUENCE opening with an OID. The Python check below decides.
+#: Where a DER private key may start: SEQUENCE, a length of 40 bytes or more (or BER's
+#: indefinite length, 0x80: Java keystores write PKCS#12 files so), then a version INTEGER 0,
+#: 1 or 3, or a SEQUENCE opening with an OID. The Python check below decides.
 _DER_START = re.compile(
-    rb"\x30(?:[\x28-\x7f]|\x81[\x80-\xff]|\x82[\x00-\xff]{2}|\x83[\x00-\xff]{3})"
-    rb"(?:\x02\x01[\x00\x01\x03]|\x30(?:[\x00-\x7f]|\x81[\x00-\xff])\x06)")
+    rb"\x30(?:[\x28-\x7f]|\x80|\x81[\x80-\xff]|\x82[\x00-\xff]{2}|\x83[\x00-\xff]{3})"
+    rb"(?:\x02\x01[\x00\x01\x03]|\x30(?:[\x00-\x80]|\x81[\x00-\xff])\x06)")
 #: Where base64 (standard or URL-safe) of a DER SEQUENCE of 40 bytes or more may start (0x30
 #: 0x28..0x8f is "MC".."MI"), with the characters that follow (line breaks allowed): enough
 #: for the telling bytes, fewer where the data ends. Overlapping, so "MIIMIIE..." is tried at
@@ -184,13 +185,16 @@ _B64_WORDS = tuple(_b64_forms(b"PRIVATE KEY-----"))
 _HEX_WORDS = (b"PRIVATE KEY-----".hex().encode(), b"openssh-key-v1\x00".hex().encode())
 
 
-def _head(data: bytes, pos: int) -> tuple[int, int, int]:
+def _head(data: bytes, pos: int) -> tuple[int, int, int | None]:
     """(tag, content start, declared length) of the DER header at ``pos``; IndexError if the
-    data ends inside it. The content need not be all there (a key may be cut short)."""
+    data ends inside it. The content need not be all there (a key may be cut short). A
+    constructed value (a SEQUENCE) may have BER's indefinite length: None."""
     tag, first = data[pos], data[pos + 1]
     if first < 0x80:
         return tag, pos + 2, first
     count = first & 0x7F
+    if count == 0 and tag & 0x20:
+        return tag, pos + 2, None
     if count == 0 or count > 4:
         raise ValueError("not a DER length")
     if pos + 2 + count > len(data):
@@ -203,7 +207,7 @@ def _opens_private_key(data: bytes, pos: int, cut_ok: bool) -> bool:
     that ends before the telling bytes counts as a key (a fragment of a message cut short)."""
     try:
         tag, start, length = _head(data, pos)
-        if tag != 0x30 or length < 40:
+        if tag != 0x30 or length is not None and length < 40:
             return False
         tag, inner, size = _head(data, start)
         if tag == 0x02:
@@ -212,9 +216,9 @@ def _opens_private_key(data: bytes, pos: int, cut_ok: bool) -> bool:
             version = data[inner]
             tag, nxt, size = _head(data, inner + 1)
             if version == 0 and tag == 0x02:
-                return size >= 16  # PKCS#1 / DSA: the modulus follows the version
+                return size is not None and size >= 16  # PKCS#1 / DSA: the modulus follows
             if version == 1 and tag == 0x04:
-                return size >= 16  # SEC 1: the secret scalar
+                return size is not None and size >= 16  # SEC 1: the secret scalar
             if version in (0, 1) and tag == 0x30:
                 return data[nxt] == 0x06  # PKCS#8: SEQUENCE { OID key algorithm, ... }
             if version == 3 and tag == 0x30:
@@ -225,7 +229,7 @@ def _opens_private_key(data: bytes, pos: int, cut_ok: bool) -> bool:
             return False
         if tag == 0x30:  # EncryptedPrivateKeyInfo: SEQUENCE { OID of a PBE scheme, ... }
             tag, oid, size = _head(data, inner)
-            if tag != 0x06:
+            if tag != 0x06 or size is None:
                 return False
             seen = data[oid:oid + size]
             if cut_ok and len(seen) < size:

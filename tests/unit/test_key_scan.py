@@ -409,3 +409,36 @@ def test_openssh_and_putty_key_files() -> None:
              b"Public-Lines: 2\nAAAAC3NzaC1lZDI1NTE5AAAAIA\n")
     assert private_key_form(putty) == "pem"
     assert private_key_form(putty.replace(b"PuTTY-User-Key-File", b"PuTTY User Key File")) is None
+
+
+# ---------------------------------------------------------------- BER: indefinite lengths
+
+#: A PKCS#12 PFX as Java keystores (Bouncy Castle) write it: BER, every SEQUENCE of indefinite
+#: length (0x80), closed by end-of-contents octets. Written out by hand: SEQUENCE(indef) {
+#: INTEGER 3, SEQUENCE(indef) { OID 1.2.840.113549.1.7.1 (pkcs7-data), [0](indef) {
+#: OCTET STRING(indef) { OCTET STRING 40 bytes } } } }.
+BER_PFX = _h("3080 020103 3080 06092a864886f70d010701 a080 2480 0428" + "ab" * 40
+             + "0000 0000 0000 0000")
+
+
+@pytest.mark.parametrize("form, encode", [
+    ("der", lambda b: LEAD + b + TAIL),
+    ("base64", lambda b: LEAD + base64.b64encode(b) + TAIL),
+    ("base64", lambda b: LEAD + base64.encodebytes(b) + TAIL),  # with line breaks
+    ("hex", lambda b: LEAD + b.hex().encode() + TAIL),
+])
+def test_a_pkcs12_with_indefinite_lengths_is_a_private_key(form, encode):
+    assert private_key_form(encode(BER_PFX)) == form
+
+
+def test_an_indefinite_length_is_allowed_only_where_ber_allows_it():
+    """Only a constructed value (a SEQUENCE) may have an indefinite length: an INTEGER
+    version or a key algorithm's OID of length 0x80 opens nothing."""
+    version = _h("3080 0280 03 3080 06092a864886f70d010701") + b"\xab" * 48
+    oid = _h("3080 3080 0680 2a864886f70d0105") + b"\xab" * 48
+    assert private_key_form(LEAD + version + TAIL) is None
+    assert private_key_form(LEAD + oid + TAIL) is None
+    # and an indefinite SEQUENCE opening a public key's shape (SEQUENCE { SEQUENCE { OID
+    # rsaEncryption }, BIT STRING }) is still not a private key
+    public = _h("3080 3080 06092a864886f70d010101 0500 0000 0382") + b"\xab" * 48
+    assert private_key_form(LEAD + public + TAIL) is None
