@@ -153,6 +153,15 @@ async def _row(settings, port: int, sql: str, *args):
         await conn.close()
 
 
+async def _promoted(settings, port: int) -> None:
+    """Until the restored cluster has replayed all it will and left recovery: pg_ctl -w
+    returns once it accepts (read-only) connections, which a hot standby does from its first
+    consistent point, before the rest of the WAL is replayed."""
+    async def done() -> bool:
+        return not (await _row(settings, port, "SELECT pg_is_in_recovery() AS r"))[0]["r"]
+    await wait_for(done, 120, f"the cluster restored on port {port} promoted")
+
+
 async def test_deleted_rows_are_unreadable_in_every_copy_after_a_kek_rotation(stack, tmp_path):
     token = uuid.uuid4().hex
     canary = {"tenant_record": f"CANARY-TENANT-{token}".encode(),
@@ -242,6 +251,7 @@ async def test_deleted_rows_are_unreadable_in_every_copy_after_a_kek_rotation(st
         # opens them.
         at_backup, port = cluster.restore(backup, "at-backup", None)
         started.append(at_backup)
+        await _promoted(stack, port)
         rows = await _row(stack, port, "SELECT tenant_id, record_id, body, wrapped_key, kek_id"
                           " FROM records WHERE record_id = ANY($1::uuid[])",
                           [uuid.UUID(ids["tenant_record"]), uuid.UUID(ids["relay_record"])])
@@ -269,6 +279,7 @@ async def test_deleted_rows_are_unreadable_in_every_copy_after_a_kek_rotation(st
         # keyring, the deleted ones are gone.
         restored, port = cluster.restore(backup, "restored", wal)
         started.append(restored)
+        await _promoted(stack, port)
         rows = await _row(stack, port, "SELECT tenant_id, record_id, body, wrapped_key, kek_id,"
                           " kind FROM records WHERE record_id = ANY($1::uuid[])",
                           [uuid.UUID(i) for i in ids.values()])
