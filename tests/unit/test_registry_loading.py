@@ -101,3 +101,45 @@ def test_released_versions_are_read_oldest_first_and_stay_decodable(tmp_path) ->
     value = Codec({"U12": old}).encode("U12", record)
     decoded = registry.codec.decode(value)
     assert decoded.kind == "U12" and decoded.record["added"] is None
+
+
+ENVELOPE_PROBLEM = ("the first field must be \"envelope\" with the type of _envelope.avsc "
+                    "inlined unchanged")
+
+
+def _changed_envelope(schema: dict) -> None:
+    schema["fields"][0]["type"]["fields"] = schema["fields"][0]["type"]["fields"][:-1]
+
+
+def _envelope_renamed(schema: dict) -> None:
+    schema["fields"][0]["name"] = "header"
+
+
+def _envelope_second(schema: dict) -> None:
+    schema["fields"].reverse()
+
+
+def _no_fields(schema: dict) -> None:
+    schema["fields"] = []
+
+
+@pytest.mark.parametrize("change", [_changed_envelope, _envelope_renamed, _envelope_second,
+                                    _no_fields])
+def test_a_schema_without_the_envelope_first_and_unchanged(tmp_path, change) -> None:
+    """Each file inlines the envelope (a producer in another language loads one file): a copy
+    that drifted from _envelope.avsc, or an envelope under another name or place, is refused."""
+    schema = _u12()
+    assert len(schema["fields"]) > 1 and schema["fields"][0]["name"] == "envelope"
+    change(schema)
+    (_directory(tmp_path) / U12).write_text(json.dumps(schema))
+    assert _refused(tmp_path) == f"{tmp_path / U12}: {ENVELOPE_PROBLEM}"
+
+
+def test_a_kind_may_require_every_envelope_id(tmp_path) -> None:
+    """The key field and both ids: the most a kind can require (R2 does, on a topic keyed by
+    tenant)."""
+    schema = _u12()
+    schema["mdmbus"]["requires"] = ["device_id", "user_id"]
+    (_directory(tmp_path) / U12).write_text(json.dumps(schema))
+    spec = load_registry(tmp_path).spec("U12")
+    assert (spec.key_field, spec.requires) == ("tenant_id", frozenset({"device_id", "user_id"}))
