@@ -438,6 +438,9 @@ def test_an_indefinite_length_is_allowed_only_where_ber_allows_it():
     oid = _h("3080 3080 0680 2a864886f70d0105") + b"\xab" * 48
     assert private_key_form(LEAD + version + TAIL) is None
     assert private_key_form(LEAD + oid + TAIL) is None
+    # a PFX whose content type OID claims an indefinite length: not BER, not a key
+    pfx_oid = _h("3080 020103 3080 0680 2a864886f70d010701 a080") + b"\xab" * 48
+    assert private_key_form(LEAD + pfx_oid + TAIL) is None
     # and an indefinite SEQUENCE opening a public key's shape (SEQUENCE { SEQUENCE { OID
     # rsaEncryption }, BIT STRING }) is still not a private key
     public = _h("3080 3080 06092a864886f70d010101 0500 0000 0382") + b"\xab" * 48
