@@ -24,13 +24,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from mdmbus.crypto.keyring import NONCE_BYTES, Kek, WrapError
 
 __all__ = ["seal", "seal_batch", "seal_letters", "open_body", "rewrap", "record_aad",
-           "letter_aad", "SealError", "DEK_BYTES", "ERROR_AAD", "SEAL_RANDOM", "WRAP_NONCE_AT"]
+           "letter_aad", "SealError", "DEK_BYTES", "ERROR_AAD", "SEAL_RANDOM"]
 
 DEK_BYTES = 32
 #: Random bytes a seal takes, in this order: data key, body nonce, wrap nonce.
 SEAL_RANDOM = DEK_BYTES + 2 * NONCE_BYTES
 #: Where the wrap nonce starts in a seal's random bytes.
-WRAP_NONCE_AT = DEK_BYTES + NONCE_BYTES
+_WRAP_NONCE_AT = DEK_BYTES + NONCE_BYTES
 
 
 class SealError(WrapError):
@@ -69,8 +69,8 @@ def seal_batch(kek: Kek, items: Sequence[tuple[bytes, bytes]]) -> list[tuple[byt
     at = 0
     for aad, body in items:
         dek = rnd[at:at + DEK_BYTES]
-        nonce = rnd[at + DEK_BYTES:at + WRAP_NONCE_AT]
-        wrap_nonce = rnd[at + WRAP_NONCE_AT:at + SEAL_RANDOM]
+        nonce = rnd[at + DEK_BYTES:at + _WRAP_NONCE_AT]
+        wrap_nonce = rnd[at + _WRAP_NONCE_AT:at + SEAL_RANDOM]
         at += SEAL_RANDOM
         append((nonce + aead(dek).encrypt(nonce, body, aad), wrap(dek, aad, wrap_nonce)))
     return out

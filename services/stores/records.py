@@ -13,7 +13,6 @@ security, under which PostgreSQL refuses COPY FROM).
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import time
 import uuid
@@ -169,14 +168,13 @@ async def write_records(conn: Connection, rows: Sequence[StoreRow], now: dt.date
     """Stores ``rows`` in one transaction, each body sealed under a data key of its own
     wrapped by ``kek`` (the region's current KEK); durable when this returns. Whether a
     tenant may be written is decided in this transaction, by the statement that writes."""
-    out = WriteOutcome([], [], [], [], [], [])
     if not rows:
-        return out
+        return WriteOutcome([], [], [], [], [], [])
     async with conn.transaction():
         await conn.execute(_CREATE_INCOMING)
         started = time.thread_time()
         sealed = sealed_record_tuples(rows, kek)
-        out = dataclasses.replace(out, seal_cpu_s=time.thread_time() - started)
+        out = WriteOutcome([], [], [], [], [], [], seal_cpu_s=time.thread_time() - started)
         await conn.copy_records_to_table("incoming", records=sealed, columns=COLUMNS)
         if plain(rows):
             return await _write_plain(conn, len(rows), now, out)

@@ -4,14 +4,11 @@ wrapped data key and the KEK's id beside the body."""
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, Mapping, Sequence, TypeAlias
 
 import asyncpg
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from mdmbus.crypto.envelope import (DEK_BYTES, ERROR_AAD, SEAL_RANDOM, WRAP_NONCE_AT, letter_aad,
-                                    open_body, record_aad)
+from mdmbus.crypto.envelope import ERROR_AAD, letter_aad, open_body, record_aad, seal_batch
 from mdmbus.crypto.keyring import Kek, keyrings
 
 __all__ = ["sealed_record_tuples", "open_record", "open_letter", "open_letter_error", "KekOf"]
@@ -23,34 +20,18 @@ Row: TypeAlias = Mapping[str, Any] | asyncpg.Record
 
 
 def sealed_record_tuples(rows: Sequence[Any], kek: Kek) -> list[tuple]:
-    """Each StoreRow's tuple (as_tuple's columns) with its body sealed, then its wrapped data
-    key and KEK id: envelope.seal_batch's seal, byte for byte (tests/unit/test_store_sealing.py
-    holds the two to the same randomness), with record_aad's associated data.
-
-    It runs once a stored record on the pipeline's hot path, where sealing's share of the
-    worker's CPU is a target (docs/design.md): so it is seal_batch's loop with the row's AAD
-    and tuple made in the same pass, the tenant's part of the AAD made once a tenant (a batch
-    holds few), and the names it calls bound locally."""
-    rnd = os.urandom(SEAL_RANDOM * len(rows))
-    aead, wrap, kek_id = AESGCM, kek.wrap, kek.id
+    """Each StoreRow's tuple with its body sealed, then its wrapped data key and KEK id. The
+    associated data is record_aad's, its tenant part made once a tenant (a batch holds few)."""
     prefixes: dict[Any, bytes] = {}
-    out: list[tuple] = []
-    append = out.append
-    at = 0
+    items = []
     for r in rows:
-        tenant, rid = r.tenant_id, r.record_id
-        prefix = prefixes.get(tenant)
+        prefix = prefixes.get(r.tenant_id)
         if prefix is None:
-            prefix = prefixes[tenant] = record_aad(tenant, "")
-        aad = prefix + (rid if type(rid) is str else str(rid)).encode("ascii")
-        dek = rnd[at:at + DEK_BYTES]
-        nonce = rnd[at + DEK_BYTES:at + WRAP_NONCE_AT]
-        wrap_nonce = rnd[at + WRAP_NONCE_AT:at + SEAL_RANDOM]
-        at += SEAL_RANDOM
-        append((rid, tenant, r.kind, r.category, r.device_id, r.session_id, r.event_time,
-                r.deadline, r.deadline_rule, nonce + aead(dek).encrypt(nonce, r.body, aad),
-                wrap(dek, aad, wrap_nonce), kek_id))
-    return out
+            prefix = prefixes[r.tenant_id] = record_aad(r.tenant_id, "")
+        items.append((prefix + str(r.record_id).encode("ascii"), r.body))
+    kek_id = kek.id
+    return [r.sealed_tuple(body, wrapped, kek_id)
+            for r, (body, wrapped) in zip(rows, seal_batch(kek, items))]
 
 
 def open_record(row: Row, kek_of: KekOf | None = None) -> bytes | None:

@@ -140,9 +140,9 @@ def test_a_row_sealed_by_the_earlier_seal_still_opens():
 
 
 def test_the_stores_seal_is_the_envelopes_seal(monkeypatch):
-    """sealed_record_tuples is envelope.seal_batch's loop fused with the row's tuple for the
-    hot path: given the same random bytes, both make the same sealed bodies and wrapped keys,
-    for ids as text and as UUIDs, several tenants in one batch."""
+    """The stores' seal and the envelope's: given the same random bytes, both make the same
+    sealed bodies and wrapped keys, for ids as text and as UUIDs, several tenants in one
+    batch, and the row's other columns as they were."""
     tenants = [str(uuid.uuid4()), uuid.uuid4()]
     rows = [_row(tenants[i % 2], str(uuid.uuid4()) if i % 3 else uuid.uuid4(), b"body %d" % i)
             for i in range(7)]
