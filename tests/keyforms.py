@@ -3,7 +3,7 @@ keys per test run, not files a detector could have been tuned to), and public ke
 certificates it must keep accepting.
 
 A *container* is the DER of a key in one structure (PKCS#1, PKCS#8 plain and encrypted, SEC 1,
-PKCS#12 plain and encrypted); an *encoding* writes it as bytes or text (raw DER, PEM armour,
+PKCS#12 plain and encrypted, and one PKCS#12 in BER with an indefinite length); an *encoding* writes it as bytes or text (raw DER, PEM armour,
 base64 or hex, with or without line breaks). Every container x encoding pair is a form; the tests
 enumerate them all, none is sampled.
 """
@@ -72,7 +72,16 @@ def _containers() -> dict[str, bytes]:
             b"device", key, cert, None, plain)
         out[f"{algo}-pkcs12-encrypted"] = pkcs12.serialize_key_and_certificates(
             b"device", key, cert, None, locked)
+    out["rsa-pkcs12-ber"] = _indefinite(out["rsa-pkcs12"])
     return out
+
+
+def _indefinite(der: bytes) -> bytes:
+    """The same PFX in BER as Java keystores write it: the outer SEQUENCE of indefinite length
+    (0x80), closed by two end-of-contents octets; what it holds stays as it was."""
+    assert der[0] == 0x30 and der[1] & 0x80, "a PFX: a SEQUENCE with a long-form length"
+    content = der[2 + (der[1] & 0x7F):]
+    return b"\x30\x80" + content + b"\x00\x00"
 
 
 def _lines(text: bytes, width: int, sep: bytes = b"\n") -> bytes:
