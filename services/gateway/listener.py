@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import socket
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mdmbus.services.gateway.guards import ConnectionGuard
+    from mdmbus.services.gateway.guards import ConnectionGuard, _Door
 
 __all__ = ["Listener", "ACCEPT_BATCH"]
 
@@ -94,25 +95,35 @@ class Listener:
             if not self.guard.admit(source):
                 conn.close()
                 continue
-            # Blocking as accept() made it until asyncio takes it over (which makes it not).
-            task = self._loop.create_task(self._hand_over(conn, source))
-            self._handovers.add(task)
-            task.add_done_callback(self._handovers.discard)
+            self._start_hand_over(conn, source)
 
     def _resume(self, sock: socket.socket) -> None:
         if not self._closed:
             self._loop.add_reader(sock.fileno(), self._accept, sock)
 
-    async def _hand_over(self, conn: socket.socket, source: str) -> None:
-        """asyncio takes the admitted connection over, with the guard's door as its protocol."""
+    def _start_hand_over(self, conn: socket.socket, source: str) -> None:
+        """asyncio takes the admitted connection over, with the guard's door as its protocol.
+        The connection stays blocking, as accept() made it, until asyncio takes it (which
+        makes it not)."""
         door = self.guard.door(source)
-        try:
-            await self._loop.connect_accepted_socket(lambda: door, sock=conn)
-        except BaseException as exc:
+        task = self._loop.create_task(self._loop.connect_accepted_socket(lambda: door,
+                                                                         sock=conn))
+        self._handovers.add(task)
+        task.add_done_callback(functools.partial(self._handed_over, conn, door))
+
+    def _handed_over(self, conn: socket.socket, door: "_Door",
+                     task: asyncio.Future) -> None:
+        """However the hand-over ended. One that did not end with asyncio holding the
+        connection (it failed, or close() cancelled it, even before it began) leaves the
+        connection closed and no longer counted: the count is the guard's, not the task's."""
+        self._handovers.discard(task)
+        exc = None if task.cancelled() else task.exception()
+        if task.cancelled() or exc is not None:
             door.abandoned()
             conn.close()
-            if not isinstance(exc, OSError):  # gone before asyncio took it: nothing to do
-                raise
+        # An OSError: the client went before asyncio took its connection; anything else is ours.
+        if exc is not None and not isinstance(exc, OSError):
+            log.error("handing a connection over to asyncio failed", exc_info=exc)
 
     def close(self) -> None:
         """Stops accepting and closes the listening sockets (open connections stay)."""

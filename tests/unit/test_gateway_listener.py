@@ -241,7 +241,7 @@ async def test_a_closed_listener_stays_closed():
     assert sock.fileno() == -1
 
 
-async def test_a_connection_that_fails_its_hand_over_is_closed_and_uncounted():
+async def test_a_connection_that_fails_its_hand_over_is_closed_and_uncounted(caplog):
     """asyncio cannot take the connection (here: closed already, an OSError): the hand-over
     ends quietly, the door's count is given back."""
     guard = ConnectionGuard(_Echo, 100, 5)
@@ -250,13 +250,44 @@ async def test_a_connection_that_fails_its_hand_over_is_closed_and_uncounted():
         assert guard.admit("192.0.2.9")
         conn = socket.socket()
         conn.close()
-        await listener._hand_over(conn, "192.0.2.9")
+        listener._start_hand_over(conn, "192.0.2.9")
+        await listener.wait_closed()
         assert guard.open == 0 and not guard.open_by_source
+        assert not listener._handovers
+        assert not caplog.records
     finally:
         listener.close()
 
 
-async def test_closing_while_hand_overs_wait_ends_them_without_an_error():
+async def test_a_hand_over_failing_otherwise_is_logged_closed_and_uncounted(monkeypatch,
+                                                                           caplog):
+    """Not the client's doing (an error of ours, here a RuntimeError): logged as an error,
+    the connection closed, the count given back."""
+    guard = ConnectionGuard(_Echo, 100, 5)
+    listener = await Listener.open(guard, "127.0.0.1", 0)
+    loop = asyncio.get_running_loop()
+
+    async def broken(*_args, **_kwargs):
+        raise RuntimeError("broken on purpose")
+
+    monkeypatch.setattr(loop, "connect_accepted_socket", broken)
+    a, b = socket.socketpair()
+    try:
+        assert guard.admit("192.0.2.10")
+        listener._start_hand_over(a, "192.0.2.10")
+        await listener.wait_closed()
+        assert guard.open == 0 and not guard.open_by_source
+        assert a.fileno() == -1
+        assert [r.levelname for r in caplog.records] == ["ERROR"]
+        assert "broken on purpose" in caplog.text
+    finally:
+        listener.close()
+        b.close()
+
+
+async def test_closing_while_hand_overs_wait_ends_them_without_an_error(caplog):
+    """close() cancels the hand-overs not yet begun (their coroutines never ran): each
+    connection is closed (its client reads the end) and no longer counted."""
     guard = ConnectionGuard(_Echo, 100, 5)
     listener = await Listener.open(guard, "127.0.0.1", 0)
     sock = listener.sockets[0]
@@ -265,10 +296,15 @@ async def test_closing_while_hand_overs_wait_ends_them_without_an_error():
     try:
         listener._accept(sock)
         tasks = list(listener._handovers)
-        assert len(tasks) == 3
+        assert len(tasks) == 3 and guard.open == 3
         listener.close()
         await listener.wait_closed()
-        assert all(t.done() for t in tasks)
+        assert all(t.cancelled() for t in tasks)
+        assert guard.open == 0 and not guard.open_by_source
+        for c in clients:
+            c.settimeout(5)
+            assert c.recv(1) == b""  # closed by the gateway, not left open
+        assert not caplog.records
     finally:
         for c in clients:
             c.close()
