@@ -344,7 +344,7 @@ async def test_kill_9_between_cm_commit_and_ack_many_times_under_load(stack, sys
     rng = random.Random(uuid.uuid4().int)
     tenants = [await work.onboard(r) for r in ("na", "eu", "ap")]
     for t in tenants:
-        await wait_for(lambda: work.tenant_region(t), 60, "tenant onboarded")
+        await wait_for(lambda t=t: work.tenant_region(t), 60, "tenant onboarded")
         work.connect_cm(t)
     load = Load()
     system.start(CONNECTOR, None)

@@ -342,7 +342,7 @@ async def workload(stack, pipeline, prometheus):
             pipeline.assert_alive()
             if round_ == 1:
                 done = time.time() + 1.0  # the sweeper counts once its pass is over
-                await wait_for(lambda: _scraped_after(prometheus, done), 30,
+                await wait_for(lambda done=done: _scraped_after(prometheus, done), 30,
                                "every process scraped after the first round", interval_s=0.2)
     return time.monotonic() + DATA_DEADLINE_S
 
@@ -422,7 +422,7 @@ async def test_the_region_variable_offers_every_region(prometheus, workload):
         for name, query in variable_queries(d):
             expr, label = label_values_as_promql(query)
 
-            async def all_regions() -> bool:
+            async def all_regions(expr: str = expr, label: str = label) -> bool:
                 got = await asyncio.to_thread(prometheus.query, expr)
                 return sorted(s["metric"].get(label) for s in got) == sorted(REGIONS)
             await wait_for(all_regions, max(0.0, workload - time.monotonic()),

@@ -99,7 +99,7 @@ async def _produce(work: Workload, load: Load, count: int, relay_every: int = 10
 
 async def _send_retrying(work: Workload, topic: str, value: bytes, key: bytes) -> None:
     from aiokafka.errors import KafkaError
-    for attempt in range(600):
+    for _attempt in range(600):
         try:
             await work.send_raw(topic, value, key)
             return
@@ -243,15 +243,15 @@ async def test_scale_out_two_workers_share_partitions_and_survive_losing_one(sta
     async with _workload(stack, procs) as work:
         async def fault(load: Load) -> None:
             for region in REGIONS:
-                await wait_for(lambda: all(0 < _assigned(procs, f"pipeline-{region}-{n}", region)
-                                           < total for n in (1, 2)), 60,
+                await wait_for(lambda r=region: all(0 < _assigned(procs, f"pipeline-{r}-{n}", r)
+                                                    < total for n in (1, 2)), 60,
                                f"the two workers of {region} sharing its partitions")
             await _once_stored(work, load, 400)
             for region in REGIONS:  # their partitions move to the other worker of the region
                 procs.kill(f"pipeline-{region}-2", signal.SIGKILL)
         await _run(work, procs, 1500, fault)
     for region in REGIONS:  # once the killed worker's session has timed out
-        await wait_for(lambda: _assigned(procs, f"pipeline-{region}-1", region) == total, 60,
+        await wait_for(lambda r=region: _assigned(procs, f"pipeline-{r}-1", r) == total, 60,
                        f"the remaining worker of {region} taking the lost worker's partitions")
 
 
@@ -325,7 +325,7 @@ async def test_ten_thousand_poison_messages_mixed_into_valid_traffic(stack, proc
         # ... and no poison is also in a store: a refused record that decodes (a private key
         # in a valid record, a tenant never onboarded) is a dead letter only.
         refused_ids = set()
-        for meta, value, expected in poison:
+        for _meta, value, _expected in poison:
             try:
                 refused_ids.add(str(codec.decode(value).record["envelope"]["record_id"]))
             except Exception:  # bytes that are no record at all have no id to store

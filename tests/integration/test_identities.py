@@ -268,7 +268,7 @@ async def test_read_of_every_topic_is_refused_unless_declared(kafka):
             response = await kafka.send(principal, node, FetchRequest(
                 0, 0, 1 << 16, 0, [(t, [(0, earliest[t], 1024)]) for t in topics]))
             for topic, partitions in response.topics:
-                for partition, code, *_ in partitions:
+                for _partition, code, *_ in partitions:
                     observed[(principal, topic)] = code
 
     await asyncio.gather(*(one(p) for p in PRINCIPALS))
@@ -347,7 +347,7 @@ async def test_write_to_every_topic_is_refused_unless_declared_and_nothing_lands
                 data.append((t, [(9999 if allowed else 0, _batch(JUNK))]))
             response = await kafka.send(principal, node, ProduceRequest(None, 1, 10_000, data))
             for topic, partitions in response.topics:
-                for partition, code, *_ in partitions:
+                for _partition, code, *_ in partitions:
                     observed[(principal, topic)] = code
 
     async def producer(principal: str) -> None:
@@ -414,7 +414,7 @@ async def test_delete_records_of_every_topic_is_refused_unless_declared(kafka):
             response = await kafka.send(principal, node, DeleteRecordsRequest(
                 [(t, [(0, 0)]) for t in topics], 10_000))
             for topic, partitions, *_ in response.topics:
-                for partition, low_watermark, code, *_ in partitions:
+                for _partition, _low_watermark, code, *_ in partitions:
                     observed[(principal, topic)] = code
 
     await asyncio.gather(*(one(p) for p in PRINCIPALS))

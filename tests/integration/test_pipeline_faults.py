@@ -91,8 +91,8 @@ async def test_invalid_records_go_to_dead_letters_and_their_neighbours_are_store
         await wait_for(all_valid_stored, 60, "every valid neighbour stored")
 
         letters = {}
-        for meta, reason, record in bad:
-            letters[meta] = await wait_for(lambda: work.dead_letter(region, meta), 60,
+        for meta, _reason, _record in bad:
+            letters[meta] = await wait_for(lambda m=meta: work.dead_letter(region, m), 60,
                                            f"the dead letter of {meta.topic}@{meta.offset}")
         for meta, reason, record in bad:
             letter = letters[meta]
@@ -117,7 +117,7 @@ async def test_invalid_records_go_to_dead_letters_and_their_neighbours_are_store
                    if m.key == tenant.encode()]
         sources = {(n["source"]["topic"], n["source"]["partition"], n["source"]["offset"]): n
                    for n in (json.loads(m.value) for m in notices)}
-        for meta, reason, record in bad:
+        for meta, reason, _record in bad:
             notice = sources[(meta.topic, meta.partition, meta.offset)]
             assert notice["reason"] == reason
             assert set(notice) == {"reason", "path", "kind", "source", "tenant_id", "record_id",

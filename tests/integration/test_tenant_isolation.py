@@ -223,7 +223,7 @@ async def test_a_gateway_credential_cannot_delete_or_change_another_regions_tena
         finally:
             await producer.stop()
         for reason, meta in sent:
-            letter = await wait_for(lambda m=meta: work.dead_letter(region, m), 60,
+            letter = await wait_for(lambda m=meta, r=region: work.dead_letter(r, m), 60,
                                     f"the refusal of {meta.topic}@{meta.offset} counted")
             assert letter["reason"] == reason, (meta, letter["reason"])
         for t, rid in kept.items():

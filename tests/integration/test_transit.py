@@ -58,7 +58,8 @@ async def test_every_transit_topic_is_truncated_within_its_bound_once_stored(wor
         bound = spec_of(kind).unreadable_s
         checked_at: list[float] = []
 
-        async def none_readable() -> bool:
+        async def none_readable(checked_at: list[float] = checked_at, topic: str = topic,
+                                ids: list[str] = ids) -> bool:
             checked_at.append(time.monotonic())  # the state a successful read saw began here
             return await _none_readable(work, topic, ids)
         await wait_for(none_readable, bound + 1,

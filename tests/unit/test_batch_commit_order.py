@@ -80,7 +80,7 @@ def _messages(region_counts: dict[str, int], garbage: int) -> list[Msg]:
     letters) on the first region's."""
     out = []
     for region, count in region_counts.items():
-        for i in range(count):
+        for _i in range(count):
             record = example("U12")
             produced = prepare_record("U12", record, REGISTRY)
             out.append(Msg(topic_name(TopicKind.UPLOAD, region), 0, len(out), produced.key,

@@ -523,7 +523,7 @@ def test_kafka_has_the_properties_of_the_embedded_broker(compose, embedded_kafka
     # nowhere, and mutual TLS as there).
     template, listeners = _listeners(embedded_kafka["listeners"]), _listeners(props["listeners"])
     assert set(listeners) == set(template)
-    for name, (host, port) in template.items():
+    for name, (_host, port) in template.items():
         bind(placeholder.fullmatch(port).group(1), listeners[name][1], f"listener {name}")
     controller = props["controller.listener.names"]
     assert template[controller][0] == "127.0.0.1"

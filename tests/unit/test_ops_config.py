@@ -418,9 +418,9 @@ def test_every_panel_has_title_unit_description_and_the_fixed_datasource():
 
 
 def test_every_grafana_variable_used_is_defined():
-    for file, d in load_dashboards().items():
+    for _file, d in load_dashboards().items():
         known = {name: "x" for name in dashboard_variables(d)}
-        for title, expr in panel_queries(d):
+        for _title, expr in panel_queries(d):
             substitute(expr, known)  # raises on an unknown variable
 
 
@@ -453,7 +453,7 @@ def test_the_helpers_see_through_strings_and_suffixes():
 def test_every_dashboard_expression_is_valid_promql(tmp_path):
     """promtool parses each expression (variables substituted) as a recording rule."""
     rules = []
-    for i, (where, expr) in enumerate(all_expressions()):
+    for i, (_where, expr) in enumerate(all_expressions()):
         variables = {"region": "na"} if "$region" in expr else {}
         rules.append({"record": f"mdmbus:check_{i}", "expr": substitute(expr, variables)})
     path = tmp_path / "expressions.yml"
