@@ -32,7 +32,6 @@ import json
 import math
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -54,6 +53,7 @@ from mdmbus.services.simulators.records import UPLOAD_KINDS
 from mdmbus.topics import TopicKind, topic_name
 from tests.conftest import wait_for
 from tests.integration.harness import ALL_PROCESSES, Workload, launcher
+from tests.ports import free_ports
 from tests.unit.test_ops_config import (PROMETHEUS_DIR, alert_rules, dashboard_variables,
                                         label_values_as_promql, load_dashboards, panel_queries,
                                         split_comparison, substitute, variable_queries)
@@ -63,19 +63,6 @@ pytestmark = pytest.mark.integration
 SPEED = 1_000_000.0
 #: How long, after the workload, every expression may take to show data.
 DATA_DEADLINE_S = 120.0
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 # --- Prometheus -------------------------------------------------------------------------------
@@ -132,7 +119,7 @@ def _scrape_config(ports: dict[str, int]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def ports() -> dict[str, int]:
-    free = _free_ports(len(PROCESSES) + 1)
+    free = free_ports(len(PROCESSES) + 1)
     return {**dict(zip(PROCESSES, free)), "prometheus": free[-1]}
 
 

@@ -19,7 +19,6 @@ import dataclasses
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -35,18 +34,13 @@ from mdmbus.stack import postgres
 from mdmbus.topics import TopicKind, topic_name
 from tests.conftest import wait_for
 from tests.integration.harness import Workload, launcher
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 
 REGION = "eu"
 #: 24 h of the shared clock (the default rotation period) in 20 real seconds.
 SPEED = 86400 / 20
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Cluster:
@@ -107,7 +101,7 @@ class Cluster:
             conf.write("\n".join(settings) + "\n")
         (data / "recovery.signal").touch()
         self._own(data / "recovery.signal")
-        port = _free_port()
+        port = free_port()
         proc = subprocess.run(self.argv("pg_ctl", "-D", str(data), "-w", "-t", "120",
                                         "-l", str(self.scratch / f"{name}.log"),
                                         "-o", f"-p {port} -c archive_mode=off", "start"),

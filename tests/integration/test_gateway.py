@@ -40,6 +40,7 @@ from mdmbus.settings import Settings
 from mdmbus.topics import TopicKind, topic_name
 from tests.conftest import wait_for
 from tests.integration.harness import Workload, launcher, listening
+from tests.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -67,17 +68,10 @@ class System:
 BODY_TIMEOUT_S = 6.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-
 @pytest.fixture(scope="module")
 async def system(stack, tmp_path_factory):
     procs = launcher(stack, tmp_path_factory.mktemp("gateway"), speed=1.0)
-    port = _free_port()
+    port = free_port()
     try:
         procs.start("pipeline", "all")
         procs.start("gateway", "all", metrics_port=port,

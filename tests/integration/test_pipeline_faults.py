@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import urllib.request
 import uuid
 from pathlib import Path
@@ -21,18 +20,13 @@ from mdmbus.regions import REGIONS, region_database
 from mdmbus.topics import TopicKind, group_name, topic_name
 from tests.conftest import wait_for
 from tests.integration.harness import Workload, launcher, rewind
+from tests.ports import free_port
 from tests.unit.examples import der, pem
 
 pytestmark = pytest.mark.integration
 
 PRIVATE_KEY = ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\n"
                "-----END PRIVATE KEY-----\n")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -144,7 +138,7 @@ async def test_a_restarted_processor_has_no_effect_twice(stack, procs):
     (so every record and refusal is certainly processed again): nothing is stored, counted,
     dead-lettered or notified twice."""
     region = "ap"
-    first = procs.start("pipeline", region, metrics_port=_free_port())
+    first = procs.start("pipeline", region, metrics_port=free_port())
     async with Workload(stack, procs.clock, seed=uuid.uuid4().int) as work:
         tenant = await work.onboarded(region)
         upload = topic_name(TopicKind.UPLOAD, region)
@@ -179,7 +173,7 @@ async def test_a_restarted_processor_has_no_effect_twice(stack, procs):
 
         # Replay everything of this test: the group back to where its data began.
         await rewind(work.settings, group_name("pipeline", region), starts)
-        port = _free_port()
+        port = free_port()
         procs.start("pipeline", region, key="pipeline-ap-again", metrics_port=port)
 
         async def all_stored() -> bool:
@@ -230,7 +224,7 @@ async def test_a_rebalance_in_the_middle_of_a_batch_stores_nothing_twice_and_los
     up, so the second starts after it. Every record is stored once, none is processed twice
     (the duplicate counters stay 0), and the group's commits reach the topic's end."""
     region = "na"
-    first_port, second_port = _free_port(), _free_port()
+    first_port, second_port = free_port(), free_port()
     procs.start("pipeline", region, key="pipeline-na-1", metrics_port=first_port)
     upload = topic_name(TopicKind.UPLOAD, region)
     group = group_name("pipeline", region)

@@ -11,6 +11,7 @@ import socket
 
 from mdmbus.services.gateway.guards import ConnectionGuard, SourceLimits, source_of
 from mdmbus.services.gateway.listener import Listener
+from tests.ports import free_port
 
 
 class _Echo(asyncio.Protocol):
@@ -144,12 +145,6 @@ async def test_a_connection_over_ipv6_is_served_and_counted_by_its_network():
         writer.close()
     finally:
         listener.close()
-
-
-def _free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 async def _queued_clients(port: int, source: str, n: int) -> list[socket.socket]:
@@ -312,7 +307,7 @@ async def test_closing_while_hand_overs_wait_ends_them_without_an_error(caplog):
 
 
 async def test_the_port_asked_for_is_the_port_listened_on():
-    port = _free_port()
+    port = free_port()
     listener = await Listener.open(ConnectionGuard(_Echo, 100, 5), "127.0.0.1", port)
     try:
         assert [s.getsockname()[1] for s in listener.sockets] == [port]
@@ -323,7 +318,7 @@ async def test_the_port_asked_for_is_the_port_listened_on():
 async def test_no_host_listens_on_every_interface():
     """Oracle: the wildcard addresses (0.0.0.0, and :: where the machine has IPv6), not the
     loopback addresses a resolver gives for no host without AI_PASSIVE."""
-    port = _free_port("0.0.0.0")
+    port = free_port("0.0.0.0")
     listener = await Listener.open(ConnectionGuard(_Echo, 100, 5), None, port)
     try:
         bound = {s.getsockname()[0] for s in listener.sockets}
