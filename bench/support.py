@@ -48,6 +48,7 @@ from mdmbus.topics import TopicKind, parse_topic, regional_topics, topic_name
 from mdmbus.topics import group_name as topic_group_name
 
 __all__ = ["COUNTRY_OF", "UPLOAD_MIX", "PIPELINE", "say", "machine", "code_version",
+           "cpu_times", "steal_line", "STEAL_DISTURBED",
            "print_header", "run_cli", "parser", "kafka_options", "pg_connect", "check_stack",
            "open_stores", "launcher",
            "start_gateway", "listening", "write_token", "pipeline_topics", "pipeline_group",
@@ -116,6 +117,39 @@ def code_version() -> str:
             + ("+bench changes" if bench else ""))
 
 
+def cpu_times(stat: str | None = None) -> tuple[int, int] | None:
+    """(steal, all) of the machine's CPU time in clock ticks from /proc/stat's ``cpu`` line
+    (``stat``: its text, read when None); None where there is no such line. Steal is the time
+    the hypervisor ran someone else while this machine's CPUs had work: a benchmark's wall
+    clock and caches suffer from it, and no figure of ours says so otherwise."""
+    try:
+        text = Path("/proc/stat").read_text() if stat is None else stat
+    except OSError:
+        return None
+    for line in text.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "cpu":
+            # user nice system idle iowait irq softirq steal (guest time is inside user)
+            ticks = [int(x) for x in fields[1:9]]
+            return (ticks[7], sum(ticks)) if len(ticks) == 8 else None
+    return None
+
+
+#: A run during which the hypervisor took more than this share of the CPU time says so.
+STEAL_DISTURBED = 0.05
+
+
+def steal_line(before: tuple[int, int] | None, after: tuple[int, int] | None) -> str:
+    """How much of the machine's CPU time the hypervisor took between two :func:`cpu_times`."""
+    if before is None or after is None or after[1] <= before[1]:
+        return "host steal during the run: unknown (no /proc/stat)"
+    share = (after[0] - before[0]) / (after[1] - before[1])
+    verdict = "; over 5 %: the figures are disturbed" if share > STEAL_DISTURBED else ""
+    return (f"host steal during the run: {share:.1%} of the machine's CPU time (/proc/stat)"
+            f"{verdict}")
+
+
+
 def print_header(prog: str) -> None:
     """The machine, the code and the command line (with the MDMBUS_* settings given), before
     the figures, on stdout."""
@@ -137,14 +171,17 @@ def parser(module: str, doc: str | None) -> argparse.ArgumentParser:
 
 def run_cli(run: Callable[[argparse.Namespace], Awaitable[None]],
             parser: argparse.ArgumentParser) -> None:
-    """Every benchmark's entry point: parse, print the header, run, and on Ctrl-C exit 130
-    (the run's finally blocks have stopped what it started and cleaned up by then)."""
+    """Every benchmark's entry point: parse, print the header, run, print how much CPU time the
+    host's hypervisor took meanwhile, and on Ctrl-C exit 130 (the run's finally blocks have
+    stopped what it started and cleaned up by then)."""
     args = parser.parse_args()
     print_header(parser.prog)
+    before = cpu_times()
     try:
         asyncio.run(run(args))
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    print(steal_line(before, cpu_times()))
 
 
 # ----------------------------------------------------------------------------- connections
