@@ -117,11 +117,10 @@ def code_version() -> str:
             + ("+bench changes" if bench else ""))
 
 
-def cpu_times(stat: str | None = None) -> tuple[int, int] | None:
-    """(steal, all) of the machine's CPU time in clock ticks from /proc/stat's ``cpu`` line
-    (``stat``: its text, read when None); None where there is no such line. Steal is the time
-    the hypervisor ran someone else while this machine's CPUs had work: a benchmark's wall
-    clock and caches suffer from it, and no figure of ours says so otherwise."""
+def _cpu_ticks(stat: str | None = None) -> list[int] | None:
+    """user, nice, system, idle, iowait, irq, softirq, steal: the machine's CPU time in clock
+    ticks since boot, from /proc/stat's ``cpu`` line (``stat``: its text, read when None);
+    None where there is no such line. Guest time is inside user already."""
     try:
         text = Path("/proc/stat").read_text() if stat is None else stat
     except OSError:
@@ -129,10 +128,17 @@ def cpu_times(stat: str | None = None) -> tuple[int, int] | None:
     for line in text.splitlines():
         fields = line.split()
         if fields and fields[0] == "cpu":
-            # user nice system idle iowait irq softirq steal (guest time is inside user)
             ticks = [int(x) for x in fields[1:9]]
-            return (ticks[7], sum(ticks)) if len(ticks) == 8 else None
+            return ticks if len(ticks) == 8 else None
     return None
+
+
+def cpu_times(stat: str | None = None) -> tuple[int, int] | None:
+    """(steal, all) of the machine's CPU time in clock ticks (:func:`_cpu_ticks`). Steal is
+    the time the hypervisor ran someone else while this machine's CPUs had work: a
+    benchmark's wall clock and caches suffer from it, and no figure of ours says so otherwise."""
+    ticks = _cpu_ticks(stat)
+    return None if ticks is None else (ticks[7], sum(ticks))
 
 
 #: A run during which the hypervisor took more than this share of the CPU time says so.
@@ -606,12 +612,15 @@ def _children(ppid: int) -> list[int]:
     return out
 
 
-def _machine_busy() -> tuple[float, float]:
-    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    total = sum(values[:8])
-    return (total - idle) / _TICK, total / _TICK
+def _machine_busy(stat: str | None = None) -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot (:func:`_cpu_ticks`). Busy is
+    what this machine's processes and kernel ran: not idle, not waiting for a disk, and not
+    the time the hypervisor took (steal), which no process here used."""
+    ticks = _cpu_ticks(stat)
+    if ticks is None:
+        raise OSError("/proc/stat has no cpu line with steal time: cannot meter the machine")
+    total = sum(ticks)
+    return (total - ticks[3] - ticks[4] - ticks[7]) / _TICK, total / _TICK
 
 
 async def postgres_pid(pool: asyncpg.Pool) -> int | None:

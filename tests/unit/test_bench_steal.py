@@ -37,3 +37,13 @@ def test_no_cpu_line_or_no_time_passed_is_unknown_not_a_number():
 def test_this_machine_has_a_cpu_line():
     now = cpu_times()
     assert now is not None and 0 <= now[0] <= now[1]
+
+
+def test_the_machine_busy_excludes_idle_iowait_and_steal():
+    """'rest of the machine' is the machine's busy time less the processes metered: time the
+    hypervisor took must not show up there as if a process here had used it."""
+    from bench.support import _TICK, _machine_busy
+    stat = "cpu  1000 10 200 8000 30 4 6 800 0 0\n"
+    busy, total = _machine_busy(stat)
+    assert round(busy * _TICK) == 1000 + 10 + 200 + 4 + 6
+    assert round(total * _TICK) == 10_050
