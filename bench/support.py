@@ -155,7 +155,6 @@ def steal_line(before: tuple[int, int] | None, after: tuple[int, int] | None) ->
             f"{verdict}")
 
 
-
 def print_header(prog: str) -> None:
     """The machine, the code and the command line (with the MDMBUS_* settings given), before
     the figures, on stdout."""
